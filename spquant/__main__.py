@@ -1,0 +1,5 @@
+import sys
+
+from spquant.cli import main
+
+sys.exit(main())

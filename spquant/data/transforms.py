@@ -7,7 +7,7 @@ name in snake case (tonic style), so both can be used:
 >>> from spquant.data.events import make_events
 >>> ev = make_events(x=[0, 1, 1], y=[0, 0, 0], t=[0, 5, 9], p=[1, 1, 0])
 >>> to_frames(ev, (2, 1), n_time_bins=2, mode="count2")[:, :, 0, :].tolist()
-[[[0.0, 0.0], [1.0, 1.0]], [[0.0, 1.0], [0.0, 0.0]]]
+[[[0.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]]
 >>> ToFrames(n_time_bins=2, sensor_size=(2, 1, 2), mode="polarity3")(ev).shape
 torch.Size([2, 3, 1, 2])
 

@@ -288,12 +288,14 @@ class Gen1Detection(Dataset):
 # ------------------------------------------------------------------ static images
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles only what CIFAR-10's python batches need: builtin containers/str/bytes/int (opcodes,
-    no globals) and numpy array reconstruction. Any other global (os.system, eval, ...) is refused."""
+    no globals), numpy array reconstruction and ``_codecs.encode`` (bytes in protocol-2 pickles written
+    by Python 3). Any other global (os.system, eval, builtins, ...) is refused."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module, name):

@@ -153,7 +153,7 @@ def manual_instructions(name: str, root) -> str:
              "again to check and unpack them):"]
     for r in src.resources:
         what = "md5 of the gunzipped content" if r.check == "gunzip" else "md5"
-        lines.append(f"  {dest / r.filename}  <- {r.urls[0]}  ({what} {r.md5})")
+        lines.append(f"  {dest / r.filename}  <- {' or '.join(r.urls)}  ({what} {r.md5})")
     if src.manual:
         lines.append(f"  {src.manual.replace('ROOT', str(root))}")
     lines.append(f"  final layout: {src.layout}  (see {src.homepage})")

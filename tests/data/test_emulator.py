@@ -106,7 +106,8 @@ def test_blank_image_no_events_and_dtype():
 
 
 def test_batch_equals_single_and_deterministic(rng):
-    imgs = (rng.random((3, 28, 28)) * 255).astype(np.uint8)
+    from spquant.data.embedded import load_embedded_mnist
+    imgs = load_embedded_mnist()[0][10:13]
     batch = emulate_batch(imgs)
     for i in range(3):
         np.testing.assert_array_equal(batch[i], emulate(imgs[i]))
@@ -174,7 +175,7 @@ def test_bad_inputs():
 
 def test_vectorised_speed():
     from spquant.data.embedded import load_embedded_mnist
-    x = load_embedded_mnist()[0][:200]
-    t0 = time.perf_counter()
+    x = load_embedded_mnist()[0][:100]
+    t0 = time.process_time()
     emulate_batch(x)
-    assert (time.perf_counter() - t0) / 200 < 0.05  # measured ~4 ms/image on one core
+    assert (time.process_time() - t0) / 100 < 0.05  # measured ~4.3 ms of CPU per image

@@ -181,19 +181,16 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
         for i in range(2 * r + 1):
             d = i - r
             canvas[:, max(0, -d):tmp.shape[1] - max(0, d)] += k[i] * tmp[:, max(0, d):tmp.shape[1] - max(0, -d)]
-    # active pixels: those any shifted image can reach (others never change: no events)
+    # active window: the pixels any shifted (blurred) image can reach; others never change
     reach = int(math.ceil(np.abs(path).max())) + 1 + blur_r
-    support = torch.zeros(sh, sw, dtype=torch.bool)
     y0, y1 = max(0, (sh - ih) // 2 - reach), min(sh, (sh - ih) // 2 + ih + reach)
     x0, x1 = max(0, (sw - iw) // 2 - reach), min(sw, (sw - iw) // 2 + iw + reach)
-    support[y0:y1, x0:x1] = True
     on_map, off_map = threshold_maps(cfg)
     c_on = on_map[y0:y1, x0:x1].reshape(1, -1)
     c_off = off_map[y0:y1, x0:x1].reshape(1, -1)
     ah, aw = y1 - y0, x1 - x0
 
     npix = ah * aw
-    inv_on, inv_off = 1.0 / c_on, 1.0 / c_off
     hbuf = torch.empty(n, ah + 1, aw)
     tmp = torch.empty(n, ah + 1, aw)
 

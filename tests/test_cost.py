@@ -271,7 +271,12 @@ def test_cli_static_text_and_errors(capsys):
     assert cli_main(["cost", "--ubits", "1.3"]) == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("spquant.train") is not None, reason="spquant.train present")
-def test_cli_measured_needs_train(capsys):
+def test_cli_measured_needs_train_loader(capsys):
+    """Until spquant.train has a run loader (load_run), the measured path fails clearly."""
+    if importlib.util.find_spec("spquant.train") is not None:
+        import spquant.train as tr
+
+        if hasattr(tr, "load_run"):
+            pytest.skip("spquant.train.load_run exists")
     assert cli_main(["cost", "--checkpoint", "nowhere"]) == 2
     assert "spquant.train" in capsys.readouterr().err

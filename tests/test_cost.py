@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from spquant.cli import main as cli_main
-from spquant.cost import ENERGY_PRESETS, MB, conv_sops, format_measured, format_static, measure_cost, static_cost
+from spquant.cost import ENERGY_PRESETS, MB, conv_sops, cost_report, format_measured, format_static, measure_cost, static_cost
 from spquant.layers import ConvBNLIF, QLinear, SeqModule
 from spquant.models import VGG9, QuantSpec, ResNet19
 from spquant.neuron import LIF, lif_reference
@@ -280,3 +280,19 @@ def test_cli_measured_needs_train_loader(capsys):
             pytest.skip("spquant.train.load_run exists")
     assert cli_main(["cost", "--checkpoint", "nowhere"]) == 2
     assert "spquant.train" in capsys.readouterr().err
+
+
+def test_cost_report_and_fp32_baseline_excludes_gates():
+    torch.manual_seed(0)
+    sp = VGG9(4, 2, (16, 16), width=0.125, spec=QuantSpec(mode="spquant"))
+    fp = VGG9(4, 2, (16, 16), width=0.125, spec=QuantSpec(mode="fp32"))
+    s_sp, s_fp = static_cost(sp, (2, 16, 16)), static_cost(fp, (2, 16, 16))
+    # the FP32 reference of a spquant model is the FP32 baseline of the architecture (no gates);
+    # the only other difference is the learnable thresholds (one 32-bit scalar per LIF layer)
+    n_lif = sum(isinstance(m, LIF) for m in sp.modules())
+    assert s_sp.total_mb_fp32 == pytest.approx(s_fp.total_mb_fp32 + n_lif * 4 / MB)
+    x = (torch.rand(2, 3, 2, 16, 16) < 0.4).float()
+    r = cost_report(sp, (2, 16, 16), [x])
+    assert r["memory_reduction"] == pytest.approx(s_sp.memory_reduction)
+    assert r["flops_reduction"] > 0 and 0 <= r["skipped_update_fraction"] <= 1
+    json.dumps(r)

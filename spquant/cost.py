@@ -14,7 +14,6 @@ Definitions and energy figures (with sources) are in ``docs/pruning_and_cost.md`
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 

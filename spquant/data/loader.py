@@ -31,10 +31,13 @@ class FrameCache:
     repeated ``T`` times per batch, ``T`` required). uint8 data is multiplied by ``scale`` (default:
     1/255 for static uint8 images, 1 for frames). ``shuffle`` draws a new permutation every epoch
     from one generator seeded with ``seed``; ``drop_last`` drops a final partial batch.
+    ``size`` = (H, W) resizes every batch on the fly (area interpolation), so a large split can stay
+    compact (uint8 at the sensor size) in memory.
     """
 
     def __init__(self, data: torch.Tensor, labels, batch_size: int = 64, T: int | None = None,
-                 shuffle: bool = True, seed: int = 0, scale: float | None = None, drop_last: bool = False):
+                 shuffle: bool = True, seed: int = 0, scale: float | None = None, drop_last: bool = False,
+                 size: Sequence[int] | None = None):
         self.data = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
         self.labels = torch.as_tensor(np.asarray(labels)).to(torch.int64)
         if self.data.shape[0] != self.labels.shape[0]:
@@ -50,6 +53,7 @@ class FrameCache:
         if scale is None:
             scale = 1 / 255 if (self.static and self.data.dtype == torch.uint8) else 1.0
         self.scale, self.batch_size, self.shuffle, self.drop_last = scale, batch_size, shuffle, drop_last
+        self.size = None if size is None else tuple(size)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -64,6 +68,8 @@ class FrameCache:
             x = self.data[idx].to(torch.float32)
             if self.scale != 1.0:
                 x.mul_(self.scale)
+            if self.size is not None:
+                x = resize(x, self.size)
             if self.static:
                 x = x.unsqueeze(0).expand(self.T, *x.shape)
             else:

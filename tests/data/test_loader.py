@@ -101,6 +101,9 @@ def test_mnist_frames_direct_and_events(tmp_path):
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16
     xb, yb = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False)))
     assert xb.shape == (5, 3, 3, 34, 34) and xb.dtype == torch.float32
+    xs, _ = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False, size=(17, 17))))
+    assert xs.shape == (5, 3, 3, 17, 17)
+    assert torch.allclose(xs, sd.resize(xb, (17, 17)))
 
 
 def test_mnist_frames_full_source(shared_mnist, monkeypatch, tmp_path):

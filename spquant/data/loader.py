@@ -100,7 +100,7 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
       3 channels or 'count2' 2 channels) on the 34x34 sensor: uint8 ``[N, T, C, 34, 34]``, or float16
       ``[N, T, C, *size]`` when ``size`` is given (area resize).
 
-    ``limit`` keeps the first ``limit`` samples.
+    ``limit`` keeps the first ``limit`` samples (and emulates only those).
     """
     if encoding == "direct":
         x, y = _images(split, source)
@@ -113,7 +113,8 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
     if encoding != "events":
         raise ValueError(f"encoding must be 'direct' or 'events', got {encoding!r}")
     from spquant.data.emulated import EmulatedMNIST
-    ds = EmulatedMNIST(split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress)
+    ds = EmulatedMNIST(split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress,
+                       limit=limit)
     n = len(ds) if limit is None else min(limit, len(ds))
     chunks = []
     step = 2000

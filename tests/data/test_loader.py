@@ -95,7 +95,8 @@ def test_mnist_frames_direct_and_events(tmp_path):
     assert fe.shape == (6, 5, 3, 34, 34) and fe.dtype == torch.uint8
     assert set(fe.unique().tolist()) == {0, 1} and fe[:, :, 2].sum() == 0
     assert ye.tolist() == y[:6].tolist()
-    ds = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False)
+    ds = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False, limit=6)
+    assert len(ds) == 6 and ds.dir.name.endswith("-first6")
     np.testing.assert_array_equal(fe[4].numpy(), sd.to_frames(ds.events_of(4), (34, 34), 5).astype(np.uint8))
     fc, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48))
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16

@@ -97,6 +97,9 @@ def test_mnist_frames_direct_and_events(tmp_path):
     assert ye.tolist() == y[:6].tolist()
     ds = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False, limit=6)
     assert len(ds) == 6 and ds.dir.name.endswith("-first6")
+    assert (ds.dir / "test_frames_T5_polarity3.npy").is_file()  # frames cached next to the events
+    again, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=6)
+    assert torch.equal(again, fe)
     np.testing.assert_array_equal(fe[4].numpy(), sd.to_frames(ds.events_of(4), (34, 34), 5).astype(np.uint8))
     fc, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48))
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16

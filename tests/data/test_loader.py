@@ -11,7 +11,7 @@ import torch
 import spquant.data as sd
 from spquant.data.emulated import pack_events, unpack_events
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def test_pack_round_trip(rng):

@@ -12,7 +12,7 @@ import spquant.data as sd
 from spquant.data import EVENT_DTYPE, EventFileError
 from spquant.data.readers import aedat2, aedat3, atis, prophesee
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def same(a, b):

@@ -10,7 +10,7 @@ import pytest
 
 import spquant.data as sd
 from spquant.data import EVENT_DTYPE, EventFileError
-from spquant.data.readers import aedat2, aedat3, atis, prophesee
+from spquant.data.readers import aedat2, aedat3, prophesee
 
 from .helpers import random_events
 

@@ -78,6 +78,8 @@ def cmd_emulate(args) -> int:
     root = Path(args.root) if args.root else default_root() / "mnist"
     source = "embedded" if args.dataset == "embedded-mnist" else (root if args.root else "full")
     out = Path(args.out) if args.out else emulated_mnist_dir(source, cfg)
+    if args.limit is not None and not args.out:
+        out = out.with_name(out.name + f"-first{args.limit}")  # the name EmulatedMNIST(limit=N) uses
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     t_all = time.perf_counter()
     total = 0

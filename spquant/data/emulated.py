@@ -183,16 +183,20 @@ def default_cache_dir() -> Path:
 
 def EmulatedMNIST(split: str = "train", source="embedded", config: EmulatorConfig | None = None,
                   cache_dir=None, transform: Callable | None = None, workers: int | None = None,
-                  progress: bool = True) -> EmulatedEvents:
+                  progress: bool = True, limit: int | None = None) -> EmulatedEvents:
     """Emulated N-MNIST-like events of MNIST digits, emulated on first use and cached on disk.
 
     ``source``: 'embedded' (the packaged 7,000-image subset), 'full' (full MNIST from
     :func:`spquant.data.fetch.default_root` / 'mnist') or a folder with the four MNIST IDX files.
-    The cache folder is ``cache_dir / 'emulated_mnist' / f'{source_tag}-{config.key()}'``.
+    The cache folder is ``cache_dir / 'emulated_mnist' / f'{source_tag}-{config.key()}'`` (plus
+    ``-first{limit}`` when only the first ``limit`` images are wanted).
     """
     cfg = config or EmulatorConfig()
     images, labels, _ = _mnist_source(split, source)
     out = emulated_mnist_dir(source, cfg, cache_dir)
+    if limit is not None and limit < len(labels):
+        images, labels = images[:limit], labels[:limit]
+        out = out.with_name(out.name + f"-first{limit}")
     if not cache_complete(out, split) or _stale(out, split, images):
         emulate_to_cache(images, labels, out, split, cfg, workers=workers, progress=progress)
     return EmulatedEvents(out, split, transform)

@@ -281,7 +281,26 @@ class StaticCost:
         return d
 
 
-def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float = 32.0) -> tuple[dict, list]:
+def _gate_param_bits(model: nn.Module, gate_bits: float | None) -> dict[int, float]:
+    """id(param) -> bits for gate predictor parameters: weights at their quantizer's bits (or
+    ``gate_bits``), biases at 32; ``gate_bits == 0`` leaves every gate parameter out."""
+    out: dict[int, float] = {}
+    for g in model.modules():
+        if not isinstance(g, ChannelGate):
+            continue
+        for conv, quant in ((g.predictor, g.predictor_quant), (g.spatial_conv, g.spatial_quant)):
+            if conv is None:
+                continue
+            wbits = float(getattr(quant, "bits", 32)) if gate_bits is None else float(gate_bits)
+            out[id(conv.weight)] = wbits
+            if conv.bias is not None:
+                out[id(conv.bias)] = 0.0 if gate_bits == 0 else 32.0
+        for p in g.parameters():
+            out.setdefault(id(p), 0.0 if gate_bits == 0 else 32.0)
+    return out
+
+
+def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float | None = None) -> tuple[dict, list]:
     """{bits: params} and a per-tensor list. Conv/linear weights at their quantizer's bits (or
     ``weight_bits``); biases, gates, thresholds at 32; BN per ``bn``."""
     by_bits: dict[float, int] = {}
@@ -297,7 +316,7 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
         by_bits[bits] = by_bits.get(bits, 0) + p.numel()
         rows.append({"name": name, "params": p.numel(), "bits": bits, "what": what})
 
-    gate_params = {id(p) for m in model.modules() if isinstance(m, ChannelGate) for p in m.parameters()}
+    gate_params = _gate_param_bits(model, gate_bits)
     for mname, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in gate_params:
             wq = getattr(m, "weight_quant", None)
@@ -311,7 +330,7 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
                 add(f"{mname}.{pn}", p, bits, "bn")
     for pname, p in model.named_parameters():
         if id(p) in gate_params:
-            add(pname, p, float(gate_bits or 0), "gate")
+            add(pname, p, gate_params[id(p)], "gate")
         else:
             add(pname, p, 32.0, "other")
     return by_bits, rows
@@ -324,7 +343,7 @@ def static_cost(
     weight_bits: float | None = None,
     membrane_bits: float | None = None,
     bn: str = "count",
-    gate_bits: float | None = 32,
+    gate_bits: float | None = None,
 ) -> StaticCost:
     """Static cost of ``model`` for one sample and one time step.
 
@@ -333,9 +352,9 @@ def static_cost(
       2, SAWBWeight b) unless ``weight_bits`` overrides all of them; biases, gate predictors and
       thresholds at 32 bits; BatchNorm affine parameters at 32 bits (``bn='count'``, they become
       the per-channel fixed-point multiplier and bias after folding) or not at all
-      (``bn='ignore'``). Running statistics are buffers and never counted. Gate predictors
-      (spquant mode) at ``gate_bits`` (default 32, as trained; 0/None leaves them out, as the
-      paper's figures appear to).
+      (``bn='ignore'``). Running statistics are buffers and never counted. Gate
+      predictor weights (spquant mode) at their quantizer's bits (``predictor_bits`` option, 8 by
+      default) or ``gate_bits``; their biases at 32; ``gate_bits=0`` leaves the gates out.
     * membrane memory: LIF neurons per sample per step x bits: 32 (FP32), the paper's plain
       encoding (``ceil(log2(levels))``, 2 for ternary) and packed (``IntegerMembrane.packed_bits``,
       1.6 for ternary). ``membrane_bits`` overrides the paper-convention bits (e.g. 1.58).
@@ -366,7 +385,7 @@ def static_cost(
         plain = float(membrane_bits)
         if packed > plain:
             packed = plain
-    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits or 0)
+    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits)
     by_kind: dict[str, float] = {}
     for r in rows:
         by_kind[r["what"]] = by_kind.get(r["what"], 0.0) + r["params"] * r["bits"] / 8 / MB

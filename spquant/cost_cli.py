@@ -116,7 +116,7 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--bn", choices=("count", "ignore"), default="count", help="BN affine params at 32 bits, or not counted")
-    p.add_argument("--gate-bits", type=float, default=32, help="bits of gate predictor params (0 = not counted)")
+    p.add_argument("--gate-bits", type=float, default=None, help="bits of gate predictor weights (default: their quantizer's; 0 = gates not counted)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--checkpoint", default=None, help="run folder of a trained model (measured cost)")
     p.add_argument("--data", default=None, help="data for the measured cost (with --checkpoint)")

@@ -89,6 +89,13 @@ def test_spquant_gate_params_counted_separately():
     c0 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=0)
     assert c.weight_memory_mb_by_kind["gate"] > 0 and "gate" not in c0.weight_memory_mb_by_kind
     assert c.weight_memory_mb - c0.weight_memory_mb == pytest.approx(c.weight_memory_mb_by_kind["gate"])
+    # predictor weights at their quantizer's 8 bits, biases at 32
+    gates = [m for m in VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")).modules() if hasattr(m, "predictor_quant")]
+    w = sum(g.predictor.weight.numel() for g in gates)
+    b = sum(g.predictor.bias.numel() for g in gates)
+    assert c.weight_memory_mb_by_kind["gate"] == pytest.approx((8 * w + 32 * b) / 8 / MB)
+    c32 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=32)
+    assert c32.weight_memory_mb_by_kind["gate"] == pytest.approx((32 * w + 32 * b) / 8 / MB)
     assert "10^6" in format_static(c)
 
 

@@ -46,15 +46,29 @@ def tiny_toml(tmp_path):
     return make
 
 
-def run_cli(args, env=None, **kw):
+def cli_env(env=None):
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     e.pop("SPQUANT_TEST_KILL_AT", None)
     e.pop("SPQUANT_TEST_KILL_AFTER_STEP", None)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "spquant", *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=300, **kw)
+    return e
+
+
+def run_cli(args, env=None, **kw):
+    """Run ``python -m spquant ARGS`` in a fresh process (from the project root)."""
+    return subprocess.run([sys.executable, "-m", "spquant", *args], cwd=ROOT, env=cli_env(env), capture_output=True, text=True, timeout=300, **kw)
+
+
+def popen_cli(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "spquant", *args], cwd=ROOT, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(name="run_cli")
 def run_cli_fixture():
     return run_cli
+
+
+@pytest.fixture(name="popen_cli")
+def popen_cli_fixture():
+    return popen_cli

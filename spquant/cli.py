@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "spquant.data.cli",
     "spquant.train.cli",
+    "spquant.cost_cli",
 ]
 
 

@@ -77,26 +77,26 @@ def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_
     }
     try:
         from spquant.cost import static_cost
-
-        sc = static_cost(model, input_shape=input_shape)
-        get = (lambda k: getattr(sc, k)) if not isinstance(sc, dict) else sc.get
-        out.update({"params": int(get("params")), "neurons": int(get("neurons")), "weight_mb": float(get("weight_mb")), "membrane_mb": float(get("membrane_mb")), "total_mb": float(get("total_mb")), "cost_source": "spquant.cost"})
-    except (ImportError, AttributeError, TypeError, KeyError):
+    except ImportError:
         out.update(_fallback_static(model, input_shape))
+    else:
+        sc = static_cost(model, input_shape=input_shape)
+        out.update({
+            "params": int(sc.params), "neurons": int(sc.lif_neurons), "weight_mb": float(sc.weight_memory_mb),
+            "membrane_mb": float(sc.membrane_mb_paper), "total_mb": float(sc.total_mb),
+            "total_mb_packed": float(sc.total_mb_packed), "dense_macs_per_step": int(sc.dense_macs), "cost_source": "spquant.cost",
+        })
     if spec.pruned and test_data is not None:
         try:
             from spquant.cost import measure_cost
-
-            batches = []
-            T = config.model.T
-            for s in range(flops_batches):
-                idx = torch.arange(s * 100, min((s + 1) * 100, len(test_data)))
-                if len(idx):
-                    batches.append(test_data.batch(idx, T)[0].to(device))
-            mc = measure_cost(model, batches)
-            out["flops_reduction"] = float(getattr(mc, "flops_reduction"))
         except ImportError:
             pass
+        else:
+            T = config.model.T
+            batches = [test_data.batch(torch.arange(s, min(s + 100, len(test_data))), T)[0].to(device) for s in range(0, min(len(test_data), 100 * flops_batches), 100)]
+            mc = measure_cost(model, batches)
+            out["flops_reduction"] = float(mc.flops_reduction)
+            out["effective_reduction"] = float(mc.effective_reduction)
     return out
 
 

@@ -142,7 +142,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RunConfig:
     """Book-keeping. ``checkpoint_every``: steps between checkpoints (0 = end of each epoch only).
-    ``device``: auto, cpu or cuda. ``threads``: torch CPU threads (0 = leave as is)."""
+    ``device``: auto, cpu or cuda. ``threads``: torch CPU threads (0 = auto: torch's default, or 1
+    when the CPUs are already busy; -1 = leave torch's setting alone)."""
 
     log_every: int = 20
     checkpoint_every: int = 0

@@ -196,7 +196,7 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
         d = Path(out) / mode
         if d.exists():
             shutil.rmtree(d)
-        print(f"== {cfg.name}: {mode} SNN, {cfg.model.T} steps, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
+        print(f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
         train(cfg, d, progress=progress)
         dirs.append(d)
     md, messages = write_report(dirs, str(Path(out) / "report.md"))

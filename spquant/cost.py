@@ -562,26 +562,49 @@ def format_measured(c: MeasuredCost, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def measured_cost_from_run(run_dir, data=None, max_batches: int | None = None, **kwargs) -> MeasuredCost:
-    """Measured cost of a trained run (checkpoint folder of :mod:`spquant.train`) on its data.
+def measured_cost_from_run(
+    run_dir,
+    data="test",
+    max_batches: int | None = 10,
+    batch_size: int = 100,
+    checkpoint: bool = False,
+    device: str = "cpu",
+) -> MeasuredCost:
+    """Measured cost of a trained run folder (written by :mod:`spquant.train`).
 
-    Needs the training package's checkpoint loader; raises a clear error until it exists.
+    The model comes from ``spquant.train.load_run(run_dir)`` (``model.safetensors``, or the newest
+    checkpoint with ``checkpoint=True``). ``data`` is a split name of the run's own data config
+    (``'test'`` or ``'train'``) or an iterable of ready batches ([T, B, ...] tensors or (x, y)
+    pairs). With a split, the first ``max_batches`` batches of ``batch_size`` samples are used
+    (``max_batches=None``: the whole split).
     """
     try:
-        from spquant import train as _train  # noqa: F401
-    except ImportError as exc:
+        from spquant.train import load_run
+    except ImportError as exc:  # pragma: no cover - spquant.train is part of the package now
         raise RuntimeError(
-            "measured cost from a run folder needs spquant.train (checkpoint loader), which is not in "
-            "this build; use spquant.cost.measure_cost(model, batches) on a loaded model instead"
+            "measured cost from a run folder needs spquant.train (checkpoint loader); use "
+            "spquant.cost.measure_cost(model, batches) on a loaded model instead"
         ) from exc
-    loader = getattr(_train, "load_run", None)
-    if loader is None:
-        raise RuntimeError("spquant.train has no load_run(run_dir); cannot load the checkpoint for measured cost")
-    run = loader(run_dir)
-    model = run["model"] if isinstance(run, dict) else getattr(run, "model")
+    from spquant.train.checkpoint import CheckpointError
+
+    try:
+        run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+    model, config = run["model"], run["config"]
     if data is None:
-        raise RuntimeError("measured cost needs data batches (data=...)")
-    return measure_cost(model, data, max_batches=max_batches, **kwargs)
+        data = "test"
+    if isinstance(data, str):
+        if data not in ("test", "train"):
+            raise RuntimeError(f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}")
+        from spquant.train.data import load_split
+
+        split = load_split(config, data)
+        T = config.model.T
+        n = len(split) if max_batches is None else min(len(split), batch_size * max_batches)
+        batches = [split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)]
+        return measure_cost(model, batches, device=device)
+    return measure_cost(model, data, max_batches=max_batches, device=device)
 
 
 def cost_report(model: nn.Module, input_shape, batches: Iterable | None = None, max_batches: int | None = None) -> dict:

@@ -281,7 +281,26 @@ class StaticCost:
         return d
 
 
-def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float = 32.0) -> tuple[dict, list]:
+def _gate_param_bits(model: nn.Module, gate_bits: float | None) -> dict[int, float]:
+    """id(param) -> bits for gate predictor parameters: weights at their quantizer's bits (or
+    ``gate_bits``), biases at 32; ``gate_bits == 0`` leaves every gate parameter out."""
+    out: dict[int, float] = {}
+    for g in model.modules():
+        if not isinstance(g, ChannelGate):
+            continue
+        for conv, quant in ((g.predictor, g.predictor_quant), (g.spatial_conv, g.spatial_quant)):
+            if conv is None:
+                continue
+            wbits = float(getattr(quant, "bits", 32)) if gate_bits is None else float(gate_bits)
+            out[id(conv.weight)] = wbits
+            if conv.bias is not None:
+                out[id(conv.bias)] = 0.0 if gate_bits == 0 else 32.0
+        for p in g.parameters():
+            out.setdefault(id(p), 0.0 if gate_bits == 0 else 32.0)
+    return out
+
+
+def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float | None = None) -> tuple[dict, list]:
     """{bits: params} and a per-tensor list. Conv/linear weights at their quantizer's bits (or
     ``weight_bits``); biases, gates, thresholds at 32; BN per ``bn``."""
     by_bits: dict[float, int] = {}
@@ -297,7 +316,7 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
         by_bits[bits] = by_bits.get(bits, 0) + p.numel()
         rows.append({"name": name, "params": p.numel(), "bits": bits, "what": what})
 
-    gate_params = {id(p) for m in model.modules() if isinstance(m, ChannelGate) for p in m.parameters()}
+    gate_params = _gate_param_bits(model, gate_bits)
     for mname, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in gate_params:
             wq = getattr(m, "weight_quant", None)
@@ -311,7 +330,7 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
                 add(f"{mname}.{pn}", p, bits, "bn")
     for pname, p in model.named_parameters():
         if id(p) in gate_params:
-            add(pname, p, float(gate_bits or 0), "gate")
+            add(pname, p, gate_params[id(p)], "gate")
         else:
             add(pname, p, 32.0, "other")
     return by_bits, rows
@@ -324,7 +343,7 @@ def static_cost(
     weight_bits: float | None = None,
     membrane_bits: float | None = None,
     bn: str = "count",
-    gate_bits: float | None = 32,
+    gate_bits: float | None = None,
 ) -> StaticCost:
     """Static cost of ``model`` for one sample and one time step.
 
@@ -333,9 +352,9 @@ def static_cost(
       2, SAWBWeight b) unless ``weight_bits`` overrides all of them; biases, gate predictors and
       thresholds at 32 bits; BatchNorm affine parameters at 32 bits (``bn='count'``, they become
       the per-channel fixed-point multiplier and bias after folding) or not at all
-      (``bn='ignore'``). Running statistics are buffers and never counted. Gate predictors
-      (spquant mode) at ``gate_bits`` (default 32, as trained; 0/None leaves them out, as the
-      paper's figures appear to).
+      (``bn='ignore'``). Running statistics are buffers and never counted. Gate
+      predictor weights (spquant mode) at their quantizer's bits (``predictor_bits`` option, 8 by
+      default) or ``gate_bits``; their biases at 32; ``gate_bits=0`` leaves the gates out.
     * membrane memory: LIF neurons per sample per step x bits: 32 (FP32), the paper's plain
       encoding (``ceil(log2(levels))``, 2 for ternary) and packed (``IntegerMembrane.packed_bits``,
       1.6 for ternary). ``membrane_bits`` overrides the paper-convention bits (e.g. 1.58).
@@ -366,7 +385,7 @@ def static_cost(
         plain = float(membrane_bits)
         if packed > plain:
             packed = plain
-    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits or 0)
+    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits)
     by_kind: dict[str, float] = {}
     for r in rows:
         by_kind[r["what"]] = by_kind.get(r["what"], 0.0) + r["params"] * r["bits"] / 8 / MB
@@ -543,26 +562,49 @@ def format_measured(c: MeasuredCost, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def measured_cost_from_run(run_dir, data=None, max_batches: int | None = None, **kwargs) -> MeasuredCost:
-    """Measured cost of a trained run (checkpoint folder of :mod:`spquant.train`) on its data.
+def measured_cost_from_run(
+    run_dir,
+    data="test",
+    max_batches: int | None = 10,
+    batch_size: int = 100,
+    checkpoint: bool = False,
+    device: str = "cpu",
+) -> MeasuredCost:
+    """Measured cost of a trained run folder (written by :mod:`spquant.train`).
 
-    Needs the training package's checkpoint loader; raises a clear error until it exists.
+    The model comes from ``spquant.train.load_run(run_dir)`` (``model.safetensors``, or the newest
+    checkpoint with ``checkpoint=True``). ``data`` is a split name of the run's own data config
+    (``'test'`` or ``'train'``) or an iterable of ready batches ([T, B, ...] tensors or (x, y)
+    pairs). With a split, the first ``max_batches`` batches of ``batch_size`` samples are used
+    (``max_batches=None``: the whole split).
     """
     try:
-        from spquant import train as _train  # noqa: F401
-    except ImportError as exc:
+        from spquant.train import load_run
+    except ImportError as exc:  # pragma: no cover - spquant.train is part of the package now
         raise RuntimeError(
-            "measured cost from a run folder needs spquant.train (checkpoint loader), which is not in "
-            "this build; use spquant.cost.measure_cost(model, batches) on a loaded model instead"
+            "measured cost from a run folder needs spquant.train (checkpoint loader); use "
+            "spquant.cost.measure_cost(model, batches) on a loaded model instead"
         ) from exc
-    loader = getattr(_train, "load_run", None)
-    if loader is None:
-        raise RuntimeError("spquant.train has no load_run(run_dir); cannot load the checkpoint for measured cost")
-    run = loader(run_dir)
-    model = run["model"] if isinstance(run, dict) else getattr(run, "model")
+    from spquant.train.checkpoint import CheckpointError
+
+    try:
+        run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+    model, config = run["model"], run["config"]
     if data is None:
-        raise RuntimeError("measured cost needs data batches (data=...)")
-    return measure_cost(model, data, max_batches=max_batches, **kwargs)
+        data = "test"
+    if isinstance(data, str):
+        if data not in ("test", "train"):
+            raise RuntimeError(f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}")
+        from spquant.train.data import load_split
+
+        split = load_split(config, data)
+        T = config.model.T
+        n = len(split) if max_batches is None else min(len(split), batch_size * max_batches)
+        batches = [split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)]
+        return measure_cost(model, batches, device=device)
+    return measure_cost(model, data, max_batches=max_batches, device=device)
 
 
 def cost_report(model: nn.Module, input_shape, batches: Iterable | None = None, max_batches: int | None = None) -> dict:

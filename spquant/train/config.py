@@ -88,14 +88,14 @@ class DataConfig:
     encoding: str = "direct"  # 'direct' (static, repeated T times) or 'events'
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
-    resize: str = "pad"  # how 28x28 becomes model.input: 'pad' (zero border) or 'resize' (bilinear)
+    resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
     augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
     cache: str = ""  # directory for encoded frames ('' = <root>/../cache or none for embedded)
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"])
         _choice("data.encoding", self.encoding, ["direct", "events"])
-        _choice("data.resize", self.resize, ["pad", "resize"])
+        _choice("data.resize", self.resize, ["pad", "crop", "resize"])
         _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
         for k in ("train_subset", "test_subset"):
             if getattr(self, k) < 0:

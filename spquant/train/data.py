@@ -78,7 +78,9 @@ def resolve_root(root: str) -> Path:
 
 
 def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
-    """[N, C, h, w] -> [N, C, H, W] by zero-padding (centred) or bilinear resizing."""
+    """[N, ..., h, w] -> [N, ..., H, W] by zero-padding (centred), centre-cropping or bilinear resizing.
+
+    'pad' and 'crop' keep integer data (pixels, event counts) exactly."""
     h, w = images.shape[-2:]
     H, W = size
     if (h, w) == (H, W):
@@ -88,6 +90,11 @@ def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
             raise ValueError(f"cannot pad {h}x{w} images to a smaller {H}x{W}; use data.resize='resize'")
         top, left = (H - h) // 2, (W - w) // 2
         return F.pad(images, (left, W - w - left, top, H - h - top))
+    if how == "crop":
+        if H > h or W > w:
+            raise ValueError(f"cannot crop {h}x{w} inputs to a larger {H}x{W}; use data.resize='pad'")
+        top, left = (h - H) // 2, (w - W) // 2
+        return images[..., top:top + H, left:left + W].contiguous()
     dtype = images.dtype
     out = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False)
     return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
@@ -160,7 +167,8 @@ def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
     """Event frames of MNIST made by the event-camera emulator of :mod:`spquant.data` (N-MNIST-like
     saccades on a 34x34 sensor, cached on disk after the first use), binned into T frames:
     2-channel ON/OFF counts (model.in_channels = 2) or the 3-channel colour encoding (3), area-resized
-    to model.input unless that is 34x34."""
+    to model.input unless that is 34x34 (or centre-cropped to it with data.resize='crop', which keeps
+    the frames integer counts, as the integer interpreter needs)."""
     from spquant.data.loader import mnist_frames
 
     d, m = config.data, config.model
@@ -171,8 +179,10 @@ def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
         source = str(resolve_root(d.root))
     elif source != "embedded":
         source = str(resolve_root(source))
-    size = None if tuple(m.input) == (34, 34) else tuple(m.input)
+    size = None if tuple(m.input) == (34, 34) or d.resize == "crop" else tuple(m.input)
     frames, labels = mnist_frames(split, T=m.T, source=source, encoding="events", mode="count2" if m.in_channels == 2 else "polarity3",
                                   size=size, cache_dir=str(resolve_root(d.cache)) if d.cache else None, progress=config.run.progress)
     frames, labels = _subset(frames, labels.to(torch.int64), n_limit, config.train.seed)
+    if d.resize == "crop":
+        frames = _fit(frames, tuple(m.input), "crop")
     return TensorData(frames, labels, static=False)

@@ -1,0 +1,300 @@
+"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (SPEC §9).
+
+Two paths with identical results:
+
+* ``reference`` — plain numpy ``int64``, written for clarity: a convolution is a loop over the
+  kernel taps of integer multiply-accumulates; every node follows the rule in
+  :mod:`spquant.deploy.fold` literally. It counts the operations it executes.
+* ``fast`` — torch. Convolutions/linears run in float32 holding integers when the per-layer bound
+  (``max_c sum|w_c| * max|x|``, see :func:`~spquant.deploy.fold.analyze`) proves every partial sum
+  is below 2^24 (float32 represents every integer up to 2^24 exactly, so any summation order gives
+  the exact integer), in float64 below 2^53, otherwise the program is rejected at load. Everything
+  after the accumulator (multiplier, shift, leak, threshold, reset, clamp) runs in integer tensors
+  (int32 where the bound proves it fits, else int64). A static input (the same image every step)
+  runs through the first layer once. Bit-identical to the reference by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from spquant.deploy.fold import DeployError, Program, analyze
+
+__all__ = ["Interpreter", "OpCounts", "lif_step_int", "requant"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the integer rules, once, in numpy (also used by the exhaustive tests)
+# ------------------------------------------------------------------------------------------------
+def requant(acc: np.ndarray, M: np.ndarray, B: np.ndarray, S: int) -> np.ndarray:
+    """``(acc * M + B + R) >> S`` with R = 2^(S-1) (round half up), per channel on axis 1."""
+    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    r = (1 << (S - 1)) if S > 0 else 0
+    return (acc.astype(np.int64) * M.reshape(shape) + (B.reshape(shape) + r)) >> S
+
+
+def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shift: int, lb: int, ub: int):
+    """One integer LIF step: returns (spikes {0,1}, new membrane codes) as int64."""
+    u = ((m.astype(np.int64) << F) >> tau_shift) + cur
+    s = u > V
+    q = np.clip((u + (1 << (F - 1))) >> F, lb, ub)
+    return s.astype(np.int64), np.where(s, 0, q).astype(np.int64)
+
+
+@dataclass
+class OpCounts:
+    """Operations executed by the reference path (per run, summed over T and the batch)."""
+
+    dense_macs: int = 0  # fan-in MACs of every output element (the dense cost)
+    sops: int = 0  # accumulations with a nonzero input AND a nonzero weight (event-driven adds)
+    requant_mults: int = 0  # one multiply + add + shift per output current
+    neuron_updates: int = 0  # LIF state updates executed
+    skipped_channels: int = 0  # output channel-steps skipped by gates/priors (0 without pruning)
+    per_node: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("dense_macs", "sops", "requant_mults", "neuron_updates", "skipped_channels")}
+
+
+def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Integer convolution: x [N, C, H, W] int64, w [O, C, k, k] -> [N, O, Ho, Wo] int64."""
+    N, C, H, W = x.shape
+    O, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    acc = np.zeros((N, O, Ho, Wo), dtype=np.int64)
+    w = w.astype(np.int64)
+    for di in range(k):
+        for dj in range(k):
+            patch = xp[:, :, di:di + stride * Ho:stride, dj:dj + stride * Wo:stride]  # [N, C, Ho, Wo]
+            acc += np.einsum("nchw,oc->nohw", patch, w[:, :, di, dj])
+    return acc
+
+
+class Interpreter:
+    """Runs a :class:`Program` on integer input codes ``[T, B, C, H, W]`` (or ``[B, C, H, W]`` + T).
+
+    ``run(codes, T=None, path='fast')`` returns the integer logits ``[T, B, classes]`` (int64
+    numpy); ``run_all`` returns every named tensor too (for parity checks). ``predict`` =
+    argmax of the sum over T.
+    """
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.info = analyze(program)  # raises DeployError on any unprovable bound
+        self.F = program.frac_bits
+        self.last_counts: OpCounts | None = None
+        self._torch = {}
+        for n in program.nodes:
+            if n["op"] in ("conv", "linear"):
+                path = self.info[n["output"]]["path"]
+                dt = torch.float32 if path == "f32" else torch.float64
+                self._torch[n["name"]] = {
+                    "w": torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt),
+                    "M": torch.from_numpy(program.arrays[n["M"]].astype(np.int64)),
+                    "BR": torch.from_numpy(program.arrays[n["B"]].astype(np.int64) + ((1 << (n["shift"] - 1)) if n["shift"] > 0 else 0)),
+                    "dtype": dt,
+                }
+            elif n["op"] == "lif":
+                umax = self.info[n["output"]]["u_max"] + (1 << self.F)
+                it = torch.int32 if umax < 2**31 and int(np.abs(program.arrays[n["V"]]).max()) < 2**31 else torch.int64
+                self._torch[n["name"]] = {"V": torch.from_numpy(program.arrays[n["V"]].astype(np.int64)).to(it), "dtype": it}
+
+    # -- input handling ----------------------------------------------------------------------
+    def _check_input(self, codes, T):
+        x = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        if not np.issubdtype(x.dtype, np.integer):
+            if not np.all(np.floor(x) == x):
+                raise DeployError("interpreter input must be integer codes; use program.encode_input(x) first")
+        shape = list(self.program.input["shape"])
+        static = x.ndim == len(shape) + 1
+        if static:
+            if T is None:
+                raise DeployError("a static [B, C, H, W] input needs T")
+        elif x.ndim != len(shape) + 2:
+            raise DeployError(f"input must be [T, B, {shape}] or [B, {shape}], got {x.shape}")
+        if list(x.shape[-len(shape):]) != shape:
+            raise DeployError(f"input shape {x.shape} does not end with {shape}")
+        if x.size and (x.min() < 0 or x.max() > self.program.input["max"]):
+            raise DeployError(f"input codes must lie in [0, {self.program.input['max']}]")
+        return x.astype(np.int64), static
+
+    # -- reference path ----------------------------------------------------------------------
+    def run_all_reference(self, codes, T: int | None = None) -> dict[str, np.ndarray]:
+        x, static = self._check_input(codes, T)
+        if static:
+            x = np.broadcast_to(x[None], (T,) + x.shape)
+        T, Bn = x.shape[:2]
+        F = self.F
+        arrays = self.program.arrays
+        counts = OpCounts()
+        env = {self.program.input["name"]: x}
+        for n in self.program.nodes:
+            op = n["op"]
+            a = env[n["inputs"][0]]
+            if op in ("conv", "linear"):
+                w = arrays[n["weight"]].astype(np.int64)
+                flat = a.reshape(T * Bn, *a.shape[2:])
+                if op == "conv":
+                    acc = _conv_ref(flat, w, n["stride"], n["padding"])
+                    nz = _conv_ref((flat != 0).astype(np.int64), (w != 0).astype(np.int64), n["stride"], n["padding"])
+                else:
+                    acc = flat @ w.T
+                    nz = (flat != 0).astype(np.int64) @ (w != 0).astype(np.int64).T
+                out = requant(acc, arrays[n["M"]], arrays[n["B"]], int(n["shift"]))
+                fan_in = int(np.prod(w.shape[1:]))
+                c = {"dense_macs": acc.size * fan_in, "sops": int(nz.sum()), "requant_mults": acc.size}
+                counts.dense_macs += c["dense_macs"]
+                counts.sops += c["sops"]
+                counts.requant_mults += c["requant_mults"]
+                counts.per_node[n["name"]] = c
+                y = out.reshape(T, Bn, *out.shape[1:])
+            elif op == "scale_current":
+                y = a * int(n["K"])
+            elif op == "add":
+                y = a + env[n["inputs"][1]]
+            elif op == "lif":
+                V = arrays[n["V"]].astype(np.int64)
+                V = V.reshape((-1,) + (1,) * (a.ndim - 3)) if V.size > 1 else V.reshape(())
+                m = np.zeros(a.shape[1:], dtype=np.int64)
+                y = np.zeros(a.shape, dtype=np.int64)
+                for t in range(T):
+                    y[t], m = lif_step_int(m, a[t], V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
+                counts.neuron_updates += a.size
+                counts.per_node[n["name"]] = {"neuron_updates": a.size, "spikes": int(y.sum())}
+            elif op == "sumpool":
+                k = int(n["kernel"])
+                Tn, Bb, C, H, W = a.shape
+                y = a.reshape(Tn, Bb, C, H // k, k, W // k, k).sum(axis=(4, 6))
+            elif op == "gsumpool":
+                y = a.sum(axis=(3, 4))
+            elif op == "flatten":
+                y = a.reshape(a.shape[0], a.shape[1], -1)
+            else:  # pragma: no cover - analyze() rejects unknown ops
+                raise DeployError(f"unknown op {op!r}")
+            env[n["output"]] = y
+        self.last_counts = counts
+        return env
+
+    # -- fast path ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_all_fast(self, codes, T: int | None = None, keep_all: bool = True) -> dict[str, torch.Tensor]:
+        x, static = self._check_input(codes, T)
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        if static:
+            Bn = xt.shape[0]
+        else:
+            T, Bn = xt.shape[:2]
+        F = self.F
+        # a value is (tensor, static): static tensors have no T axis and stand for T equal steps
+        env: dict[str, tuple[torch.Tensor, bool]] = {self.program.input["name"]: (xt, static)}
+        last_use = {}
+        for i, n in enumerate(self.program.nodes):
+            for name in n["inputs"]:
+                last_use[name] = i
+        for i, n in enumerate(self.program.nodes):
+            op = n["op"]
+            a, st = env[n["inputs"][0]]
+            if op in ("conv", "linear"):
+                p = self._torch[n["name"]]
+                lead = a.shape[:1] if st else a.shape[:2]
+                flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
+                if op == "conv":
+                    acc = Fn.conv2d(flat, p["w"], stride=n["stride"], padding=n["padding"])
+                    shape = (1, -1, 1, 1)
+                else:
+                    acc = flat @ p["w"].T
+                    shape = (1, -1)
+                cur = (acc.to(torch.int64) * p["M"].view(shape) + p["BR"].view(shape)) >> n["shift"]
+                y = (cur.reshape(*lead, *cur.shape[1:]), st)
+            elif op == "scale_current":
+                y = (a.to(torch.int64) * int(n["K"]), st)
+            elif op == "add":
+                b, stb = env[n["inputs"][1]]
+                if st and not stb:
+                    a = a.unsqueeze(0)
+                if stb and not st:
+                    b = b.unsqueeze(0)
+                y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
+            elif op == "lif":
+                p = self._torch[n["name"]]
+                it = p["dtype"]
+                V = p["V"]
+                V = V.view(-1, *([1] * (a.dim() - (2 if st else 3)))) if V.numel() > 1 else V.view(())
+                steps = a.shape[0] if not st else T
+                a = a.to(it)
+                m = torch.zeros(a.shape[1:] if not st else a.shape, dtype=it)
+                out = torch.empty((steps,) + tuple(m.shape), dtype=torch.uint8)
+                shl = F - int(n["tau_shift"])
+                half = 1 << (F - 1)
+                lb, ub = int(n["lb"]), int(n["ub"])
+                for t in range(steps):
+                    u = (m << shl) + (a if st else a[t])
+                    s = u > V
+                    m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+                    out[t] = s
+                y = (out, False)
+            elif op == "sumpool":
+                k = int(n["kernel"])
+                lead = a.shape[:1] if st else a.shape[:2]
+                C, H, W = a.shape[-3:]
+                y = (a.reshape(*lead, C, H // k, k, W // k, k).to(torch.int32).sum(dim=(-1, -3), dtype=torch.int32), st)
+            elif op == "gsumpool":
+                y = (a.to(torch.int32).sum(dim=(-1, -2), dtype=torch.int32), st)
+            elif op == "flatten":
+                lead = a.shape[:1] if st else a.shape[:2]
+                y = (a.reshape(*lead, -1), st)
+            else:  # pragma: no cover
+                raise DeployError(f"unknown op {op!r}")
+            env[n["output"]] = y
+            if not keep_all:
+                for name in n["inputs"]:
+                    if last_use.get(name) == i and name != self.program.output:
+                        env.pop(name, None)
+        result = {}
+        for name, (v, st) in env.items():
+            if st:
+                v = v.unsqueeze(0).expand(T, *v.shape)
+            result[name] = v
+        return result
+
+    # -- public ------------------------------------------------------------------------------
+    def run(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:
+        """Integer logits [T, B, classes] (int64, fixed point with F fractional bits)."""
+        if path == "fast":
+            out = self.run_all_fast(codes, T, keep_all=False)[self.program.output]
+            return out.to(torch.int64).numpy()
+        if path == "reference":
+            return self.run_all_reference(codes, T)[self.program.output]
+        raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
+
+    def run_all(self, codes, T: int | None = None, path: str = "fast") -> dict[str, np.ndarray]:
+        if path == "fast":
+            return {k: v.to(torch.int64).numpy() for k, v in self.run_all_fast(codes, T).items()}
+        return {k: np.asarray(v, dtype=np.int64) for k, v in self.run_all_reference(codes, T).items()}
+
+    def predict(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:
+        return self.run(codes, T, path).sum(axis=0).argmax(-1)
+
+    def evaluate(self, codes, labels, T: int, batch_size: int = 256, path: str = "fast") -> dict:
+        """Accuracy and samples/s over static inputs [N, C, H, W] (codes) and labels [N]."""
+        labels = np.asarray(labels)
+        correct = 0
+        t0 = time.perf_counter()
+        counts = OpCounts()
+        for i in range(0, len(labels), batch_size):
+            pred = self.predict(codes[i:i + batch_size], T=T, path=path)
+            correct += int((pred == labels[i:i + batch_size]).sum())
+            if path == "reference":
+                for k, v in self.last_counts.as_dict().items():
+                    setattr(counts, k, getattr(counts, k) + v)
+        dt = time.perf_counter() - t0
+        res = {"accuracy": correct / max(1, len(labels)), "samples": len(labels), "seconds": dt, "samples_per_s": len(labels) / dt if dt else float("inf")}
+        if path == "reference":
+            res["ops"] = counts.as_dict()
+        return res

@@ -25,7 +25,7 @@ import torch.nn.functional as Fn
 
 from spquant.deploy.fold import DeployError, Program, analyze
 
-__all__ = ["Interpreter", "OpCounts", "lif_step_int", "requant"]
+__all__ = ["Interpreter", "OpCounts", "lif_step_int", "lif_seq_fast", "requant"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -44,6 +44,25 @@ def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shif
     s = u > V
     q = np.clip((u + (1 << (F - 1))) >> F, lb, ub)
     return s.astype(np.int64), np.where(s, 0, q).astype(np.int64)
+
+
+def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int,
+                 steps: int | None = None, m0: torch.Tensor | None = None):
+    """The fast path's LIF over a sequence of integer currents (int32/int64 tensor [T, ...], or
+    one static step [...] repeated ``steps`` times). Returns (spikes uint8 [T, ...], last m)."""
+    static = steps is not None
+    steps = steps if static else cur.shape[0]
+    shape = cur.shape if static else cur.shape[1:]
+    m = torch.zeros(shape, dtype=cur.dtype) if m0 is None else m0.to(cur.dtype)
+    out = torch.empty((steps,) + tuple(shape), dtype=torch.uint8)
+    shl = F - tau_shift
+    half = 1 << (F - 1)
+    for t in range(steps):
+        u = (m << shl) + (cur if static else cur[t])
+        s = u > V
+        m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+        out[t] = s
+    return out, m
 
 
 @dataclass
@@ -223,21 +242,9 @@ class Interpreter:
                 y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
             elif op == "lif":
                 p = self._torch[n["name"]]
-                it = p["dtype"]
                 V = p["V"]
                 V = V.view(-1, *([1] * (a.dim() - (2 if st else 3)))) if V.numel() > 1 else V.view(())
-                steps = a.shape[0] if not st else T
-                a = a.to(it)
-                m = torch.zeros(a.shape[1:] if not st else a.shape, dtype=it)
-                out = torch.empty((steps,) + tuple(m.shape), dtype=torch.uint8)
-                shl = F - int(n["tau_shift"])
-                half = 1 << (F - 1)
-                lb, ub = int(n["lb"]), int(n["ub"])
-                for t in range(steps):
-                    u = (m << shl) + (a if st else a[t])
-                    s = u > V
-                    m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
-                    out[t] = s
+                out, _ = lif_seq_fast(a.to(p["dtype"]), V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
                 y = (out, False)
             elif op == "sumpool":
                 k = int(n["kernel"])

@@ -16,9 +16,25 @@ from torch import nn
 
 from spquant.deploy.fold import DeployError, Program, analyze, fold_model
 
-__all__ = ["DeploySim", "deploy_sim"]
+__all__ = ["DeploySim", "deploy_sim", "lif_seq_sim"]
 
 _EXACT = 2**53
+
+
+def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int, m0: torch.Tensor | None = None):
+    """Deploy-sim LIF over [T, ...] float64 currents holding integers (fixed point, F bits):
+    ``u = m * 2^(F-k) + I``, ``s = u > V``, ``m = 0 if s else clamp(floor((u + 2^(F-1)) / 2^F))``.
+    Exact in float64 under the bounds proven by analyze(). Returns (spikes float64, last m)."""
+    one = float(2**F)
+    leak = float(2 ** (F - tau_shift))
+    m = torch.zeros_like(cur[0]) if m0 is None else m0.to(torch.float64)
+    spikes = []
+    for t in range(cur.shape[0]):
+        u = m * leak + cur[t]
+        s = u > V
+        m = torch.where(s, torch.zeros_like(u), torch.floor((u + one / 2) / one).clamp(lb, ub))
+        spikes.append(s.to(torch.float64))
+    return torch.stack(spikes), m
 
 
 class DeploySim(nn.Module):
@@ -49,7 +65,6 @@ class DeploySim(nn.Module):
         """Integer input codes [T, B, C, H, W] -> every named tensor (float64 holding integers)."""
         x = torch.as_tensor(codes).to(torch.float64)
         T, B = x.shape[:2]
-        F = float(2 ** self.program.frac_bits)
         env = {self.program.input["name"]: x}
         for n in self.program.nodes:
             a = env[n["inputs"][0]]
@@ -74,15 +89,7 @@ class DeploySim(nn.Module):
             elif op == "lif":
                 V = self._arr(n["V"])
                 V = V.view(-1, *([1] * (a.dim() - 3))) if V.numel() > 1 else V.view(())
-                leak = 2.0 ** (self.program.frac_bits - int(n["tau_shift"]))
-                m = torch.zeros_like(a[0])
-                spikes = []
-                for t in range(a.shape[0]):
-                    u = m * leak + a[t]
-                    s = u > V
-                    m = torch.where(s, torch.zeros_like(u), torch.floor((u + F / 2) / F).clamp(n["lb"], n["ub"]))
-                    spikes.append(s.to(torch.float64))
-                y = torch.stack(spikes)
+                y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
             elif op == "sumpool":
                 k = int(n["kernel"])
                 C, H, W = a.shape[2:]

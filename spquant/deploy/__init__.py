@@ -5,6 +5,7 @@ integer interpreter (numpy reference and fast exact path). See docs/deploy.md.
 """
 
 from spquant.deploy.fold import DeployError, Program, analyze, fold_model
+from spquant.deploy.format import ModelFileError, export, file_report, load, save
 from spquant.deploy.interpreter import Interpreter, OpCounts, lif_step_int, requant
 from spquant.deploy.sim import DeploySim, deploy_sim
 
@@ -12,6 +13,11 @@ __all__ = [
     "DeployError",
     "DeploySim",
     "Interpreter",
+    "ModelFileError",
+    "export",
+    "file_report",
+    "load",
+    "save",
     "OpCounts",
     "Program",
     "analyze",

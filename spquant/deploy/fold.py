@@ -40,7 +40,9 @@ from torch import nn
 __all__ = ["Program", "fold_model", "DeployError", "analyze", "INT64_LIMIT"]
 
 INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (margin under 2^63)
-M_BITS = 15  # the per-layer multiplier is scaled so that max|M| lies in [2^15, 2^16)
+M_BITS = 15  # the per-layer multiplier is scaled so that max|M| lies in [2^15, 2^16) ...
+F32_M_BITS = 10  # ... or, with at least 2^10, so that acc*M + B + R < F32_BUDGET (float32-exact)
+F32_BUDGET = 2**23
 
 
 class DeployError(ValueError):
@@ -184,6 +186,8 @@ def analyze(program: Program) -> dict[str, dict]:
             out = {"shape": [int(np.prod(x["shape"]))], "max": x["max"], "kind": "act"}
         else:
             raise DeployError(f"node {n['name']!r}: unknown op {op!r}")
+        if out["kind"] == "act" and out["max"] >= 2**24:
+            raise DeployError(f"node {n['name']!r}: activation bound {out['max']} exceeds 2^24 (float32-exact pooling)")
         if out["max"] >= INT64_LIMIT:
             raise DeployError(f"node {n['name']!r}: value bound overflows int64")
         info[n["output"]] = out
@@ -239,6 +243,19 @@ class _Folder:
         peak = float(np.abs(mult).max()) * 2.0**self.F
         S = 0 if peak == 0 else max(0, M_BITS - math.floor(math.log2(peak)))
         S = min(S, 40)
+        # Prefer the largest shift <= S whose whole pre-shift sum acc*M + B + R provably stays below
+        # 2^23 (then the fast path computes it exactly in float32), as long as M keeps at least
+        # F32_M_BITS significant bits; otherwise keep the 16-bit multiplier (int64 epilogue).
+        codes_sum = int(np.abs(codes.reshape(cout, -1)).sum(1).max(initial=0))
+        acc_max = codes_sum * analyze(self.program)[x]["max"]
+        for s_try in range(S, -1, -1):
+            M_try = np.abs(_rhu(mult * 2.0 ** (self.F + s_try)))
+            if M_try.max(initial=0) < 2**F32_M_BITS:
+                break
+            B_try = np.abs(_rhu(bias * 2.0 ** (self.F + s_try)))
+            if acc_max * M_try.max(initial=0) + B_try.max(initial=0) + 2**s_try < F32_BUDGET:
+                S = s_try
+                break
         M = _rhu(mult * 2.0 ** (self.F + S)).astype(np.int64)
         B = _rhu(bias * 2.0 ** (self.F + S)).astype(np.int64)
         name = self._name(prefix)

@@ -48,21 +48,39 @@ def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shif
 
 def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int,
                  steps: int | None = None, m0: torch.Tensor | None = None):
-    """The fast path's LIF over a sequence of integer currents (int32/int64 tensor [T, ...], or
-    one static step [...] repeated ``steps`` times). Returns (spikes uint8 [T, ...], last m)."""
+    """The fast path's LIF over a sequence of currents [T, ...] (or one static step [...] repeated
+    ``steps`` times), float32 or integer tensors holding integers. Returns (spikes uint8 [T, ...],
+    last membrane codes int8).
+
+    The membrane is kept as int8 codes; the quantized next state is computed with comparisons
+    against integer boundaries instead of a shift and a clamp:
+    ``clamp((u + 2^(F-1)) >> F, lb, ub) = #{l in 1..ub : u >= l 2^F - 2^(F-1)} - #{l in lb..-1 : u < (l+1) 2^F - 2^(F-1)}``.
+    In float32 every value involved is an integer below 2^24 (the caller proves it), so every
+    operation is exact.
+    """
     static = steps is not None
     steps = steps if static else cur.shape[0]
-    shape = cur.shape if static else cur.shape[1:]
-    m = torch.zeros(shape, dtype=cur.dtype) if m0 is None else m0.to(cur.dtype)
-    out = torch.empty((steps,) + tuple(shape), dtype=torch.uint8)
-    shl = F - tau_shift
-    half = 1 << (F - 1)
+    shape = tuple(cur.shape if static else cur.shape[1:])
+    m = torch.zeros(shape, dtype=torch.int8) if m0 is None else m0.to(torch.int8)
+    out = torch.empty((steps,) + shape, dtype=torch.bool)
+    leak = 1 << (F - tau_shift)
+    one, half = 1 << F, 1 << (F - 1)
+    up = [l * one - half for l in range(1, ub + 1)]
+    down = [(l + 1) * one - half for l in range(lb, 0)]
     for t in range(steps):
-        u = (m << shl) + (cur if static else cur[t])
-        s = u > V
-        m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
-        out[t] = s
-    return out, m
+        u = torch.add(cur if static else cur[t], m, alpha=leak)
+        s = torch.gt(u, V, out=out[t])
+        nxt = None
+        for bound in up:  # fresh bool tensors reinterpreted as int8 0/1: no extra pass
+            g = torch.ge(u, bound).view(torch.int8)
+            nxt = g if nxt is None else nxt.add_(g)
+        for bound in down:
+            g = torch.lt(u, bound).view(torch.int8)
+            nxt = g.neg_() if nxt is None else nxt.sub_(g)
+        if nxt is None:  # grid {0}
+            nxt = torch.zeros(shape, dtype=torch.int8)
+        m = nxt.masked_fill_(s, 0)
+    return out.view(torch.uint8), m
 
 
 @dataclass
@@ -109,20 +127,38 @@ class Interpreter:
         self.F = program.frac_bits
         self.last_counts: OpCounts | None = None
         self._torch = {}
+        F = self.F
         for n in program.nodes:
+            out = self.info[n["output"]]
             if n["op"] in ("conv", "linear"):
-                path = self.info[n["output"]]["path"]
-                dt = torch.float32 if path == "f32" else torch.float64
+                dt = torch.float32 if out["path"] == "f32" else torch.float64
+                S = int(n["shift"])
+                M = program.arrays[n["M"]].astype(np.int64)
+                BR = program.arrays[n["B"]].astype(np.int64) + ((1 << (S - 1)) if S > 0 else 0)
+                # float32 epilogue: (acc*M + B + R) * 2^-S then floor, exact when every value < 2^24
+                epi = "f32" if (dt == torch.float32 and out["prod_max"] < 2**24) else "i64"
                 self._torch[n["name"]] = {
                     "w": torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt),
-                    "M": torch.from_numpy(program.arrays[n["M"]].astype(np.int64)),
-                    "BR": torch.from_numpy(program.arrays[n["B"]].astype(np.int64) + ((1 << (n["shift"] - 1)) if n["shift"] > 0 else 0)),
-                    "dtype": dt,
+                    "dtype": dt, "epi": epi,
+                    "M": torch.from_numpy(M), "BR": torch.from_numpy(BR),
+                    "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
+                    "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).float(),
                 }
             elif n["op"] == "lif":
-                umax = self.info[n["output"]]["u_max"] + (1 << self.F)
-                it = torch.int32 if umax < 2**31 and int(np.abs(program.arrays[n["V"]]).max()) < 2**31 else torch.int64
-                self._torch[n["name"]] = {"V": torch.from_numpy(program.arrays[n["V"]].astype(np.int64)).to(it), "dtype": it}
+                V = program.arrays[n["V"]].astype(np.int64)
+                lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
+                leak = 1 << (F - k)
+                # currents outside [imin, imax] give the same spike and next state as the bound
+                imax = int(V.max()) - lb * leak + 1
+                imin = min((lb + 1) * (1 << F) - (1 << (F - 1)) - ub * leak - 1, int(V.min()) - ub * leak)
+                span = max(abs(imin), abs(imax)) + max(abs(lb), abs(ub)) * leak + (1 << F)
+                f32 = span < 2**24
+                self._torch[n["name"]] = {
+                    "V": torch.from_numpy(V).to(torch.float32 if f32 else torch.int64),
+                    "f32": f32, "imin": imin, "imax": imax,
+                    # a float32 current needs no saturation when u = I + m*leak stays below 2^24
+                    "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F) < 2**24,
+                }
 
     # -- input handling ----------------------------------------------------------------------
     def _check_input(self, codes, T):
@@ -219,9 +255,9 @@ class Interpreter:
         for i, n in enumerate(self.program.nodes):
             op = n["op"]
             a, st = env[n["inputs"][0]]
+            lead = a.shape[:1] if st else a.shape[:2]
             if op in ("conv", "linear"):
                 p = self._torch[n["name"]]
-                lead = a.shape[:1] if st else a.shape[:2]
                 flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
                 if op == "conv":
                     acc = Fn.conv2d(flat, p["w"], stride=n["stride"], padding=n["padding"])
@@ -229,7 +265,10 @@ class Interpreter:
                 else:
                     acc = flat @ p["w"].T
                     shape = (1, -1)
-                cur = (acc.to(torch.int64) * p["M"].view(shape) + p["BR"].view(shape)) >> n["shift"]
+                if p["epi"] == "f32":  # exact: every intermediate is an integer (times 2^-S) below 2^24
+                    cur = acc.mul_(p["Ms"].view(shape)).add_(p["BRs"].view(shape)).floor_()
+                else:
+                    cur = (acc.to(torch.int64) * p["M"].view(shape) + p["BR"].view(shape)) >> n["shift"]
                 y = (cur.reshape(*lead, *cur.shape[1:]), st)
             elif op == "scale_current":
                 y = (a.to(torch.int64) * int(n["K"]), st)
@@ -239,22 +278,29 @@ class Interpreter:
                     a = a.unsqueeze(0)
                 if stb and not st:
                     b = b.unsqueeze(0)
-                y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
+                if a.dtype == b.dtype == torch.float32 and self.info[n["output"]]["max"] < 2**24:
+                    y = (a + b, st and stb)
+                else:
+                    y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
             elif op == "lif":
                 p = self._torch[n["name"]]
                 V = p["V"]
                 V = V.view(-1, *([1] * (a.dim() - (2 if st else 3)))) if V.numel() > 1 else V.view(())
-                out, _ = lif_seq_fast(a.to(p["dtype"]), V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
+                if p["f32"]:
+                    if a.dtype != torch.float32 or not p["noclamp"]:
+                        a = a.clamp(p["imin"], p["imax"]).to(torch.float32)  # saturate: same results
+                else:
+                    a = a.to(torch.int64)
+                out, _ = lif_seq_fast(a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
                 y = (out, False)
             elif op == "sumpool":
                 k = int(n["kernel"])
-                lead = a.shape[:1] if st else a.shape[:2]
-                C, H, W = a.shape[-3:]
-                y = (a.reshape(*lead, C, H // k, k, W // k, k).to(torch.int32).sum(dim=(-1, -3), dtype=torch.int32), st)
+                flat = a.reshape(-1, *a.shape[len(lead):]).to(torch.float32)
+                pooled = Fn.avg_pool2d(flat, k, divisor_override=1)  # window sums of small integers: exact
+                y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "gsumpool":
-                y = (a.to(torch.int32).sum(dim=(-1, -2), dtype=torch.int32), st)
+                y = (a.to(torch.float32).sum(dim=(-1, -2)), st)  # bound < 2^24 checked by analyze
             elif op == "flatten":
-                lead = a.shape[:1] if st else a.shape[:2]
                 y = (a.reshape(*lead, -1), st)
             else:  # pragma: no cover
                 raise DeployError(f"unknown op {op!r}")

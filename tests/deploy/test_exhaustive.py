@@ -40,7 +40,7 @@ def test_lif_step_every_level(lb, ub, F, tau_shift):
         assert set(np.unique(m_new)) <= set(range(lb, ub + 1))
         # deploy-sim and fast path: two steps, the first sets m (from m0), the second checks
         cur_t = torch.from_numpy(cur)[None]
-        for dtype in (torch.int32, torch.int64):
+        for dtype in (torch.float32, torch.int32, torch.int64):
             sf, mf = lif_seq_fast(cur_t.to(dtype), torch.tensor(V, dtype=dtype), F, tau_shift, lb, ub, m0=torch.from_numpy(m_grid))
             assert np.array_equal(sf[0].numpy(), s) and np.array_equal(mf.numpy(), m_new)
         ss, ms = lif_seq_sim(cur_t.double(), torch.tensor(float(V), dtype=torch.float64), F, tau_shift, lb, ub, m0=torch.from_numpy(m_grid).double())

@@ -61,11 +61,18 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
     static = steps is not None
     steps = steps if static else cur.shape[0]
     shape = tuple(cur.shape if static else cur.shape[1:])
-    m = torch.zeros(shape, dtype=torch.int8) if m0 is None else m0.to(torch.int8)
-    out = torch.empty((steps,) + shape, dtype=torch.bool)
+    if static:
+        cur = cur.contiguous()
+        out = torch.empty((steps,) + shape, dtype=torch.bool)
+    else:  # keep the input's memory layout (e.g. channels_last from the convolution)
+        out = torch.empty_like(cur, dtype=torch.bool)
+    m = torch.zeros_like(out[0], dtype=torch.int8) if m0 is None else m0.to(torch.int8)
     leak = 1 << (F - tau_shift)
     one, half = 1 << F, 1 << (F - 1)
     up = [l * one - half for l in range(1, ub + 1)]
+    # when every threshold is >= ub 2^F - 2^(F-1), a spiking neuron has all "up" terms 1 and all
+    # "down" terms 0 (next state ub before the reset), so the reset is a subtraction of ub * s
+    reset_by_sub = bool(ub > 0 and (V >= ub * one - half).all())
     down = [(l + 1) * one - half for l in range(lb, 0)]
     for t in range(steps):
         u = torch.add(cur if static else cur[t], m, alpha=leak)
@@ -78,9 +85,16 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
             g = torch.lt(u, bound).view(torch.int8)
             nxt = g.neg_() if nxt is None else nxt.sub_(g)
         if nxt is None:  # grid {0}
-            nxt = torch.zeros(shape, dtype=torch.int8)
-        m = nxt.masked_fill_(s, 0)
+            nxt = torch.zeros_like(m)
+        m = nxt.sub_(s.view(torch.int8), alpha=ub) if reset_by_sub else nxt.masked_fill_(s, 0)
     return out.view(torch.uint8), m
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """4-D tensors in channels_last memory format (a layout change only: values are untouched)."""
+    if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 @dataclass
@@ -138,7 +152,7 @@ class Interpreter:
                 # float32 epilogue: (acc*M + B + R) * 2^-S then floor, exact when every value < 2^24
                 epi = "f32" if (dt == torch.float32 and out["prod_max"] < 2**24) else "i64"
                 self._torch[n["name"]] = {
-                    "w": torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt),
+                    "w": _layout(torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt)),
                     "dtype": dt, "epi": epi,
                     "M": torch.from_numpy(M), "BR": torch.from_numpy(BR),
                     "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
@@ -259,8 +273,8 @@ class Interpreter:
             if op in ("conv", "linear"):
                 p = self._torch[n["name"]]
                 flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
-                if op == "conv":
-                    acc = Fn.conv2d(flat, p["w"], stride=n["stride"], padding=n["padding"])
+                if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
+                    acc = Fn.conv2d(_layout(flat), p["w"], stride=n["stride"], padding=n["padding"])
                     shape = (1, -1, 1, 1)
                 else:
                     acc = flat @ p["w"].T

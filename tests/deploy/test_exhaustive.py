@@ -27,7 +27,7 @@ def test_lif_step_every_level(lb, ub, F, tau_shift):
         r = np.random.default_rng(0)
         edges = np.arange(lb - 3, ub + 4)[:, None] * one + np.array([-one // 2, 0, one // 2])[None, :]
         currents = np.unique(np.concatenate([(edges.reshape(-1, 1) + np.arange(-2, 3)).reshape(-1), r.integers(-span, span, 20000)]))
-    for V_units in (1.0, 0.75, 2.5):
+    for V_units in (1.0, 0.75, 0.25, 2.5, -0.5):
         V = int(V_units * one)
         m_grid, cur = np.meshgrid(np.arange(lb, ub + 1), currents, indexing="ij")
         s, m_new = lif_step_int(m_grid, cur, np.int64(V), F, tau_shift, lb, ub)

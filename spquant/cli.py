@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "spquant.deploy.cli",
     "spquant.data.cli",
+    "spquant.cost_cli",
 ]
 
 

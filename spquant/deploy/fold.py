@@ -43,6 +43,8 @@ INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (mar
 M_BITS = 15  # the per-layer multiplier is scaled so that max|M| lies in [2^15, 2^16) ...
 F32_M_BITS = 10  # ... or, with at least 2^10, so that acc*M + B + R < F32_BUDGET (float32-exact)
 F32_BUDGET = 2**23
+GATE_EXP_BITS = 16  # fraction bits of the integer softmax numerators exp(-beta d)
+GATE_A_BITS = 16  # fraction bits of the gate matrix A = kappa W + (b - logit(binarize_at))
 
 
 class DeployError(ValueError):
@@ -164,7 +166,12 @@ def analyze(program: Program) -> dict[str, dict]:
             if a["shape"] != b["shape"]:
                 raise DeployError(f"node {n['name']!r}: add of shapes {a['shape']} and {b['shape']}")
             out = {"shape": list(a["shape"]), "max": a["max"] + b["max"], "kind": "cur"}
-        elif op == "lif":
+        elif op in ("lif", "lif_pruned"):
+            if op == "lif_pruned" and len(ins) == 2:
+                if ins[1].get("kind") != "gate" or ins[1]["shape"] != [x["shape"][0]]:
+                    raise DeployError(f"node {n['name']!r}: second input must be a gate over {x['shape'][0]} channels")
+            elif len(ins) != 1:
+                raise DeployError(f"node {n['name']!r}: {op} takes 1 input" + (" (or 2 with a gate)" if op == "lif_pruned" else ""))
             lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
             V = program.arrays[n["V"]]
             if V.shape not in ((1,), (x["shape"][0],)):
@@ -173,6 +180,22 @@ def analyze(program: Program) -> dict[str, dict]:
             if umax + int(np.abs(V).max()) >= INT64_LIMIT:
                 raise DeployError(f"node {n['name']!r}: membrane bound overflows int64")
             out = {"shape": list(x["shape"]), "max": 1, "kind": "act", "u_max": umax}
+        elif op == "channel_gate":
+            A = program.arrays[n["A"]]
+            hi, lo = program.arrays[n["exp_hi"]], program.arrays[n["exp_lo"]]
+            if len(x["shape"]) != 3 or A.ndim != 2 or A.shape[1] != x["shape"][0]:
+                raise DeployError(f"node {n['name']!r}: gate matrix {A.shape} vs input {x['shape']}")
+            D = x["max"] * x["shape"][1] * x["shape"][2]
+            kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+            if lo.shape != (1 << kb,) or hi.shape[0] < (D >> kb) + 1:
+                raise DeployError(f"node {n['name']!r}: exp tables {hi.shape}/{lo.shape} do not cover 0..{D}")
+            for tab in (hi, lo):
+                if tab.size and (tab.min() < 0 or tab.max() > (1 << fe)):
+                    raise DeployError(f"node {n['name']!r}: exp table values outside [0, 2^{fe}]")
+            z_max = int(np.abs(A).astype(np.int64).sum(1).max(initial=0)) * (1 << fe)
+            if z_max >= 2**53:
+                raise DeployError(f"node {n['name']!r}: gate sum bound {z_max} too large")
+            out = {"shape": [A.shape[0]], "max": 1, "kind": "gate", "z_max": z_max}
         elif op == "sumpool":
             c, h, wd = x["shape"]
             k = int(n["kernel"])
@@ -277,11 +300,39 @@ class _Folder:
     def linear(self, x: str, lin, prefix="fc") -> str:
         return self._affine("linear", x, lin, None, prefix)
 
-    def lif(self, cur: str, neuron, prefix="lif") -> str:
+    def gate(self, x: str, gate) -> str | None:
+        """Integer form of the learned channel gate (see docs/deploy.md, "Pruning")."""
+        if getattr(gate, "spatial", False):
+            raise DeployError("the spatial block gate has no integer export yet; train with spatial_gate=False")
+        if not getattr(gate, "learned", False) or gate.predictor is None:
+            return None
+        xi = analyze(self.program)[x]
+        c_in, h, w = xi["shape"]
+        hw = h * w
+        beta = self.scales[x] / (hw * float(gate.temperature))
+        D = hw * xi["max"]
+        kb = max(0, math.ceil(math.log2(D + 1) / 2))
+        fe = GATE_EXP_BITS
+        lo = _rhu(np.exp(-beta * np.arange(1 << kb)) * 2.0**fe).astype(np.int64)
+        hi = _rhu(np.exp(-beta * (np.arange((D >> kb) + 1) << kb).astype(np.float64)) * 2.0**fe).astype(np.int64)
+        a = float(gate.binarize_at)
+        theta = math.log(a / (1 - a))
+        W = gate.predictor.weight.detach().double().reshape(gate.c_out, c_in).numpy()
+        b = gate.predictor.bias.detach().double().numpy()
+        kappa = float(c_in) if gate.input_scale else 1.0
+        A = _rhu((kappa * W + (b - theta)[:, None]) * 2.0**GATE_A_BITS).astype(np.int64)
+        name = self._name("gate")
+        self.program.arrays[name + ".A"] = A
+        self.program.arrays[name + ".exp_hi"] = hi
+        self.program.arrays[name + ".exp_lo"] = lo
+        self.program.nodes.append({"name": name, "op": "channel_gate", "inputs": [x], "output": name, "lo_bits": int(kb),
+                                   "exp_frac_bits": fe, "A": name + ".A", "exp_hi": name + ".exp_hi", "exp_lo": name + ".exp_lo"})
+        return name
+
+    def lif(self, cur: str, neuron, prefix="lif", gate: str | None = None) -> str:
         if neuron.membrane is None:
             raise DeployError("FP32 membrane (mode 'fp32') has no integer form; export a quantized model")
-        if getattr(neuron, "prior", None) is not None:
-            raise DeployError("membrane-prior skips are not supported by this exporter version (see docs/deploy_format.md)")
+        prior = getattr(neuron, "prior", None)
         tau = float(neuron.tau)
         k = 0 if tau == 1.0 else (round(-math.log2(tau)) if tau > 0 else -1)
         if k < 0 or 2.0**-k != tau or k > self.F:
@@ -290,15 +341,31 @@ class _Folder:
         V = _rhu(v * 2.0**self.F).astype(np.int64)
         name = self._name(prefix)
         self.program.arrays[name + ".V"] = V
-        self.program.nodes.append({"name": name, "op": "lif", "inputs": [cur], "output": name, "tau_shift": int(k),
-                                   "lb": int(neuron.membrane.lb), "ub": int(neuron.membrane.ub), "V": name + ".V"})
+        lb, ub = int(neuron.membrane.lb), int(neuron.membrane.ub)
+        node = {"name": name, "op": "lif", "inputs": [cur], "output": name, "tau_shift": int(k), "lb": lb, "ub": ub, "V": name + ".V"}
+        if prior is not None or gate is not None:
+            shape = analyze(self.program)[cur]["shape"]
+            hw = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+            ch = bool(prior is not None and prior.channel and hw > 0)
+            p_min = lb * max(hw, 1)
+            if ch:  # keep iff float32(sum/HW) >= float32(thr), as torch computes the mean: as an integer bound
+                thr = np.float32(prior.channel_threshold)
+                cands = [s_ for s_ in range(lb * hw, ub * hw + 1) if np.float32(s_) / np.float32(hw) >= thr]
+                p_min = cands[0] if cands else ub * hw + 1
+            sp = bool(prior is not None and prior.spatial)
+            level = math.floor(prior.level_for(neuron.membrane)) if sp else lb - 1
+            node.update(op="lif_pruned", prior_channel=int(ch), prior_channel_min=int(p_min), prior_spatial=int(sp),
+                        prior_spatial_level=int(level))
+            if gate is not None:
+                node["inputs"] = [cur, gate]
+        self.program.nodes.append(node)
         self.scales[name] = 1.0
         return name
 
     def block(self, x: str, block) -> str:
-        if getattr(block, "gate", None) is not None:
-            raise DeployError("pruning gates are not supported by this exporter version (see docs/deploy_format.md)")
-        return self.lif(self.conv(x, block.conv, block.bn), block.neuron)
+        cur = self.conv(x, block.conv, block.bn)
+        gate = self.gate(x, block.gate) if getattr(block, "gate", None) is not None else None
+        return self.lif(cur, block.neuron, gate=gate)
 
     def sumpool(self, x: str, k: int) -> str:
         name = self._add("sumpool", [x], "pool", kernel=int(k))
@@ -359,8 +426,6 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
         elif isinstance(model, ResNet19):
             x = f.block("input", model.stem)
             for blk in model.layers:
-                if getattr(blk.conv1, "gate", None) is not None:
-                    raise DeployError("pruning gates are not supported by this exporter version")
                 s1 = f.block(x, blk.conv1)
                 c2 = f.conv(s1, blk.conv2, blk.bn2)
                 if blk.shortcut is not None:

@@ -139,14 +139,18 @@ _NODE_INTS = {
     "conv": {"bits": (2, 16), "max_code": (1, 32767), "shift": (0, 62), "kernel": (1, 64), "stride": (1, 64), "padding": (0, 64)},
     "linear": {"bits": (2, 16), "max_code": (1, 32767), "shift": (0, 62)},
     "lif": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15)},
+    "lif_pruned": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15), "prior_channel": (0, 1),
+                   "prior_channel_min": (-(2**40), 2**40), "prior_spatial": (0, 1), "prior_spatial_level": (-(2**15) - 1, 2**15)},
+    "channel_gate": {"lo_bits": (0, 31), "exp_frac_bits": (1, 30)},
     "sumpool": {"kernel": (1, 64)},
     "gsumpool": {},
     "flatten": {},
     "add": {},
     "scale_current": {"K": (-(2**40), 2**40)},
 }
-_NODE_ARRAYS = {"conv": ("weight", "M", "B"), "linear": ("weight", "M", "B"), "lif": ("V",)}
-_NODE_ARITY = {"add": 2}
+_NODE_ARRAYS = {"conv": ("weight", "M", "B"), "linear": ("weight", "M", "B"), "lif": ("V",), "lif_pruned": ("V",),
+                "channel_gate": ("A", "exp_hi", "exp_lo")}
+_NODE_ARITY = {"add": (2,), "lif_pruned": (1, 2)}
 
 
 def _validate_manifest(man: dict, blob_len: int) -> None:
@@ -216,8 +220,8 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         if op not in _NODE_INTS:
             raise ValueError(f"node {name!r}: unknown op {op!r}")
         ins = n.get("inputs")
-        if not isinstance(ins, list) or len(ins) != _NODE_ARITY.get(op, 1):
-            raise ValueError(f"node {name!r}: needs {_NODE_ARITY.get(op, 1)} input(s), got {ins!r}")
+        if not isinstance(ins, list) or len(ins) not in _NODE_ARITY.get(op, (1,)):
+            raise ValueError(f"node {name!r}: needs {' or '.join(map(str, _NODE_ARITY.get(op, (1,))))} input(s), got {ins!r}")
         for x in ins:
             if _str(x, f"node {name!r} input") not in seen:
                 raise ValueError(f"node {name!r}: input {x!r} is not defined before it")
@@ -242,7 +246,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
                     raise ValueError(f"node {name!r}: max_code {n['max_code']} inconsistent with {n['bits']} bits")
             elif enc == "packed":
                 raise ValueError(f"node {name!r}: {key} blob must be integers, not packed codes")
-        if op == "lif" and not n["lb"] < n["ub"]:
+        if op in ("lif", "lif_pruned") and not n["lb"] < n["ub"]:
             raise ValueError(f"node {name!r}: membrane grid lb={n['lb']} ub={n['ub']} needs lb < 0 <= ub or lb <= 0 < ub")
     unused = set(blobs) - used
     if unused:

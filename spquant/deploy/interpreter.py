@@ -46,6 +46,26 @@ def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shif
     return s.astype(np.int64), np.where(s, 0, q).astype(np.int64)
 
 
+def gate_int(counts: np.ndarray, A: np.ndarray, exp_hi: np.ndarray, exp_lo: np.ndarray, lo_bits: int, fe: int) -> np.ndarray:
+    """Integer channel gate from per-channel input sums ``counts`` [N, C_in] (int64):
+    ``d = max_c counts - counts``, ``E = (exp_hi[d >> k] * exp_lo[d & (2^k - 1)] + 2^(fe-1)) >> fe``
+    (the softmax numerator exp(-beta d) in fixed point), gate ``= (E @ A.T >= 0)`` [N, C_out]."""
+    d = counts.max(axis=1, keepdims=True) - counts
+    E = (exp_hi[d >> lo_bits] * exp_lo[d & ((1 << lo_bits) - 1)] + (1 << (fe - 1))) >> fe
+    return (E @ A.T >= 0).astype(np.int64)
+
+
+def prior_keep_int(m: np.ndarray, node: dict) -> np.ndarray:
+    """Membrane-prior keep mask from the stored codes m [B, C, ...] (int64, 1 = update)."""
+    keep = np.ones(m.shape, dtype=np.int64)
+    if node["prior_channel"]:
+        sums = m.reshape(m.shape[0], m.shape[1], -1).sum(-1)
+        keep = keep * (sums >= node["prior_channel_min"]).reshape(sums.shape + (1,) * (m.ndim - 2))
+    if node["prior_spatial"]:
+        keep = keep * (m > node["prior_spatial_level"])
+    return keep
+
+
 def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int,
                  steps: int | None = None, m0: torch.Tensor | None = None):
     """The fast path's LIF over a sequence of currents [T, ...] (or one static step [...] repeated
@@ -90,6 +110,35 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
     return out.view(torch.uint8), m
 
 
+def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: torch.Tensor | None) -> torch.Tensor:
+    """LIF with the learned gate and the membrane prior (the current is zeroed where skipped).
+    ``cur`` [T, B, C, ...] float32 or int64 holding integers; ``gate`` [T, B, C] bool or None."""
+    T = cur.shape[0]
+    lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
+    leak, half = 1 << (F - k), 1 << (F - 1)
+    extra = (1,) * (cur.dim() - 3)
+    m = torch.zeros(cur.shape[1:], dtype=torch.int64)
+    out = torch.empty(cur.shape, dtype=torch.bool)
+    for t in range(T):
+        i_t = cur[t]
+        keep = None
+        if gate is not None:
+            keep = gate[t].reshape(*gate[t].shape, *extra)
+        if t > 0:
+            if n["prior_channel"]:
+                c = (m.reshape(m.shape[0], m.shape[1], -1).sum(-1) >= n["prior_channel_min"]).reshape(m.shape[0], m.shape[1], *extra)
+                keep = c if keep is None else keep & c
+            if n["prior_spatial"]:
+                sp = m > n["prior_spatial_level"]
+                keep = sp if keep is None else keep & sp
+        if keep is not None:
+            i_t = i_t * keep  # exact: multiplying integers by 0/1
+        u = i_t.to(torch.int64) + (m << (F - k) if F >= k else m)
+        s = torch.gt(u, V.to(torch.int64), out=out[t])
+        m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+    return out.view(torch.uint8)
+
+
 def _layout(t: torch.Tensor) -> torch.Tensor:
     """4-D tensors in channels_last memory format (a layout change only: values are untouched)."""
     if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
@@ -105,11 +154,12 @@ class OpCounts:
     sops: int = 0  # accumulations with a nonzero input AND a nonzero weight (event-driven adds)
     requant_mults: int = 0  # one multiply + add + shift per output current
     neuron_updates: int = 0  # LIF state updates executed
-    skipped_channels: int = 0  # output channel-steps skipped by gates/priors (0 without pruning)
+    skipped_channels: int = 0  # output channel-steps (per sample) skipped by gates/priors (0 without pruning)
+    kept_macs: int = 0  # fan-in MACs of the neuron-steps that received current (the pruned cost)
     per_node: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("dense_macs", "sops", "requant_mults", "neuron_updates", "skipped_channels")}
+        return {k: getattr(self, k) for k in ("dense_macs", "kept_macs", "sops", "requant_mults", "neuron_updates", "skipped_channels")}
 
 
 def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
@@ -142,6 +192,9 @@ class Interpreter:
         self.last_counts: OpCounts | None = None
         self._torch = {}
         F = self.F
+        # fan-in of the conv/linear node that produces each current (for the kept-MAC count)
+        self._producer = {n["output"]: int(np.prod(program.arrays[n["weight"]].shape[1:]))
+                          for n in program.nodes if n["op"] in ("conv", "linear")}
         for n in program.nodes:
             out = self.info[n["output"]]
             if n["op"] in ("conv", "linear"):
@@ -158,7 +211,9 @@ class Interpreter:
                     "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
                     "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).float(),
                 }
-            elif n["op"] == "lif":
+            elif n["op"] == "channel_gate":
+                self._torch[n["name"]] = {k: torch.from_numpy(program.arrays[n[k]].astype(np.int64)) for k in ("A", "exp_hi", "exp_lo")}
+            elif n["op"] in ("lif", "lif_pruned"):
                 V = program.arrays[n["V"]].astype(np.int64)
                 lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
                 leak = 1 << (F - k)
@@ -227,15 +282,41 @@ class Interpreter:
                 y = a * int(n["K"])
             elif op == "add":
                 y = a + env[n["inputs"][1]]
-            elif op == "lif":
+            elif op == "channel_gate":
+                cnt = a.reshape(T * Bn, a.shape[2], -1).sum(-1)
+                g = gate_int(cnt, arrays[n["A"]].astype(np.int64), arrays[n["exp_hi"]].astype(np.int64),
+                             arrays[n["exp_lo"]].astype(np.int64), int(n["lo_bits"]), int(n["exp_frac_bits"]))
+                y = g.reshape(T, Bn, -1)
+            elif op in ("lif", "lif_pruned"):
                 V = arrays[n["V"]].astype(np.int64)
                 V = V.reshape((-1,) + (1,) * (a.ndim - 3)) if V.size > 1 else V.reshape(())
                 m = np.zeros(a.shape[1:], dtype=np.int64)
                 y = np.zeros(a.shape, dtype=np.int64)
+                gate = env[n["inputs"][1]] if len(n["inputs"]) > 1 else None
+                skipped = 0
+                kept = a.size
                 for t in range(T):
-                    y[t], m = lif_step_int(m, a[t], V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
+                    i_t = a[t]
+                    if op == "lif_pruned":
+                        keep = np.ones(a.shape[1:], dtype=np.int64)
+                        if gate is not None:
+                            keep = keep * gate[t].reshape(gate[t].shape + (1,) * (a.ndim - 3))
+                        if t > 0:
+                            keep = keep * prior_keep_int(m, n)
+                        i_t = i_t * keep
+                        kept -= int((keep == 0).sum())
+                        if a.ndim > 3:  # whole output channels skipped at this step
+                            skipped += int((keep.reshape(keep.shape[0], keep.shape[1], -1).max(-1) == 0).sum())
+                    y[t], m = lif_step_int(m, i_t, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
                 counts.neuron_updates += a.size
-                counts.per_node[n["name"]] = {"neuron_updates": a.size, "spikes": int(y.sum())}
+                counts.skipped_channels += skipped
+                src = self._producer.get(n["inputs"][0])
+                if src is not None and op == "lif_pruned":  # MACs of the neurons that did receive current
+                    counts.kept_macs += kept * src
+                elif src is not None:
+                    counts.kept_macs += a.size * src
+                counts.per_node[n["name"]] = {"neuron_updates": a.size, "spikes": int(y.sum()), "gated_off_neuron_steps": a.size - kept,
+                                              "skipped_channel_steps": skipped}
             elif op == "sumpool":
                 k = int(n["kernel"])
                 Tn, Bb, C, H, W = a.shape
@@ -296,7 +377,16 @@ class Interpreter:
                     y = (a + b, st and stb)
                 else:
                     y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
-            elif op == "lif":
+            elif op == "channel_gate":
+                p = self._torch[n["name"]]
+                cnt = a.reshape(*lead, a.shape[-3], -1).to(torch.float32).sum(-1).to(torch.int64)  # exact: < 2^24
+                cnt = cnt.reshape(-1, cnt.shape[-1])
+                d = cnt.max(dim=1, keepdim=True).values - cnt
+                kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+                E = (p["exp_hi"][d >> kb] * p["exp_lo"][d & ((1 << kb) - 1)] + (1 << (fe - 1))) >> fe
+                g = (E.to(torch.float64) @ p["A"].to(torch.float64).T >= 0)  # exact: |z| < 2^53 (analyze)
+                y = (g.reshape(*lead, -1), st)
+            elif op in ("lif", "lif_pruned"):
                 p = self._torch[n["name"]]
                 V = p["V"]
                 V = V.view(-1, *([1] * (a.dim() - (2 if st else 3)))) if V.numel() > 1 else V.view(())
@@ -305,7 +395,16 @@ class Interpreter:
                         a = a.clamp(p["imin"], p["imax"]).to(torch.float32)  # saturate: same results
                 else:
                     a = a.to(torch.int64)
-                out, _ = lif_seq_fast(a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
+                if op == "lif_pruned":
+                    gate = None
+                    if len(n["inputs"]) > 1:
+                        g, stg = env[n["inputs"][1]]
+                        gate = g.expand(T, *g.shape) if stg else g
+                    if st:
+                        a = a.unsqueeze(0).expand(T, *a.shape)
+                    out = _lif_pruned_fast(a, V, F, n, gate)
+                else:
+                    out, _ = lif_seq_fast(a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
                 y = (out, False)
             elif op == "sumpool":
                 k = int(n["kernel"])

@@ -21,7 +21,8 @@ __all__ = ["DeploySim", "deploy_sim", "lif_seq_sim"]
 _EXACT = 2**53
 
 
-def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int, m0: torch.Tensor | None = None):
+def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int, m0: torch.Tensor | None = None,
+                gate: torch.Tensor | None = None, prior: dict | None = None):
     """Deploy-sim LIF over [T, ...] float64 currents holding integers (fixed point, F bits):
     ``u = m * 2^(F-k) + I``, ``s = u > V``, ``m = 0 if s else clamp(floor((u + 2^(F-1)) / 2^F))``.
     Exact in float64 under the bounds proven by analyze(). Returns (spikes float64, last m)."""
@@ -29,8 +30,18 @@ def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: 
     leak = float(2 ** (F - tau_shift))
     m = torch.zeros_like(cur[0]) if m0 is None else m0.to(torch.float64)
     spikes = []
+    extra = (1,) * (cur.dim() - 3)
     for t in range(cur.shape[0]):
-        u = m * leak + cur[t]
+        i_t = cur[t]
+        if gate is not None:  # learned channel gate [T, B, C]: current times 0/1
+            i_t = i_t * gate[t].reshape(*gate[t].shape, *extra)
+        if prior is not None and t > 0:  # membrane prior from the stored codes m_{t-1}
+            if prior["prior_channel"]:
+                sums = m.reshape(m.shape[0], m.shape[1], -1).sum(-1)
+                i_t = i_t * (sums >= prior["prior_channel_min"]).to(torch.float64).reshape(*sums.shape, *extra)
+            if prior["prior_spatial"]:
+                i_t = i_t * (m > prior["prior_spatial_level"]).to(torch.float64)
+        u = m * leak + i_t
         s = u > V
         m = torch.where(s, torch.zeros_like(u), torch.floor((u + one / 2) / one).clamp(lb, ub))
         spikes.append(s.to(torch.float64))
@@ -51,7 +62,7 @@ class DeploySim(nn.Module):
         self.program = program
         self.info = analyze(program)
         for n in program.nodes:
-            for key in ("prod_max", "u_max", "max"):
+            for key in ("prod_max", "u_max", "max", "z_max"):
                 if self.info[n["output"]].get(key, 0) >= _EXACT:
                     raise DeployError(f"node {n['name']!r}: {key} bound exceeds 2^53, float64 simulation would not be exact")
         for name, arr in program.arrays.items():
@@ -86,10 +97,22 @@ class DeploySim(nn.Module):
                 y = a * float(n["K"])
             elif op == "add":
                 y = a + env[n["inputs"][1]]
-            elif op == "lif":
+            elif op == "channel_gate":
+                cnt = a.reshape(T * B, a.shape[2], -1).sum(-1)
+                d = cnt.max(dim=1, keepdim=True).values - cnt
+                kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+                hi = torch.floor(d / 2.0**kb)
+                lo = d - hi * 2.0**kb
+                E = torch.floor((self._arr(n["exp_hi"])[hi.long()] * self._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe)
+                y = (E @ self._arr(n["A"]).T >= 0).to(torch.float64).reshape(T, B, -1)
+            elif op in ("lif", "lif_pruned"):
                 V = self._arr(n["V"])
                 V = V.view(-1, *([1] * (a.dim() - 3))) if V.numel() > 1 else V.view(())
-                y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
+                if op == "lif_pruned":
+                    gate = env[n["inputs"][1]] if len(n["inputs"]) > 1 else None
+                    y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), gate=gate, prior=n)
+                else:
+                    y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
             elif op == "sumpool":
                 k = int(n["kernel"])
                 C, H, W = a.shape[2:]

@@ -36,7 +36,9 @@ def real_mnist(n_train: int, n_test: int):
 
 
 def tiny_model(kind: str = "vgg", size: int = 28, **spec_kw):
-    spec = QuantSpec(mode="quant", **spec_kw)
+    mode = "spquant" if "prune" in spec_kw else "quant"
+    spec_kw.setdefault("learn_threshold", "layer" if mode == "spquant" else False)
+    spec = QuantSpec(mode=mode, **spec_kw)
     if kind == "vgg":
         return VGG9(10, in_channels=1, input_size=size, spec=spec, plan=(8, "A", 16, "A"))
     if kind == "resnet":

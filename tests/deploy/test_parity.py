@@ -37,7 +37,7 @@ def _check(model, xte, yte, n_ref, tmp_path):
     for name in env_sim:
         assert np.array_equal(env_sim[name], fast[name]), f"fast path differs from deploy-sim at {name}"
         assert np.array_equal(env_sim[name][:, :n_ref], ref[name]), f"reference differs from deploy-sim at {name}"
-    spikes = sum(int(env_sim[n["output"]].sum()) for n in program.nodes if n["op"] == "lif")
+    spikes = sum(int(env_sim[n["output"]].sum()) for n in program.nodes if n["op"] in ("lif", "lif_pruned"))
     assert spikes > 0, "a parity check on a silent network proves little"
     counts = interp.last_counts
     assert 0 < counts.sops < counts.dense_macs
@@ -76,3 +76,29 @@ def test_parity_real_mnist(tmp_path):
     model = train(tiny_model(kind, **kw), xtr, ytr, steps=20, T=2, lr=1e-2)
     acc_fq, acc_int = _check(model, xte, yte, n_ref=8, tmp_path=tmp_path)
     assert acc_int > 0.4  # twenty steps on real digits: well above chance (about 0.75 measured)
+
+
+@pytest.mark.parametrize("prune", [
+    {"mass": 0.7, "init_bias": 0.0, "init_std": 0.5},  # learned gate + channel and spatial prior
+    {"learned_gate": True, "channel_prior": False, "spatial_prior": False, "init_bias": 0.0, "init_std": 0.5},
+    {"learned_gate": False, "channel_prior": True, "channel_prior_threshold": -0.5, "spatial_prior": True},
+])
+def test_parity_pruned(prune, tmp_path):
+    """spquant mode: the learned channel gate (integer rule) and the membrane prior."""
+    torch.manual_seed(0)
+    xtr, ytr = synthetic_digits(256, size=16, seed=1)
+    xte, yte = synthetic_digits(64, size=16, seed=2)
+    model = tiny_model("vgg", size=16, prune=prune)
+    model = train(model, xtr, ytr, steps=4, batch=16, T=2, lr=1e-2)
+    program = fold_model(model, (1, 16, 16))
+    assert any(n["op"] == "lif_pruned" for n in program.nodes)
+    _check(model, xte, yte, n_ref=8, tmp_path=tmp_path)
+    interp = Interpreter(program)
+    interp.run(program.encode_input(repeat(xte[:8], T)), path="reference")
+    c = interp.last_counts
+    assert c.kept_macs <= c.dense_macs
+    gates = [k for k in program.arrays if k.endswith(".A")]
+    if prune.get("learned_gate", True):  # the gate really switches channels off and on
+        g = interp.run_all(program.encode_input(repeat(xte, T)), path="reference")
+        vals = np.concatenate([g[n["output"]].reshape(-1) for n in program.nodes if n["op"] == "channel_gate"])
+        assert gates and 0 < vals.mean() < 1

@@ -50,7 +50,7 @@ def to_nir(program: Program, dt: float = 1e-3):
     for n in program.nodes:
         op, name = n["op"], n["name"]
         meta = {"spquant_op": op}
-        src = [rename[i] for i in n["inputs"]]
+        src = [rename[i] for i in n["inputs"] if rename.get(i) is not None]
         if op in ("conv", "linear"):
             S = int(n["shift"])
             scale = 2.0 ** -(F + S)
@@ -65,7 +65,15 @@ def to_nir(program: Program, dt: float = 1e-3):
                                   dilation=1, groups=1, bias=b.astype(np.float32), metadata=meta)
             else:
                 node = nir.Affine(weight=w.astype(np.float32), bias=b.astype(np.float32), metadata=meta)
-        elif op == "lif":
+        elif op == "channel_gate":  # not expressible in NIR: dropped (recorded on the LIF it fed)
+            rename[n["output"]] = None
+            continue
+        elif op in ("lif", "lif_pruned"):
+            if op == "lif_pruned":
+                meta.update(dropped="learned channel gate and membrane-prior skips (not expressible in NIR)",
+                            prior_channel=n["prior_channel"], prior_channel_min=n["prior_channel_min"],
+                            prior_spatial=n["prior_spatial"], prior_spatial_level=n["prior_spatial_level"],
+                            gated=len(n["inputs"]) > 1)
             shape = tuple(info[n["output"]]["shape"])
             k = int(n["tau_shift"])
             decay = 1.0 - 2.0**-k

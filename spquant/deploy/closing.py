@@ -20,13 +20,15 @@ from spquant.deploy import DeploySim, Interpreter, file_report, fold_model, save
 from spquant.models import VGG9, QuantSpec
 
 
-def _train(model, x_u8, y, steps, T, batch=64, lr=1e-2, seed=0, static=True):
+def _train(model, x_u8, y, steps, T, batch=32, lr=1e-2, seed=0, static=True):
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = np.random.default_rng(seed)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
+        if step % 20 == 0:
+            print(f"train step {step}/{steps}", flush=True)
         idx = g.integers(0, len(y), batch)
         xb = torch.from_numpy(x_u8[idx]).float()
         xb = xb.div(255)[None].expand(T, *xb.shape) if static else xb.transpose(0, 1)
@@ -95,7 +97,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--event-steps", type=int, default=300)
     ap.add_argument("--event-train", type=int, default=2000)
     ap.add_argument("--T", type=int, default=2)
-    ap.add_argument("--frac-bits", type=int, nargs="+", default=[16, 8])
+    ap.add_argument("--frac-bits", type=int, nargs="+", default=[16])
+    ap.add_argument("--n-ref", type=int, default=1000)
+    ap.add_argument("--width", type=int, nargs=2, default=[8, 16])
     ap.add_argument("--skip-events", action="store_true")
     args = ap.parse_args(argv)
     out = {}
@@ -107,19 +111,21 @@ def main(argv=None) -> dict:
     xte, yte = read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None], read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
     spec = QuantSpec(mode="quant")
     torch.manual_seed(0)
-    model = VGG9(10, in_channels=1, input_size=28, spec=spec, plan=(16, "A", 32, "A"))
+    c1, c2 = args.width
+    model = VGG9(10, in_channels=1, input_size=28, spec=spec, plan=(c1, "A", c2, "A"))
     t = time.time()
     _train(model, xtr, ytr, args.steps, args.T)
-    out["mnist"] = {"model": "VGG9 plan 16-A-32-A-FC, ternary hidden, 8-bit first/last, ternary membrane", "train_steps": args.steps,
-                    "batch": 64, "T": args.T, "train_seconds": round(time.time() - t, 1)}
+    out["mnist"] = {"model": f"VGG9 plan {c1}-A-{c2}-A-FC, ternary hidden, 8-bit first/last, ternary membrane", "train_steps": args.steps,
+                    "batch": 32, "T": args.T, "train_seconds": round(time.time() - t, 1)}
     for F in args.frac_bits:
         program = fold_model(model, (1, 28, 28), frac_bits=F)
         path = outdir / f"mnist_F{F}.spq"
         save(program, path)
-        r = _evaluate(model, program, xte, yte, args.T, static=True)
+        r = _evaluate(model, program, xte, yte, args.T, static=True, n_ref=args.n_ref)
         r["file"] = file_report(path)
         out["mnist"][f"F{F}"] = r
         print(json.dumps({f"mnist F{F}": r}), flush=True)
+        Path(args.out).write_text(json.dumps(out, indent=2))
     if not args.skip_events:
         from spquant.data.loader import mnist_frames
 
@@ -129,7 +135,7 @@ def main(argv=None) -> dict:
         pad = ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1))  # 34x34 -> 36x36 (two 2x2 poolings)
         ev_tr, ev_te = np.pad(ev_tr.numpy(), pad), np.pad(ev_te.numpy(), pad)
         torch.manual_seed(0)
-        em = VGG9(10, in_channels=3, input_size=36, spec=spec, plan=(16, "A", 32, "A"))
+        em = VGG9(10, in_channels=3, input_size=36, spec=spec, plan=(c1, "A", c2, "A"))
         t = time.time()
         _train(em, ev_tr, ey_tr.numpy(), args.event_steps, T, static=False)
         out["events"] = {"data": f"emulated MNIST events (embedded subset, {len(ey_tr)} train / {len(ey_te)} test), polarity3 frames, T={T}, 36x36",
@@ -137,7 +143,7 @@ def main(argv=None) -> dict:
         program = fold_model(em, (3, 36, 36), input_bits=1, input_scale=1.0, frac_bits=16)
         path = outdir / "events_F16.spq"
         save(program, path)
-        r = _evaluate(em, program, ev_te, ey_te.numpy(), T, static=False)
+        r = _evaluate(em, program, ev_te, ey_te.numpy(), T, static=False, n_ref=args.n_ref)
         r["file"] = file_report(path)
         out["events"]["F16"] = r
         print(json.dumps({"events F16": r}), flush=True)

@@ -20,6 +20,10 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
 ``sumpool``             sum over k x k windows (the 1/k^2 goes into the next layer's ``M``).
 ``gsumpool``            sum over all positions, output [B, C] (global average pool, 1/HW folded).
 ``flatten``             [B, C, H, W] -> [B, C*H*W].
+``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
+                        ``g = (A @ E(max cnt - cnt) >= 0)`` from per-channel input sums ``cnt``.
+``lif_pruned``          ``lif`` whose current is multiplied by the gate (every step) and by the
+                        membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
 
 The last node's output is the integer logits (fixed point, ``F`` fractional bits) per step;
 prediction = argmax of the sum over T.

@@ -16,21 +16,25 @@ __all__ = ["register", "load_run_model", "load_dataset"]
 def load_run_model(run: str):
     """The trained model of a run folder, via the trainer's checkpoint loader (branch ``train``).
 
-    Looks for ``spquant.train.load_model(run)`` (returns the model) and fails with a clear message
-    when the trainer does not provide it yet.
+    Uses ``spquant.train.load_model(run)`` (the model, or a tuple starting with it) or
+    ``spquant.train.load_run(run)`` (a dict with ``'model'`` or an object with ``.model``, the
+    convention :mod:`spquant.cost` uses too), and fails with a clear message when the trainer
+    provides neither yet.
     """
     try:
         import spquant.train as train
     except ImportError:
         train = None
-    loader = getattr(train, "load_model", None) if train is not None else None
-    if loader is None:
-        raise SystemExit(
-            f"spquant export: cannot load run {run!r}: this installation's trainer has no checkpoint loader "
-            "(spquant.train.load_model); use spquant.deploy.export(model, path, input_shape) on a live model"
-        )
-    out = loader(run)
-    return out[0] if isinstance(out, tuple) else out
+    if train is not None and hasattr(train, "load_model"):
+        out = train.load_model(run)
+        return out[0] if isinstance(out, tuple) else out
+    if train is not None and hasattr(train, "load_run"):
+        out = train.load_run(run)
+        return out["model"] if isinstance(out, dict) else out.model
+    raise SystemExit(
+        f"spquant export: cannot load run {run!r}: this installation's trainer has no checkpoint loader "
+        "(spquant.train.load_model / load_run); use spquant.deploy.export(model, path, input_shape) on a live model"
+    )
 
 
 def load_dataset(spec: str, limit: int | None, T: int):

@@ -31,11 +31,15 @@ def test_run_npz(tmp_path, capsys):
     assert res["ops_per_sample"]["dense_macs"] > res["ops_per_sample"]["sops"] > 0
 
 
-def test_export_run_folder(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("loader", ["load_model", "load_run"])
+def test_export_run_folder(loader, tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     model = tiny_model("vgg", size=16).eval()
     fake = types.ModuleType("spquant.train")
-    fake.load_model = lambda run: model
+    if loader == "load_model":
+        fake.load_model = lambda run: model
+    else:
+        fake.load_run = lambda run: {"model": model, "config": None}
     monkeypatch.setitem(sys.modules, "spquant.train", fake)
     out = tmp_path / "m.spq"
     assert main(["export", str(tmp_path), "-o", str(out), "--input-shape", "1,16,16"]) == 0

@@ -170,8 +170,8 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         _int(s, f"input.shape[{i}]", 1, 1 << 16)
     _int(inp.get("bits"), "input.bits", 1, 16)
     _int(inp.get("max"), "input.max", 1, 2**16 - 1)
-    if not isinstance(inp.get("scale"), (int, float)) or isinstance(inp.get("scale"), bool) or not inp["scale"] > 0:
-        raise ValueError("input.scale must be a positive number")
+    if not isinstance(inp.get("scale"), (int, float)) or isinstance(inp.get("scale"), bool) or not 0 < inp["scale"] < float("inf"):
+        raise ValueError("input.scale must be a positive finite number")
     blobs = man.get("blobs")
     if not isinstance(blobs, dict):
         raise ValueError("manifest 'blobs' missing")

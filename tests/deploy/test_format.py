@@ -139,6 +139,7 @@ HOSTILE = {
     "wrong format": (lambda m, b: m.update(format="other"), "format"),
     "unused blob": (lambda m, b: m["blobs"].update(extra={"encoding": "int32le", "shape": [0], "offset": 0, "nbytes": 0, "crc32": 0}), "unreferenced"),
     "accounting lie": (lambda m, b: m["accounting"].update(weight_params=1), "accounting"),
+    "infinite scale": (lambda m, b: m["input"].update(scale=float("inf")), "positive finite"),
     "not json": (None, "not valid JSON"),
 }
 

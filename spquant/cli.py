@@ -13,6 +13,7 @@ COMMAND_MODULES: list[str] = [
     "spquant.data.cli",
     "spquant.train.cli",
     "spquant.cost_cli",
+    "spquant.deploy.cli",
 ]
 
 

@@ -10,31 +10,32 @@ import time
 
 import numpy as np
 
-__all__ = ["register", "load_run_model", "load_dataset"]
+__all__ = ["register", "load_run_model", "input_encoding", "load_dataset"]
 
 
 def load_run_model(run: str):
-    """The trained model of a run folder, via the trainer's checkpoint loader (branch ``train``).
+    """(model in eval mode, its training config) of a run folder written by ``spquant train``."""
+    from spquant.train import load_run
 
-    Uses ``spquant.train.load_model(run)`` (the model, or a tuple starting with it) or
-    ``spquant.train.load_run(run)`` (a dict with ``'model'`` or an object with ``.model``, the
-    convention :mod:`spquant.cost` uses too), and fails with a clear message when the trainer
-    provides neither yet.
+    loaded = load_run(run)
+    return loaded["model"].eval(), loaded["config"]
+
+
+def input_encoding(config) -> dict:
+    """How a run's inputs become integer codes: shape (C, H, W), code bits and the float value of code 1.
+
+    Static images are uint8 pixels with scale 1/255 (as in training); event frames are integer
+    counts with scale 1.
     """
-    try:
-        import spquant.train as train
-    except ImportError:
-        train = None
-    if train is not None and hasattr(train, "load_model"):
-        out = train.load_model(run)
-        return out[0] if isinstance(out, tuple) else out
-    if train is not None and hasattr(train, "load_run"):
-        out = train.load_run(run)
-        return out["model"] if isinstance(out, dict) else out.model
-    raise SystemExit(
-        f"spquant export: cannot load run {run!r}: this installation's trainer has no checkpoint loader "
-        "(spquant.train.load_model / load_run); use spquant.deploy.export(model, path, input_shape) on a live model"
-    )
+    shape = (config.model.in_channels, *config.model.input)
+    if config.data.encoding == "direct":
+        return {"input_shape": shape, "input_bits": 8, "input_scale": 1 / 255}
+    if config.data.resize == "resize" and tuple(config.model.input) != (34, 34):
+        raise SystemExit(
+            "spquant export: this run was trained on area-resized (non-integer) event frames; "
+            "train with data.resize='crop' (or the native 34x34 input) for integer deployment"
+        )
+    return {"input_shape": shape, "input_bits": 8, "input_scale": 1.0}
 
 
 def load_dataset(spec: str, limit: int | None, T: int):
@@ -91,9 +92,15 @@ def _pad_to(x: np.ndarray, shape) -> np.ndarray:
 def cmd_export(args) -> int:
     from spquant.deploy.format import export, file_report
 
-    model = load_run_model(args.run).eval()
-    shape = tuple(int(s) for s in args.input_shape.split(","))
-    export(model, args.output, shape, input_bits=args.input_bits, input_scale=args.input_scale, frac_bits=args.frac_bits)
+    model, config = load_run_model(args.run)
+    enc = input_encoding(config)
+    if args.input_shape:
+        enc["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
+    if args.input_bits is not None:
+        enc["input_bits"] = args.input_bits
+    if args.input_scale is not None:
+        enc["input_scale"] = args.input_scale
+    export(model, args.output, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"], frac_bits=args.frac_bits)
     print(json.dumps(file_report(args.output), indent=2))
     return 0
 
@@ -134,9 +141,9 @@ def register(subparsers) -> None:
                               description="Fold BN and weight scales into fixed point and write a .spq file (docs/deploy_format.md).")
     p.add_argument("run", help="run folder written by 'spquant train'")
     p.add_argument("-o", "--output", required=True, help="output .spq path (written atomically)")
-    p.add_argument("--input-shape", default="1,28,28", help="C,H,W of one input step (default 1,28,28)")
-    p.add_argument("--input-bits", type=int, default=8, help="input code bits (8: uint8 pixels; 1: {0,1} event frames)")
-    p.add_argument("--input-scale", type=float, default=None, help="float value of input code 1 (default 1/(2^bits-1))")
+    p.add_argument("--input-shape", default=None, help="C,H,W of one input step (default: from the run's config)")
+    p.add_argument("--input-bits", type=int, default=None, help="input code bits (default 8: uint8 pixels or event counts)")
+    p.add_argument("--input-scale", type=float, default=None, help="float value of input code 1 (default: 1/255 for images, 1 for event counts)")
     p.add_argument("--frac-bits", type=int, default=16, help="fixed-point fraction bits F of currents and thresholds")
     p.set_defaults(func=cmd_export)
 

@@ -31,25 +31,24 @@ def test_run_npz(tmp_path, capsys):
     assert res["ops_per_sample"]["dense_macs"] > res["ops_per_sample"]["sops"] > 0
 
 
-@pytest.mark.parametrize("loader", ["load_model", "load_run"])
-def test_export_run_folder(loader, tmp_path, monkeypatch, capsys):
-    torch.manual_seed(0)
-    model = tiny_model("vgg", size=16).eval()
-    fake = types.ModuleType("spquant.train")
-    if loader == "load_model":
-        fake.load_model = lambda run: model
-    else:
-        fake.load_run = lambda run: {"model": model, "config": None}
-    monkeypatch.setitem(sys.modules, "spquant.train", fake)
+def test_export_real_run_folder(tmp_path, capsys):
+    """spquant train -> spquant export RUN (input encoding from the run's config) -> interpreter == deploy-sim."""
+    from spquant.deploy import DeploySim
+    from spquant.train import load_config, train
+    from spquant.train.data import load_split
+
+    cfg = load_config("demo:quant", ["data.dataset='synthetic'", "data.train_subset=64", "data.test_subset=16",
+                                     "train.max_steps=3", "train.batch_size=16", "run.progress=false"])
+    train(cfg, tmp_path / "run", progress=False)
     out = tmp_path / "m.spq"
-    assert main(["export", str(tmp_path), "-o", str(out), "--input-shape", "1,16,16"]) == 0
+    assert main(["export", str(tmp_path / "run"), "-o", str(out)]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["file_bytes"] == out.stat().st_size
-    assert load(out).input["shape"] == [1, 16, 16]
-
-
-def test_export_without_loader(tmp_path, monkeypatch):
-    fake = types.ModuleType("spquant.train")
-    monkeypatch.setitem(sys.modules, "spquant.train", fake)
-    with pytest.raises(SystemExit, match="checkpoint loader"):
-        main(["export", str(tmp_path), "-o", str(tmp_path / "m.spq")])
+    program = load(out)
+    assert program.input["shape"] == [cfg.model.in_channels, *cfg.model.input]
+    test = load_split(cfg, "test")
+    codes = test.inputs.numpy()  # uint8 pixels, the run's own input codes
+    T = cfg.model.T
+    env = DeploySim(program).run_codes(torch.from_numpy(np.broadcast_to(codes[None], (T, *codes.shape)).copy()))
+    sim_logits = env[program.output].to(torch.int64).numpy()
+    assert np.array_equal(sim_logits, Interpreter(program).run(codes, T))

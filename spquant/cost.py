@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from spquant.layers import ConvBNLIF
 from spquant.neuron import LIF
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
+from spquant.quant import packed_bits_per_value
 
 __all__ = [
     "MB",
@@ -257,6 +258,7 @@ class StaticCost:
     params_by_bits: dict
     weight_memory_bits: float
     weight_memory_mb: float
+    weight_memory_mb_packed: float  # weight codes packed base-levels (ternary 1.6 bits), as in the .spq file
     lif_neurons: int
     membrane_bits: float  # bits actually stored per neuron in the paper convention (32 for FP32)
     membrane_mb_fp32: float
@@ -264,7 +266,7 @@ class StaticCost:
     membrane_mb_packed: float  # base-levels packing (1.6 bits for ternary)
     membrane_packed_bits: float
     total_mb: float  # weights + membrane (paper convention)
-    total_mb_packed: float  # weights + packed membrane
+    total_mb_packed: float  # packed weights + packed membrane (the .spq storage)
     total_mb_fp32: float  # FP32 baseline: counted non-gate params at 32 bits + membrane at 32 bits
     memory_reduction: float  # total_mb_fp32 / total_mb
     memory_reduction_packed: float
@@ -307,21 +309,25 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
     rows = []
     seen: set[int] = set()
 
-    def add(name, p, bits, what):
+    def add(name, p, bits, what, packed=None):
         if id(p) in seen:
             return
         seen.add(id(p))
         if bits == 0:
             return
         by_bits[bits] = by_bits.get(bits, 0) + p.numel()
-        rows.append({"name": name, "params": p.numel(), "bits": bits, "what": what})
+        rows.append({"name": name, "params": p.numel(), "bits": bits, "packed_bits": bits if packed is None else packed, "what": what})
 
     gate_params = _gate_param_bits(model, gate_bits)
     for mname, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in gate_params:
             wq = getattr(m, "weight_quant", None)
             bits = float(weight_bits) if weight_bits is not None else float(getattr(wq, "bits", 32))
-            add(f"{mname}.weight", m.weight, bits, "weight")
+            packed = None
+            if weight_bits is None and bits < 32 and hasattr(wq, "max_code"):
+                # symmetric codes -n..n packed base-(2n+1) into bytes, as the .spq file stores them
+                packed = min(bits, packed_bits_per_value(2 * wq.max_code + 1))
+            add(f"{mname}.weight", m.weight, bits, "weight", packed)
             if m.bias is not None:
                 add(f"{mname}.bias", m.bias, 32.0, "bias")
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -393,6 +399,7 @@ def static_cost(
     wbits = sum(b * n for b, n in by_bits.items())
     counted = sum(by_bits.values())
     wmb = wbits / 8 / MB
+    wmb_packed = sum(r["params"] * r["packed_bits"] for r in rows) / 8 / MB
     m32 = neurons * 32 / 8 / MB
     mpaper = neurons * plain / 8 / MB
     mpacked = neurons * packed / 8 / MB
@@ -410,6 +417,7 @@ def static_cost(
         params_by_bits={k: int(v) for k, v in sorted(by_bits.items())},
         weight_memory_bits=float(wbits),
         weight_memory_mb=wmb,
+        weight_memory_mb_packed=wmb_packed,
         lif_neurons=int(neurons),
         membrane_bits=plain,
         membrane_mb_fp32=m32,
@@ -417,10 +425,10 @@ def static_cost(
         membrane_mb_packed=mpacked,
         membrane_packed_bits=packed,
         total_mb=wmb + mpaper,
-        total_mb_packed=wmb + mpacked,
+        total_mb_packed=wmb_packed + mpacked,
         total_mb_fp32=total32,
         memory_reduction=total32 / (wmb + mpaper),
-        memory_reduction_packed=total32 / (wmb + mpacked),
+        memory_reduction_packed=total32 / (wmb_packed + mpacked),
         dense_macs=int(dense),
         bn_mode=bn,
         weight_memory_mb_by_kind=by_kind,

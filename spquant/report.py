@@ -84,7 +84,7 @@ def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_
         out.update({
             "params": int(sc.params), "neurons": int(sc.lif_neurons), "weight_mb": float(sc.weight_memory_mb),
             "membrane_mb": float(sc.membrane_mb_paper), "total_mb": float(sc.total_mb),
-            "total_mb_packed": float(sc.total_mb_packed), "dense_macs_per_step": int(sc.dense_macs), "cost_source": "spquant.cost",
+            "weight_mb_packed": float(sc.weight_memory_mb_packed), "membrane_mb_packed": float(sc.membrane_mb_packed), "total_mb_packed": float(sc.total_mb_packed), "memory_reduction_packed": float(sc.memory_reduction_packed), "dense_macs_per_step": int(sc.dense_macs), "cost_source": "spquant.cost",
         })
     if spec.pruned and test_data is not None:
         try:

@@ -343,3 +343,23 @@ def test_cost_report_and_fp32_baseline_excludes_gates():
     assert r["memory_reduction"] == pytest.approx(s_sp.memory_reduction)
     assert r["flops_reduction"] > 0 and 0 <= r["skipped_update_fraction"] <= 1
     json.dumps(r)
+
+
+def test_packed_weight_memory_counts_ternary_at_1_6_bits():
+    from spquant.models import QuantSpec, VGG9
+
+    model = VGG9(10, 1, (16, 16), width=0.125, spec=QuantSpec("quant"))
+    c = static_cost(model, input_shape=(1, 16, 16))
+    expect_bits = 0.0
+    for name, p in model.named_parameters():
+        mod = model.get_submodule(name.rsplit(".", 1)[0])
+        wq = getattr(mod, "weight_quant", None)
+        if name.endswith("weight") and wq is not None and wq.bits == 2:
+            expect_bits += p.numel() * 1.6
+        elif name.endswith("weight") and wq is not None and wq.bits == 8:
+            expect_bits += p.numel() * 8  # 255 levels need all 8 bits
+        else:
+            expect_bits += p.numel() * 32
+    assert abs(c.weight_memory_mb_packed - expect_bits / 8 / 1e6) < 1e-12
+    assert c.weight_memory_mb_packed < c.weight_memory_mb
+    assert c.total_mb_packed == c.weight_memory_mb_packed + c.membrane_mb_packed

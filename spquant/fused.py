@@ -49,6 +49,22 @@ def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
     return keep
 
 
+def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+    """dm * Q'(r). For the stacked surrogate of :class:`IntegerMembrane` this is
+    ``k * sum_c sigmoid_backward(dm, sigmoid(k r - k c))``: the same maths as
+    ``dm * membrane.derivative(r)`` in about 10 element-wise passes instead of 16."""
+    if type(membrane) is not IntegerMembrane or membrane.grad != "stacked":
+        return dm * membrane.derivative(r)
+    k = membrane.k
+    kr = r * k
+    total = None
+    for c in membrane.surrogate.boundaries:
+        sg = torch.sigmoid_(kr - k * c)
+        term = torch.ops.aten.sigmoid_backward(dm, sg)
+        total = term if total is None else total.add_(term)
+    return total.mul_(k)
+
+
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gate, tau, membrane, surrogate, prior, return_membrane):
@@ -129,8 +145,11 @@ class _FusedLIF(torch.autograd.Function):
                 dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
             du = d_cur[t]
             if dm is not None:
-                r = torch.where(s, torch.zeros((), dtype=u.dtype), u) if membrane is not None else None
-                dr = dm * membrane.derivative(r) if membrane is not None else dm
+                if membrane is None:
+                    dr = dm
+                else:
+                    r = torch.where(s, torch.zeros((), dtype=u.dtype), u)
+                    dr = _membrane_grad(membrane, r, dm)
                 ds = gs - dr * u
                 dx = ds * surrogate.derivative(x)
                 torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx

@@ -24,6 +24,9 @@ returned membrane, if any)::
     du_t  = dr_t * (1 - s_t) + dx_t
     dI_t  = du_t                                  (gated current; dcurrent = dI * gate * keep)
     dV_th = - sum_t sum( dx_t * (1 + sigmoid(x_t) * 1[x_t >= 0]) )   (SPEC §4, summed to V_th's shape)
+
+(``dx_t`` and the per-step ``dV_th`` term come from ``surrogate._SpikeWithThreshold.backward``, so the
+spike surrogate and the threshold path have one implementation shared with the reference.)
     dgate = sum_to_gate_shape( dI_t * keep_t * current_t )            (straight-through gates)
 
 The prior's keep mask is a decision (a comparison on the stored state) and gets no gradient, exactly
@@ -35,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from spquant.quant import IntegerMembrane
-from spquant.surrogate import Triangle, _sum_to_shape
+from spquant.surrogate import Triangle, _SpikeWithThreshold, _sum_to_shape
 
 __all__ = ["lif_fused"]
 
@@ -47,6 +50,17 @@ def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
     if bool(((keep == 0) | (keep == 1)).all()):
         return keep.to(torch.bool)
     return keep
+
+
+class _SpikeCtx:
+    """The context ``_SpikeWithThreshold.backward`` reads, for calling it on one step."""
+
+    __slots__ = ("saved_tensors", "surrogate", "v_th_shape", "needs_input_grad")
+
+    def __init__(self, surrogate, v_th_shape, need_th: bool):
+        self.saved_tensors = ()
+        self.surrogate, self.v_th_shape = surrogate, v_th_shape
+        self.needs_input_grad = (True, need_th, False)
 
 
 def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
@@ -133,7 +147,8 @@ class _FusedLIF(torch.autograd.Function):
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(u_all)
         d_cur = torch.empty_like(u_all)  # dL/dI_gated per step, turned into dL/dcurrent at the end
-        th_acc = torch.zeros_like(u_all[0]) if need_th else None
+        grad_th = None
+        spike_ctx = _SpikeCtx(surrogate, ctx.th_shape, need_th)
         d_gate = torch.zeros_like(gate) if need_g else None
         dm = None
         for t in reversed(range(T)):
@@ -151,16 +166,19 @@ class _FusedLIF(torch.autograd.Function):
                     r = torch.where(s, torch.zeros((), dtype=u.dtype), u)
                     dr = _membrane_grad(membrane, r, dm)
                 ds = gs - dr * u
-                dx = ds * surrogate.derivative(x)
+            else:
+                ds = gs
+            # the spike's surrogate and the SPEC §4 threshold path: the foundation's single implementation
+            spike_ctx.saved_tensors = (x,)
+            dx, dv, _ = _SpikeWithThreshold.backward(spike_ctx, ds)
+            if dv is not None:
+                grad_th = dv if grad_th is None else grad_th.add_(dv)
+            if dm is not None:
                 torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx
             else:
-                dx = gs * surrogate.derivative(x)
                 du.copy_(dx)
-            if need_th:
-                extra = torch.sigmoid(x).masked_fill_(x < 0, 0)
-                th_acc.addcmul_(dx, extra.add_(1))
             dm = du * tau
-        grad_current = grad_th = grad_gate = None
+        grad_current = grad_gate = None
         keeps = ctx.keeps
         if need_g:
             for t in range(T):
@@ -177,8 +195,6 @@ class _FusedLIF(torch.autograd.Function):
                 if keeps[t] is not None:
                     d_cur[t].mul_(keeps[t])
             grad_current = d_cur
-        if need_th:
-            grad_th = _sum_to_shape(th_acc, ctx.th_shape).neg_()
         return grad_current, grad_th, grad_gate, None, None, None, None, None
 
 

@@ -209,7 +209,8 @@ def test_lif_backends_give_identical_network_training():
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_lif_backends_both_available():
+def test_lif_default_backend_is_fused_and_reference_available():
+    assert LIF().backend == "fused"
     assert LIF(backend="reference").backend == "reference"
     x = torch.randn(3, 2, 5)
     assert torch.equal(LIF()(x), LIF(backend="reference")(x))

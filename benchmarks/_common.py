@@ -98,7 +98,8 @@ def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
     return nn.Sequential(*layers), None
 
 
-def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann: bool = False, sj: bool = False):
+def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann: bool = False, sj: bool = False,
+              compact: bool = False):
     """A closure doing one training step (forward, CE loss on the mean logits over T, backward, Adam)."""
     torch.manual_seed(0)
     img = torch.rand(batch, 3, image, image)
@@ -115,11 +116,18 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
 
         reset = functional.reset_net
 
+    from contextlib import nullcontext
+
+    from spquant.fused import compact_spikes
+
+    ctx = compact_spikes if compact else nullcontext
+
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        logits = out.reshape(T, batch, -1).mean(0)
-        loss = F.cross_entropy(logits, target)
+        with ctx():
+            out = model(x)
+            logits = out.reshape(T, batch, -1).mean(0)
+            loss = F.cross_entropy(logits, target)
         loss.backward()
         opt.step()
         if reset is not None:

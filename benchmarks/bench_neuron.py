@@ -37,6 +37,7 @@ def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads:
         steps[f"cg_spquant_gate_{backend}"] = make_step(spiking_vgg("spquant", backend, gate=True), T, batch)
     steps["b_fp32_fused_perstep"] = make_step(spiking_vgg("fp32", "fused", fold_time=False), T, batch)
     steps["c_spquant_fused_perstep"] = make_step(spiking_vgg("spquant", "fused", fold_time=False), T, batch)
+    steps["c_spquant_fused_compact"] = make_step(spiking_vgg("spquant", "fused"), T, batch, compact=True)
     sj_model, sj_reason = spikingjelly_vgg()
     if sj_model is not None:
         steps["sj_fp32_lifnode"] = make_step(sj_model, T, batch, sj=True)
@@ -58,6 +59,8 @@ def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads:
                                                          note="< 1 means per-step is faster")
     rows["per-step conv / folded conv, SpQuant fused"] = row(
         round(med["c_spquant_fused_perstep"] / med["c_spquant_fused"], 3), "ratio", note="< 1 means per-step is faster")
+    rows["compact_spikes() time / plain, SpQuant fused"] = row(
+        round(med["c_spquant_fused_compact"] / med["c_spquant_fused"], 3), "ratio", note="memory: see bench_memory")
     if sj_model is not None:
         r = med["sj_fp32_lifnode"] / med["b_fp32_fused"]
         rows["speed-up vs SpikingJelly LIFNode (FP32, fused)"] = row(round(r, 3), "x", ">= 1.25", r >= 1.25)

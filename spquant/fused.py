@@ -35,12 +35,72 @@ as in the reference where it comes from a comparison.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+
 import torch
 
 from spquant.quant import IntegerMembrane
 from spquant.surrogate import Triangle, _SpikeWithThreshold, _sum_to_shape
 
-__all__ = ["lif_fused"]
+__all__ = ["lif_fused", "compact_spikes"]
+
+# -- compact storage of spikes saved by *other* ops (conv, pooling) ------------------------------
+# Inside ``compact_spikes()`` the spike tensors returned by lif_fused are registered (by object,
+# with a weak reference and their version counter); when autograd saves one of them, or a view of
+# one (the conv's folded reshape, the pooling's input), it is stored as bool and restored to the
+# float dtype for backward: exact, since spikes are 0./1., and 4x smaller.
+_spike_registry: dict[int, tuple] = {}
+_compact_depth = 0
+
+
+def _register_spikes(spikes: torch.Tensor) -> None:
+    for key in [k for k, (ref, _) in _spike_registry.items() if ref() is None]:
+        del _spike_registry[key]
+    _spike_registry[id(spikes)] = (weakref.ref(spikes), spikes._version)
+
+
+def _pack(t: torch.Tensor):
+    base = t if t._base is None else t._base
+    entry = _spike_registry.get(id(base))
+    if entry is not None and entry[0]() is base and base._version == entry[1] and t.dtype.is_floating_point:
+        return (_PACKED, t.to(torch.bool), t.dtype)
+    return t
+
+
+def _unpack(p):
+    if isinstance(p, tuple) and p and p[0] is _PACKED:
+        return p[1].to(p[2])
+    return p
+
+
+_PACKED = object()
+
+
+@contextlib.contextmanager
+def compact_spikes():
+    """Context manager for the forward pass of training: spikes that other ops save for backward
+    (the next conv's input, a pooling layer's input) are kept as ``bool`` instead of float (4x less
+    memory, exact). Nesting is fine.
+
+    Example::
+
+        >>> import torch
+        >>> from spquant import LIF
+        >>> lif, x = LIF(), torch.randn(4, 2, 8, requires_grad=True)
+        >>> with compact_spikes():
+        ...     loss = (lif(x) * 2).sum()   # the mul saves nothing here; convs/pools would save bool
+        >>> loss.backward()
+    """
+    global _compact_depth
+    _compact_depth += 1
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+            yield
+    finally:
+        _compact_depth -= 1
+        if _compact_depth == 0:
+            _spike_registry.clear()
 
 
 def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -229,4 +289,7 @@ def lif_fused(
         threshold = torch.tensor(float(threshold), dtype=current.dtype, device=current.device)
     if gate is not None and gate.dim() != current.dim():
         raise ValueError(f"gate must have as many dims as the current ({current.dim()}), got {tuple(gate.shape)}")
-    return _FusedLIF.apply(current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane))
+    out = _FusedLIF.apply(current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane))
+    if _compact_depth:
+        _register_spikes(out[0] if return_membrane else out)
+    return out

@@ -7,6 +7,8 @@ default neuron backend. The remaining levers are process-wide, so they are opt-i
   :func:`configure_from_env`): sets the torch intra-op thread count (``SPQUANT_THREADS`` or the
   ``threads`` argument; default: 1 thread if the machine is busy — load average above the number of
   cores — else all cores; on the shared 2-core machine 1 thread was 2-3x faster under load).
+* ``with compact_spikes():`` around the forward pass of a training step stores the spikes that
+  convs and poolings save for backward as ``bool`` (exact; about -25 % peak step memory).
 * the tcmalloc allocator: it must be preloaded before Python starts, so either launch with
   ``LD_PRELOAD=$(python -m spquant.perf tcmalloc)`` or call :func:`reexec_with_tcmalloc` first
   thing in a launcher script (it re-executes the process with ``LD_PRELOAD`` set when the library
@@ -25,9 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
-__all__ = ["configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
+__all__ = ["compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
 
 _TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -73,8 +73,18 @@ def suggested_threads() -> int:
     return 1 if load >= cores else cores
 
 
+def __getattr__(name):  # torch-free import of this module (launchers re-exec before importing torch)
+    if name == "compact_spikes":
+        from spquant.fused import compact_spikes
+
+        return compact_spikes
+    raise AttributeError(name)
+
+
 def configure(fast: bool = True, threads: int | None = None) -> dict:
     """Apply the fast settings (``fast=True``) and return what is in effect."""
+    import torch
+
     if fast:
         n = threads or int(os.environ.get("SPQUANT_THREADS", "0")) or suggested_threads()
         torch.set_num_threads(max(1, n))

@@ -224,3 +224,60 @@ def test_no_grad_and_recording_work_with_fused():
     lif.record = True
     assert torch.equal(lif(x), plain)
     assert sum(lif.stats["level_counts"].values()) == plain.numel()
+
+
+def test_compact_spikes_is_exact_and_saves_memory():
+    """Inside compact_spikes() the spikes saved by the next conv / pooling are stored as bool."""
+    from spquant.fused import compact_spikes
+
+    def run(compact):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            ConvBNLIF(2, 8, neuron=LIF(membrane=IntegerMembrane(), learn_threshold="layer")),
+            ConvBNLIF(8, 8, neuron=LIF()),
+            SeqModule(torch.nn.AvgPool2d(2)),
+            SeqModule(torch.nn.Flatten()),
+        )
+        x = torch.rand(4, 3, 2, 8, 8)
+
+        def fwd():
+            y = model(x)
+            (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+
+        if compact == "measure":
+            # the packing the context manager installs, wrapped to count what it stores
+            from spquant.fused import _pack, _unpack
+
+            stored = []
+
+            def pack(t):
+                p = _pack(t)
+                stored.append(p[1].numel() if isinstance(p, tuple) else p.numel() * p.element_size())
+                return p
+
+            with compact_spikes(), torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
+                fwd()
+            saved = sum(stored)
+        elif compact:
+            with compact_spikes():
+                fwd()
+            saved = None
+        else:
+            saved = _saved_bytes(fwd)
+        return saved, [p.grad.clone() for p in model.parameters()]
+
+    plain_bytes, plain_grads = run(False)
+    _, compact_grads = run(True)
+    compact_bytes, measured_grads = run("measure")
+    for a, b, c in zip(plain_grads, compact_grads, measured_grads):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # the conv of block 2 and the pooling each save 4x3x8x8x8 spikes: 2 * 4096 * 3 bytes less
+    assert plain_bytes - compact_bytes == 2 * 4 * 3 * 8 * 8 * 8 * 3
+    # in-place change after the forward of a registered spike tensor: no longer treated as binary
+    from spquant.fused import _pack, _register_spikes
+
+    s = (torch.rand(10) > 0.5).float()
+    _register_spikes(s)
+    assert isinstance(_pack(s), tuple)
+    s.mul_(3)
+    assert _pack(s) is s

@@ -223,7 +223,7 @@ class _FusedLIF(torch.autograd.Function):
                 if membrane is None:
                     dr = dm
                 else:
-                    r = torch.where(s, torch.zeros((), dtype=u.dtype), u)
+                    r = torch.where(s, torch.zeros((), dtype=u.dtype, device=u.device), u)
                     dr = _membrane_grad(membrane, r, dm)
                 ds = gs - dr * u
             else:

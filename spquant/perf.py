@@ -8,7 +8,7 @@ default neuron backend. The remaining levers are process-wide, so they are opt-i
   ``threads`` argument; default: 1 thread if the machine is busy — load average above the number of
   cores — else all cores; on the shared 2-core machine 1 thread was 2-3x faster under load).
 * ``with compact_spikes():`` around the forward pass of a training step stores the spikes that
-  convs and poolings save for backward as ``bool`` (exact; about -25 % peak step memory).
+  convs and poolings save for backward as ``bool`` (exact; about -15 % peak step memory measured).
 * the tcmalloc allocator: it must be preloaded before Python starts, so either launch with
   ``LD_PRELOAD=$(python -m spquant.perf tcmalloc)`` or call :func:`reexec_with_tcmalloc` first
   thing in a launcher script (it re-executes the process with ``LD_PRELOAD`` set when the library

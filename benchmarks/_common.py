@@ -1,0 +1,156 @@
+"""Shared pieces of the benchmarks: the CPU-scale VGG, its ANN twin, the SpikingJelly twin, timing.
+
+Not a benchmark itself (``run_all.py`` only runs ``bench_*.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from spquant import LIF, ConvBNLIF, IntegerMembrane, SeqModule, TernaryWeight  # noqa: E402
+
+CHANNELS = (32, 64, 128, 128)
+POOL_AFTER = (1, 2, 3)  # AvgPool2d(2) after these conv indices: 32x32 -> 4x4
+NUM_CLASSES = 10
+
+
+class FixedChannelGate(nn.Module):
+    """STAND-IN for the learned channel gate of the pruning module (which does not exist yet):
+    a random but fixed {0,1} tensor [T, B, C, 1, 1] (about 25 % of channels off), same call
+    convention as ``ConvBNLIF.gate`` (``gate(x, i)``)."""
+
+    def __init__(self, seed: int, keep: float = 0.75):
+        super().__init__()
+        self.seed, self.keep, self.cache = seed, keep, {}
+
+    def forward(self, x, i):
+        key = (i.shape[0], i.shape[1], i.shape[2])
+        if key not in self.cache:
+            g = torch.Generator().manual_seed(self.seed)
+            self.cache[key] = (torch.rand(*key, 1, 1, generator=g) < self.keep).to(i.dtype)
+        return self.cache[key]
+
+
+def spiking_vgg(kind: str = "fp32", backend: str = "fused", fold_time: bool = True, gate: bool = False,
+                channels=CHANNELS, image: int = 32) -> nn.Module:
+    """kind 'fp32': FP32 weights + FP32 membrane LIF; 'spquant': ternary weights, ternary membrane,
+    learnable (layer) threshold; optional stand-in channel gates."""
+    layers, c_in = [], 3
+    for idx, c in enumerate(channels):
+        if kind == "fp32":
+            neuron, wq = LIF(backend=backend), None
+        elif kind == "spquant":
+            neuron = LIF(membrane=IntegerMembrane(), learn_threshold="layer", backend=backend)
+            wq = TernaryWeight()
+        else:
+            raise ValueError(kind)
+        layers.append(ConvBNLIF(c_in, c, weight_quant=wq, neuron=neuron, fold_time=fold_time,
+                                gate=FixedChannelGate(idx) if gate else None))
+        if idx in POOL_AFTER:
+            layers.append(SeqModule(nn.AvgPool2d(2)))
+        c_in = c
+    side = image // 2 ** len(POOL_AFTER)
+    layers += [SeqModule(nn.Flatten()), SeqModule(nn.Linear(c_in * side * side, NUM_CLASSES))]
+    return nn.Sequential(*layers)
+
+
+def relu_vgg(channels=CHANNELS, image: int = 32) -> nn.Module:
+    """The same convolutions with ReLU: the ANN lower bound, run on the T*B folded batch."""
+    layers, c_in = [], 3
+    for idx, c in enumerate(channels):
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        if idx in POOL_AFTER:
+            layers.append(nn.AvgPool2d(2))
+        c_in = c
+    side = image // 2 ** len(POOL_AFTER)
+    layers += [nn.Flatten(), nn.Linear(c_in * side * side, NUM_CLASSES)]
+    return nn.Sequential(*layers)
+
+
+def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
+    """The same convolutions with SpikingJelly's multi-step LIFNode (step_mode='m', backend='torch',
+    tau=2 i.e. leak 0.5, hard reset to 0). Returns None (and the reason) if SpikingJelly is missing."""
+    try:
+        from spikingjelly.activation_based import neuron, surrogate
+    except Exception as exc:  # noqa: BLE001 - any import failure means: skip the row
+        return None, f"{type(exc).__name__}: {exc}"
+    layers, c_in = [], 3
+    for idx, c in enumerate(channels):
+        layers += [SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)), SeqModule(nn.BatchNorm2d(c)),
+                   neuron.LIFNode(tau=2.0, v_reset=0.0, decay_input=False, detach_reset=False,
+                                  surrogate_function=surrogate.Sigmoid(), step_mode="m", backend="torch")]
+        if idx in POOL_AFTER:
+            layers.append(SeqModule(nn.AvgPool2d(2)))
+        c_in = c
+    side = image // 2 ** len(POOL_AFTER)
+    layers += [SeqModule(nn.Flatten()), SeqModule(nn.Linear(c_in * side * side, NUM_CLASSES))]
+    return nn.Sequential(*layers), None
+
+
+def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann: bool = False, sj: bool = False,
+              compact: bool = False):
+    """A closure doing one training step (forward, CE loss on the mean logits over T, backward, Adam)."""
+    torch.manual_seed(0)
+    img = torch.rand(batch, 3, image, image)
+    target = torch.randint(0, NUM_CLASSES, (batch,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    if folded_ann:
+        x = img.unsqueeze(0).expand(T, *img.shape).reshape(T * batch, *img.shape[1:]).contiguous()
+    else:
+        x = img.unsqueeze(0).expand(T, *img.shape).contiguous()  # direct encoding
+    reset = None
+    if sj:
+        from spikingjelly.activation_based import functional
+
+        reset = functional.reset_net
+
+    from contextlib import nullcontext
+
+    from spquant.fused import compact_spikes
+
+    ctx = compact_spikes if compact else nullcontext
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with ctx():
+            out = model(x)
+            logits = out.reshape(T, batch, -1).mean(0)
+            loss = F.cross_entropy(logits, target)
+        loss.backward()
+        opt.step()
+        if reset is not None:
+            reset(model)
+        return float(loss.detach())
+
+    return step
+
+
+def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7) -> dict:
+    """Median seconds per call for each closure, measured round-robin so that machine noise hits
+    every variant alike (this machine is shared: +-15 %)."""
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def row(value, unit: str, goal: str | None = None, met: bool | None = None, note: str = "") -> dict:
+    return {"value": value, "unit": unit, "goal": goal, "met": met, "note": note}

@@ -1,0 +1,110 @@
+"""Event arrays: the one in-memory representation of event-camera data in spquant.
+
+Events are numpy structured arrays with the fields ``x, y, t, p`` (tonic's convention, so tonic
+transforms can be mixed in): ``x``/``y`` pixel coordinates (uint16), ``t`` timestamp in
+microseconds (int64), ``p`` polarity (uint8, 1 = ON / brighter, 0 = OFF / darker). Arrays are sorted
+by ``t`` (stable, so events with equal timestamps keep their file order).
+
+>>> import numpy as np
+>>> ev = make_events(x=[1, 0], y=[2, 3], t=[20, 10], p=[1, 0])
+>>> ev["t"].tolist(), ev["x"].tolist()
+([10, 20], [0, 1])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
+
+SensorSize = tuple[int, int]  # (width, height)
+
+
+class EventFileError(ValueError):
+    """A file could not be read as events: the message names the file and what is wrong."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class Recording(NamedTuple):
+    """What a reader returns: the events and the sensor size ``(width, height)`` (None if unknown)."""
+
+    events: np.ndarray
+    sensor_size: SensorSize | None
+
+
+def empty_events(n: int = 0) -> np.ndarray:
+    """A zero-filled event array of length ``n``."""
+    return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def make_events(x, y, t, p, *, sort: bool = True) -> np.ndarray:
+    """Build an event array from four equally long sequences (sorted by ``t`` unless ``sort=False``).
+
+    >>> make_events([0], [0], [5], [1]).dtype == EVENT_DTYPE
+    True
+    """
+    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
+    n = x.shape[0]
+    if not (y.shape[0] == t.shape[0] == p.shape[0] == n):
+        raise ValueError(f"x, y, t, p must have the same length, got {x.shape, y.shape, t.shape, p.shape}")
+    ev = np.empty(n, dtype=EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+    return sort_events(ev) if sort else ev
+
+
+def sort_events(events: np.ndarray) -> np.ndarray:
+    """Return ``events`` sorted by ``t`` (stable). Returns the input itself when already sorted."""
+    t = events["t"]
+    if t.size < 2 or bool(np.all(t[1:] >= t[:-1])):
+        return events
+    return events[np.argsort(t, kind="stable")]
+
+
+def finish_events(
+    path,
+    x: np.ndarray,
+    y: np.ndarray,
+    t: np.ndarray,
+    p: np.ndarray,
+    sensor_size: SensorSize | None,
+    *,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Validate decoded columns and assemble a sorted event array (used by every reader).
+
+    Raises :class:`EventFileError` (naming ``path``) when the stream is empty, a coordinate lies
+    outside ``sensor_size`` (width, height), or a polarity is not 0/1.
+    """
+    n = int(np.asarray(t).shape[0])
+    if n == 0 and not allow_empty:
+        raise EventFileError(path, "contains no events (empty event stream)")
+    if n and sensor_size is not None:
+        w, h = int(sensor_size[0]), int(sensor_size[1])
+        xmax, ymax = int(np.max(x)), int(np.max(y))
+        if xmax >= w or ymax >= h or int(np.min(x)) < 0 or int(np.min(y)) < 0:
+            raise EventFileError(
+                path,
+                f"event coordinates outside the declared sensor size {w}x{h} "
+                f"(max x = {xmax}, max y = {ymax})",
+            )
+    if n and int(np.max(p)) > 1:
+        raise EventFileError(path, f"polarity values must be 0 or 1, found {int(np.max(p))}")
+    if n and (np.max(x) > 0xFFFF or np.max(y) > 0xFFFF):
+        raise EventFileError(path, "coordinates do not fit 16 bits")
+    return make_events(x, y, t, p)
+
+
+def events_per_second(events: np.ndarray) -> float:
+    """Mean event rate over the recording's time span (events / s)."""
+    if events.size < 2:
+        return 0.0
+    span = float(events["t"][-1] - events["t"][0])
+    return events.size / (span * 1e-6) if span > 0 else float("inf")

@@ -1,0 +1,116 @@
+"""IDX files (MNIST, Fashion-MNIST, KMNIST), gzip-compressed or raw.
+
+Layout: bytes 0-1 zero, byte 2 the element type (0x08 unsigned byte, 0x09 signed byte, 0x0B int16,
+0x0C int32, 0x0D float32, 0x0E float64; big-endian), byte 3 the number of dimensions, then one
+big-endian uint32 per dimension, then the data (row-major).
+
+>>> import tempfile, os, numpy as np
+>>> p = os.path.join(tempfile.mkdtemp(), "x-idx3-ubyte.gz")
+>>> write_idx(p, np.arange(12, dtype=np.uint8).reshape(3, 2, 2))
+>>> read_idx(p).shape
+(3, 2, 2)
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+
+import numpy as np
+
+from spquant.data.events import EventFileError
+
+IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _read_maybe_gz(path) -> bytes:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EventFileError(path, "no such file")
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise EventFileError(path, f"corrupt or truncated gzip data ({e})") from None
+    return data
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored shape (native byte order)."""
+    data = _read_maybe_gz(path)
+    return parse_idx(data, path)
+
+
+def parse_idx(data: bytes, path=None) -> np.ndarray:
+    """Parse the bytes of an IDX file (see :func:`read_idx`)."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise EventFileError(path, f"not an IDX file: the first two bytes must be zero, got {data[:4]!r}")
+    code, ndim = data[2], data[3]
+    if code not in IDX_TYPES:
+        raise EventFileError(path, f"not an IDX file: unknown element type 0x{code:02X}")
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise EventFileError(path, f"IDX header truncated or has {ndim} dimensions")
+    shape = tuple(int(v) for v in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dtype = IDX_TYPES[code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    body = len(data) - 4 - 4 * ndim
+    if body != expected:
+        raise EventFileError(
+            path, f"IDX header says shape {shape} ({expected} bytes of data) but the file holds {body} bytes"
+            + (" (truncated)" if body < expected else " (trailing bytes)"))
+    arr = np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write an array as an IDX file (gzip when ``compress`` or the name ends in ``.gz``)."""
+    array = np.asarray(array)
+    for code, dt in IDX_TYPES.items():
+        if dt.kind == array.dtype.kind and dt.itemsize == array.dtype.itemsize:
+            break
+    else:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}")
+    head = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    data = head + array.astype(IDX_TYPES[code]).tobytes()
+    path = os.fspath(path)
+    if compress or (compress is None and path.endswith(".gz")):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def find_idx_file(root, name: str) -> str:
+    """``root/name`` or ``root/name.gz``, whichever exists; EventFileError naming both otherwise."""
+    root = os.fspath(root)
+    for cand in (os.path.join(root, name), os.path.join(root, name + ".gz")):
+        if os.path.isfile(cand):
+            return cand
+    raise EventFileError(
+        os.path.join(root, name),
+        f"missing: put {name}.gz (or the uncompressed {name}) into {root} "
+        "(e.g. with 'spquant data fetch mnist --root DIR')")
+
+
+def load_idx_split(root, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images ``uint8 [N, H, W]`` and labels ``int64 [N]`` of an MNIST-layout folder (MNIST,
+    Fashion-MNIST, KMNIST use the same four file names)."""
+    if split not in MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    img_name, lab_name = MNIST_FILES[split]
+    img_path, lab_path = find_idx_file(root, img_name), find_idx_file(root, lab_name)
+    images, labels = read_idx(img_path), read_idx(lab_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise EventFileError(img_path, f"expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise EventFileError(lab_path, f"expected {images.shape[0]} labels, got shape {labels.shape}")
+    return images, labels.astype(np.int64)

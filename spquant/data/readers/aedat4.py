@@ -1,0 +1,70 @@
+"""AEDAT 4 files (iniVation DV) through the optional ``aedat`` package (``pip install spquant[aedat]``).
+
+Reads every event packet of the file's first event stream (or ``stream_id``); the sensor size comes
+from the stream description.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from spquant.data.events import EventFileError, Recording, SensorSize, finish_events
+
+MAGIC = b"#!AER-DAT4.0"
+# the Rust decoder signals corrupt input with pyo3's PanicException, a BaseException subclass
+_DECODER_ERRORS = BaseException
+
+
+def _import_aedat():
+    try:
+        import aedat  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - exercised by monkeypatching in tests
+        raise ImportError(
+            "reading AEDAT 4 files needs the optional 'aedat' package: pip install spquant[aedat] "
+            "(or pip install aedat)"
+        ) from e
+    return aedat
+
+
+def read_aedat4(path, stream_id: int | None = None, sensor_size: SensorSize | None = None) -> Recording:
+    """Read the polarity events of an AEDAT 4 file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EventFileError(path, "no such file")
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise EventFileError(path, f"not an AEDAT 4 file: it must start with {MAGIC.decode()!r}")
+    aedat = _import_aedat()
+    try:
+        decoder = aedat.Decoder(path)
+        streams = decoder.id_to_stream()
+    except _DECODER_ERRORS as e:  # the Rust decoder raises plain exceptions or pyo3 panics
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise EventFileError(path, f"cannot decode the AEDAT 4 header ({e})") from None
+    event_streams = {k: v for k, v in streams.items() if v.get("type") == "events"}
+    if not event_streams:
+        raise EventFileError(path, "AEDAT 4 file has no event stream")
+    sid = min(event_streams) if stream_id is None else stream_id
+    if sid not in event_streams:
+        raise EventFileError(path, f"no event stream with id {sid}; event streams: {sorted(event_streams)}")
+    desc = event_streams[sid]
+    size = tuple(sensor_size) if sensor_size is not None else (int(desc["width"]), int(desc["height"]))
+    chunks = []
+    try:
+        for packet in decoder:
+            if packet["stream_id"] == sid and "events" in packet:
+                chunks.append(packet["events"])
+    except _DECODER_ERRORS as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise EventFileError(path, f"corrupt or truncated AEDAT 4 packet ({e})") from None
+    if chunks:
+        ev = np.concatenate(chunks)
+        x, y, t, p = ev["x"], ev["y"], ev["t"].astype(np.int64), ev["on"].astype(np.uint8)
+    else:
+        x = y = np.zeros(0, np.uint16)
+        t, p = np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    return Recording(finish_events(path, x, y, t, p, size), size)

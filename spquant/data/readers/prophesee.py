@@ -1,0 +1,147 @@
+"""Prophesee DAT event files (Gen1 automotive ``*_td.dat``, N-CARS ``.dat``) and Gen1 box files.
+
+DAT layout: text header lines starting with ``%`` (``% Height``/``% Width`` give the sensor size when
+present, otherwise the ATIS Gen1 size 304x240 is assumed), then one byte event type (0 = 2D change
+detection events) and one byte event size (8), then little-endian 8-byte events: uint32 timestamp
+(us) and uint32 packing x (bits 0-13), y (bits 14-27) and polarity (bits 28-31).
+
+Box files ``*_bbox.npy`` are plain numpy structured arrays (loaded with ``allow_pickle=False``) with
+fields ``ts`` (older files: ``t``), ``x, y, w, h, class_id`` and optionally ``confidence``,
+``track_id``.
+
+>>> import tempfile, os
+>>> from spquant.data.events import make_events
+>>> p = os.path.join(tempfile.mkdtemp(), "a_td.dat")
+>>> write_prophesee_dat(p, make_events([300], [200], [7], [1]))
+>>> read_prophesee_dat(p).events[["x", "y", "t", "p"]].tolist()
+[(300, 200, 7, 1)]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from spquant.data.events import EventFileError, Recording, SensorSize, finish_events
+from spquant.data.readers._io import body_as, read_bytes, split_text_header
+
+GEN1_SENSOR: SensorSize = (304, 240)
+DAT_EVENT = np.dtype([("t", "<u4"), ("xyp", "<u4")])
+EVENT_TYPE_2D = 0
+BOX_FIELDS = ("ts", "x", "y", "w", "h", "class_id")
+BOX_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
+                      ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+
+
+def _dat_layout(data: bytes, path) -> tuple[int, SensorSize]:
+    lines, offset = split_text_header(data, b"%", path)
+    if not lines:
+        raise EventFileError(path, "not a Prophesee DAT file: no '%' header lines")
+    info = {}
+    for line in lines:
+        m = re.match(r"%\s*(\w+)\s+(.*)$", line)
+        if m:
+            info[m.group(1).lower()] = m.group(2).strip()
+    try:
+        size = (int(info["width"]), int(info["height"])) if "width" in info and "height" in info else GEN1_SENSOR
+    except ValueError:
+        raise EventFileError(path, f"bad Width/Height in the DAT header: {info.get('width')!r} x {info.get('height')!r}") from None
+    if len(data) - offset < 2:
+        raise EventFileError(path, "truncated: no event type / event size bytes after the '%' header")
+    ev_type, ev_size = data[offset], data[offset + 1]
+    if ev_type != EVENT_TYPE_2D or ev_size != DAT_EVENT.itemsize:
+        raise EventFileError(path, f"unsupported DAT event type {ev_type} / size {ev_size} (expected 2D events: type 0, size 8)")
+    return offset + 2, size
+
+
+def read_prophesee_dat(path, sensor_size: SensorSize | None = None) -> Recording:
+    """Read a Prophesee DAT file (Gen1 ``_td.dat``, N-CARS)."""
+    data = read_bytes(path)
+    offset, size = _dat_layout(data, path)
+    if sensor_size is not None:
+        size = tuple(sensor_size)
+    rec = body_as(data, offset, DAT_EVENT, path, "DAT events")
+    v = rec["xyp"]
+    x = (v & 0x3FFF).astype(np.uint16)
+    y = ((v >> 14) & 0x3FFF).astype(np.uint16)
+    p = (v >> 28).astype(np.uint8)
+    return Recording(finish_events(path, x, y, rec["t"].astype(np.int64), p, size), size)
+
+
+def memmap_prophesee_dat(path) -> tuple[np.memmap, SensorSize]:
+    """Memory-map the raw (t, xyp) records of a DAT file (for windowed reads of long Gen1 files)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    offset, size = _dat_layout(head, path)
+    nbytes = os.path.getsize(path) - offset
+    if nbytes % DAT_EVENT.itemsize:
+        raise EventFileError(path, f"truncated: {nbytes} bytes of DAT events is not a multiple of 8")
+    if nbytes == 0:
+        raise EventFileError(path, "contains no events (empty event stream)")
+    return np.memmap(path, dtype=DAT_EVENT, mode="r", offset=offset), size
+
+
+def decode_dat_records(rec: np.ndarray, path=None, sensor_size: SensorSize | None = None) -> np.ndarray:
+    """Turn raw (t, xyp) DAT records into an event array (validated like a file read)."""
+    v = np.asarray(rec["xyp"])
+    return finish_events(path, (v & 0x3FFF).astype(np.uint16), ((v >> 14) & 0x3FFF).astype(np.uint16),
+                         np.asarray(rec["t"]).astype(np.int64), (v >> 28).astype(np.uint8), sensor_size,
+                         allow_empty=True)
+
+
+def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None = None) -> None:
+    """Write events as a Prophesee DAT v2 file (t must fit uint32, x/y 14 bits)."""
+    x, y = events["x"].astype(np.uint32), events["y"].astype(np.uint32)
+    if x.size and (x.max() >= 1 << 14 or y.max() >= 1 << 14):
+        raise ValueError("DAT coordinates must be < 16384")
+    rec = np.empty(x.size, DAT_EVENT)
+    rec["t"] = events["t"]
+    rec["xyp"] = x | (y << 14) | (events["p"].astype(np.uint32) << 28)
+    head = "% Data file containing Event2D events.\n% Version 2\n"
+    if sensor_size is not None:
+        head += f"% Height {sensor_size[1]}\n% Width {sensor_size[0]}\n"
+    with open(os.fspath(path), "wb") as f:
+        f.write(head.encode() + bytes([EVENT_TYPE_2D, DAT_EVENT.itemsize]) + rec.tobytes())
+
+
+def read_gen1_boxes(path) -> np.ndarray:
+    """Read a Gen1 ``*_bbox.npy`` box file as a structured array with fields ``BOX_DTYPE``.
+
+    Older files name the timestamp ``t``; it is returned as ``ts``. Missing ``confidence`` /
+    ``track_id`` are filled with 1.0 / 0. Boxes are sorted by ``ts`` (stable).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EventFileError(path, "no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise EventFileError(path, f"not a plain numpy box file ({e})") from None
+    names = arr.dtype.names or ()
+    src = {n: n for n in names}
+    if "ts" not in src and "t" in src:
+        src["ts"] = "t"
+    missing = [f for f in BOX_FIELDS if f not in src]
+    if arr.ndim != 1 or missing:
+        raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array with fields {BOX_FIELDS}, missing {missing}")
+    out = np.zeros(arr.shape[0], BOX_DTYPE)
+    for f in BOX_DTYPE.names:
+        if f in src:
+            out[f] = arr[src[f]]
+        elif f == "confidence":
+            out[f] = 1.0
+    if out.size and np.any(out["ts"][1:] < out["ts"][:-1]):
+        out = out[np.argsort(out["ts"], kind="stable")]
+    return out
+
+
+def write_gen1_boxes(path, boxes: np.ndarray) -> None:
+    """Save boxes (any structured array with at least ``BOX_FIELDS``) as a Gen1 ``.npy`` file."""
+    out = np.zeros(boxes.shape[0], BOX_DTYPE)
+    for f in BOX_DTYPE.names:
+        if f in (boxes.dtype.names or ()):
+            out[f] = boxes[f]
+    np.save(os.fspath(path), out, allow_pickle=False)

@@ -20,7 +20,9 @@ of Gen1 labels, which annotate the scene at the end of the event window — and 
 union of the boxes over the window (the area the digit swept; on a straight path the union of the
 start and end boxes). The class is the digit. Generation is deterministic: sample ``i`` depends only
 on ``(seed, i)`` and the parameters. Samples are cached to an ``.npz`` keyed by a hash of all
-parameters (``cache_dir``, default ``$SPQUANT_CACHE`` or ``~/.cache/spquant``).
+parameters (``cache_dir``, default ``$SPQUANT_CACHE`` or ``~/.cache/spquant``). ``downsample = d``
+sums the event counts over d x d pixel blocks (a sensor of lower resolution; boxes are divided by d)
+so small CPU models can see a larger scene.
 
 >>> ds = MovingDigits(num_samples=2, canvas=32, digits=(1, 1), T=2, steps=4, cache_dir=None)
 >>> frames, boxes = ds[0]
@@ -171,6 +173,7 @@ class MovingDigitsConfig:
     eps: float = 0.1
     box: str = "end"  # 'end' or 'union'
     source: str = "embedded"  # 'embedded' (6000/1000 real MNIST subset) or 'mnist' (full, from mnist_root)
+    downsample: int = 1  # frames summed over d x d pixel blocks (a lower-resolution sensor); boxes / d
     seed: int = 0
 
     def __post_init__(self):
@@ -182,6 +185,8 @@ class MovingDigitsConfig:
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
         if self.canvas < 29:
             raise ValueError("canvas must be at least 29 pixels (a 28x28 digit plus sub-pixel motion)")
+        if self.downsample < 1 or self.canvas % self.downsample:
+            raise ValueError(f"downsample must be a positive divisor of canvas {self.canvas}, got {self.downsample}")
         if not 1 <= self.digits[0] <= self.digits[1]:
             raise ValueError(f"digits must be (min, max) with 1 <= min <= max, got {self.digits}")
 
@@ -303,11 +308,17 @@ class MovingDigits(Dataset):
     def _generate(self) -> None:
         cfg = self.config
         images, labels = self._digits()
-        frames = np.zeros((cfg.num_samples, cfg.T, 2, cfg.canvas, cfg.canvas), np.uint8)
+        d = cfg.downsample
+        size = cfg.canvas // d
+        frames = np.zeros((cfg.num_samples, cfg.T, 2, size, size), np.uint8)
         boxes, offsets = [], [0]
         for i in range(cfg.num_samples):
             ev, b = moving_digits_sample(cfg, i, images, labels)
             f = events_to_frames(ev, cfg.T, (cfg.canvas, cfg.canvas), 0, cfg.window_us)
+            if d > 1:
+                f = f.reshape(cfg.T, 2, size, d, size, d).sum(axis=(3, 5))
+                b = b.copy()
+                b[:, :4] /= d
             frames[i] = np.minimum(f, 255).astype(np.uint8)
             boxes.append(b)
             offsets.append(offsets[-1] + len(b))

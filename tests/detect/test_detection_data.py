@@ -129,3 +129,13 @@ def test_gen1_windows_boxes_and_filter(tmp_path):
 def test_gen1_missing_data_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         Gen1Detection(tmp_path, "train")
+
+
+def test_downsample_sums_blocks_and_scales_boxes():
+    full = MovingDigits(cache_dir=None, **SMALL)
+    half = MovingDigits(cache_dir=None, **{**SMALL, "downsample": 2})
+    f, b = full[0]
+    h, hb = half[0]
+    assert h.shape == (3, 2, 24, 24)
+    assert torch.equal(h, torch.clamp(f.reshape(3, 2, 24, 2, 24, 2).sum((3, 5)), max=255))
+    assert torch.allclose(hb[:, :4] * 2, b[:, :4]) and torch.equal(hb[:, 4], b[:, 4])

@@ -365,9 +365,9 @@ class Gen1Detection(Dataset):
         events_per_window: window = the last N events before the label time (default 25,000); or
         window_us: window = the last ``window_us`` microseconds (set ``events_per_window=None``).
         T: time bins per window (equal time spans of the window).
-        input_size: (H, W) of the frames; the 304x240 sensor is scaled by ``scale`` (default
-            ``input_size`` / sensor, one factor for both axes) and zero-padded to ``input_size``;
-            boxes are scaled alike.
+        input_size: (H, W) of the frames; the 304x240 sensor is scaled down by one factor for both
+            axes when it does not fit (``scale = min(1, H / 240, W / 304)``, never up) and
+            zero-padded at the bottom/right to ``input_size``; boxes are scaled alike.
         min_diag, min_side, skip_us: box filter (:func:`filter_boxes`), in sensor pixels.
     """
 
@@ -385,7 +385,7 @@ class Gen1Detection(Dataset):
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T
         self.input_size = tuple(input_size)
         self.sensor = (304, 240)
-        self.scale = min(self.input_size[0] / self.sensor[1], self.input_size[1] / self.sensor[0])
+        self.scale = min(1.0, self.input_size[0] / self.sensor[1], self.input_size[1] / self.sensor[0])
         for dat in sorted(folder.glob("*_td.dat")):
             bbox = dat.with_name(dat.name[: -len("_td.dat")] + "_bbox.npy")
             if not bbox.is_file():

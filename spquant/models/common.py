@@ -55,6 +55,12 @@ class QuantSpec:
             bits = getattr(self, name)
             if bits is not None and not (bits == 32 or 2 <= bits <= 16):
                 raise ValueError(f"{name} must be 2..16, 32 or None, got {bits}")
+        if not isinstance(self.prune, dict):
+            raise ValueError(f"prune must be a dict of spquant.prune options, got {type(self.prune).__name__}")
+        if self.prune:
+            from spquant.prune import validate_prune_options
+
+            validate_prune_options(self.prune)
 
     # -- derived ------------------------------------------------------------------------------
     @property

@@ -11,6 +11,7 @@ import sys
 # parser.set_defaults(func=callable(args) -> int | None).
 COMMAND_MODULES: list[str] = [
     "spquant.cost_cli",
+    "spquant.data.cli",
 ]
 
 

@@ -29,7 +29,7 @@ so small CPU models can see a larger scene.
 >>> tuple(frames.shape), tuple(boxes.shape)
 ((2, 2, 32, 32), (1, 5))
 
-**Gen1Detection** — the Prophesee Gen1 automotive data set (``root/{train,val,test}/*_td.dat`` with a
+**Gen1DetectionFrames** — the Prophesee Gen1 automotive data set (``root/{train,val,test}/*_td.dat`` with a
 ``*_bbox.npy`` next to each). One sample per labelled timestamp: the events just before it, either
 the last ``events_per_window`` events (25,000 — the authors' choice) or those in the last
 ``window_us`` microseconds, binned into T frames; the boxes of that timestamp, clipped to the
@@ -55,7 +55,7 @@ from spquant.data.events import EVENT_DTYPE, make_events
 
 __all__ = [
     "video_to_events", "events_to_frames", "collate_detection", "MovingDigitsConfig", "MovingDigits",
-    "render_digits", "Gen1Detection", "filter_boxes", "GEN1_CLASSES",
+    "render_digits", "Gen1DetectionFrames", "filter_boxes", "GEN1_CLASSES",
 ]
 
 GEN1_CLASSES = ("car", "pedestrian")
@@ -355,20 +355,23 @@ def filter_boxes(boxes: np.ndarray, min_diag: float = 30.0, min_side: float = 10
     return boxes[keep]
 
 
-class Gen1Detection(Dataset):
-    """Prophesee Gen1 automotive detection (see the module docstring).
+class Gen1DetectionFrames(Dataset):
+    """Prophesee Gen1 automotive detection as frames + filtered boxes (see the module docstring).
+
+    Built on :class:`spquant.data.datasets.Gen1Detection` (the raw windows: events and box records
+    per labelled timestamp); this class adds the box filter, clipping, scaling and the histograms.
 
     Args:
-        root: folder with ``train/``, ``val/``, ``test/`` (or the split folder itself holding
-            ``*_td.dat`` + ``*_bbox.npy`` pairs).
+        root: folder with ``train/``, ``val/``, ``test/`` of ``*_td.dat`` + ``*_bbox.npy`` pairs.
         split: 'train', 'val' or 'test'.
-        events_per_window: window = the last N events before the label time (default 25,000); or
+        events_per_window: window = the last N events up to the label time (default 25,000); or
         window_us: window = the last ``window_us`` microseconds (set ``events_per_window=None``).
         T: time bins per window (equal time spans of the window).
         input_size: (H, W) of the frames; the 304x240 sensor is scaled down by one factor for both
             axes when it does not fit (``scale = min(1, H / 240, W / 304)``, never up) and
             zero-padded at the bottom/right to ``input_size``; boxes are scaled alike.
-        min_diag, min_side, skip_us: box filter (:func:`filter_boxes`), in sensor pixels.
+        min_diag, min_side, skip_us: box filter (:func:`filter_boxes`), in sensor pixels; labelled
+            timestamps left without boxes are not samples.
     """
 
     num_classes = 2
@@ -376,62 +379,37 @@ class Gen1Detection(Dataset):
     def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
                  T: int = 1, input_size: tuple[int, int] = (240, 304), min_diag: float = 30.0, min_side: float = 10.0,
                  skip_us: int = 500_000):
-        from spquant.data.readers.prophesee import read_gen1_boxes
+        from spquant.data.datasets import Gen1Detection
 
-        root = Path(root)
-        folder = root / split if (root / split).is_dir() else root
-        self.files = []
-        self.samples = []  # (file index, label ts)
+        self.raw = Gen1Detection(root, split, window_us=window_us, window_events=events_per_window)
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T
+        self.filter = dict(min_diag=min_diag, min_side=min_side, skip_us=skip_us)
         self.input_size = tuple(input_size)
-        self.sensor = (304, 240)
+        self.sensor = tuple(self.raw.sensor_size)  # (width, height)
         self.scale = min(1.0, self.input_size[0] / self.sensor[1], self.input_size[1] / self.sensor[0])
-        for dat in sorted(folder.glob("*_td.dat")):
-            bbox = dat.with_name(dat.name[: -len("_td.dat")] + "_bbox.npy")
-            if not bbox.is_file():
-                continue
-            boxes = filter_boxes(read_gen1_boxes(bbox), min_diag, min_side, skip_us)
-            if boxes.size == 0:
-                continue
-            fi = len(self.files)
-            self.files.append((dat, boxes))
-            for ts in np.unique(boxes["ts"]):
-                self.samples.append((fi, int(ts)))
-        if not self.samples:
-            raise FileNotFoundError(f"no labelled Gen1 recordings (*_td.dat + *_bbox.npy) in {folder}")
-        self._mm: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # keep the labelled timestamps that still have boxes after filtering
+        self.samples = []  # indices into self.raw
+        for j, (k, ts) in enumerate(self.raw.samples):
+            b = self.raw._boxes[k]
+            if filter_boxes(b[b["ts"] == ts], **self.filter).size:
+                self.samples.append(j)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _recording(self, fi: int):
-        if fi not in self._mm:
-            from spquant.data.readers.prophesee import decode_dat_records, memmap_prophesee_dat
-
-            rec, sensor = memmap_prophesee_dat(self.files[fi][0])
-            self._mm[fi] = (rec, sensor)
-        return self._mm[fi]
+    def label_time(self, i: int) -> int:
+        return self.raw.samples[self.samples[i]][1]
 
     def window_events(self, i: int) -> np.ndarray:
         """The raw events of sample ``i``'s window."""
-        from spquant.data.readers.prophesee import decode_dat_records
-
-        fi, ts = self.samples[i]
-        rec, sensor = self._recording(fi)
-        end = int(np.searchsorted(rec["t"], ts, side="right"))
-        if self.events_per_window is not None:
-            start = max(0, end - int(self.events_per_window))
-        else:
-            start = int(np.searchsorted(rec["t"], ts - self.window_us, side="right"))
-        return decode_dat_records(np.asarray(rec[start:end]), self.files[fi][0], sensor)
+        return self.raw[self.samples[i]][0]
 
     def __getitem__(self, i: int):
-        fi, ts = self.samples[i]
-        ev = self.window_events(i)
+        ev, b = self.raw[self.samples[i]]
+        ts = self.label_time(i)
         t0 = None if self.events_per_window is not None else ts - self.window_us
         frames = events_to_frames(ev, self.T, self.input_size, t0, ts if ev.size else None, scale=self.scale)
-        b = self.files[fi][1]
-        b = b[b["ts"] == ts]
+        b = filter_boxes(b, **self.filter)
         W, H = self.sensor
         x1 = np.clip(b["x"], 0, W)
         y1 = np.clip(b["y"], 0, H)

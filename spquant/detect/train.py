@@ -160,11 +160,11 @@ def build_detection_data(cfg: dict, split: str):
         opts = dict(d["options"])
         cache = d["cache_dir"]
         return MovingDigits(cache_dir=cache, mnist_root=d["root"], num_samples=n, split=split, T=m["T"], **opts)
-    from spquant.data.detection import Gen1Detection
+    from spquant.data.detection import Gen1DetectionFrames
 
     if not d["root"]:
         raise RecipeError("data.root must name the Gen1 folder (with train/, val/, test/)")
-    ds = Gen1Detection(d["root"], split, T=m["T"], input_size=tuple(m["input"]), **d["options"])
+    ds = Gen1DetectionFrames(d["root"], split, T=m["T"], input_size=tuple(m["input"]), **d["options"])
     n = d["train_samples"] if split == "train" else d["test_samples"]
     if n and n < len(ds):
         idx = np.random.default_rng(cfg["train"]["seed"]).choice(len(ds), n, replace=False)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from spquant.data.detection import (
-    Gen1Detection,
+    Gen1DetectionFrames,
     MovingDigits,
     collate_detection,
     events_to_frames,
@@ -108,9 +108,9 @@ def _gen1_tree(tmp_path):
 
 def test_gen1_windows_boxes_and_filter(tmp_path):
     root, ev = _gen1_tree(tmp_path)
-    ds = Gen1Detection(root, "train", events_per_window=100, T=2, input_size=(240, 304))
+    ds = Gen1DetectionFrames(root, "train", events_per_window=100, T=2, input_size=(240, 304))
     # ts=100000 skipped (< 0.5 s); the 8x40 box dropped (side < 10)
-    assert [s[1] for s in ds.samples] == [600_000, 900_000]
+    assert [ds.label_time(i) for i in range(len(ds))] == [600_000, 900_000]
     frames, boxes = ds[0]
     assert frames.shape == (2, 2, 240, 304) and frames.sum() == 100
     win = ds.window_events(0)
@@ -119,7 +119,7 @@ def test_gen1_windows_boxes_and_filter(tmp_path):
     # boxes clipped to the sensor: 280+40 -> 304, 200+60 -> 240
     assert boxes.tolist() == [[10, 20, 50, 50, 0], [280, 200, 304, 240, 1]]
     # time windows and a down-scaled input
-    ds2 = Gen1Detection(root, "train", events_per_window=None, window_us=50_000, T=1, input_size=(120, 152))
+    ds2 = Gen1DetectionFrames(root, "train", events_per_window=None, window_us=50_000, T=1, input_size=(120, 152))
     f2, b2 = ds2[1]
     in_win = ((ev["t"] > 850_000) & (ev["t"] <= 900_000)).sum()
     assert f2.shape == (1, 2, 120, 152) and f2.sum() == in_win
@@ -127,8 +127,10 @@ def test_gen1_windows_boxes_and_filter(tmp_path):
 
 
 def test_gen1_missing_data_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        Gen1Detection(tmp_path, "train")
+    from spquant.data.events import EventFileError
+
+    with pytest.raises(EventFileError):
+        Gen1DetectionFrames(tmp_path, "train")
 
 
 def test_downsample_sums_blocks_and_scales_boxes():

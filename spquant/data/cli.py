@@ -1,0 +1,121 @@
+"""``spquant data ...``: fetch data sets, emulate event data, inspect event files.
+
+    spquant data fetch NAME --root DIR        download + verify + unpack (or say what to put where)
+    spquant data emulate mnist --root DIR     MNIST -> emulated N-MNIST-like events, cached on disk
+    spquant data info FILE                    format, sensor size, event count and time span of a file
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="data sets: fetch, emulate event data, inspect event files",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    from spquant.data.fetch import SOURCES
+    f = sub.add_parser("fetch", help="download a data set with checksum checks")
+    f.add_argument("name", choices=sorted(SOURCES), help="data set")
+    f.add_argument("--root", default=None, help="data folder (default $SPQUANT_DATA or ~/.cache/spquant/data); "
+                   "the data set goes into ROOT/NAME")
+    f.add_argument("--force", action="store_true", help="download again even if verified files exist")
+    f.add_argument("--timeout", type=float, default=60.0, help="network timeout per request, seconds")
+    f.set_defaults(func=cmd_fetch)
+
+    e = sub.add_parser("emulate", help="turn static images into emulated event data (cached on disk)")
+    e.add_argument("dataset", choices=["mnist", "embedded-mnist"],
+                   help="'mnist': full MNIST IDX files in --root; 'embedded-mnist': the packaged subset")
+    e.add_argument("--root", default=None, help="folder with the four MNIST IDX files (.gz or raw); "
+                   "default: $SPQUANT_DATA/mnist")
+    e.add_argument("--out", default=None, help="cache folder (default ROOT/emulated/<parameter hash>)")
+    e.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    e.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    e.add_argument("--chunk", type=int, default=500, help="images per work item")
+    e.add_argument("--limit", type=int, default=None, help="only the first N images of each split")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--dt-us", type=int, default=None, help="rendering time step (default: emulator default)")
+    e.add_argument("--threshold", type=float, default=None, help="contrast threshold (ON and OFF)")
+    e.set_defaults(func=cmd_emulate)
+
+    i = sub.add_parser("info", help="describe an event file")
+    i.add_argument("path")
+    i.set_defaults(func=cmd_info)
+
+
+def cmd_fetch(args) -> int:
+    from spquant.data.fetch import FetchError, fetch
+    try:
+        dest = fetch(args.name, args.root, force=args.force, timeout=args.timeout)
+    except FetchError as e:
+        print(f"spquant data fetch {args.name}: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: ready in {dest}")
+    return 0
+
+
+def cmd_emulate(args) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from spquant.data.emulated import emulate_to_cache
+    from spquant.data.emulator import EmulatorConfig
+    from spquant.data.events import EventFileError
+    from spquant.data.fetch import default_root
+
+    cfg = EmulatorConfig(seed=args.seed)
+    if args.dt_us is not None:
+        cfg = dataclasses.replace(cfg, dt_us=args.dt_us)
+    if args.threshold is not None:
+        cfg = dataclasses.replace(cfg, threshold_on=args.threshold, threshold_off=args.threshold)
+    root = Path(args.root) if args.root else default_root() / "mnist"
+    out = Path(args.out) if args.out else root / "emulated" / f"{args.dataset}-{cfg.key()}"
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    t_all = time.perf_counter()
+    total = 0
+    for split in splits:
+        try:
+            if args.dataset == "embedded-mnist":
+                from spquant.data.embedded import load_embedded_mnist
+                xtr, ytr, xte, yte = load_embedded_mnist()
+                x, y = (xtr, ytr) if split == "train" else (xte, yte)
+            else:
+                from spquant.data.idx import load_idx_split
+                x, y = load_idx_split(root, split)
+        except (EventFileError, ValueError) as err:
+            print(f"spquant data emulate: {err}", file=sys.stderr)
+            return 1
+        if args.limit is not None:
+            x, y = x[:args.limit], y[:args.limit]
+        t0 = time.perf_counter()
+        emulate_to_cache(x, y, out, split, cfg, workers=args.workers, chunk=args.chunk, progress=True)
+        off = np.load(out / f"{split}_offsets.npy")
+        dt = time.perf_counter() - t0
+        total += len(y)
+        print(f"{split}: {len(y)} images -> {int(off[-1])} events ({off[-1] / max(len(y), 1):.0f} per sample) "
+              f"in {dt:.1f} s")
+    print(f"done: {total} images in {time.perf_counter() - t_all:.1f} s; cache: {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from spquant.data.events import EventFileError
+    from spquant.data.readers import detect_format, read_recording
+    try:
+        fmt = detect_format(args.path)
+        rec = read_recording(args.path)
+    except (EventFileError, ImportError) as e:
+        print(f"spquant data info: {e}", file=sys.stderr)
+        return 1
+    ev = rec.events
+    span = int(ev["t"][-1] - ev["t"][0])
+    print(f"{args.path}: {fmt}, sensor {rec.sensor_size or 'unknown'}, {ev.size} events, t {int(ev['t'][0])}.."
+          f"{int(ev['t'][-1])} us ({span / 1e6:.3f} s), x < {int(ev['x'].max()) + 1}, y < {int(ev['y'].max()) + 1}, "
+          f"ON {ev['p'].mean() * 100:.1f} %")
+    return 0

@@ -30,13 +30,19 @@ def test_recipes_load_and_validate():
     assert m.grid == (8, 10) and m.num_classes == 2
 
 
-@pytest.mark.parametrize("mode", ["fp32", "quant"])
+@pytest.mark.parametrize("mode", ["fp32", "quant", "spquant"])
 def test_train_eval_plot_roundtrip(tmp_path, mode):
     cfg = load_recipe(f"detect-moving-digits:{mode}", TINY + [f"data.cache_dir='{tmp_path / 'cache'}'"])
     logs = []
     m = train_detector(cfg, tmp_path / "run", log=logs.append)
     assert m["steps"] == 4 and 0.0 <= m["mAP50"] <= 1.0 and m["mode"] == mode
     assert any("test mAP@0.5" in line for line in logs)
+    if mode == "spquant":
+        assert any(" gate " in line for line in logs)  # predictor loss trained jointly
+    static, measured = m["cost"]["static"], m["cost"]["measured"]
+    assert static["lif_neurons"] == 4 * 32 * 32 + 8 * 16 * 16 + 8 * 8 * 8
+    assert (static["memory_reduction"] > 5) == (mode != "fp32")
+    assert measured["dense_macs"] > 0 and measured["flops_reduction"] > 0
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["metrics"]["mAP50"] == m["mAP50"]
     model, cfg2, m2 = load_run(tmp_path / "run")

@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "spquant.cost_cli",
     "spquant.data.cli",
+    "spquant.train.cli",
 ]
 
 

@@ -1,0 +1,248 @@
+"""Checkpoints: tensors in safetensors, everything else in a JSON sidecar; written atomically.
+
+A checkpoint is two files in ``RUN/checkpoints/``::
+
+    step-00000120.safetensors   model.* (state_dict), optim.<param>.<key> (optimizer state), rng.*
+    step-00000120.json          config, versions, epoch / step, optimizer param groups, metrics,
+                                and the SHA-256 of the .safetensors file
+
+Each file is written to a temporary name, fsync'ed and renamed over the target (``os.replace``),
+and the JSON — written last — is the commit record: a checkpoint counts only if its JSON exists
+and the hash of its tensor file matches. A run killed at any point (SIGKILL mid-write included)
+therefore leaves either the previous checkpoint or the new one, never a torn one. Loading never
+executes code (safetensors + json only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "restore_model",
+    "restore_optimizer",
+    "save_model",
+    "load_model_file",
+    "versions",
+]
+
+FORMAT = "spquant-checkpoint/1"
+_STEP = re.compile(r"step-(\d+)\.json$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, torn, corrupted or does not fit the model/config."""
+
+
+def versions() -> dict:
+    import numpy
+    import safetensors
+
+    from spquant import __version__
+
+    return {"spquant": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def _test_hook(name: str) -> None:
+    """Test hook: SPQUANT_TEST_KILL_AT=<name> kills this process with SIGKILL at that point."""
+    if os.environ.get("SPQUANT_TEST_KILL_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, os.replace, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            _test_hook("mid-write")
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # not supported everywhere (e.g. Windows)
+        pass
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+# -- tensors <-> flat dicts ----------------------------------------------------------------------
+def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"optim.{pid}.{key}"] = val.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{pid}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, config: dict, metrics: dict | None = None, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically; keep the newest ``keep`` ones. Returns the JSON path."""
+    ck_dir = Path(run_dir) / "checkpoints"
+    ck_dir.mkdir(parents=True, exist_ok=True)
+    tensors = _model_tensors(model)
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    blob = st_save(tensors, metadata={"format": FORMAT, "step": str(step)})
+    name = f"step-{step:08d}"
+    atomic_write(ck_dir / f"{name}.safetensors", blob)
+    _test_hook("between-files")
+    meta = {
+        "format": FORMAT,
+        "tensors": f"{name}.safetensors",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "step": step,
+        "state": state,
+        "optimizer": opt_meta,
+        "config": config,
+        "versions": versions(),
+        "metrics": metrics or {},
+    }
+    json_path = ck_dir / f"{name}.json"
+    atomic_write(json_path, _json_bytes(meta))
+    # prune old checkpoints (JSON first so a half-deleted one is never taken as valid)
+    for old in _checkpoint_jsons(ck_dir)[keep:]:
+        old.unlink(missing_ok=True)
+        (ck_dir / (old.name[:-5] + ".safetensors")).unlink(missing_ok=True)
+    for tmp in ck_dir.glob(".*.tmp"):  # leftovers of a killed writer
+        tmp.unlink(missing_ok=True)
+    return json_path
+
+
+def _checkpoint_jsons(ck_dir: Path) -> list[Path]:
+    found = [(int(m.group(1)), p) for p in ck_dir.glob("step-*.json") if (m := _STEP.search(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_checkpoint(json_path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, sidecar) of a checkpoint; CheckpointError if missing, torn or corrupted."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise CheckpointError(f"checkpoint not found: {json_path}")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint sidecar {json_path} is not valid JSON: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: unknown checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    tpath = json_path.parent / meta["tensors"]
+    if not tpath.is_file():
+        raise CheckpointError(f"checkpoint tensors missing: {tpath}")
+    blob = tpath.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"checkpoint tensors {tpath} do not match their sidecar (torn or modified file)")
+    return st_load(blob), meta
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    """The newest valid checkpoint's JSON in ``RUN/checkpoints`` (torn ones are skipped), or None."""
+    ck_dir = Path(run_dir) / "checkpoints"
+    if not ck_dir.is_dir():
+        return None
+    for p in _checkpoint_jsons(ck_dir):
+        try:
+            load_checkpoint(p)
+        except (CheckpointError, KeyError, OSError):
+            continue
+        return p
+    return None
+
+
+def restore_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Load ``model.*`` tensors into ``model``; clear errors for missing/unexpected keys and shapes."""
+    sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if bad:
+            parts.append("shape mismatch " + "; ".join(bad[:5]))
+        raise CheckpointError(f"{where} does not fit the model built from the config: " + ", ".join(parts))
+    model.load_state_dict(sd)
+
+
+def restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    om = meta["optimizer"]
+    state: dict = {}
+    for key, val in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    for key, val in om.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = val
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer state does not fit: {e}") from None
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+def save_model(path, model: torch.nn.Module, sidecar: dict) -> None:
+    """Final weights: ``path`` (.safetensors, model.* tensors) + ``path`` with .json (sidecar)."""
+    path = Path(path)
+    blob = st_save(_model_tensors(model), metadata={"format": FORMAT})
+    atomic_write(path, blob)
+    meta = {"format": FORMAT, "tensors": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "versions": versions(), **sidecar}
+    atomic_write(path.with_suffix(".json"), _json_bytes(meta))
+
+
+def load_model_file(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, sidecar) of a file written by :func:`save_model`."""
+    path = Path(path)
+    return load_checkpoint(path.with_suffix(".json"))

@@ -1,0 +1,412 @@
+"""Training recipes: TOML files validated into frozen dataclasses.
+
+A recipe has the sections ``[model]``, ``[quant]``, ``[data]``, ``[train]`` and ``[run]`` (every key
+optional; the defaults are below) plus optional ``[variants.NAME]`` tables of dotted overrides, e.g.::
+
+    [variants.quant]
+    "quant.mode" = "quant"
+
+Recipes shipped with spquant live in ``spquant/configs/*.toml`` and are found by name
+(``mnist``, ``vgg9-cifar10dvs``, ...); ``NAME:VARIANT`` (or ``NAME-VARIANT``) applies a variant. Any
+path to a ``.toml`` file works too. ``--set section.key=value`` overrides are parsed as TOML values
+(``--set train.lr=3e-4``, ``--set model.input=[32,32]``); a value that is not valid TOML is taken as
+a string (``--set quant.mode=quant``). ``"none"`` sets an optional key to None.
+
+Errors name the file, the key, the expected type and close matches (difflib)::
+
+    config error in mnist.toml: unknown key 'train.lr_rate' (did you mean 'train.lr'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from spquant.models.common import MODES, QuantSpec
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "list_recipes",
+    "parse_overrides",
+    "config_from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A recipe that cannot be used: unknown key, wrong type, bad value or missing file."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. ``plan`` overrides VGG-9's layer plan (channel counts and "A" for 2x2 pooling)."""
+
+    name: str = "vgg9"
+    width: float = 1.0
+    input: tuple[int, int] = (32, 32)  # (H, W) the model sees; data is padded/resized to it
+    in_channels: int = 1
+    classes: int = 10
+    T: int = 4
+    plan: tuple | None = None
+
+    def __post_init__(self):
+        from spquant.models import MODELS
+
+        _choice("model.name", self.name, sorted(MODELS))
+        _positive("model.T", self.T)
+        _positive("model.width", self.width)
+        if len(self.input) != 2:
+            raise ConfigError(f"model.input must be [H, W], got {list(self.input)}")
+        if self.plan is not None:
+            for item in self.plan:
+                if not (item == "A" or (isinstance(item, int) and item > 0)):
+                    raise ConfigError(f"model.plan items must be positive channel counts or \"A\", got {item!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data. ``dataset``: ``mnist`` (static images, direct encoding), ``mnist-dvs`` (events from
+    the emulator, frames), ``synthetic`` (random class templates, for tests).
+    ``source``: ``embedded`` (the 6000/1000 subset inside spquant), ``full`` (IDX files under
+    ``root``) or a directory holding the IDX files."""
+
+    dataset: str = "mnist"
+    source: str = "embedded"
+    root: str = "../shared/data/mnist"
+    encoding: str = "direct"  # 'direct' (static, repeated T times) or 'events'
+    train_subset: int = 0  # 0 = all
+    test_subset: int = 0
+    resize: str = "pad"  # how 28x28 becomes model.input: 'pad' (zero border) or 'resize' (bilinear)
+    augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
+    cache: str = ""  # directory for encoded frames ('' = <root>/../cache or none for embedded)
+
+    def __post_init__(self):
+        _choice("data.dataset", self.dataset, ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"])
+        _choice("data.encoding", self.encoding, ["direct", "events"])
+        _choice("data.resize", self.resize, ["pad", "resize"])
+        _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
+        for k in ("train_subset", "test_subset"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"data.{k} must be >= 0 (0 = all), got {getattr(self, k)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. ``threshold_lr``: lr of the learnable thresholds (None = ``lr``).
+    ``lam``/``phi``: TET loss (phi a number, 'one' or 'threshold'). ``prune_loss_weight``: weight of
+    the gate predictor loss in spquant mode (None = spquant.prune's default). ``max_steps`` stops
+    early (0 = no limit; for tests and smoke runs)."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    threshold_lr: float | None = None
+    seed: int = 0
+    lam: float = 0.05
+    phi: str | float = "one"
+    prune_loss_weight: float | None = None
+    max_steps: int = 0
+
+    def __post_init__(self):
+        _choice("train.optimizer", self.optimizer, ["adam", "sgd"])
+        _choice("train.schedule", self.schedule, ["cosine", "constant"])
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.eval_batch_size", self.eval_batch_size)
+        _positive("train.lr", self.lr)
+        if not 0 <= self.lam <= 1:
+            raise ConfigError(f"train.lam must be in [0, 1], got {self.lam}")
+        if isinstance(self.phi, str):
+            _choice("train.phi", self.phi, ["one", "threshold"])
+        if self.max_steps < 0:
+            raise ConfigError("train.max_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Book-keeping. ``checkpoint_every``: steps between checkpoints (0 = end of each epoch only).
+    ``device``: auto, cpu or cuda. ``threads``: torch CPU threads (0 = leave as is)."""
+
+    log_every: int = 20
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        _choice("run.device", self.device, ["auto", "cpu", "cuda"])
+        _positive("run.log_every", self.log_every)
+        _positive("run.keep_checkpoints", self.keep_checkpoints)
+        if self.checkpoint_every < 0:
+            raise ConfigError("run.checkpoint_every must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole recipe. ``quant`` is a :class:`spquant.models.QuantSpec`."""
+
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def mode(self) -> str:
+        return self.quant.mode
+
+    def to_dict(self) -> dict:
+        """Plain dict, TOML/JSON friendly (None is written as the string "none")."""
+        return _none_str(dataclasses.asdict(self))
+
+    def build_model(self):
+        """The model this recipe trains (on CPU, freshly initialised)."""
+        from spquant.models import build_model
+
+        kw = dict(num_classes=self.model.classes, in_channels=self.model.in_channels, input_size=tuple(self.model.input), width=self.model.width, spec=self.quant)
+        if self.model.plan is not None:
+            if self.model.name != "vgg9":
+                raise ConfigError("model.plan is only supported by vgg9")
+            kw["plan"] = tuple(self.model.plan)
+        return build_model(self.model.name, **kw)
+
+
+SECTIONS = {"model": ModelConfig, "quant": QuantSpec, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
+TOP_KEYS = {"name": str, "description": str}
+
+
+# ---------------------------------------------------------------------------------------------
+def _choice(key, value, choices):
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        more = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}{more}")
+
+
+def _positive(key, value):
+    if not value > 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+
+
+def _none_str(d):
+    if isinstance(d, dict):
+        return {k: _none_str(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_none_str(v) for v in d]
+    return "none" if d is None else d
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return "array"
+    if tp is type(None):
+        return '"none"'
+    return {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value, tp, key: str, where: str):
+    """Check ``value`` (parsed TOML) against annotation ``tp``; return the converted value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config error in {where}: {key} must be an array, got {type(value).__name__} {value!r}")
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if args and len(set(args)) == 1:
+            value = [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+        return tuple(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:
+        return value
+    raise ConfigError(f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _unknown(key: str, known, where: str) -> ConfigError:
+    section, _, name = key.rpartition(".")
+    hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    if not hint:  # 'lr_rate' -> 'lr': a known key that prefixes the unknown one (or vice versa)
+        hint = sorted((k for k in known if name.startswith(k) or k.startswith(name)), key=len, reverse=True)[:1]
+    full = [f"{section}.{h}" if section else h for h in hint]
+    more = f" (did you mean {full[0]!r}?)" if full else ""
+    return ConfigError(f"config error in {where}: unknown key {key!r}{more}; known keys: {', '.join(sorted(known))}")
+
+
+def _build_section(cls, raw: dict, section: str, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {where}: [{section}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise _unknown(f"{section}.{key}", names, where)
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}", where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"config error in {where}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config error in {where}: [{section}] {e}") from None
+
+
+def config_from_dict(raw: dict, where: str = "<dict>") -> Config:
+    """Validate a parsed recipe (``variants`` must already be applied/removed)."""
+    kwargs: dict[str, Any] = {}
+    known = set(SECTIONS) | set(TOP_KEYS)
+    for key, value in raw.items():
+        if key == "variants":
+            continue
+        if key not in known:
+            raise _unknown(key, known, where)
+        if key in TOP_KEYS:
+            kwargs[key] = _coerce(value, TOP_KEYS[key], key, where)
+        else:
+            kwargs[key] = _build_section(SECTIONS[key], value, key, where)
+    return Config(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """``['train.lr=1e-3', 'quant.mode=quant']`` -> ``[('train.lr', 0.001), ('quant.mode', 'quant')]``."""
+    out = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.lr=3e-4), got {item!r}")
+        out.append((key.strip(), _parse_value(value.strip())))
+    return out
+
+
+def _apply(raw: dict, key: str, value, where: str) -> None:
+    parts = key.split(".")
+    if parts[0] in TOP_KEYS and len(parts) == 1:
+        raw[key] = value
+        return
+    if parts[0] not in SECTIONS:
+        raise _unknown(parts[0], set(SECTIONS) | set(TOP_KEYS), where)
+    node = raw.setdefault(parts[0], {})
+    for p in parts[1:-1]:  # nested tables, e.g. quant.prune.loss_weight
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config error in {where}: {key}: {p} is not a table")
+    if len(parts) < 2:
+        raise ConfigError(f"config error in {where}: override {key!r} must name section.key")
+    node[parts[-1]] = value
+
+
+def _recipe_dir():
+    return resources.files("spquant") / "configs"
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with spquant."""
+    return sorted(p.name[:-5] for p in _recipe_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def _locate(spec: str) -> tuple[str, str, str | None]:
+    """Resolve FILE or RECIPE[:VARIANT] -> (text, where, variant)."""
+    p = Path(spec)
+    if p.suffix == ".toml" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {spec}")
+        return p.read_text(), str(p), None
+    name, _, variant = spec.partition(":")
+    recipes = list_recipes()
+    if name not in recipes and not variant:
+        # NAME-VARIANT, e.g. vgg9-cifar10dvs-quant
+        base, _, var = name.rpartition("-")
+        if base in recipes:
+            name, variant = base, var
+    if name not in recipes:
+        hint = difflib.get_close_matches(name, recipes, n=1)
+        more = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"no config file or recipe named {spec!r}{more}; recipes: {', '.join(recipes)}")
+    text = (_recipe_dir() / f"{name}.toml").read_text()
+    return text, f"recipe {name}", variant or None
+
+
+def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] | None = None) -> Config:
+    """Load a recipe by file path or name (``NAME[:VARIANT]``), apply ``--set`` overrides, validate."""
+    text, where, variant = _locate(str(spec))
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config error in {where}: invalid TOML: {e}") from None
+    variants = raw.pop("variants", {}) or {}
+    if variant is not None:
+        if variant not in variants:
+            raise ConfigError(f"config error in {where}: no variant {variant!r}; variants: {', '.join(sorted(variants)) or 'none'}")
+        for key, value in variants[variant].items():
+            _apply(raw, key, value, f"{where} [variants.{variant}]")
+        raw.setdefault("name", Path(where.split()[-1]).stem)
+        raw["name"] = f"{raw['name']}:{variant}"
+    if overrides:
+        pairs = parse_overrides(overrides) if isinstance(overrides[0], str) else overrides
+        for key, value in pairs:
+            _apply(raw, key, value, f"{where} (--set {key})")
+    return config_from_dict(raw, where)
+
+
+def variants_of(spec: str) -> list[str]:
+    """Variant names defined by a recipe (e.g. ['fp32', 'quant', 'spquant'])."""
+    text, _, _ = _locate(spec.partition(":")[0])
+    return sorted((tomllib.loads(text).get("variants") or {}).keys())
+
+
+assert set(MODES) == {"fp32", "quant", "spquant"}

@@ -1,0 +1,190 @@
+"""In-memory training data: every split is one tensor, batches are built by indexing.
+
+On 2 CPU cores DataLoader worker processes slowed training down, so spquant encodes the data once
+(frames are cached by :mod:`spquant.data` where it supports it), keeps it in memory and builds each
+batch with one gather. The interface is small on purpose::
+
+    data = load_split(config, "train")          # TensorData(inputs, labels, static)
+    x, y = data.batch(indices, T)                # x: [T, B, C, H, W] float32, y: [B] int64
+
+``inputs`` is either static images ``[N, C, H, W]`` (direct encoding: repeated T times per batch)
+or frames ``[N, T, C, H, W]`` (event data), stored compactly (uint8 or float16) and converted per
+batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["TensorData", "load_split", "synthetic_split", "resolve_root"]
+
+
+@dataclass
+class TensorData:
+    inputs: torch.Tensor  # [N, C, H, W] (static) or [N, T, C, H, W] (frames)
+    labels: torch.Tensor  # [N] int64
+    static: bool
+    scale: float = 1.0  # multiply after the float conversion (1/255 for uint8 images)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        """Inputs ``[T, B, C, H, W]`` float32 and labels ``[B]`` of the samples ``idx``."""
+        x = self.inputs[idx].float()
+        if self.scale != 1.0:
+            x = x * self.scale
+        if augment != "none":
+            x = _augment(x, augment, generator, static=self.static)
+        y = self.labels[idx]
+        if self.static:
+            return x.unsqueeze(0).expand(T, *x.shape).contiguous(), y
+        if x.shape[1] != T:
+            raise ValueError(f"frames have T={x.shape[1]} but the model is configured with T={T}")
+        return x.transpose(0, 1).contiguous(), y
+
+
+def _augment(x: torch.Tensor, how: str, g: torch.Generator | None, static: bool) -> torch.Tensor:
+    """Random shift (pad 2 + crop) or crop+flip (pad 4 + crop + horizontal flip), per sample."""
+    pad = 2 if how == "shift" else 4
+    H, W = x.shape[-2:]
+    B = x.shape[0]
+    flat = x.reshape(B, -1, H, W)
+    padded = F.pad(flat, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + H, dx[i] : dx[i] + W] for i in range(B)])
+    if how == "crop-flip":
+        flip = torch.rand(B, generator=g) < 0.5
+        out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)
+    return out.reshape(x.shape)
+
+
+def resolve_root(root: str) -> Path:
+    """A data root: absolute, relative to the working directory, or relative to the project root
+    (the folder above the ``spquant`` package), in that order."""
+    p = Path(os.path.expanduser(root))
+    if p.is_absolute() or p.exists():
+        return p
+    project = Path(__file__).resolve().parents[2]
+    cand = project / p
+    return cand if cand.exists() else p
+
+
+def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
+    """[N, C, h, w] -> [N, C, H, W] by zero-padding (centred) or bilinear resizing."""
+    h, w = images.shape[-2:]
+    H, W = size
+    if (h, w) == (H, W):
+        return images
+    if how == "pad":
+        if H < h or W < w:
+            raise ValueError(f"cannot pad {h}x{w} images to a smaller {H}x{W}; use data.resize='resize'")
+        top, left = (H - h) // 2, (W - w) // 2
+        return F.pad(images, (left, W - w - left, top, H - h - top))
+    dtype = images.dtype
+    out = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
+
+
+def _subset(x, y, n: int, seed: int):
+    """A class-agnostic random subset of n samples (deterministic in seed); n = 0 keeps all."""
+    if not n or n >= len(y):
+        return x, y
+    g = torch.Generator().manual_seed(seed + 12345)
+    idx = torch.randperm(len(y), generator=g)[:n].sort().values
+    return x[idx], y[idx]
+
+
+def _mnist_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if data_cfg.source == "embedded":
+        from spquant.data.embedded import load_embedded_mnist
+
+        xtr, ytr, xte, yte = load_embedded_mnist()
+        return (xtr, ytr) if split == "train" else (xte, yte)
+    from spquant.data.idx import load_idx_split
+
+    root = resolve_root(data_cfg.root if data_cfg.source == "full" else data_cfg.source)
+    return load_idx_split(root, split)
+
+
+def synthetic_split(n: int, classes: int, shape: tuple[int, int, int], seed: int, split: str, T: int | None = None) -> TensorData:
+    """Learnable random data: one fixed template per class plus noise (templates fixed by ``seed``).
+
+    With ``T`` given the samples are frames ``[N, T, C, H, W]`` (Bernoulli spikes), else images."""
+    gt = torch.Generator().manual_seed(seed)
+    templates = torch.rand(classes, *shape, generator=gt)
+    g = torch.Generator().manual_seed(seed * 7919 + (1 if split == "train" else 2))
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = (0.6 * templates[y] + 0.4 * torch.rand(n, *shape, generator=g)).clamp(0, 1)
+    if T is None:
+        return TensorData((x * 255).round().to(torch.uint8), y, static=True, scale=1 / 255)
+    frames = (torch.rand(n, T, *shape, generator=g) < x.unsqueeze(1)).to(torch.uint8)
+    return TensorData(frames, y, static=False)
+
+
+def load_split(config, split: str) -> TensorData:
+    """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model`` and in memory."""
+    d, m = config.data, config.model
+    n_limit = d.train_subset if split == "train" else d.test_subset
+    size = tuple(m.input)
+    if d.dataset == "synthetic":
+        n = n_limit or (512 if split == "train" else 256)
+        shape = (m.in_channels, *size)
+        return synthetic_split(n, m.classes, shape, config.train.seed, split, T=m.T if d.encoding == "events" else None)
+    if d.dataset == "mnist":
+        if d.encoding != "direct":
+            raise ValueError("dataset 'mnist' uses encoding='direct'; use dataset='mnist-dvs' for events")
+        x, y = _mnist_arrays(d, split)
+        x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        x, y = _subset(x, y, n_limit, config.train.seed)
+        x = _fit(x.unsqueeze(1), size, d.resize)
+        if m.in_channels != 1:
+            x = x.expand(-1, m.in_channels, -1, -1).contiguous()
+        return TensorData(x, y, static=True, scale=1 / 255)
+    if d.dataset == "mnist-dvs":
+        return _mnist_dvs(config, split, n_limit)
+    raise NotImplementedError(
+        f"dataset {d.dataset!r}: its readers are in spquant.data but the in-memory training adapter is not "
+        "wired yet; the paper recipes parse and build their models (see docs/training.md)"
+    )
+
+
+def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
+    """Event frames of MNIST made by the event-camera emulator of :mod:`spquant.data`."""
+    d, m = config.data, config.model
+    try:
+        from spquant.data import mnist_frames  # provided by the data issue
+    except ImportError:
+        raise NotImplementedError("dataset 'mnist-dvs' needs spquant.data.mnist_frames (the event emulator); not available in this build") from None
+    source = d.source if d.source in ("embedded", "full") else str(resolve_root(d.source))
+    kw = dict(T=m.T, source=source, encoding="events")
+    if d.source == "full":
+        kw["root"] = str(resolve_root(d.root))
+    if d.cache:
+        kw["cache"] = str(resolve_root(d.cache))
+    frames, labels = _call_mnist_frames(mnist_frames, split, kw)
+    frames = torch.as_tensor(frames)
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    frames, labels = _subset(frames, labels, n_limit, config.train.seed)
+    N, T, C, h, w = frames.shape
+    if C != m.in_channels:
+        raise ValueError(f"mnist-dvs frames have {C} channels; set model.in_channels={C}")
+    frames = _fit(frames.reshape(N, T * C, h, w), tuple(m.input), d.resize).reshape(N, T, C, *m.input)
+    if frames.dtype == torch.float32:
+        frames = frames.half()  # compact in memory; converted back per batch
+    return TensorData(frames, labels, static=False)
+
+
+def _call_mnist_frames(fn, split, kw):
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    kw = {k: v for k, v in kw.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
+    return fn(split, **kw)

@@ -8,6 +8,7 @@ Examples::
     python -m spquant.detect train detect-moving-digits:quant --out runs/det-quant
     python -m spquant.detect eval runs/det-quant
     python -m spquant.detect plot runs/det-quant --out docs/img/detections.png
+    python -m spquant.detect report runs/det-fp32 runs/det-quant runs/det-spquant
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ def _plot(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from spquant.detect.train import markdown_report, report_rows
+
+    table = markdown_report(report_rows(args.runs))
+    print(table)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("detect", help="spiking YOLO object detection: train / eval / plot",
                               description="Object detection with a spiking YOLO (recipes with task = 'detect').")
@@ -75,6 +89,10 @@ def register(subparsers) -> None:
     q.add_argument("--first", type=int, default=0)
     q.add_argument("--conf", type=float, default=0.3)
     q.set_defaults(func=_plot)
+    r = sub.add_parser("report", help="markdown table of detection runs: bits, memory, FLOPs reduction, mAP, drop vs FP32")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out", help="also write the table to this file")
+    r.set_defaults(func=_report)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 

@@ -351,3 +351,41 @@ def plot_detections(model: SpikingYOLO, ds, indices, path, conf_threshold: float
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def report_rows(run_dirs) -> list[dict]:
+    """One row per detection run: mode, bits, memory (MB = 10^6 bytes), FLOPs reduction, mAP; memory
+    reduction and mAP drop relative to the FP32 run among them (same recipe name)."""
+    runs = []
+    for r in run_dirs:
+        p = Path(r)
+        blob = json.loads((p / "metrics.json").read_text())
+        runs.append((p, blob["config"], blob["metrics"]))
+    base = {c["name"]: m for _, c, m in runs if m.get("mode") == "fp32"}
+    rows = []
+    for p, c, m in runs:
+        st = m.get("cost", {}).get("static", {})
+        me = m.get("cost", {}).get("measured", {})
+        q = QuantSpec.from_dict(c["quant"])
+        b = base.get(c["name"])
+        rows.append({
+            "run": p.name, "mode": q.mode,
+            "weight_bits": "32" if not q.quantized else f"{q.weight_bits} (first {q.first_bits}, head {q.last_bits})",
+            "membrane_bits": st.get("membrane_bits"), "params": st.get("params"), "lif_neurons": st.get("lif_neurons"),
+            "total_mb": st.get("total_mb"), "total_mb_fp32": st.get("total_mb_fp32"),
+            "memory_x": (b["cost"]["static"]["total_mb"] / st["total_mb"]) if b and st and b.get("cost") else None,
+            "flops_reduction": me.get("flops_reduction"), "mAP50": m["mAP50"], "mAP50_95": m["mAP50_95"],
+            "drop": (b["mAP50"] - m["mAP50"]) if b else None, "steps": m.get("steps"), "train_s": m.get("train_s"),
+        })
+    return rows
+
+
+def markdown_report(rows: list[dict]) -> str:
+    f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+    lines = ["| run | mode | weight bits | membrane bits | memory MB | memory reduction | FLOPs reduction | mAP@0.5 | mAP@[.5:.95] | mAP@0.5 drop vs FP32 | steps |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['mode']} | {r['weight_bits']} | {f(r['membrane_bits'], 'g')} | {f(r['total_mb'], '.4f')} | "
+                     f"{f(r['memory_x'], '.2f')}x | {f(r['flops_reduction'], '.2f')}x | {f(r['mAP50'], '.4f')} | {f(r['mAP50_95'], '.4f')} | "
+                     f"{f(r['drop'], '+.4f')} | {r['steps']} |")
+    return "\n".join(lines)

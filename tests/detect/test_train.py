@@ -51,7 +51,13 @@ def test_train_eval_plot_roundtrip(tmp_path, mode):
 
     again, _, _ = evaluate_detector(model, build_detection_data(cfg2, "test"), cfg2)
     assert again["mAP50"] == pytest.approx(m["mAP50"])
+    from spquant.detect.train import markdown_report, report_rows
+
+    rows = report_rows([tmp_path / "run"])
+    assert rows[0]["mAP50"] == m["mAP50"] and rows[0]["mode"] == mode
+    assert "mAP@0.5" in markdown_report(rows)
     if mode == "fp32":
+        assert rows[0]["drop"] == 0.0 and rows[0]["memory_x"] == 1.0
         pytest.importorskip("matplotlib")
         plot_detections(model, build_detection_data(cfg2, "test"), [0, 1], tmp_path / "d.png")
         assert (tmp_path / "d.png").stat().st_size > 1000
@@ -73,8 +79,8 @@ def test_loss_decreases_when_overfitting_one_batch():
     first = None
     for _ in range(30):
         loss, _ = loss_fn(model(x), boxes)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first

@@ -65,7 +65,14 @@ def build_targets(targets, anchors: torch.Tensor, grid: tuple[int, int], stride:
     if not idx:
         z = torch.zeros(0, 2)
         return {"index": torch.zeros(0, 4, dtype=torch.long), "txy": z, "twh": z, "cls": torch.zeros(0, dtype=torch.long), "wh": z}
-    return {"index": torch.cat(idx), "txy": torch.cat(txy), "twh": torch.cat(twh), "cls": torch.cat(cls), "wh": torch.cat(whs)}
+    out = {"index": torch.cat(idx), "txy": torch.cat(txy), "twh": torch.cat(twh), "cls": torch.cat(cls), "wh": torch.cat(whs)}
+    # one target per slot: when several boxes pick the same (image, anchor, cell), the later one wins
+    i = out["index"]
+    slot = ((i[:, 0] * anchors.shape[0] + i[:, 1]) * Gh + i[:, 2]) * Gw + i[:, 3]
+    n = slot.numel()
+    last = torch.full((int(slot.max()) + 1,), -1, dtype=torch.long).scatter_reduce(0, slot, torch.arange(n), "amax")
+    keep = torch.sort(last[last >= 0]).values
+    return {k: v[keep] for k, v in out.items()}
 
 
 class YOLOLoss(nn.Module):

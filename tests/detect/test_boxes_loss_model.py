@@ -84,3 +84,13 @@ def test_yolo_modes_and_readout(mode):
 def test_yolo_rejects_bad_input_size():
     with pytest.raises(ValueError):
         SpikingYOLO(2, input_size=(30, 32))
+
+
+def test_colliding_boxes_keep_the_later_target():
+    from spquant.detect.loss import build_targets
+
+    anchors = torch.tensor([[8.0, 8.0]])
+    t = [torch.tensor([[0.0, 0.0, 8.0, 8.0, 1.0], [1.0, 1.0, 7.0, 7.0, 2.0], [16.0, 16.0, 24.0, 24.0, 0.0]])]
+    tg = build_targets(t, anchors, (4, 4), (8.0, 8.0))
+    assert tg["index"].tolist() == [[0, 0, 0, 0], [0, 0, 2, 2]]
+    assert tg["cls"].tolist() == [2, 0]

@@ -87,6 +87,7 @@ def decode(
     nms_iou: float = 0.45,
     max_det: int = 100,
     image_size: tuple[int, int] | None = None,
+    agnostic: bool = False,
 ) -> list[torch.Tensor]:
     """Turn YOLO head outputs into detections, one tensor ``[n, 6]`` = (x1, y1, x2, y2, score, class) per image.
 
@@ -95,7 +96,9 @@ def decode(
     Box centre = (cell + sigmoid(t_xy)) * stride, size = anchor * exp(t_wh); score =
     sigmoid(objectness) * softmax(class)[c]. Every (anchor, class) pair above ``conf_threshold`` is a
     candidate; class-wise NMS at ``nms_iou``; at most ``max_det`` per image. Boxes are clipped to
-    ``image_size`` (H, W) when given.
+    ``image_size`` (H, W) when given. ``agnostic=True``: one candidate per (anchor, cell) scored by
+    sigmoid(objectness) alone, labelled with its most likely class, and NMS across classes (for
+    localisation-only metrics).
     """
     B, A, Gh, Gw, D = pred.shape
     C = D - 5
@@ -116,8 +119,15 @@ def decode(
     scores = obj[..., None] * cls  # [B, A, Gh, Gw, C]
     out = []
     for b in range(B):
-        s = scores[b].reshape(-1, C)
         bx = boxes[b].reshape(-1, 4)
+        if agnostic:
+            sb = obj[b].reshape(-1)
+            i = torch.nonzero(sb > conf_threshold).flatten()
+            sb, bb, c = sb[i], bx[i], cls[b].reshape(-1, C)[i].argmax(-1)
+            keep = nms(bb, sb, nms_iou)[:max_det]
+            out.append(torch.cat([bb[keep], sb[keep, None], c[keep, None].to(bb.dtype)], 1).detach())
+            continue
+        s = scores[b].reshape(-1, C)
         i, c = torch.nonzero(s > conf_threshold, as_tuple=True)
         sb, bb = s[i, c], bx[i]
         keep = batched_nms(bb, sb, c, nms_iou)[:max_det]

@@ -36,6 +36,7 @@ def _eval(args) -> int:
     ds = build_detection_data(cfg, args.split)
     metrics, _, _ = evaluate_detector(model, ds, cfg)
     out = {"mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "AP50_coco": metrics["AP50_coco"],
+           "mAP50_agnostic": metrics["mAP50_agnostic"], "mAP50_95_agnostic": metrics["mAP50_95_agnostic"],
            "AP_per_class": metrics["AP_per_class"], "n_det": metrics["n_det"], "mode": model.spec.mode}
     if args.cost:
         cost = detection_cost(model, ds, cfg)

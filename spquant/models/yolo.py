@@ -117,11 +117,13 @@ class SpikingYOLO(nn.Module):
         y = y.view(T, B, self.num_anchors, 5 + self.num_classes, *y.shape[-2:])
         return y.permute(0, 1, 2, 4, 5, 3)
 
-    def decode(self, out: torch.Tensor, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100):
+    def decode(self, out: torch.Tensor, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100,
+               agnostic: bool = False):
         """Detections per image ``[n, 6]`` (x1, y1, x2, y2, score, class) from ``forward``'s output."""
         from spquant.detect.boxes import decode
 
-        return decode(out, self.anchors, self.stride, conf_threshold, nms_iou, max_det, image_size=self.input_size)
+        return decode(out, self.anchors, self.stride, conf_threshold, nms_iou, max_det, image_size=self.input_size,
+                      agnostic=agnostic)
 
     def lif_layers(self) -> list[LIF]:
         return [m for m in self.modules() if isinstance(m, LIF)]

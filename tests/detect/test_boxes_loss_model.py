@@ -94,3 +94,15 @@ def test_colliding_boxes_keep_the_later_target():
     tg = build_targets(t, anchors, (4, 4), (8.0, 8.0))
     assert tg["index"].tolist() == [[0, 0, 0, 0], [0, 0, 2, 2]]
     assert tg["cls"].tolist() == [2, 0]
+
+
+def test_agnostic_decode_scores_by_objectness():
+    anchors = torch.tensor([[8.0, 8.0]])
+    pred = torch.full((1, 1, 2, 2, 8), -10.0)
+    pred[0, 0, 0, 0, 0] = 2.0
+    pred[0, 0, 0, 0, 5:] = torch.tensor([0.0, 0.1, 0.0])  # nearly uniform classes
+    (d,) = decode(pred, anchors, (8, 8), conf_threshold=0.5, agnostic=True)
+    assert d.shape == (1, 6) and d[0, 4].item() == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert d[0, 5].item() == 1
+    (d2,) = decode(pred, anchors, (8, 8), conf_threshold=0.5)  # class-wise: 0.88 * ~0.35 < 0.5
+    assert d2.shape == (0, 6)

@@ -323,7 +323,7 @@ def load_run(path) -> tuple[SpikingYOLO, dict, dict]:
 
 def plot_detections(model: SpikingYOLO, ds, indices, path, conf_threshold: float = 0.3, class_names=None) -> None:
     """Save a figure of event frames (sum over T; ON red, OFF green) with true boxes (white, dashed)
-    and predictions (yellow, with class and score)."""
+    and predictions (cyan, with class and score)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,10 +352,10 @@ def plot_detections(model: SpikingYOLO, ds, indices, path, conf_threshold: float
             ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False, ec="white", ls="--", lw=1.2))
             ax.text(b[0] - 0.5, b[3] + 0.3, name(b[4]), color="white", fontsize=7, va="top")
         for d in det.tolist():
-            ax.add_patch(Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="yellow", lw=1.2))
-            ax.text(d[0] - 0.5, d[1] - 0.7, f"{name(d[5])} {d[4]:.2f}", color="yellow", fontsize=7)
+            ax.add_patch(Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4))
+            ax.text(d[0] - 0.5, d[1] - 0.7, f"{name(d[5])} {d[4]:.2f}", color="cyan", fontsize=7)
         ax.set_title(f"sample {i}", fontsize=8)
-    fig.suptitle("true boxes (white, dashed) vs predictions (yellow)", fontsize=9)
+    fig.suptitle(f"true boxes (white, dashed: class) vs predictions (cyan: class score, score >= {conf_threshold})", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

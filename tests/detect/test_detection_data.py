@@ -141,3 +141,14 @@ def test_downsample_sums_blocks_and_scales_boxes():
     assert h.shape == (3, 2, 24, 24)
     assert torch.equal(h, torch.clamp(f.reshape(3, 2, 24, 2, 24, 2).sum((3, 5)), max=255))
     assert torch.allclose(hb[:, :4] * 2, b[:, :4]) and torch.equal(hb[:, 4], b[:, 4])
+
+
+def test_full_mnist_source_when_present():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+    if not root.is_dir():
+        pytest.skip("full MNIST not at ../shared/data/mnist")
+    ds = MovingDigits(cache_dir=None, source="mnist", mnist_root=str(root), **{**SMALL, "split": "test"})
+    f, b = ds[0]
+    assert f.shape == (3, 2, 48, 48) and b.shape[1] == 5 and f.sum() > 0

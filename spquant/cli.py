@@ -10,9 +10,10 @@ import sys
 # Each module defines register(subparsers) adding its sub-commands; handlers are set with
 # parser.set_defaults(func=callable(args) -> int | None).
 COMMAND_MODULES: list[str] = [
-    "spquant.cost_cli",
     "spquant.data.cli",
     "spquant.train.cli",
+    "spquant.cost_cli",
+    "spquant.deploy.cli",
 ]
 
 

@@ -14,7 +14,6 @@ Definitions and energy figures (with sources) are in ``docs/pruning_and_cost.md`
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -25,6 +24,7 @@ from torch.nn import functional as F
 from spquant.layers import ConvBNLIF
 from spquant.neuron import LIF
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
+from spquant.quant import packed_bits_per_value
 
 __all__ = [
     "MB",
@@ -258,6 +258,7 @@ class StaticCost:
     params_by_bits: dict
     weight_memory_bits: float
     weight_memory_mb: float
+    weight_memory_mb_packed: float  # weight codes packed base-levels (ternary 1.6 bits), as in the .spq file
     lif_neurons: int
     membrane_bits: float  # bits actually stored per neuron in the paper convention (32 for FP32)
     membrane_mb_fp32: float
@@ -265,7 +266,7 @@ class StaticCost:
     membrane_mb_packed: float  # base-levels packing (1.6 bits for ternary)
     membrane_packed_bits: float
     total_mb: float  # weights + membrane (paper convention)
-    total_mb_packed: float  # weights + packed membrane
+    total_mb_packed: float  # packed weights + packed membrane (the .spq storage)
     total_mb_fp32: float  # FP32 baseline: counted non-gate params at 32 bits + membrane at 32 bits
     memory_reduction: float  # total_mb_fp32 / total_mb
     memory_reduction_packed: float
@@ -282,28 +283,51 @@ class StaticCost:
         return d
 
 
-def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float = 32.0) -> tuple[dict, list]:
+def _gate_param_bits(model: nn.Module, gate_bits: float | None) -> dict[int, float]:
+    """id(param) -> bits for gate predictor parameters: weights at their quantizer's bits (or
+    ``gate_bits``), biases at 32; ``gate_bits == 0`` leaves every gate parameter out."""
+    out: dict[int, float] = {}
+    for g in model.modules():
+        if not isinstance(g, ChannelGate):
+            continue
+        for conv, quant in ((g.predictor, g.predictor_quant), (g.spatial_conv, g.spatial_quant)):
+            if conv is None:
+                continue
+            wbits = float(getattr(quant, "bits", 32)) if gate_bits is None else float(gate_bits)
+            out[id(conv.weight)] = wbits
+            if conv.bias is not None:
+                out[id(conv.bias)] = 0.0 if gate_bits == 0 else 32.0
+        for p in g.parameters():
+            out.setdefault(id(p), 0.0 if gate_bits == 0 else 32.0)
+    return out
+
+
+def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float | None = None) -> tuple[dict, list]:
     """{bits: params} and a per-tensor list. Conv/linear weights at their quantizer's bits (or
     ``weight_bits``); biases, gates, thresholds at 32; BN per ``bn``."""
     by_bits: dict[float, int] = {}
     rows = []
     seen: set[int] = set()
 
-    def add(name, p, bits, what):
+    def add(name, p, bits, what, packed=None):
         if id(p) in seen:
             return
         seen.add(id(p))
         if bits == 0:
             return
         by_bits[bits] = by_bits.get(bits, 0) + p.numel()
-        rows.append({"name": name, "params": p.numel(), "bits": bits, "what": what})
+        rows.append({"name": name, "params": p.numel(), "bits": bits, "packed_bits": bits if packed is None else packed, "what": what})
 
-    gate_params = {id(p) for m in model.modules() if isinstance(m, ChannelGate) for p in m.parameters()}
+    gate_params = _gate_param_bits(model, gate_bits)
     for mname, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in gate_params:
             wq = getattr(m, "weight_quant", None)
             bits = float(weight_bits) if weight_bits is not None else float(getattr(wq, "bits", 32))
-            add(f"{mname}.weight", m.weight, bits, "weight")
+            packed = None
+            if weight_bits is None and bits < 32 and hasattr(wq, "max_code"):
+                # symmetric codes -n..n packed base-(2n+1) into bytes, as the .spq file stores them
+                packed = min(bits, packed_bits_per_value(2 * wq.max_code + 1))
+            add(f"{mname}.weight", m.weight, bits, "weight", packed)
             if m.bias is not None:
                 add(f"{mname}.bias", m.bias, 32.0, "bias")
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -312,7 +336,7 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
                 add(f"{mname}.{pn}", p, bits, "bn")
     for pname, p in model.named_parameters():
         if id(p) in gate_params:
-            add(pname, p, float(gate_bits or 0), "gate")
+            add(pname, p, gate_params[id(p)], "gate")
         else:
             add(pname, p, 32.0, "other")
     return by_bits, rows
@@ -325,7 +349,7 @@ def static_cost(
     weight_bits: float | None = None,
     membrane_bits: float | None = None,
     bn: str = "count",
-    gate_bits: float | None = 32,
+    gate_bits: float | None = None,
 ) -> StaticCost:
     """Static cost of ``model`` for one sample and one time step.
 
@@ -334,9 +358,9 @@ def static_cost(
       2, SAWBWeight b) unless ``weight_bits`` overrides all of them; biases, gate predictors and
       thresholds at 32 bits; BatchNorm affine parameters at 32 bits (``bn='count'``, they become
       the per-channel fixed-point multiplier and bias after folding) or not at all
-      (``bn='ignore'``). Running statistics are buffers and never counted. Gate predictors
-      (spquant mode) at ``gate_bits`` (default 32, as trained; 0/None leaves them out, as the
-      paper's figures appear to).
+      (``bn='ignore'``). Running statistics are buffers and never counted. Gate
+      predictor weights (spquant mode) at their quantizer's bits (``predictor_bits`` option, 8 by
+      default) or ``gate_bits``; their biases at 32; ``gate_bits=0`` leaves the gates out.
     * membrane memory: LIF neurons per sample per step x bits: 32 (FP32), the paper's plain
       encoding (``ceil(log2(levels))``, 2 for ternary) and packed (``IntegerMembrane.packed_bits``,
       1.6 for ternary). ``membrane_bits`` overrides the paper-convention bits (e.g. 1.58).
@@ -367,7 +391,7 @@ def static_cost(
         plain = float(membrane_bits)
         if packed > plain:
             packed = plain
-    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits or 0)
+    by_bits, rows = _param_bits(model, weight_bits, bn, gate_bits)
     by_kind: dict[str, float] = {}
     for r in rows:
         by_kind[r["what"]] = by_kind.get(r["what"], 0.0) + r["params"] * r["bits"] / 8 / MB
@@ -375,6 +399,7 @@ def static_cost(
     wbits = sum(b * n for b, n in by_bits.items())
     counted = sum(by_bits.values())
     wmb = wbits / 8 / MB
+    wmb_packed = sum(r["params"] * r["packed_bits"] for r in rows) / 8 / MB
     m32 = neurons * 32 / 8 / MB
     mpaper = neurons * plain / 8 / MB
     mpacked = neurons * packed / 8 / MB
@@ -392,6 +417,7 @@ def static_cost(
         params_by_bits={k: int(v) for k, v in sorted(by_bits.items())},
         weight_memory_bits=float(wbits),
         weight_memory_mb=wmb,
+        weight_memory_mb_packed=wmb_packed,
         lif_neurons=int(neurons),
         membrane_bits=plain,
         membrane_mb_fp32=m32,
@@ -399,10 +425,10 @@ def static_cost(
         membrane_mb_packed=mpacked,
         membrane_packed_bits=packed,
         total_mb=wmb + mpaper,
-        total_mb_packed=wmb + mpacked,
+        total_mb_packed=wmb_packed + mpacked,
         total_mb_fp32=total32,
         memory_reduction=total32 / (wmb + mpaper),
-        memory_reduction_packed=total32 / (wmb + mpacked),
+        memory_reduction_packed=total32 / (wmb_packed + mpacked),
         dense_macs=int(dense),
         bn_mode=bn,
         weight_memory_mb_by_kind=by_kind,
@@ -544,26 +570,49 @@ def format_measured(c: MeasuredCost, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def measured_cost_from_run(run_dir, data=None, max_batches: int | None = None, **kwargs) -> MeasuredCost:
-    """Measured cost of a trained run (checkpoint folder of :mod:`spquant.train`) on its data.
+def measured_cost_from_run(
+    run_dir,
+    data="test",
+    max_batches: int | None = 10,
+    batch_size: int = 100,
+    checkpoint: bool = False,
+    device: str = "cpu",
+) -> MeasuredCost:
+    """Measured cost of a trained run folder (written by :mod:`spquant.train`).
 
-    Needs the training package's checkpoint loader; raises a clear error until it exists.
+    The model comes from ``spquant.train.load_run(run_dir)`` (``model.safetensors``, or the newest
+    checkpoint with ``checkpoint=True``). ``data`` is a split name of the run's own data config
+    (``'test'`` or ``'train'``) or an iterable of ready batches ([T, B, ...] tensors or (x, y)
+    pairs). With a split, the first ``max_batches`` batches of ``batch_size`` samples are used
+    (``max_batches=None``: the whole split).
     """
     try:
-        from spquant import train as _train  # noqa: F401
-    except ImportError as exc:
+        from spquant.train import load_run
+    except ImportError as exc:  # pragma: no cover - spquant.train is part of the package now
         raise RuntimeError(
-            "measured cost from a run folder needs spquant.train (checkpoint loader), which is not in "
-            "this build; use spquant.cost.measure_cost(model, batches) on a loaded model instead"
+            "measured cost from a run folder needs spquant.train (checkpoint loader); use "
+            "spquant.cost.measure_cost(model, batches) on a loaded model instead"
         ) from exc
-    loader = getattr(_train, "load_run", None)
-    if loader is None:
-        raise RuntimeError("spquant.train has no load_run(run_dir); cannot load the checkpoint for measured cost")
-    run = loader(run_dir)
-    model = run["model"] if isinstance(run, dict) else getattr(run, "model")
+    from spquant.train.checkpoint import CheckpointError
+
+    try:
+        run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+    model, config = run["model"], run["config"]
     if data is None:
-        raise RuntimeError("measured cost needs data batches (data=...)")
-    return measure_cost(model, data, max_batches=max_batches, **kwargs)
+        data = "test"
+    if isinstance(data, str):
+        if data not in ("test", "train"):
+            raise RuntimeError(f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}")
+        from spquant.train.data import load_split
+
+        split = load_split(config, data)
+        T = config.model.T
+        n = len(split) if max_batches is None else min(len(split), batch_size * max_batches)
+        batches = [split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)]
+        return measure_cost(model, batches, device=device)
+    return measure_cost(model, data, max_batches=max_batches, device=device)
 
 
 def cost_report(model: nn.Module, input_shape, batches: Iterable | None = None, max_batches: int | None = None) -> dict:

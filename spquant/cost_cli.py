@@ -1,7 +1,7 @@
 """`spquant cost`: static memory / MAC figures of a model, or measured ones of a trained run.
 
     spquant cost --model vgg9 --input 3x48x48 --T 10 --wbits 2 --ubits 1.58 [--width W] [--classes N] [--json]
-    spquant cost --checkpoint RUN --data ...       (measured; needs spquant.train's checkpoint loader)
+    spquant cost --checkpoint RUN [--data test|train] [--batches N] [--batch-size B] [--json]   (measured)
 
 MB = 10^6 bytes. ``--ubits 1.58`` means a ternary membrane: reported at the paper's 2-bit
 convention and at our packed 1.6 bits. ``--ubits 32`` is an FP32 membrane; an integer b in 2..16
@@ -71,7 +71,9 @@ def run_cost(args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         try:
-            cost = measured_cost_from_run(args.checkpoint, data=args.data, max_batches=args.batches)
+            cost = measured_cost_from_run(
+                args.checkpoint, data=args.data, max_batches=args.batches, batch_size=args.batch_size, checkpoint=args.latest
+            )
         except RuntimeError as exc:
             print(f"spquant cost: {exc}", file=sys.stderr)
             return 2
@@ -116,9 +118,11 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--bn", choices=("count", "ignore"), default="count", help="BN affine params at 32 bits, or not counted")
-    p.add_argument("--gate-bits", type=float, default=32, help="bits of gate predictor params (0 = not counted)")
+    p.add_argument("--gate-bits", type=float, default=None, help="bits of gate predictor weights (default: their quantizer's; 0 = gates not counted)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--checkpoint", default=None, help="run folder of a trained model (measured cost)")
-    p.add_argument("--data", default=None, help="data for the measured cost (with --checkpoint)")
-    p.add_argument("--batches", type=int, default=None, help="max batches for the measured cost")
+    p.add_argument("--checkpoint", default=None, help="run folder of a trained model (measured cost on its own data)")
+    p.add_argument("--data", default="test", choices=("test", "train"), help="split of the run's data config (default test)")
+    p.add_argument("--batches", type=int, default=10, help="batches for the measured cost (default 10)")
+    p.add_argument("--batch-size", type=int, default=100, help="samples per batch for the measured cost")
+    p.add_argument("--latest", action="store_true", help="use the run's newest checkpoint instead of model.safetensors")
     p.set_defaults(func=run_cost)

@@ -67,6 +67,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "input_scale": True,
     "softmax_temperature": 1.0,
     "detach_input": True,
+    "predictor_bits": 8,
     # membrane-potential prior
     "channel_prior": True,
     "channel_prior_threshold": -0.8,
@@ -93,6 +94,8 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
     "softmax_temperature": "pooled spike rates are divided by this before the softmax",
     "detach_input": "the predictor sees detached input spikes: gate loss and straight-through gradient "
     "train the predictor only, never the previous layer [choice]",
+    "predictor_bits": "weight bits of the gate predictors (1x1 conv and spatial 3x3 conv): 2 = ternary, "
+    "3..16 = SAWB, None or 32 = FP32; biases stay FP32. 8 by default, like the first/last layers [choice]",
     "channel_prior": "skip a channel at t > 0 when its mean stored potential m_{t-1} over space is below "
     "channel_prior_threshold (SPEC §5.3)",
     "channel_prior_threshold": "threshold of the channel prior (default -0.8)",
@@ -121,6 +124,7 @@ _FLOAT_KEYS = {
 }
 _INT_KEYS = {"spatial_block"}
 _OPTIONAL_FLOAT_KEYS = {"spatial_prior_level"}
+_OPTIONAL_BITS_KEYS = {"predictor_bits"}
 
 
 def validate_prune_options(options: dict | None) -> dict:
@@ -147,6 +151,8 @@ def validate_prune_options(options: dict | None) -> dict:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         elif key in _INT_KEYS:
             ok = isinstance(value, int) and not isinstance(value, bool)
+        elif key in _OPTIONAL_BITS_KEYS:
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and (value == 32 or 2 <= value <= 16))
         elif key in _OPTIONAL_FLOAT_KEYS:
             ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
         else:  # pragma: no cover - every key is in one of the sets
@@ -262,8 +268,13 @@ class ChannelGate(nn.Module):
         self.input_scale = bool(opt["input_scale"])
         self.temperature = float(opt["softmax_temperature"])
         self.detach_input = bool(opt["detach_input"])
+        from spquant.quant import weight_quantizer
+
+        self.predictor_bits = opt["predictor_bits"]
         self.predictor: nn.Conv2d | None = None
+        self.predictor_quant: nn.Module | None = None
         if self.learned:
+            self.predictor_quant = weight_quantizer(self.predictor_bits)
             self.predictor = nn.Conv2d(self.c_in, self.c_out, 1, bias=True)
             nn.init.normal_(self.predictor.weight, 0.0, float(opt["init_std"]))
             nn.init.constant_(self.predictor.bias, float(opt["init_bias"]))
@@ -272,7 +283,9 @@ class ChannelGate(nn.Module):
         self.spatial_mass = float(opt["spatial_mass"])
         self.spatial_temperature = float(opt["spatial_temperature"])
         self.spatial_conv: nn.Conv2d | None = None
+        self.spatial_quant: nn.Module | None = None
         if self.spatial:
+            self.spatial_quant = weight_quantizer(self.predictor_bits)
             self.spatial_conv = nn.Conv2d(self.c_in, 1, 3, padding=1, bias=True)
             nn.init.normal_(self.spatial_conv.weight, 0.0, float(opt["init_std"]))
             nn.init.constant_(self.spatial_conv.bias, float(opt["spatial_init_bias"]))
@@ -300,7 +313,8 @@ class ChannelGate(nn.Module):
         s = torch.softmax(pooled / self.temperature, dim=-1)
         if self.input_scale:
             s = s * C
-        return self.predictor(s.reshape(T * B, C, 1, 1)).reshape(T, B, self.c_out)
+        w = self.predictor_quant(self.predictor.weight)
+        return F.conv2d(s.reshape(T * B, C, 1, 1), w, self.predictor.bias).reshape(T, B, self.c_out)
 
     def spatial_logits(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         """Spatial block logits [T, B, 1, Hb, Wb] (one per ``block`` x ``block`` block of the output)."""
@@ -308,7 +322,9 @@ class ChannelGate(nn.Module):
         T, B = x.shape[:2]
         hb, wb = math.ceil(out_hw[0] / self.block), math.ceil(out_hw[1] / self.block)
         pooled = F.adaptive_avg_pool2d(x.reshape(T * B, *x.shape[2:]), (hb, wb))
-        return self.spatial_conv(pooled).reshape(T, B, 1, hb, wb)
+        conv = self.spatial_conv
+        w = self.spatial_quant(conv.weight)
+        return F.conv2d(pooled, w, conv.bias, padding=conv.padding).reshape(T, B, 1, hb, wb)
 
     def forward(self, x: torch.Tensor, current: torch.Tensor) -> torch.Tensor | None:
         if x.dim() != 5 or current.dim() != 5:

@@ -3,7 +3,7 @@
 Every run folder written by ``spquant train`` holds ``run.json`` with its config and metrics,
 including the memory accounting of SPEC §10 (weight memory = parameters x weight bits, membrane
 memory = LIF neurons of one sample at one step x stored bits; MB = 10^6 bytes). The numbers come
-from :mod:`spquant.cost` when it is available, else from the small fallback here.
+from :mod:`spquant.cost`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spquant.cost import measure_cost, static_cost
+
 __all__ = ["model_summary", "load_run", "report_rows", "markdown_table", "write_report", "membrane_bits"]
 
 
@@ -23,44 +25,6 @@ def membrane_bits(spec) -> int:
     if not spec.quantized:
         return 32
     return max(1, math.ceil(math.log2(spec.membrane_ub - spec.membrane_lb + 1)))
-
-
-def _fallback_static(model: nn.Module, input_shape) -> dict:
-    from spquant.layers import QConv2d, QLinear
-    from spquant.neuron import LIF
-
-    spec = model.spec
-    weight_bits_total = 0.0
-    counted = set()
-    for m in model.modules():
-        if isinstance(m, (QConv2d, QLinear)):
-            bits = getattr(m.weight_quant, "bits", 32) if getattr(m, "weight_quant", None) is not None else 32
-            weight_bits_total += m.weight.numel() * bits
-            counted.add(id(m.weight))
-    params = sum(p.numel() for p in model.parameters())
-    other = sum(p.numel() for p in model.parameters() if id(p) not in counted)
-    weight_bits_total += other * 32  # BN, biases, thresholds, gates: FP32
-    neurons = 0
-
-    def hook(mod, inp, out):
-        nonlocal neurons
-        neurons += out[0, 0].numel()
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, LIF)]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            p = next(model.parameters())
-            model(torch.zeros(1, 1, *input_shape, device=p.device))
-    finally:
-        for h in hs:
-            h.remove()
-        model.train(was)
-    ubits = membrane_bits(spec)
-    wmb = weight_bits_total / 8 / 1e6
-    umb = neurons * ubits / 8 / 1e6
-    return {"params": params, "neurons": neurons, "weight_mb": wmb, "membrane_mb": umb, "total_mb": wmb + umb, "cost_source": "spquant.report fallback"}
 
 
 def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_batches: int = 2) -> dict:
@@ -75,28 +39,23 @@ def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_
         "membrane_bits": membrane_bits(spec),
         "membrane_levels": (spec.membrane_ub - spec.membrane_lb + 1) if spec.quantized else None,
     }
-    try:
-        from spquant.cost import static_cost
-
-        sc = static_cost(model, input_shape=input_shape)
-        get = (lambda k: getattr(sc, k)) if not isinstance(sc, dict) else sc.get
-        out.update({"params": int(get("params")), "neurons": int(get("neurons")), "weight_mb": float(get("weight_mb")), "membrane_mb": float(get("membrane_mb")), "total_mb": float(get("total_mb")), "cost_source": "spquant.cost"})
-    except (ImportError, AttributeError, TypeError, KeyError):
-        out.update(_fallback_static(model, input_shape))
+    sc = static_cost(model, input_shape=input_shape)
+    out.update({
+        "params": int(sc.params), "neurons": int(sc.lif_neurons),
+        "weight_mb": float(sc.weight_memory_mb), "membrane_mb": float(sc.membrane_mb_paper), "total_mb": float(sc.total_mb),
+        "weight_mb_packed": float(sc.weight_memory_mb_packed), "membrane_mb_packed": float(sc.membrane_mb_packed),
+        "total_mb_packed": float(sc.total_mb_packed), "total_mb_fp32": float(sc.total_mb_fp32),
+        "memory_reduction": float(sc.memory_reduction), "memory_reduction_packed": float(sc.memory_reduction_packed),
+        "dense_macs_per_step": int(sc.dense_macs),
+    })
     if spec.pruned and test_data is not None:
-        try:
-            from spquant.cost import measure_cost
-
-            batches = []
-            T = config.model.T
-            for s in range(flops_batches):
-                idx = torch.arange(s * 100, min((s + 1) * 100, len(test_data)))
-                if len(idx):
-                    batches.append(test_data.batch(idx, T)[0].to(device))
-            mc = measure_cost(model, batches)
-            out["flops_reduction"] = float(getattr(mc, "flops_reduction"))
-        except ImportError:
-            pass
+        T = config.model.T
+        batches = [test_data.batch(torch.arange(s, min(s + 100, len(test_data))), T)[0].to(device) for s in range(0, min(len(test_data), 100 * flops_batches), 100)]
+        mc = measure_cost(model, batches)
+        out["flops_reduction"] = float(mc.flops_reduction)
+        out["effective_reduction"] = float(mc.effective_reduction)
+        total_updates = mc.membrane_updates + mc.skipped_updates
+        out["skipped_update_fraction"] = float(mc.skipped_updates / total_updates) if total_updates else 0.0
     return out
 
 

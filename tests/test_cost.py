@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -89,6 +88,13 @@ def test_spquant_gate_params_counted_separately():
     c0 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=0)
     assert c.weight_memory_mb_by_kind["gate"] > 0 and "gate" not in c0.weight_memory_mb_by_kind
     assert c.weight_memory_mb - c0.weight_memory_mb == pytest.approx(c.weight_memory_mb_by_kind["gate"])
+    # predictor weights at their quantizer's 8 bits, biases at 32
+    gates = [m for m in VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")).modules() if hasattr(m, "predictor_quant")]
+    w = sum(g.predictor.weight.numel() for g in gates)
+    b = sum(g.predictor.bias.numel() for g in gates)
+    assert c.weight_memory_mb_by_kind["gate"] == pytest.approx((8 * w + 32 * b) / 8 / MB)
+    c32 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=32)
+    assert c32.weight_memory_mb_by_kind["gate"] == pytest.approx((32 * w + 32 * b) / 8 / MB)
     assert "10^6" in format_static(c)
 
 
@@ -271,15 +277,56 @@ def test_cli_static_text_and_errors(capsys):
     assert cli_main(["cost", "--ubits", "1.3"]) == 2
 
 
-def test_cli_measured_needs_train_loader(capsys):
-    """Until spquant.train has a run loader (load_run), the measured path fails clearly."""
-    if importlib.util.find_spec("spquant.train") is not None:
-        import spquant.train as tr
+TINY_RUN = """
+name = "tiny-cost"
+[model]
+name = "vgg9"
+plan = [4, "A", 6, "A"]
+input = [8, 8]
+in_channels = 1
+classes = 3
+T = 2
+[quant]
+mode = "spquant"
+[data]
+dataset = "synthetic"
+train_subset = 16
+test_subset = 24
+[train]
+epochs = 1
+batch_size = 8
+lr = 1e-2
+seed = 3
+[run]
+log_every = 2
+progress = false
+tensorboard = false
+threads = 1
+"""
 
-        if hasattr(tr, "load_run"):
-            pytest.skip("spquant.train.load_run exists")
-    assert cli_main(["cost", "--checkpoint", "nowhere"]) == 2
-    assert "spquant.train" in capsys.readouterr().err
+
+def test_measured_cost_from_run_and_cli(tmp_path, capsys):
+    from spquant.cost import measured_cost_from_run
+    from spquant.train import load_config, load_run, train
+    from spquant.train.data import load_split
+
+    cfg_path = tmp_path / "tiny.toml"
+    cfg_path.write_text(TINY_RUN)
+    run_dir = tmp_path / "run"
+    train(load_config(str(cfg_path)), run_dir)
+    c = measured_cost_from_run(run_dir, batch_size=10, max_batches=2)
+    assert c.samples == 20 and c.T == 2
+    # the same numbers as measure_cost on the loaded model and the run's own test split
+    run = load_run(run_dir)
+    split = load_split(run["config"], "test")
+    batches = [split.batch(torch.arange(s, s + 10), 2)[0] for s in (0, 10)]
+    ref = measure_cost(run["model"], batches)
+    assert c.kept_macs == ref.kept_macs and c.sops == ref.sops and c.flops_reduction == ref.flops_reduction
+    assert cli_main(["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "12", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["samples"] == 12 and d["flops_reduction"] > 0
+    assert cli_main(["cost", "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert "cannot load run" in capsys.readouterr().err
 
 
 def test_cost_report_and_fp32_baseline_excludes_gates():
@@ -296,3 +343,23 @@ def test_cost_report_and_fp32_baseline_excludes_gates():
     assert r["memory_reduction"] == pytest.approx(s_sp.memory_reduction)
     assert r["flops_reduction"] > 0 and 0 <= r["skipped_update_fraction"] <= 1
     json.dumps(r)
+
+
+def test_packed_weight_memory_counts_ternary_at_1_6_bits():
+    from spquant.models import QuantSpec, VGG9
+
+    model = VGG9(10, 1, (16, 16), width=0.125, spec=QuantSpec("quant"))
+    c = static_cost(model, input_shape=(1, 16, 16))
+    expect_bits = 0.0
+    for name, p in model.named_parameters():
+        mod = model.get_submodule(name.rsplit(".", 1)[0])
+        wq = getattr(mod, "weight_quant", None)
+        if name.endswith("weight") and wq is not None and wq.bits == 2:
+            expect_bits += p.numel() * 1.6
+        elif name.endswith("weight") and wq is not None and wq.bits == 8:
+            expect_bits += p.numel() * 8  # 255 levels need all 8 bits
+        else:
+            expect_bits += p.numel() * 32
+    assert abs(c.weight_memory_mb_packed - expect_bits / 8 / 1e6) < 1e-12
+    assert c.weight_memory_mb_packed < c.weight_memory_mb
+    assert c.total_mb_packed == c.weight_memory_mb_packed + c.membrane_mb_packed

@@ -369,3 +369,23 @@ def test_prune_stats_spatial_and_gate():
     # spatial prior with level 0.5 skips every neuron whose stored state is <= 0 at t = 1
     assert s["spatial_skip_fraction"][0] == 0.0 and s["spatial_skip_fraction"][1] > 0.5
     assert s["kept_fraction"][1] <= 0.5
+
+
+def test_predictor_weights_quantized_by_option():
+    from spquant.quant import IdentityWeight, SAWBWeight, TernaryWeight
+
+    g8 = build_gate(16, 8, {})
+    assert isinstance(g8.predictor_quant, SAWBWeight) and g8.predictor_quant.bits == 8
+    codes, _ = g8.predictor_quant.to_int(g8.predictor.weight)
+    assert codes.abs().max() <= 127
+    assert isinstance(build_gate(16, 8, {"predictor_bits": None}).predictor_quant, IdentityWeight)
+    assert isinstance(build_gate(16, 8, {"predictor_bits": 2}).predictor_quant, TernaryWeight)
+    g = build_gate(16, 8, {"predictor_bits": 2, "init_std": 1.0})
+    x = (torch.rand(2, 3, 16, 4, 4) < 0.5).float()
+    s = torch.softmax(x.mean((3, 4)), -1) * 16
+    w = g.predictor_quant(g.predictor.weight)
+    assert len(w.unique()) <= 3
+    expected = torch.nn.functional.conv2d(s.reshape(6, 16, 1, 1), w, g.predictor.bias).reshape(2, 3, 8)
+    assert torch.allclose(g.logits(x), expected)
+    with pytest.raises(ValueError, match="predictor_bits"):
+        validate_prune_options({"predictor_bits": 1})

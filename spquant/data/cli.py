@@ -33,7 +33,8 @@ def register(subparsers) -> None:
                    help="'mnist': full MNIST IDX files in --root; 'embedded-mnist': the packaged subset")
     e.add_argument("--root", default=None, help="folder with the four MNIST IDX files (.gz or raw); "
                    "default: $SPQUANT_DATA/mnist")
-    e.add_argument("--out", default=None, help="cache folder (default ROOT/emulated/<parameter hash>)")
+    e.add_argument("--out", default=None, help="cache folder (default: where EmulatedMNIST looks: "
+                   "$SPQUANT_CACHE or ~/.cache/spquant, then emulated_mnist/<source>-<parameter hash>)")
     e.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
     e.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     e.add_argument("--chunk", type=int, default=500, help="images per work item")
@@ -64,7 +65,7 @@ def cmd_emulate(args) -> int:
 
     import numpy as np
 
-    from spquant.data.emulated import emulate_to_cache
+    from spquant.data.emulated import emulate_to_cache, emulated_mnist_dir
     from spquant.data.emulator import EmulatorConfig
     from spquant.data.events import EventFileError
     from spquant.data.fetch import default_root
@@ -75,7 +76,10 @@ def cmd_emulate(args) -> int:
     if args.threshold is not None:
         cfg = dataclasses.replace(cfg, threshold_on=args.threshold, threshold_off=args.threshold)
     root = Path(args.root) if args.root else default_root() / "mnist"
-    out = Path(args.out) if args.out else root / "emulated" / f"{args.dataset}-{cfg.key()}"
+    source = "embedded" if args.dataset == "embedded-mnist" else (root if args.root else "full")
+    out = Path(args.out) if args.out else emulated_mnist_dir(source, cfg)
+    if args.limit is not None and not args.out:
+        out = out.with_name(out.name + f"-first{args.limit}")  # the name EmulatedMNIST(limit=N) uses
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     t_all = time.perf_counter()
     total = 0

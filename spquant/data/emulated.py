@@ -74,8 +74,9 @@ def emulate_to_cache(images: np.ndarray, labels: np.ndarray, out_dir, split: str
                      chunk: int = 500, progress: bool = True) -> Path:
     """Emulate ``images`` and write the split's cache files into ``out_dir`` (see module doc).
 
-    ``workers`` processes (default: CPU count, at most 2 per... all cores) emulate chunks of
-    ``chunk`` images; a tqdm progress bar counts images. Returns ``out_dir``.
+    ``workers`` processes (default: all CPU cores) emulate chunks of ``chunk`` images (each image's
+    events depend only on the image, the configuration and its index, not on the chunking); a tqdm
+    progress bar counts images. Returns ``out_dir``.
     """
     cfg = config or EmulatorConfig()
     out = Path(out_dir)
@@ -182,20 +183,38 @@ def default_cache_dir() -> Path:
 
 def EmulatedMNIST(split: str = "train", source="embedded", config: EmulatorConfig | None = None,
                   cache_dir=None, transform: Callable | None = None, workers: int | None = None,
-                  progress: bool = True) -> EmulatedEvents:
+                  progress: bool = True, limit: int | None = None) -> EmulatedEvents:
     """Emulated N-MNIST-like events of MNIST digits, emulated on first use and cached on disk.
 
     ``source``: 'embedded' (the packaged 7,000-image subset), 'full' (full MNIST from
     :func:`spquant.data.fetch.default_root` / 'mnist') or a folder with the four MNIST IDX files.
-    The cache folder is ``cache_dir / 'emulated_mnist' / f'{source_tag}-{config.key()}'``.
+    The cache folder is ``cache_dir / 'emulated_mnist' / f'{source_tag}-{config.key()}'`` (plus
+    ``-first{limit}`` when only the first ``limit`` images are wanted).
     """
     cfg = config or EmulatorConfig()
-    images, labels, tag = _mnist_source(split, source)
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = base / "emulated_mnist" / f"{tag}-{cfg.key()}"
+    images, labels, _ = _mnist_source(split, source)
+    out = emulated_mnist_dir(source, cfg, cache_dir)
+    if limit is not None and limit < len(labels):
+        images, labels = images[:limit], labels[:limit]
+        out = out.with_name(out.name + f"-first{limit}")
     if not cache_complete(out, split) or _stale(out, split, images):
         emulate_to_cache(images, labels, out, split, cfg, workers=workers, progress=progress)
     return EmulatedEvents(out, split, transform)
+
+
+def source_tag(source) -> str:
+    """'embedded', 'full', or 'dir-<hash of the resolved folder path>'."""
+    if source in ("embedded", "full"):
+        return str(source)
+    return "dir-" + hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
+
+
+def emulated_mnist_dir(source="embedded", config: EmulatorConfig | None = None, cache_dir=None) -> Path:
+    """Cache folder of emulated MNIST for a source and configuration (shared by :func:`EmulatedMNIST`
+    and ``spquant data emulate``): ``cache_dir / 'emulated_mnist' / f'{source_tag}-{config.key()}'``."""
+    cfg = config or EmulatorConfig()
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return base / "emulated_mnist" / f"{source_tag(source)}-{cfg.key()}"
 
 
 def _stale(out: Path, split: str, images: np.ndarray) -> bool:
@@ -218,4 +237,4 @@ def _mnist_source(split: str, source) -> tuple[np.ndarray, np.ndarray, str]:
         x, y = load_idx_split(root, split)
         return x, y, "full"
     x, y = load_idx_split(source, split)
-    return x, y, "dir-" + hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
+    return x, y, source_tag(source)

@@ -52,35 +52,44 @@ class EmulatorConfig:
     sensor_size: (width, height) of the emulated sensor; the image is centred on it.
     duration_us: total recording time, split evenly over the saccades.
     n_saccades: number of straight moves between triangle vertices (3 = one full triangle).
-    saccade_base, saccade_height: the isosceles triangle the image moves along (base horizontal,
-        apex up); vertices relative to the centred position are (-base/2, +height/2),
-        (+base/2, +height/2), (0, -height/2); the path starts at the first vertex.
+    saccade_base, saccade_height: the isosceles triangle the image moves along (base horizontal
+        on top, apex down; image y grows downwards); the path visits (-base/2, -height/2) ->
+        (0, +height/2) -> (+base/2, -height/2) -> back, relative to the centred position: down, up
+        and right, then left, the order seen in the real N-MNIST recording's event centroids.
     profile: 'cosine' (smooth start and stop at every vertex, like a saccade) or 'linear'.
     dt_us: rendering time step; timestamps are interpolated within a step.
     threshold_on, threshold_off: contrast thresholds C in log-intensity units.
     threshold_sigma: standard deviation of the per-pixel threshold mismatch (log units, clipped so
         every threshold stays >= 0.01).
+    blur_sigma: Gaussian blur (pixels) applied to the image first, modelling the camera optics
+        (0 = sharp).
     log_eps: added to the intensity before the log (dark-screen light).
     gain: intensity scale applied to the [0, 1] image before the log.
     refractory_us: minimum time between two events of a pixel (0 = none).
     shot_noise_hz: rate of spontaneous events per pixel (0 = none).
+    invert_polarity: report brightening as polarity 0 and darkening as 1. The default (False) is
+        the physical convention (p = 1 = brighter). The real N-MNIST recording has the opposite
+        sign relative to a bright digit on a dark screen (measured on sample_nmnist.bin: with the
+        image moving down, its ON events lie above its OFF events); set True to match N-MNIST files.
     seed: seeds the threshold mismatch and the noise.
     """
 
     sensor_size: tuple[int, int] = (34, 34)
     duration_us: int = 300_000
     n_saccades: int = 3
-    saccade_base: float = 4.0
-    saccade_height: float = 4.0
+    saccade_base: float = 5.0
+    saccade_height: float = 5.0
     profile: str = "cosine"
     dt_us: int = 2000
-    threshold_on: float = 0.32
-    threshold_off: float = 0.32
+    threshold_on: float = 0.34
+    threshold_off: float = 0.34
     threshold_sigma: float = 0.02
+    blur_sigma: float = 0.5
     log_eps: float = 0.1
     gain: float = 1.0
     refractory_us: int = 0
     shot_noise_hz: float = 0.0
+    invert_polarity: bool = False
     seed: int = 0
 
     def key(self) -> str:
@@ -92,7 +101,7 @@ class EmulatorConfig:
 def saccade_path(cfg: EmulatorConfig) -> np.ndarray:
     """Image displacement (dx, dy) in pixels at every step 0..duration/dt: float64 ``[K + 1, 2]``."""
     b, h = cfg.saccade_base, cfg.saccade_height
-    verts = np.array([[-b / 2, h / 2], [b / 2, h / 2], [0.0, -h / 2]])
+    verts = np.array([[-b / 2, -h / 2], [0.0, h / 2], [b / 2, -h / 2]])
     n_steps = int(round(cfg.duration_us / cfg.dt_us))
     t = np.arange(n_steps + 1) * (cfg.n_saccades / n_steps)  # saccade coordinate 0..n_saccades
     seg = np.minimum(np.floor(t).astype(int), cfg.n_saccades - 1)
@@ -108,7 +117,7 @@ def saccade_path(cfg: EmulatorConfig) -> np.ndarray:
 def threshold_maps(cfg: EmulatorConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel ON and OFF thresholds ``[H, W]`` (fixed for the sensor, drawn from ``cfg.seed``)."""
     w, h = cfg.sensor_size
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(int(cfg.seed))
     on = cfg.threshold_on + cfg.threshold_sigma * torch.randn(h, w, generator=g)
     off = cfg.threshold_off + cfg.threshold_sigma * torch.randn(h, w, generator=g)
     return on.clamp_min(0.01), off.clamp_min(0.01)
@@ -152,24 +161,36 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
     if ih > sh or iw > sw:
         raise ValueError(f"image {iw}x{ih} larger than the sensor {sw}x{sh}")
     path = saccade_path(cfg)
-    margin = int(math.ceil(np.abs(path).max())) + 2
+    blur_r = int(math.ceil(3 * cfg.blur_sigma)) if cfg.blur_sigma > 0 else 0
+    margin = int(math.ceil(np.abs(path).max())) + 2 + blur_r
     # canvas: the sensor plus a margin, the image centred on the sensor
     canvas = torch.zeros(n, sh + 2 * margin, sw + 2 * margin)
     oy, ox = margin + (sh - ih) // 2, margin + (sw - iw) // 2
     canvas[:, oy:oy + ih, ox:ox + iw] = imgs
-    # active pixels: those any shifted image can reach (others never change: no events)
-    reach = int(math.ceil(np.abs(path).max())) + 1
-    support = torch.zeros(sh, sw, dtype=torch.bool)
+    if cfg.blur_sigma > 0:
+        r = blur_r
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / cfg.blur_sigma) ** 2)
+        k = k / k.sum()
+        # separable blur as weighted shifted sums: elementwise, so the result of an image does not
+        # depend on the batch it is in (conv2d's algorithm choice would)
+        tmp = torch.zeros_like(canvas)
+        for i in range(2 * r + 1):
+            d = i - r
+            tmp[:, :, max(0, -d):canvas.shape[2] - max(0, d)] += k[i] * canvas[:, :, max(0, d):canvas.shape[2] - max(0, -d)]
+        canvas = torch.zeros_like(canvas)
+        for i in range(2 * r + 1):
+            d = i - r
+            canvas[:, max(0, -d):tmp.shape[1] - max(0, d)] += k[i] * tmp[:, max(0, d):tmp.shape[1] - max(0, -d)]
+    # active window: the pixels any shifted (blurred) image can reach; others never change
+    reach = int(math.ceil(np.abs(path).max())) + 1 + blur_r
     y0, y1 = max(0, (sh - ih) // 2 - reach), min(sh, (sh - ih) // 2 + ih + reach)
     x0, x1 = max(0, (sw - iw) // 2 - reach), min(sw, (sw - iw) // 2 + iw + reach)
-    support[y0:y1, x0:x1] = True
     on_map, off_map = threshold_maps(cfg)
     c_on = on_map[y0:y1, x0:x1].reshape(1, -1)
     c_off = off_map[y0:y1, x0:x1].reshape(1, -1)
     ah, aw = y1 - y0, x1 - x0
 
     npix = ah * aw
-    inv_on, inv_off = 1.0 / c_on, 1.0 / c_off
     hbuf = torch.empty(n, ah + 1, aw)
     tmp = torch.empty(n, ah + 1, aw)
 
@@ -251,6 +272,8 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
     img_idx = pix // (ah * aw)
     rem = pix % (ah * aw)
     ys, xs = rem // aw + y0, rem % aw + x0
+    if cfg.invert_polarity:
+        pol = (1 - pol).astype(np.uint8)
     if cfg.shot_noise_hz > 0:
         img_idx, xs, ys, t_us, pol = _add_shot_noise(cfg, n, index_offset, img_idx, xs, ys, t_us, pol)
     # stable sort by image (radix sort for <= 16-bit keys); noise events are merged by a full sort

@@ -207,7 +207,7 @@ def fetch(name: str, root=None, *, force: bool = False, progress: bool = True, t
         raise FetchError(f"{src.name} cannot be downloaded automatically: {src.manual.replace('ROOT', str(root))}.\n"
                          f"Final layout: {src.layout} (see {src.homepage})")
     dest.mkdir(parents=True, exist_ok=True)
-    failed: list[str] = []
+    failed: list[tuple[str, str]] = []
     for r in src.resources:
         path = dest / r.filename
         if path.exists() and not force and md5_of(path, r.check) == r.md5:
@@ -220,7 +220,7 @@ def fetch(name: str, root=None, *, force: bool = False, progress: bool = True, t
             except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:
                 errors.append(f"{url}: {e}")
         else:
-            failed.append(f"{r.filename} ({'; '.join(errors)})")
+            failed.append((r.filename, errors[-1]))
             continue
         got = md5_of(path, r.check)
         if got != r.md5:
@@ -229,7 +229,8 @@ def fetch(name: str, root=None, *, force: bool = False, progress: bool = True, t
             raise FetchError(f"{path}: checksum mismatch (md5 {got}, expected {r.md5}); the download was kept as "
                              f"{bad}.\n" + manual_instructions(name, root))
     if failed:
-        raise FetchError("could not download: " + ", ".join(failed) + "\n" + manual_instructions(name, root))
+        names = ", ".join(f for f, _ in failed)
+        raise FetchError(f"could not download {names} (last error: {failed[-1][1]})\n" + manual_instructions(name, root))
     for r in src.resources:
         if r.extract_to is not None:
             marker = dest / f".{r.filename}.extracted"

@@ -31,10 +31,13 @@ class FrameCache:
     repeated ``T`` times per batch, ``T`` required). uint8 data is multiplied by ``scale`` (default:
     1/255 for static uint8 images, 1 for frames). ``shuffle`` draws a new permutation every epoch
     from one generator seeded with ``seed``; ``drop_last`` drops a final partial batch.
+    ``size`` = (H, W) resizes every batch on the fly (area interpolation), so a large split can stay
+    compact (uint8 at the sensor size) in memory.
     """
 
     def __init__(self, data: torch.Tensor, labels, batch_size: int = 64, T: int | None = None,
-                 shuffle: bool = True, seed: int = 0, scale: float | None = None, drop_last: bool = False):
+                 shuffle: bool = True, seed: int = 0, scale: float | None = None, drop_last: bool = False,
+                 size: Sequence[int] | None = None):
         self.data = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
         self.labels = torch.as_tensor(np.asarray(labels)).to(torch.int64)
         if self.data.shape[0] != self.labels.shape[0]:
@@ -50,6 +53,7 @@ class FrameCache:
         if scale is None:
             scale = 1 / 255 if (self.static and self.data.dtype == torch.uint8) else 1.0
         self.scale, self.batch_size, self.shuffle, self.drop_last = scale, batch_size, shuffle, drop_last
+        self.size = None if size is None else tuple(size)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -64,6 +68,8 @@ class FrameCache:
             x = self.data[idx].to(torch.float32)
             if self.scale != 1.0:
                 x.mul_(self.scale)
+            if self.size is not None:
+                x = resize(x, self.size)
             if self.static:
                 x = x.unsqueeze(0).expand(self.T, *x.shape)
             else:
@@ -90,11 +96,12 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
     * ``'direct'`` — static images, uint8 ``[N, 1, 28, 28]`` (or float16 ``[N, 1, *size]`` when
       resized); FrameCache repeats them T times.
     * ``'events'`` — emulated N-MNIST-like events (:func:`~spquant.data.emulated.EmulatedMNIST`,
-      cached on disk, emulated on first use), binned into ``T`` frames of ``mode`` ('polarity3'
+      cached on disk, emulated on first use), binned into ``T`` frames (also cached, as
+      ``{split}_frames_T{T}_{mode}.npy`` next to the events) of ``mode`` ('polarity3'
       3 channels or 'count2' 2 channels) on the 34x34 sensor: uint8 ``[N, T, C, 34, 34]``, or float16
       ``[N, T, C, *size]`` when ``size`` is given (area resize).
 
-    ``limit`` keeps the first ``limit`` samples.
+    ``limit`` keeps the first ``limit`` samples (and emulates only those).
     """
     if encoding == "direct":
         x, y = _images(split, source)
@@ -107,17 +114,33 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
     if encoding != "events":
         raise ValueError(f"encoding must be 'direct' or 'events', got {encoding!r}")
     from spquant.data.emulated import EmulatedMNIST
-    ds = EmulatedMNIST(split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress)
+    ds = EmulatedMNIST(split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress,
+                       limit=limit)
     n = len(ds) if limit is None else min(limit, len(ds))
-    chunks = []
+    c = 3 if mode == "polarity3" else 2
+    w, h = ds.sensor_size
+    frames_file = ds.dir / f"{split}_frames_T{T}_{mode}.npy"  # uint8 frames are cached next to the events
+    if frames_file.is_file():
+        cached = np.load(frames_file, mmap_mode="r")
+        if cached.shape[0] >= n:
+            data = torch.from_numpy(np.array(cached[:n]))  # a writable in-memory copy
+            if size is not None:
+                data = torch.cat([resize(data[s:s + 2000].to(torch.float32), size).to(torch.float16)
+                                  for s in range(0, n, 2000)]) if n else data.to(torch.float16)
+            return data, torch.from_numpy(ds.labels[:n].astype(np.int64))
+    frames = np.zeros((n, T, c, h, w), np.uint8)
     step = 2000
     for s in range(0, n, step):  # bounded memory: decode and bin 2,000 samples at a time
         ev, off = ds.all_events(s, min(n, s + step))
-        fr = torch.from_numpy(to_frames_batch(ev, off, ds.sensor_size, T, mode))
-        if size is not None:
-            fr = resize(fr.to(torch.float32), size).to(torch.float16)
-        chunks.append(fr)
-    data = torch.cat(chunks) if chunks else torch.zeros(0, T, 3 if mode == "polarity3" else 2, *ds.sensor_size[::-1], dtype=torch.uint8)
+        frames[s:s + len(off) - 1] = to_frames_batch(ev, off, ds.sensor_size, T, mode)
+    if n == len(ds):
+        tmp = frames_file.with_name(frames_file.name + ".tmp.npy")
+        np.save(tmp, frames)
+        tmp.replace(frames_file)
+    data = torch.from_numpy(frames)
+    if size is not None:
+        data = torch.cat([resize(data[s:s + step].to(torch.float32), size).to(torch.float16)
+                          for s in range(0, n, step)]) if n else data.to(torch.float16)
     return data, torch.from_numpy(ds.labels[:n].astype(np.int64))
 
 

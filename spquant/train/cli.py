@@ -129,25 +129,17 @@ def cmd_eval(args) -> int:
     from spquant.train import checkpoint as ck
     from spquant.train.config import ConfigError, config_from_dict, parse_overrides
     from spquant.train.data import load_split
-    from spquant.train.loop import evaluate, resolve_device
+    from spquant.train.loop import evaluate, load_run
 
     run = Path(args.run_dir)
     try:
-        if args.checkpoint:
-            latest = ck.latest_checkpoint(run)
-            if latest is None:
-                return _err(f"no valid checkpoint in {run}/checkpoints")
-            tensors, meta = ck.load_checkpoint(latest)
-        else:
-            tensors, meta = ck.load_model_file(run / "model.safetensors")
-        raw = meta["config"]
+        loaded = load_run(run, checkpoint=args.checkpoint, device=args.device)
+        raw = loaded["config"].to_dict()
         for key, value in parse_overrides(args.data):
             raw.setdefault("data", {})[key.removeprefix("data.")] = value
         cfg = config_from_dict(raw, str(run))
-        model = cfg.build_model()
-        ck.restore_model(model, tensors, str(run))
-        device = resolve_device(args.device)
-        model.to(device)
+        model = loaded["model"]
+        device = next(model.parameters()).device
         test = load_split(cfg, "test")
         ev = evaluate(model, test, cfg.model.T, cfg.train.eval_batch_size, device)
     except (ConfigError, ck.CheckpointError, FileNotFoundError, NotImplementedError) as e:
@@ -204,7 +196,7 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
         d = Path(out) / mode
         if d.exists():
             shutil.rmtree(d)
-        print(f"== {cfg.name}: {mode} SNN, {cfg.model.T} steps, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
+        print(f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
         train(cfg, d, progress=progress)
         dirs.append(d)
     md, messages = write_report(dirs, str(Path(out) / "report.md"))

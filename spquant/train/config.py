@@ -88,14 +88,14 @@ class DataConfig:
     encoding: str = "direct"  # 'direct' (static, repeated T times) or 'events'
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
-    resize: str = "pad"  # how 28x28 becomes model.input: 'pad' (zero border) or 'resize' (bilinear)
+    resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
     augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
     cache: str = ""  # directory for encoded frames ('' = <root>/../cache or none for embedded)
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"])
         _choice("data.encoding", self.encoding, ["direct", "events"])
-        _choice("data.resize", self.resize, ["pad", "resize"])
+        _choice("data.resize", self.resize, ["pad", "crop", "resize"])
         _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
         for k in ("train_subset", "test_subset"):
             if getattr(self, k) < 0:
@@ -142,7 +142,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RunConfig:
     """Book-keeping. ``checkpoint_every``: steps between checkpoints (0 = end of each epoch only).
-    ``device``: auto, cpu or cuda. ``threads``: torch CPU threads (0 = leave as is)."""
+    ``device``: auto, cpu or cuda. ``threads``: torch CPU threads (0 = auto: torch's default, or 1
+    when the CPUs are already busy; -1 = leave torch's setting alone)."""
 
     log_every: int = 20
     checkpoint_every: int = 0

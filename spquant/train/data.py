@@ -78,7 +78,9 @@ def resolve_root(root: str) -> Path:
 
 
 def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
-    """[N, C, h, w] -> [N, C, H, W] by zero-padding (centred) or bilinear resizing."""
+    """[N, ..., h, w] -> [N, ..., H, W] by zero-padding (centred), centre-cropping or bilinear resizing.
+
+    'pad' and 'crop' keep integer data (pixels, event counts) exactly."""
     h, w = images.shape[-2:]
     H, W = size
     if (h, w) == (H, W):
@@ -88,6 +90,11 @@ def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
             raise ValueError(f"cannot pad {h}x{w} images to a smaller {H}x{W}; use data.resize='resize'")
         top, left = (H - h) // 2, (W - w) // 2
         return F.pad(images, (left, W - w - left, top, H - h - top))
+    if how == "crop":
+        if H > h or W > w:
+            raise ValueError(f"cannot crop {h}x{w} inputs to a larger {H}x{W}; use data.resize='pad'")
+        top, left = (h - H) // 2, (w - W) // 2
+        return images[..., top:top + H, left:left + W].contiguous()
     dtype = images.dtype
     out = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False)
     return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
@@ -157,34 +164,25 @@ def load_split(config, split: str) -> TensorData:
 
 
 def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
-    """Event frames of MNIST made by the event-camera emulator of :mod:`spquant.data`."""
+    """Event frames of MNIST made by the event-camera emulator of :mod:`spquant.data` (N-MNIST-like
+    saccades on a 34x34 sensor, cached on disk after the first use), binned into T frames:
+    2-channel ON/OFF counts (model.in_channels = 2) or the 3-channel colour encoding (3), area-resized
+    to model.input unless that is 34x34 (or centre-cropped to it with data.resize='crop', which keeps
+    the frames integer counts, as the integer interpreter needs)."""
+    from spquant.data.loader import mnist_frames
+
     d, m = config.data, config.model
-    try:
-        from spquant.data import mnist_frames  # provided by the data issue
-    except ImportError:
-        raise NotImplementedError("dataset 'mnist-dvs' needs spquant.data.mnist_frames (the event emulator); not available in this build") from None
-    source = d.source if d.source in ("embedded", "full") else str(resolve_root(d.source))
-    kw = dict(T=m.T, source=source, encoding="events")
-    if d.source == "full":
-        kw["root"] = str(resolve_root(d.root))
-    if d.cache:
-        kw["cache"] = str(resolve_root(d.cache))
-    frames, labels = _call_mnist_frames(mnist_frames, split, kw)
-    frames = torch.as_tensor(frames)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    frames, labels = _subset(frames, labels, n_limit, config.train.seed)
-    N, T, C, h, w = frames.shape
-    if C != m.in_channels:
-        raise ValueError(f"mnist-dvs frames have {C} channels; set model.in_channels={C}")
-    frames = _fit(frames.reshape(N, T * C, h, w), tuple(m.input), d.resize).reshape(N, T, C, *m.input)
-    if frames.dtype == torch.float32:
-        frames = frames.half()  # compact in memory; converted back per batch
+    if m.in_channels not in (2, 3):
+        raise ValueError(f"mnist-dvs frames have 2 (count) or 3 (polarity colour) channels; model.in_channels is {m.in_channels}")
+    source = d.source
+    if source == "full":
+        source = str(resolve_root(d.root))
+    elif source != "embedded":
+        source = str(resolve_root(source))
+    size = None if tuple(m.input) == (34, 34) or d.resize == "crop" else tuple(m.input)
+    frames, labels = mnist_frames(split, T=m.T, source=source, encoding="events", mode="count2" if m.in_channels == 2 else "polarity3",
+                                  size=size, cache_dir=str(resolve_root(d.cache)) if d.cache else None, progress=config.run.progress)
+    frames, labels = _subset(frames, labels.to(torch.int64), n_limit, config.train.seed)
+    if d.resize == "crop":
+        frames = _fit(frames, tuple(m.input), "crop")
     return TensorData(frames, labels, static=False)
-
-
-def _call_mnist_frames(fn, split, kw):
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    kw = {k: v for k, v in kw.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
-    return fn(split, **kw)

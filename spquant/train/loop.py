@@ -31,7 +31,7 @@ from spquant.train.config import Config, config_from_dict
 from spquant.train.data import TensorData, load_split
 from spquant.train.loss import resolve_phi, tet_loss
 
-__all__ = ["TrainResult", "train", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
+__all__ = ["TrainResult", "train", "load_run", "set_threads", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
 
 
 @dataclass
@@ -43,6 +43,41 @@ class TrainResult:
 
 
 # -- pieces -------------------------------------------------------------------------------------
+def set_threads(threads: int = 0) -> int:
+    """torch CPU threads: ``threads`` > 0 as given; 0 = auto: torch's default on an idle machine,
+    1 when the CPUs are already busy (1-minute load average >= CPUs - 0.5), because intra-op
+    threads that wait for each other on shared cores were several times slower than one thread in
+    our measurements (2 cores, load ~10: 8 vs 44 samples/s)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif threads == 0:
+        try:
+            busy = os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+        except (OSError, AttributeError):
+            busy = False
+        if busy:
+            torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> dict:
+    """A trained run: ``{"model", "config", "metrics", "dir"}`` from ``model.safetensors`` (or the
+    newest valid checkpoint with ``checkpoint=True``). Used by ``spquant eval`` and ``spquant cost``."""
+    run_dir = Path(run_dir)
+    if checkpoint:
+        latest = ckpt.latest_checkpoint(run_dir)
+        if latest is None:
+            raise ckpt.CheckpointError(f"no valid checkpoint in {run_dir / 'checkpoints'}")
+        tensors, meta = ckpt.load_checkpoint(latest)
+    else:
+        tensors, meta = ckpt.load_model_file(run_dir / "model.safetensors")
+    config = config_from_dict(meta["config"], str(run_dir))
+    model = config.build_model()
+    ckpt.restore_model(model, tensors, str(run_dir))
+    model.to(resolve_device(device)).eval()
+    return {"model": model, "config": config, "metrics": meta.get("metrics", {}), "dir": str(run_dir)}
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -270,8 +305,7 @@ def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = Fals
     checkpoint in ``out_dir`` (the saved config must match). ``data`` = (train, test) replaces the
     config's data (tests). Returns the trained model and the final metrics."""
     t_cfg, r_cfg, m_cfg = config.train, config.run, config.model
-    if r_cfg.threads > 0:
-        torch.set_num_threads(r_cfg.threads)
+    set_threads(r_cfg.threads)
     dist = _Dist(r_cfg.device)
     run_dir = Path(out_dir) if out_dir is not None else None
     show = r_cfg.progress if progress is None else progress

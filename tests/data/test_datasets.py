@@ -12,7 +12,7 @@ import spquant.data as sd
 from spquant.data import EventFileError
 from spquant.data.datasets import random_split_indices
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def test_nmnist_tree(tmp_path, rng):

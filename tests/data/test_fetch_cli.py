@@ -117,3 +117,18 @@ def test_cli_emulate(tmp_path, capsys):
     np.testing.assert_array_equal(ds[2][0], sd.emulate(x[2]))  # same as the in-memory emulator
     assert main(["data", "emulate", "mnist", "--root", str(tmp_path / "none"), "--out", str(out)]) == 1
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
+    assert main(["data"]) == 2
+
+
+def test_cli_emulate_default_out_is_found_by_emulated_mnist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPQUANT_CACHE", str(tmp_path / "cache"))
+    x, y = np.zeros((3, 28, 28), np.uint8), np.arange(3, dtype=np.uint8)
+    x[:, 8:20, 10:18] = 200
+    sd.write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x)
+    sd.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y)
+    assert main(["data", "emulate", "mnist", "--root", str(tmp_path), "--splits", "test", "--workers", "1"]) == 0
+    from spquant.data import emulated
+    calls = []
+    monkeypatch.setattr(emulated, "emulate_to_cache", lambda *a, **k: calls.append(1))
+    ds = sd.EmulatedMNIST("test", source=tmp_path)
+    assert calls == [] and len(ds) == 3  # the CLI's cache is reused

@@ -11,7 +11,7 @@ import torch
 import spquant.data as sd
 from spquant.data.emulated import pack_events, unpack_events
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def test_pack_round_trip(rng):
@@ -95,12 +95,19 @@ def test_mnist_frames_direct_and_events(tmp_path):
     assert fe.shape == (6, 5, 3, 34, 34) and fe.dtype == torch.uint8
     assert set(fe.unique().tolist()) == {0, 1} and fe[:, :, 2].sum() == 0
     assert ye.tolist() == y[:6].tolist()
-    ds = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False)
+    ds = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False, limit=6)
+    assert len(ds) == 6 and ds.dir.name.endswith("-first6")
+    assert (ds.dir / "test_frames_T5_polarity3.npy").is_file()  # frames cached next to the events
+    again, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=6)
+    assert torch.equal(again, fe)
     np.testing.assert_array_equal(fe[4].numpy(), sd.to_frames(ds.events_of(4), (34, 34), 5).astype(np.uint8))
     fc, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48))
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16
     xb, yb = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False)))
     assert xb.shape == (5, 3, 3, 34, 34) and xb.dtype == torch.float32
+    xs, _ = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False, size=(17, 17))))
+    assert xs.shape == (5, 3, 3, 17, 17)
+    assert torch.allclose(xs, sd.resize(xb, (17, 17)))
 
 
 def test_mnist_frames_full_source(shared_mnist, monkeypatch, tmp_path):

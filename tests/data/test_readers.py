@@ -10,9 +10,9 @@ import pytest
 
 import spquant.data as sd
 from spquant.data import EVENT_DTYPE, EventFileError
-from spquant.data.readers import aedat2, aedat3, atis, prophesee
+from spquant.data.readers import aedat2, aedat3, prophesee
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def same(a, b):
@@ -302,6 +302,15 @@ def test_aedat4_corrupt(tmp_path):
     (tmp_path / "y.aedat4").write_bytes(b"#!AER-DAT4.0\r\n" + bytes(5))
     with pytest.raises(EventFileError, match=r"y\.aedat4"):
         sd.read_aedat4(tmp_path / "y.aedat4")
+
+
+def test_aedat4_truncated_real_file(tmp_path, shared_events):
+    """No AEDAT 4 writer exists here (flatbuffers + LZ4); the malformed case uses a cut real file."""
+    pytest.importorskip("aedat", reason="optional extra spquant[aedat] not installed")
+    data = (shared_events / "sample.aedat4").read_bytes()
+    (tmp_path / "cut.aedat4").write_bytes(data[:400_000])
+    with pytest.raises(EventFileError, match=r"cut\.aedat4: corrupt or truncated AEDAT 4 packet"):
+        sd.read_aedat4(tmp_path / "cut.aedat4")
 
 
 def test_detect_format(tmp_path):

@@ -12,7 +12,7 @@ from spquant.data.transforms import (
     random_flip, resize, time_bin_index, to_frames, to_frames_batch,
 )
 
-from .conftest import random_events
+from .helpers import random_events
 
 
 def test_time_bins_equal_split():

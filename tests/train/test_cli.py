@@ -62,3 +62,12 @@ def test_demo_smoke(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| demo:fp32 | fp32 | 32 / 32 |" in text and "| demo:quant | quant | 2 / 1.58 |" in text
     assert "demo finished in" in text and (out / "report.md").is_file()
+
+
+def test_spquant_mode_trains_with_gate_loss(tmp_path, tiny_toml):
+    out = tmp_path / "sp"
+    assert main(["train", "--config", str(tiny_toml(mode="spquant", every=0)), "--out", str(out), "--set", "train.max_steps=3", "--set", "model.plan=[4, 8, \"A\"]", "--no-progress"]) == 0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("gate_loss" in r for r in recs if r["kind"] == "train")
+    m = json.loads((out / "run.json").read_text())["metrics"]
+    assert m["mode"] == "spquant" and m["flops_reduction"] > 0 and 0 <= m["skipped_update_fraction"] <= 1

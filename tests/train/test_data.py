@@ -34,3 +34,18 @@ def test_epoch_order_and_schedule():
     assert len(shards[0]) == len(shards[1]) == 6 and set(torch.cat(shards).tolist()) == set(range(11))
     assert lr_factor(0, 100, "cosine") == 1.0 and abs(lr_factor(50, 100, "cosine") - 0.5) < 1e-12 and lr_factor(100, 100, "cosine") == 0.0
     assert lr_factor(70, 100, "constant") == 1.0
+
+
+def test_fit_centre_crop_keeps_integer_values_exactly():
+    import torch
+
+    from spquant.train.data import _fit
+
+    frames = torch.arange(2 * 3 * 2 * 34 * 34, dtype=torch.int64).remainder(7).to(torch.uint8).reshape(2, 3, 2, 34, 34)
+    out = _fit(frames, (32, 32), "crop")
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 2, 32, 32)
+    assert torch.equal(out, frames[..., 1:33, 1:33])
+    import pytest
+
+    with pytest.raises(ValueError, match="cannot crop"):
+        _fit(frames, (40, 40), "crop")

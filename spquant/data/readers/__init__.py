@@ -25,6 +25,8 @@ from spquant.data.readers.aedat3 import (
 from spquant.data.readers.aedat4 import read_aedat4
 from spquant.data.readers.atis import read_atis_bin, write_atis_bin
 from spquant.data.readers.prophesee import (
+    decode_dat_records,
+    memmap_prophesee_dat,
     read_gen1_boxes,
     read_prophesee_dat,
     write_gen1_boxes,
@@ -89,5 +91,6 @@ def read_events(path, **kwargs) -> np.ndarray:
 __all__ = [
     "detect_format", "read_events", "read_recording", "read_atis_bin", "write_atis_bin", "read_aedat2",
     "write_aedat2", "read_aedat31", "write_aedat31", "read_gesture_labels", "split_gesture_segments",
-    "read_aedat4", "read_prophesee_dat", "write_prophesee_dat", "read_gen1_boxes", "write_gen1_boxes",
+    "read_aedat4", "read_prophesee_dat", "write_prophesee_dat", "memmap_prophesee_dat", "decode_dat_records",
+    "read_gen1_boxes", "write_gen1_boxes",
 ]

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from spquant.data.events import EventFileError, Recording, SensorSize, finish_events
+from spquant.data.events import Recording, SensorSize, finish_events
 from spquant.data.readers._io import body_as, read_bytes
 
 OVERFLOW_Y = 240

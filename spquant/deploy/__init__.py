@@ -1,0 +1,28 @@
+"""Integer-only deployment of trained spquant models (SPEC §9).
+
+fold (BN + scales -> fixed point) -> deploy simulation (torch, exact) -> .spq model file ->
+integer interpreter (numpy reference and fast exact path). See docs/deploy.md.
+"""
+
+from spquant.deploy.fold import DeployError, Program, analyze, fold_model
+from spquant.deploy.format import ModelFileError, export, file_report, load, save
+from spquant.deploy.interpreter import Interpreter, OpCounts, lif_step_int, requant
+from spquant.deploy.sim import DeploySim, deploy_sim
+
+__all__ = [
+    "DeployError",
+    "DeploySim",
+    "Interpreter",
+    "ModelFileError",
+    "export",
+    "file_report",
+    "load",
+    "save",
+    "OpCounts",
+    "Program",
+    "analyze",
+    "deploy_sim",
+    "fold_model",
+    "lif_step_int",
+    "requant",
+]

@@ -1,0 +1,451 @@
+"""Fold a trained (fake-quantized) spquant model into an integer *program* (SPEC §9).
+
+A :class:`Program` is a flat list of nodes over named tensors plus integer arrays; the deploy
+simulation (:mod:`spquant.deploy.sim`), the integer interpreter (:mod:`spquant.deploy.interpreter`)
+and the model file (:mod:`spquant.deploy.format`) all consume the same program, so they cannot
+disagree about the arithmetic.
+
+Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor holds integers
+``I_fx ~= I * 2^F``. Every node's semantics is integer-exact:
+
+``conv`` / ``linear``   ``acc = sum(w_code * x_code)`` (exact integer),
+                        ``I_fx = (acc * M[c] + B[c] + R) >> S`` with ``R = 2^(S-1)`` if ``S > 0``
+                        else 0 (round half up, arithmetic shift = floor). ``M`` folds the weight
+                        scale, the input scale (1/255 for uint8 pixels, 1/4 after a 2x2 sum pool)
+                        and the BatchNorm multiplier; ``B`` folds BN shift and any bias.
+``scale_current``       ``I_fx = x * K`` (identity residual shortcut: spikes times ``2^F``).
+``add``                 ``I_fx = a + b`` (residual add in fixed point).
+``lif``                 ``u = (m << F) >> k + I_fx`` (leak tau = 2^-k as an arithmetic shift, exact),
+                        ``s = u > V[c]`` (strict), ``m = 0 if s else clamp((u + 2^(F-1)) >> F, lb, ub)``.
+``sumpool``             sum over k x k windows (the 1/k^2 goes into the next layer's ``M``).
+``gsumpool``            sum over all positions, output [B, C] (global average pool, 1/HW folded).
+``flatten``             [B, C, H, W] -> [B, C*H*W].
+``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
+                        ``g = (A @ E(max cnt - cnt) >= 0)`` from per-channel input sums ``cnt``.
+``lif_pruned``          ``lif`` whose current is multiplied by the gate (every step) and by the
+                        membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
+
+The last node's output is the integer logits (fixed point, ``F`` fractional bits) per step;
+prediction = argmax of the sum over T.
+
+The only float rounding is the input encoding (:meth:`Program.encode_input`), and the export
+itself (computing ``M``, ``B``, ``V`` from float parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Program", "fold_model", "DeployError", "analyze", "INT64_LIMIT"]
+
+INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (margin under 2^63)
+M_BITS = 15  # the per-layer multiplier is scaled so that max|M| lies in [2^15, 2^16) ...
+F32_M_BITS = 10  # ... or, with at least 2^10, so that acc*M + B + R < F32_BUDGET (float32-exact)
+F32_BUDGET = 2**23
+GATE_EXP_BITS = 16  # fraction bits of the integer softmax numerators exp(-beta d)
+GATE_A_BITS = 16  # fraction bits of the gate matrix A = kappa W + (b - logit(binarize_at))
+
+
+class DeployError(ValueError):
+    """A model (or program) that cannot be folded into integer arithmetic, with the reason."""
+
+
+def _rhu(x: np.ndarray | float) -> np.ndarray:
+    """Round half up in float64 (export time only)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+@dataclass
+class Program:
+    """An integer program: input spec, fixed-point fraction bits, nodes and integer arrays."""
+
+    input: dict  # {"name", "shape": [C, H, W], "bits", "scale", "max"}
+    frac_bits: int
+    nodes: list[dict]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        return self.nodes[-1]["output"]
+
+    def encode_input(self, x) -> np.ndarray:
+        """Float input (e.g. pixel/255) -> integer codes: the ONLY float rounding of deployment.
+
+        ``codes = clamp(floor(x / scale + 0.5), 0, max)`` as int64 (same shape as ``x``).
+        """
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x, dtype=np.float64)
+        codes = np.floor(x / self.input["scale"] + 0.5)
+        return np.clip(codes, 0, self.input["max"]).astype(np.int64)
+
+    def node(self, name: str) -> dict:
+        for n in self.nodes:
+            if n["name"] == name:
+                return n
+        raise KeyError(name)
+
+    def weight_nodes(self) -> list[dict]:
+        return [n for n in self.nodes if n["op"] in ("conv", "linear")]
+
+    def weight_params(self) -> int:
+        return int(sum(self.arrays[n["weight"]].size for n in self.weight_nodes()))
+
+    def summary(self) -> str:
+        info = analyze(self)
+        lines = [f"input {self.input['shape']} codes 0..{self.input['max']} (scale {self.input['scale']:.6g}), F={self.frac_bits}"]
+        for n in self.nodes:
+            a = info[n["output"]]
+            extra = ""
+            if n["op"] in ("conv", "linear"):
+                extra = f" w{n['bits']}b S={n['shift']} acc<={a['acc_max']} path={a['path']}"
+            lines.append(f"{n['name']:>16s} {n['op']:<13s} -> {tuple(a['shape'])} |x|<={a['max']}{extra}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# analysis: shapes and integer bounds (used by every consumer, and to validate loaded files)
+# ------------------------------------------------------------------------------------------------
+def analyze(program: Program) -> dict[str, dict]:
+    """Shapes (per sample) and magnitude bounds of every tensor, and the exact-arithmetic path.
+
+    For ``conv``/``linear`` the accumulator bound is ``max_c sum|w_c| * max|x|`` — a bound on every
+    partial sum in any summation order — and ``path`` is ``'f32'`` when it is below 2^24 (float32
+    holds every partial sum exactly), ``'f64'`` below 2^53, else an error. Raises
+    :class:`DeployError` when any bound exceeds the int64 budget.
+    """
+    F = program.frac_bits
+    info: dict[str, dict] = {program.input["name"]: {"shape": list(program.input["shape"]), "max": int(program.input["max"]), "kind": "act"}}
+    for n in program.nodes:
+        op = n["op"]
+        try:
+            ins = [info[i] for i in n["inputs"]]
+        except KeyError as e:
+            raise DeployError(f"node {n['name']!r}: unknown input {e.args[0]!r}") from None
+        x = ins[0]
+        out: dict
+        if op in ("conv", "linear"):
+            w = program.arrays[n["weight"]]
+            M = program.arrays[n["M"]].astype(np.int64)
+            B = program.arrays[n["B"]].astype(np.int64)
+            cout = w.shape[0]
+            if M.shape != (cout,) or B.shape != (cout,):
+                raise DeployError(f"node {n['name']!r}: M/B shapes {M.shape}/{B.shape} != ({cout},)")
+            if op == "conv":
+                c, h, wd = x["shape"]
+                k, st, p = n["kernel"], n["stride"], n["padding"]
+                if w.shape[1:] != (c, k, k):
+                    raise DeployError(f"node {n['name']!r}: weight shape {w.shape} does not match input channels {c}, kernel {k}")
+                ho, wo = (h + 2 * p - k) // st + 1, (wd + 2 * p - k) // st + 1
+                if ho < 1 or wo < 1:
+                    raise DeployError(f"node {n['name']!r}: empty output {ho}x{wo}")
+                shape = [cout, ho, wo]
+            else:
+                if len(x["shape"]) != 1 or w.shape[1] != x["shape"][0]:
+                    raise DeployError(f"node {n['name']!r}: weight {w.shape} vs input {x['shape']}")
+                shape = [cout]
+            sum_abs = np.abs(w.reshape(cout, -1).astype(np.int64)).sum(1)
+            acc_max = int(sum_abs.max(initial=0)) * x["max"]
+            S = int(n["shift"])
+            prod_max = acc_max * int(np.abs(M).max(initial=0)) + int(np.abs(B).max(initial=0)) + (1 << S)
+            if prod_max >= INT64_LIMIT:
+                raise DeployError(f"node {n['name']!r}: acc*M+B bound {prod_max} overflows int64")
+            if acc_max < 2**24:
+                path = "f32"
+            elif acc_max < 2**53:
+                path = "f64"
+            else:
+                raise DeployError(f"node {n['name']!r}: accumulator bound {acc_max} too large for exact float paths")
+            out = {"shape": shape, "max": (prod_max >> S) + 1, "kind": "cur", "acc_max": acc_max, "prod_max": prod_max, "path": path}
+        elif op == "scale_current":
+            out = {"shape": list(x["shape"]), "max": x["max"] * abs(int(n["K"])), "kind": "cur"}
+        elif op == "add":
+            a, b = ins
+            if a["shape"] != b["shape"]:
+                raise DeployError(f"node {n['name']!r}: add of shapes {a['shape']} and {b['shape']}")
+            out = {"shape": list(a["shape"]), "max": a["max"] + b["max"], "kind": "cur"}
+        elif op in ("lif", "lif_pruned"):
+            if op == "lif_pruned" and len(ins) == 2:
+                if ins[1].get("kind") != "gate" or ins[1]["shape"] != [x["shape"][0]]:
+                    raise DeployError(f"node {n['name']!r}: second input must be a gate over {x['shape'][0]} channels")
+            elif len(ins) != 1:
+                raise DeployError(f"node {n['name']!r}: {op} takes 1 input" + (" (or 2 with a gate)" if op == "lif_pruned" else ""))
+            lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
+            V = program.arrays[n["V"]]
+            if V.shape not in ((1,), (x["shape"][0],)):
+                raise DeployError(f"node {n['name']!r}: threshold shape {V.shape} vs channels {x['shape'][0]}")
+            umax = max(abs(lb), abs(ub)) * (1 << F) + x["max"]
+            if umax + int(np.abs(V).max()) >= INT64_LIMIT:
+                raise DeployError(f"node {n['name']!r}: membrane bound overflows int64")
+            out = {"shape": list(x["shape"]), "max": 1, "kind": "act", "u_max": umax}
+        elif op == "channel_gate":
+            A = program.arrays[n["A"]]
+            hi, lo = program.arrays[n["exp_hi"]], program.arrays[n["exp_lo"]]
+            if len(x["shape"]) != 3 or A.ndim != 2 or A.shape[1] != x["shape"][0]:
+                raise DeployError(f"node {n['name']!r}: gate matrix {A.shape} vs input {x['shape']}")
+            D = x["max"] * x["shape"][1] * x["shape"][2]
+            kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+            if lo.shape != (1 << kb,) or hi.shape[0] < (D >> kb) + 1:
+                raise DeployError(f"node {n['name']!r}: exp tables {hi.shape}/{lo.shape} do not cover 0..{D}")
+            for tab in (hi, lo):
+                if tab.size and (tab.min() < 0 or tab.max() > (1 << fe)):
+                    raise DeployError(f"node {n['name']!r}: exp table values outside [0, 2^{fe}]")
+            z_max = int(np.abs(A).astype(np.int64).sum(1).max(initial=0)) * (1 << fe)
+            if z_max >= 2**53:
+                raise DeployError(f"node {n['name']!r}: gate sum bound {z_max} too large")
+            out = {"shape": [A.shape[0]], "max": 1, "kind": "gate", "z_max": z_max}
+        elif op == "sumpool":
+            c, h, wd = x["shape"]
+            k = int(n["kernel"])
+            if h % k or wd % k:
+                raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
+            out = {"shape": [c, h // k, wd // k], "max": x["max"] * k * k, "kind": "act"}
+        elif op == "gsumpool":
+            c, h, wd = x["shape"]
+            out = {"shape": [c], "max": x["max"] * h * wd, "kind": "act"}
+        elif op == "flatten":
+            out = {"shape": [int(np.prod(x["shape"]))], "max": x["max"], "kind": "act"}
+        else:
+            raise DeployError(f"node {n['name']!r}: unknown op {op!r}")
+        if out["kind"] == "act" and out["max"] >= 2**24:
+            raise DeployError(f"node {n['name']!r}: activation bound {out['max']} exceeds 2^24 (float32-exact pooling)")
+        if out["max"] >= INT64_LIMIT:
+            raise DeployError(f"node {n['name']!r}: value bound overflows int64")
+        info[n["output"]] = out
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
+# folding a live model
+# ------------------------------------------------------------------------------------------------
+class _Folder:
+    def __init__(self, frac_bits: int, input_shape, input_bits: int, input_scale: float, input_max: int | None):
+        if not 2 <= frac_bits <= 30:
+            raise DeployError(f"frac_bits must be in 2..30, got {frac_bits}")
+        self.F = int(frac_bits)
+        imax = int(input_max if input_max is not None else 2**input_bits - 1)
+        self.program = Program(
+            input={"name": "input", "shape": [int(s) for s in input_shape], "bits": int(input_bits), "scale": float(input_scale), "max": imax},
+            frac_bits=self.F,
+            nodes=[],
+        )
+        self.scales = {"input": float(input_scale)}  # float scale of every activation tensor
+        self.count = 0
+
+    def _name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def _add(self, op: str, inputs: list[str], prefix: str, **attrs) -> str:
+        name = self._name(prefix)
+        self.program.nodes.append({"name": name, "op": op, "inputs": inputs, "output": name, **attrs})
+        return name
+
+    def _affine(self, op, x, layer, bn, prefix, **attrs) -> str:
+        """conv/linear (+ BN) -> fixed-point current."""
+        wq = layer.weight_quant
+        try:
+            codes, s_w = wq.to_int(layer.weight)
+        except TypeError as e:
+            raise DeployError(f"{prefix}: {e}") from None
+        bits = int(wq.bits)
+        codes = codes.to(torch.int64).numpy()
+        cout = codes.shape[0]
+        mult = np.full(cout, float(s_w) * self.scales[x], dtype=np.float64)
+        bias = np.zeros(cout, dtype=np.float64)
+        if layer.bias is not None:
+            bias = layer.bias.detach().double().numpy().copy()
+        if bn is not None:
+            if bn.training:
+                raise DeployError("fold needs the model in eval mode (BatchNorm running statistics)")
+            a = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
+            mult = mult * a
+            bias = (bias - bn.running_mean.detach().double().numpy()) * a + bn.bias.detach().double().numpy()
+        peak = float(np.abs(mult).max()) * 2.0**self.F
+        S = 0 if peak == 0 else max(0, M_BITS - math.floor(math.log2(peak)))
+        S = min(S, 40)
+        # Prefer the largest shift <= S whose whole pre-shift sum acc*M + B + R provably stays below
+        # 2^23 (then the fast path computes it exactly in float32), as long as M keeps at least
+        # F32_M_BITS significant bits; otherwise keep the 16-bit multiplier (int64 epilogue).
+        codes_sum = int(np.abs(codes.reshape(cout, -1)).sum(1).max(initial=0))
+        acc_max = codes_sum * analyze(self.program)[x]["max"]
+        for s_try in range(S, -1, -1):
+            M_try = np.abs(_rhu(mult * 2.0 ** (self.F + s_try)))
+            if M_try.max(initial=0) < 2**F32_M_BITS:
+                break
+            B_try = np.abs(_rhu(bias * 2.0 ** (self.F + s_try)))
+            if acc_max * M_try.max(initial=0) + B_try.max(initial=0) + 2**s_try < F32_BUDGET:
+                S = s_try
+                break
+        M = _rhu(mult * 2.0 ** (self.F + S)).astype(np.int64)
+        B = _rhu(bias * 2.0 ** (self.F + S)).astype(np.int64)
+        name = self._name(prefix)
+        self.program.arrays[name + ".weight"] = codes.astype(np.int8 if bits <= 8 else np.int16)
+        self.program.arrays[name + ".M"] = M
+        self.program.arrays[name + ".B"] = B
+        self.program.nodes.append({
+            "name": name, "op": op, "inputs": [x], "output": name, "bits": bits, "max_code": int(wq.max_code),
+            "shift": int(S), "weight": name + ".weight", "M": name + ".M", "B": name + ".B", **attrs,
+        })
+        return name
+
+    def conv(self, x: str, conv, bn, prefix="conv") -> str:
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1] \
+                or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1] or conv.padding_mode != "zeros":
+            raise DeployError("only square, ungrouped, undilated, zero-padded convolutions are supported")
+        return self._affine("conv", x, conv, bn, prefix, kernel=int(conv.kernel_size[0]), stride=int(conv.stride[0]), padding=int(conv.padding[0]))
+
+    def linear(self, x: str, lin, prefix="fc") -> str:
+        return self._affine("linear", x, lin, None, prefix)
+
+    def gate(self, x: str, gate) -> str | None:
+        """Integer form of the learned channel gate (see docs/deploy.md, "Pruning")."""
+        if getattr(gate, "spatial", False):
+            raise DeployError("the spatial block gate has no integer export yet; train with spatial_gate=False")
+        if not getattr(gate, "learned", False) or gate.predictor is None:
+            return None
+        xi = analyze(self.program)[x]
+        c_in, h, w = xi["shape"]
+        hw = h * w
+        beta = self.scales[x] / (hw * float(gate.temperature))
+        D = hw * xi["max"]
+        kb = max(0, math.ceil(math.log2(D + 1) / 2))
+        fe = GATE_EXP_BITS
+        lo = _rhu(np.exp(-beta * np.arange(1 << kb)) * 2.0**fe).astype(np.int64)
+        hi = _rhu(np.exp(-beta * (np.arange((D >> kb) + 1) << kb).astype(np.float64)) * 2.0**fe).astype(np.int64)
+        a = float(gate.binarize_at)
+        theta = math.log(a / (1 - a))
+        W = gate.predictor.weight.detach().double().reshape(gate.c_out, c_in).numpy()
+        b = gate.predictor.bias.detach().double().numpy()
+        kappa = float(c_in) if gate.input_scale else 1.0
+        A = _rhu((kappa * W + (b - theta)[:, None]) * 2.0**GATE_A_BITS).astype(np.int64)
+        name = self._name("gate")
+        self.program.arrays[name + ".A"] = A
+        self.program.arrays[name + ".exp_hi"] = hi
+        self.program.arrays[name + ".exp_lo"] = lo
+        self.program.nodes.append({"name": name, "op": "channel_gate", "inputs": [x], "output": name, "lo_bits": int(kb),
+                                   "exp_frac_bits": fe, "A": name + ".A", "exp_hi": name + ".exp_hi", "exp_lo": name + ".exp_lo"})
+        return name
+
+    def lif(self, cur: str, neuron, prefix="lif", gate: str | None = None) -> str:
+        if neuron.membrane is None:
+            raise DeployError("FP32 membrane (mode 'fp32') has no integer form; export a quantized model")
+        prior = getattr(neuron, "prior", None)
+        tau = float(neuron.tau)
+        k = 0 if tau == 1.0 else (round(-math.log2(tau)) if tau > 0 else -1)
+        if k < 0 or 2.0**-k != tau or k > self.F:
+            raise DeployError(f"leak tau={tau} is not a power of two 2^-k with k <= F; cannot be an exact shift")
+        v = neuron.threshold.detach().double().reshape(-1).numpy()
+        V = _rhu(v * 2.0**self.F).astype(np.int64)
+        name = self._name(prefix)
+        self.program.arrays[name + ".V"] = V
+        lb, ub = int(neuron.membrane.lb), int(neuron.membrane.ub)
+        node = {"name": name, "op": "lif", "inputs": [cur], "output": name, "tau_shift": int(k), "lb": lb, "ub": ub, "V": name + ".V"}
+        if prior is not None or gate is not None:
+            shape = analyze(self.program)[cur]["shape"]
+            hw = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+            ch = bool(prior is not None and prior.channel and hw > 0)
+            p_min = lb * max(hw, 1)
+            if ch:  # keep iff float32(sum/HW) >= float32(thr), as torch computes the mean: as an integer bound
+                thr = np.float32(prior.channel_threshold)
+                cands = [s_ for s_ in range(lb * hw, ub * hw + 1) if np.float32(s_) / np.float32(hw) >= thr]
+                p_min = cands[0] if cands else ub * hw + 1
+            sp = bool(prior is not None and prior.spatial)
+            level = math.floor(prior.level_for(neuron.membrane)) if sp else lb - 1
+            node.update(op="lif_pruned", prior_channel=int(ch), prior_channel_min=int(p_min), prior_spatial=int(sp),
+                        prior_spatial_level=int(level))
+            if gate is not None:
+                node["inputs"] = [cur, gate]
+        self.program.nodes.append(node)
+        self.scales[name] = 1.0
+        return name
+
+    def block(self, x: str, block) -> str:
+        cur = self.conv(x, block.conv, block.bn)
+        gate = self.gate(x, block.gate) if getattr(block, "gate", None) is not None else None
+        return self.lif(cur, block.neuron, gate=gate)
+
+    def sumpool(self, x: str, k: int) -> str:
+        name = self._add("sumpool", [x], "pool", kernel=int(k))
+        self.scales[name] = self.scales[x] / (k * k)
+        return name
+
+    def gsumpool(self, x: str, hw: int) -> str:
+        name = self._add("gsumpool", [x], "gpool")
+        self.scales[name] = self.scales[x] / hw
+        return name
+
+    def flatten(self, x: str) -> str:
+        name = self._add("flatten", [x], "flat")
+        self.scales[name] = self.scales[x]
+        return name
+
+
+def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: float | None = None, frac_bits: int = 16,
+               input_max: int | None = None) -> Program:
+    """Fold a trained VGG9 or ResNet19 (quant mode, eval) into an integer :class:`Program`.
+
+    ``input_shape``: (C, H, W) of one step. Input codes are integers in [0, input_max]
+    (default 2^input_bits - 1); ``input_scale`` maps codes to the float input the model was trained
+    on (default 1/(2^bits - 1): uint8 pixel / 255; use ``input_bits=1, input_scale=1`` for {0,1}
+    event frames, or the count range for count histograms).
+    """
+    from spquant.layers import ConvBNLIF, SeqModule
+    from spquant.models.resnet import ResNet19
+    from spquant.models.vgg import VGG9
+
+    if model.training:
+        raise DeployError("fold needs the model in eval mode: call model.eval() first")
+    if input_scale is None:
+        input_scale = 1.0 / (2**input_bits - 1)
+    f = _Folder(frac_bits, input_shape, input_bits, input_scale, input_max)
+    C, H, W = input_shape
+    with torch.no_grad():
+        if isinstance(model, VGG9):
+            x = "input"
+            h, w = H, W
+            for layer in model.features:
+                if isinstance(layer, ConvBNLIF):
+                    x = f.block(x, layer)
+                    st = layer.conv.stride[0]
+                    h, w = (h + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1, (w + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1
+                elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.AvgPool2d):
+                    ks = layer.module.kernel_size
+                    ks = ks if isinstance(ks, int) else ks[0]
+                    stride = layer.module.stride if isinstance(layer.module.stride, int) else layer.module.stride[0]
+                    if stride != ks or layer.module.padding not in (0, (0, 0)):
+                        raise DeployError("only non-overlapping unpadded average pooling is supported")
+                    x = f.sumpool(x, ks)
+                    h, w = h // ks, w // ks
+                else:
+                    raise DeployError(f"unsupported layer in VGG9.features: {type(layer).__name__}")
+            x = f.flatten(x)
+            f.linear(x, model.classifier, prefix="logits")
+        elif isinstance(model, ResNet19):
+            x = f.block("input", model.stem)
+            for blk in model.layers:
+                s1 = f.block(x, blk.conv1)
+                c2 = f.conv(s1, blk.conv2, blk.bn2)
+                if blk.shortcut is not None:
+                    sc = f.conv(x, blk.shortcut[0], blk.shortcut[1], prefix="short")
+                else:
+                    sc = f._add("scale_current", [x], "ident", K=int(_rhu(f.scales[x] * 2.0**f.F)))
+                    if f.scales[x] * 2.0**f.F != int(_rhu(f.scales[x] * 2.0**f.F)):
+                        raise DeployError("identity shortcut scale is not exact in fixed point")
+                cur = f._add("add", [c2, sc], "add")
+                x = f.lif(cur, blk.neuron2)
+            _, h, w = analyze(f.program)[x]["shape"]
+            x = f.gsumpool(x, h * w)
+            x = f.lif(f.linear(x, model.fc1), model.fc1_neuron)
+            f.linear(x, model.fc2, prefix="logits")
+        else:
+            raise DeployError(f"fold supports VGG9 and ResNet19, got {type(model).__name__}")
+    f.program.meta = {"model": type(model).__name__, "spec": getattr(model, "spec", None).to_dict() if hasattr(model, "spec") else {}}
+    analyze(f.program)
+    return f.program

@@ -1,0 +1,466 @@
+"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (SPEC §9).
+
+Two paths with identical results:
+
+* ``reference`` — plain numpy ``int64``, written for clarity: a convolution is a loop over the
+  kernel taps of integer multiply-accumulates; every node follows the rule in
+  :mod:`spquant.deploy.fold` literally. It counts the operations it executes.
+* ``fast`` — torch. Convolutions/linears run in float32 holding integers when the per-layer bound
+  (``max_c sum|w_c| * max|x|``, see :func:`~spquant.deploy.fold.analyze`) proves every partial sum
+  is below 2^24 (float32 represents every integer up to 2^24 exactly, so any summation order gives
+  the exact integer), in float64 below 2^53, otherwise the program is rejected at load. Everything
+  after the accumulator (multiplier, shift, leak, threshold, reset, clamp) runs in integer tensors
+  (int32 where the bound proves it fits, else int64). A static input (the same image every step)
+  runs through the first layer once. Bit-identical to the reference by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from spquant.deploy.fold import DeployError, Program, analyze
+
+__all__ = ["Interpreter", "OpCounts", "lif_step_int", "lif_seq_fast", "requant"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the integer rules, once, in numpy (also used by the exhaustive tests)
+# ------------------------------------------------------------------------------------------------
+def requant(acc: np.ndarray, M: np.ndarray, B: np.ndarray, S: int) -> np.ndarray:
+    """``(acc * M + B + R) >> S`` with R = 2^(S-1) (round half up), per channel on axis 1."""
+    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    r = (1 << (S - 1)) if S > 0 else 0
+    return (acc.astype(np.int64) * M.reshape(shape) + (B.reshape(shape) + r)) >> S
+
+
+def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shift: int, lb: int, ub: int):
+    """One integer LIF step: returns (spikes {0,1}, new membrane codes) as int64."""
+    u = ((m.astype(np.int64) << F) >> tau_shift) + cur
+    s = u > V
+    q = np.clip((u + (1 << (F - 1))) >> F, lb, ub)
+    return s.astype(np.int64), np.where(s, 0, q).astype(np.int64)
+
+
+def gate_int(counts: np.ndarray, A: np.ndarray, exp_hi: np.ndarray, exp_lo: np.ndarray, lo_bits: int, fe: int) -> np.ndarray:
+    """Integer channel gate from per-channel input sums ``counts`` [N, C_in] (int64):
+    ``d = max_c counts - counts``, ``E = (exp_hi[d >> k] * exp_lo[d & (2^k - 1)] + 2^(fe-1)) >> fe``
+    (the softmax numerator exp(-beta d) in fixed point), gate ``= (E @ A.T >= 0)`` [N, C_out]."""
+    d = counts.max(axis=1, keepdims=True) - counts
+    E = (exp_hi[d >> lo_bits] * exp_lo[d & ((1 << lo_bits) - 1)] + (1 << (fe - 1))) >> fe
+    return (E @ A.T >= 0).astype(np.int64)
+
+
+def prior_keep_int(m: np.ndarray, node: dict) -> np.ndarray:
+    """Membrane-prior keep mask from the stored codes m [B, C, ...] (int64, 1 = update)."""
+    keep = np.ones(m.shape, dtype=np.int64)
+    if node["prior_channel"]:
+        sums = m.reshape(m.shape[0], m.shape[1], -1).sum(-1)
+        keep = keep * (sums >= node["prior_channel_min"]).reshape(sums.shape + (1,) * (m.ndim - 2))
+    if node["prior_spatial"]:
+        keep = keep * (m > node["prior_spatial_level"])
+    return keep
+
+
+def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int,
+                 steps: int | None = None, m0: torch.Tensor | None = None):
+    """The fast path's LIF over a sequence of currents [T, ...] (or one static step [...] repeated
+    ``steps`` times), float32 or integer tensors holding integers. Returns (spikes uint8 [T, ...],
+    last membrane codes int8).
+
+    The membrane is kept as int8 codes; the quantized next state is computed with comparisons
+    against integer boundaries instead of a shift and a clamp:
+    ``clamp((u + 2^(F-1)) >> F, lb, ub) = #{l in 1..ub : u >= l 2^F - 2^(F-1)} - #{l in lb..-1 : u < (l+1) 2^F - 2^(F-1)}``.
+    In float32 every value involved is an integer below 2^24 (the caller proves it), so every
+    operation is exact.
+    """
+    static = steps is not None
+    steps = steps if static else cur.shape[0]
+    shape = tuple(cur.shape if static else cur.shape[1:])
+    if static:
+        cur = cur.contiguous()
+        out = torch.empty((steps,) + shape, dtype=torch.bool)
+    else:  # keep the input's memory layout (e.g. channels_last from the convolution)
+        out = torch.empty_like(cur, dtype=torch.bool)
+    m = torch.zeros_like(out[0], dtype=torch.int8) if m0 is None else m0.to(torch.int8)
+    leak = 1 << (F - tau_shift)
+    one, half = 1 << F, 1 << (F - 1)
+    up = [l * one - half for l in range(1, ub + 1)]
+    # when every threshold is >= ub 2^F - 2^(F-1), a spiking neuron has all "up" terms 1 and all
+    # "down" terms 0 (next state ub before the reset), so the reset is a subtraction of ub * s
+    reset_by_sub = bool(ub > 0 and (V >= ub * one - half).all())
+    down = [(l + 1) * one - half for l in range(lb, 0)]
+    for t in range(steps):
+        u = torch.add(cur if static else cur[t], m, alpha=leak)
+        s = torch.gt(u, V, out=out[t])
+        nxt = None
+        for bound in up:  # fresh bool tensors reinterpreted as int8 0/1: no extra pass
+            g = torch.ge(u, bound).view(torch.int8)
+            nxt = g if nxt is None else nxt.add_(g)
+        for bound in down:
+            g = torch.lt(u, bound).view(torch.int8)
+            nxt = g.neg_() if nxt is None else nxt.sub_(g)
+        if nxt is None:  # grid {0}
+            nxt = torch.zeros_like(m)
+        m = nxt.sub_(s.view(torch.int8), alpha=ub) if reset_by_sub else nxt.masked_fill_(s, 0)
+    return out.view(torch.uint8), m
+
+
+def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: torch.Tensor | None) -> torch.Tensor:
+    """LIF with the learned gate and the membrane prior (the current is zeroed where skipped).
+    ``cur`` [T, B, C, ...] float32 or int64 holding integers; ``gate`` [T, B, C] bool or None."""
+    T = cur.shape[0]
+    lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
+    leak, half = 1 << (F - k), 1 << (F - 1)
+    extra = (1,) * (cur.dim() - 3)
+    m = torch.zeros(cur.shape[1:], dtype=torch.int64)
+    out = torch.empty(cur.shape, dtype=torch.bool)
+    for t in range(T):
+        i_t = cur[t]
+        keep = None
+        if gate is not None:
+            keep = gate[t].reshape(*gate[t].shape, *extra)
+        if t > 0:
+            if n["prior_channel"]:
+                c = (m.reshape(m.shape[0], m.shape[1], -1).sum(-1) >= n["prior_channel_min"]).reshape(m.shape[0], m.shape[1], *extra)
+                keep = c if keep is None else keep & c
+            if n["prior_spatial"]:
+                sp = m > n["prior_spatial_level"]
+                keep = sp if keep is None else keep & sp
+        if keep is not None:
+            i_t = i_t * keep  # exact: multiplying integers by 0/1
+        u = i_t.to(torch.int64) + (m << (F - k) if F >= k else m)
+        s = torch.gt(u, V.to(torch.int64), out=out[t])
+        m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+    return out.view(torch.uint8)
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """4-D tensors in channels_last memory format (a layout change only: values are untouched)."""
+    if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+@dataclass
+class OpCounts:
+    """Operations executed by the reference path (per run, summed over T and the batch)."""
+
+    dense_macs: int = 0  # fan-in MACs of every output element (the dense cost)
+    sops: int = 0  # accumulations with a nonzero input AND a nonzero weight (event-driven adds)
+    requant_mults: int = 0  # one multiply + add + shift per output current
+    neuron_updates: int = 0  # LIF state updates executed
+    skipped_channels: int = 0  # output channel-steps (per sample) skipped by gates/priors (0 without pruning)
+    kept_macs: int = 0  # fan-in MACs of the neuron-steps that received current (the pruned cost)
+    per_node: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("dense_macs", "kept_macs", "sops", "requant_mults", "neuron_updates", "skipped_channels")}
+
+
+def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Integer convolution: x [N, C, H, W] int64, w [O, C, k, k] -> [N, O, Ho, Wo] int64."""
+    N, C, H, W = x.shape
+    O, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    acc = np.zeros((N, O, Ho, Wo), dtype=np.int64)
+    w = w.astype(np.int64)
+    for di in range(k):
+        for dj in range(k):
+            patch = xp[:, :, di:di + stride * Ho:stride, dj:dj + stride * Wo:stride]  # [N, C, Ho, Wo]
+            acc += np.einsum("nchw,oc->nohw", patch, w[:, :, di, dj])
+    return acc
+
+
+class Interpreter:
+    """Runs a :class:`Program` on integer input codes ``[T, B, C, H, W]`` (or ``[B, C, H, W]`` + T).
+
+    ``run(codes, T=None, path='fast')`` returns the integer logits ``[T, B, classes]`` (int64
+    numpy); ``run_all`` returns every named tensor too (for parity checks). ``predict`` =
+    argmax of the sum over T.
+    """
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.info = analyze(program)  # raises DeployError on any unprovable bound
+        self.F = program.frac_bits
+        self.last_counts: OpCounts | None = None
+        self._torch = {}
+        F = self.F
+        # fan-in of the conv/linear node that produces each current (for the kept-MAC count)
+        self._producer = {n["output"]: int(np.prod(program.arrays[n["weight"]].shape[1:]))
+                          for n in program.nodes if n["op"] in ("conv", "linear")}
+        for n in program.nodes:
+            out = self.info[n["output"]]
+            if n["op"] in ("conv", "linear"):
+                dt = torch.float32 if out["path"] == "f32" else torch.float64
+                S = int(n["shift"])
+                M = program.arrays[n["M"]].astype(np.int64)
+                BR = program.arrays[n["B"]].astype(np.int64) + ((1 << (S - 1)) if S > 0 else 0)
+                # float32 epilogue: (acc*M + B + R) * 2^-S then floor, exact when every value < 2^24
+                epi = "f32" if (dt == torch.float32 and out["prod_max"] < 2**24) else "i64"
+                self._torch[n["name"]] = {
+                    "w": _layout(torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt)),
+                    "dtype": dt, "epi": epi,
+                    "M": torch.from_numpy(M), "BR": torch.from_numpy(BR),
+                    "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
+                    "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).float(),
+                }
+            elif n["op"] == "channel_gate":
+                self._torch[n["name"]] = {k: torch.from_numpy(program.arrays[n[k]].astype(np.int64)) for k in ("A", "exp_hi", "exp_lo")}
+            elif n["op"] in ("lif", "lif_pruned"):
+                V = program.arrays[n["V"]].astype(np.int64)
+                lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
+                leak = 1 << (F - k)
+                # currents outside [imin, imax] give the same spike and next state as the bound
+                imax = int(V.max()) - lb * leak + 1
+                imin = min((lb + 1) * (1 << F) - (1 << (F - 1)) - ub * leak - 1, int(V.min()) - ub * leak)
+                span = max(abs(imin), abs(imax)) + max(abs(lb), abs(ub)) * leak + (1 << F)
+                f32 = span < 2**24
+                self._torch[n["name"]] = {
+                    "V": torch.from_numpy(V).to(torch.float32 if f32 else torch.int64),
+                    "f32": f32, "imin": imin, "imax": imax,
+                    # a float32 current needs no saturation when u = I + m*leak stays below 2^24
+                    "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F) < 2**24,
+                }
+
+    # -- input handling ----------------------------------------------------------------------
+    def _check_input(self, codes, T):
+        x = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        if not np.issubdtype(x.dtype, np.integer):
+            if not np.all(np.floor(x) == x):
+                raise DeployError("interpreter input must be integer codes; use program.encode_input(x) first")
+        shape = list(self.program.input["shape"])
+        static = x.ndim == len(shape) + 1
+        if static:
+            if T is None:
+                raise DeployError("a static [B, C, H, W] input needs T")
+        elif x.ndim != len(shape) + 2:
+            raise DeployError(f"input must be [T, B, {shape}] or [B, {shape}], got {x.shape}")
+        if list(x.shape[-len(shape):]) != shape:
+            raise DeployError(f"input shape {x.shape} does not end with {shape}")
+        if x.size and (x.min() < 0 or x.max() > self.program.input["max"]):
+            raise DeployError(f"input codes must lie in [0, {self.program.input['max']}]")
+        return x.astype(np.int64), static
+
+    # -- reference path ----------------------------------------------------------------------
+    def run_all_reference(self, codes, T: int | None = None) -> dict[str, np.ndarray]:
+        x, static = self._check_input(codes, T)
+        if static:
+            x = np.broadcast_to(x[None], (T,) + x.shape)
+        T, Bn = x.shape[:2]
+        F = self.F
+        arrays = self.program.arrays
+        counts = OpCounts()
+        env = {self.program.input["name"]: x}
+        for n in self.program.nodes:
+            op = n["op"]
+            a = env[n["inputs"][0]]
+            if op in ("conv", "linear"):
+                w = arrays[n["weight"]].astype(np.int64)
+                flat = a.reshape(T * Bn, *a.shape[2:])
+                if op == "conv":
+                    acc = _conv_ref(flat, w, n["stride"], n["padding"])
+                    nz = _conv_ref((flat != 0).astype(np.int64), (w != 0).astype(np.int64), n["stride"], n["padding"])
+                else:
+                    acc = flat @ w.T
+                    nz = (flat != 0).astype(np.int64) @ (w != 0).astype(np.int64).T
+                out = requant(acc, arrays[n["M"]], arrays[n["B"]], int(n["shift"]))
+                fan_in = int(np.prod(w.shape[1:]))
+                c = {"dense_macs": acc.size * fan_in, "sops": int(nz.sum()), "requant_mults": acc.size}
+                counts.dense_macs += c["dense_macs"]
+                counts.sops += c["sops"]
+                counts.requant_mults += c["requant_mults"]
+                counts.per_node[n["name"]] = c
+                y = out.reshape(T, Bn, *out.shape[1:])
+            elif op == "scale_current":
+                y = a * int(n["K"])
+            elif op == "add":
+                y = a + env[n["inputs"][1]]
+            elif op == "channel_gate":
+                cnt = a.reshape(T * Bn, a.shape[2], -1).sum(-1)
+                g = gate_int(cnt, arrays[n["A"]].astype(np.int64), arrays[n["exp_hi"]].astype(np.int64),
+                             arrays[n["exp_lo"]].astype(np.int64), int(n["lo_bits"]), int(n["exp_frac_bits"]))
+                y = g.reshape(T, Bn, -1)
+            elif op in ("lif", "lif_pruned"):
+                V = arrays[n["V"]].astype(np.int64)
+                V = V.reshape((-1,) + (1,) * (a.ndim - 3)) if V.size > 1 else V.reshape(())
+                m = np.zeros(a.shape[1:], dtype=np.int64)
+                y = np.zeros(a.shape, dtype=np.int64)
+                gate = env[n["inputs"][1]] if len(n["inputs"]) > 1 else None
+                skipped = 0
+                kept = a.size
+                for t in range(T):
+                    i_t = a[t]
+                    if op == "lif_pruned":
+                        keep = np.ones(a.shape[1:], dtype=np.int64)
+                        if gate is not None:
+                            keep = keep * gate[t].reshape(gate[t].shape + (1,) * (a.ndim - 3))
+                        if t > 0:
+                            keep = keep * prior_keep_int(m, n)
+                        i_t = i_t * keep
+                        kept -= int((keep == 0).sum())
+                        if a.ndim > 3:  # whole output channels skipped at this step
+                            skipped += int((keep.reshape(keep.shape[0], keep.shape[1], -1).max(-1) == 0).sum())
+                    y[t], m = lif_step_int(m, i_t, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
+                counts.neuron_updates += a.size
+                counts.skipped_channels += skipped
+                src = self._producer.get(n["inputs"][0])
+                if src is not None and op == "lif_pruned":  # MACs of the neurons that did receive current
+                    counts.kept_macs += kept * src
+                elif src is not None:
+                    counts.kept_macs += a.size * src
+                counts.per_node[n["name"]] = {"neuron_updates": a.size, "spikes": int(y.sum()), "gated_off_neuron_steps": a.size - kept,
+                                              "skipped_channel_steps": skipped}
+            elif op == "sumpool":
+                k = int(n["kernel"])
+                Tn, Bb, C, H, W = a.shape
+                y = a.reshape(Tn, Bb, C, H // k, k, W // k, k).sum(axis=(4, 6))
+            elif op == "gsumpool":
+                y = a.sum(axis=(3, 4))
+            elif op == "flatten":
+                y = a.reshape(a.shape[0], a.shape[1], -1)
+            else:  # pragma: no cover - analyze() rejects unknown ops
+                raise DeployError(f"unknown op {op!r}")
+            env[n["output"]] = y
+        self.last_counts = counts
+        return env
+
+    # -- fast path ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_all_fast(self, codes, T: int | None = None, keep_all: bool = True) -> dict[str, torch.Tensor]:
+        x, static = self._check_input(codes, T)
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        if static:
+            Bn = xt.shape[0]
+        else:
+            T, Bn = xt.shape[:2]
+        F = self.F
+        # a value is (tensor, static): static tensors have no T axis and stand for T equal steps
+        env: dict[str, tuple[torch.Tensor, bool]] = {self.program.input["name"]: (xt, static)}
+        last_use = {}
+        for i, n in enumerate(self.program.nodes):
+            for name in n["inputs"]:
+                last_use[name] = i
+        for i, n in enumerate(self.program.nodes):
+            op = n["op"]
+            a, st = env[n["inputs"][0]]
+            lead = a.shape[:1] if st else a.shape[:2]
+            if op in ("conv", "linear"):
+                p = self._torch[n["name"]]
+                flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
+                if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
+                    acc = Fn.conv2d(_layout(flat), p["w"], stride=n["stride"], padding=n["padding"])
+                    shape = (1, -1, 1, 1)
+                else:
+                    acc = flat @ p["w"].T
+                    shape = (1, -1)
+                if p["epi"] == "f32":  # exact: every intermediate is an integer (times 2^-S) below 2^24
+                    cur = acc.mul_(p["Ms"].view(shape)).add_(p["BRs"].view(shape)).floor_()
+                else:
+                    cur = (acc.to(torch.int64) * p["M"].view(shape) + p["BR"].view(shape)) >> n["shift"]
+                y = (cur.reshape(*lead, *cur.shape[1:]), st)
+            elif op == "scale_current":
+                y = (a.to(torch.int64) * int(n["K"]), st)
+            elif op == "add":
+                b, stb = env[n["inputs"][1]]
+                if st and not stb:
+                    a = a.unsqueeze(0)
+                if stb and not st:
+                    b = b.unsqueeze(0)
+                if a.dtype == b.dtype == torch.float32 and self.info[n["output"]]["max"] < 2**24:
+                    y = (a + b, st and stb)
+                else:
+                    y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
+            elif op == "channel_gate":
+                p = self._torch[n["name"]]
+                cnt = a.reshape(*lead, a.shape[-3], -1).to(torch.float32).sum(-1).to(torch.int64)  # exact: < 2^24
+                cnt = cnt.reshape(-1, cnt.shape[-1])
+                d = cnt.max(dim=1, keepdim=True).values - cnt
+                kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+                E = (p["exp_hi"][d >> kb] * p["exp_lo"][d & ((1 << kb) - 1)] + (1 << (fe - 1))) >> fe
+                g = (E.to(torch.float64) @ p["A"].to(torch.float64).T >= 0)  # exact: |z| < 2^53 (analyze)
+                y = (g.reshape(*lead, -1), st)
+            elif op in ("lif", "lif_pruned"):
+                p = self._torch[n["name"]]
+                V = p["V"]
+                V = V.view(-1, *([1] * (a.dim() - (2 if st else 3)))) if V.numel() > 1 else V.view(())
+                if p["f32"]:
+                    if a.dtype != torch.float32 or not p["noclamp"]:
+                        a = a.clamp(p["imin"], p["imax"]).to(torch.float32)  # saturate: same results
+                else:
+                    a = a.to(torch.int64)
+                if op == "lif_pruned":
+                    gate = None
+                    if len(n["inputs"]) > 1:
+                        g, stg = env[n["inputs"][1]]
+                        gate = g.expand(T, *g.shape) if stg else g
+                    if st:
+                        a = a.unsqueeze(0).expand(T, *a.shape)
+                    out = _lif_pruned_fast(a, V, F, n, gate)
+                else:
+                    out, _ = lif_seq_fast(a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
+                y = (out, False)
+            elif op == "sumpool":
+                k = int(n["kernel"])
+                flat = a.reshape(-1, *a.shape[len(lead):]).to(torch.float32)
+                pooled = Fn.avg_pool2d(flat, k, divisor_override=1)  # window sums of small integers: exact
+                y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
+            elif op == "gsumpool":
+                y = (a.to(torch.float32).sum(dim=(-1, -2)), st)  # bound < 2^24 checked by analyze
+            elif op == "flatten":
+                y = (a.reshape(*lead, -1), st)
+            else:  # pragma: no cover
+                raise DeployError(f"unknown op {op!r}")
+            env[n["output"]] = y
+            if not keep_all:
+                for name in n["inputs"]:
+                    if last_use.get(name) == i and name != self.program.output:
+                        env.pop(name, None)
+        result = {}
+        for name, (v, st) in env.items():
+            if st:
+                v = v.unsqueeze(0).expand(T, *v.shape)
+            result[name] = v
+        return result
+
+    # -- public ------------------------------------------------------------------------------
+    def run(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:
+        """Integer logits [T, B, classes] (int64, fixed point with F fractional bits)."""
+        if path == "fast":
+            out = self.run_all_fast(codes, T, keep_all=False)[self.program.output]
+            return out.to(torch.int64).numpy()
+        if path == "reference":
+            return self.run_all_reference(codes, T)[self.program.output]
+        raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
+
+    def run_all(self, codes, T: int | None = None, path: str = "fast") -> dict[str, np.ndarray]:
+        if path == "fast":
+            return {k: v.to(torch.int64).numpy() for k, v in self.run_all_fast(codes, T).items()}
+        return {k: np.asarray(v, dtype=np.int64) for k, v in self.run_all_reference(codes, T).items()}
+
+    def predict(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:
+        return self.run(codes, T, path).sum(axis=0).argmax(-1)
+
+    def evaluate(self, codes, labels, T: int, batch_size: int = 256, path: str = "fast") -> dict:
+        """Accuracy and samples/s over static inputs [N, C, H, W] (codes) and labels [N]."""
+        labels = np.asarray(labels)
+        correct = 0
+        t0 = time.perf_counter()
+        counts = OpCounts()
+        for i in range(0, len(labels), batch_size):
+            pred = self.predict(codes[i:i + batch_size], T=T, path=path)
+            correct += int((pred == labels[i:i + batch_size]).sum())
+            if path == "reference":
+                for k, v in self.last_counts.as_dict().items():
+                    setattr(counts, k, getattr(counts, k) + v)
+        dt = time.perf_counter() - t0
+        res = {"accuracy": correct / max(1, len(labels)), "samples": len(labels), "seconds": dt, "samples_per_s": len(labels) / dt if dt else float("inf")}
+        if path == "reference":
+            res["ops"] = counts.as_dict()
+        return res

@@ -3,8 +3,10 @@
 from spquant.models.common import MODES, QuantSpec, SpikingClassifier
 from spquant.models.resnet import ResNet19, SpikingBasicBlock
 from spquant.models.vgg import VGG9, VGG9_PLAN
+from spquant.models.yolo import SpikingYOLO
 
 MODELS = {"vgg9": VGG9, "resnet19": ResNet19}
+MODELS["yolo"] = SpikingYOLO
 
 
 def build_model(name: str, **kwargs):
@@ -16,4 +18,4 @@ def build_model(name: str, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["MODELS", "MODES", "QuantSpec", "ResNet19", "SpikingBasicBlock", "SpikingClassifier", "VGG9", "VGG9_PLAN", "build_model"]
+__all__ = ["MODELS", "MODES", "QuantSpec", "ResNet19", "SpikingBasicBlock", "SpikingClassifier", "SpikingYOLO", "VGG9", "VGG9_PLAN", "build_model"]

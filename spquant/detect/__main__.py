@@ -1,0 +1,5 @@
+import sys
+
+from spquant.detect.cli import main
+
+sys.exit(main())

@@ -14,6 +14,7 @@ COMMAND_MODULES: list[str] = [
     "spquant.train.cli",
     "spquant.cost_cli",
     "spquant.deploy.cli",
+    "spquant.detect.cli",
 ]
 
 

@@ -100,13 +100,19 @@ def _err(msg: str) -> int:
 
 def cmd_train(args) -> int:
     from spquant.train.checkpoint import CheckpointError
-    from spquant.train.config import ConfigError, load_config
+    from spquant.train.config import ConfigError, load_config, recipe_task
     from spquant.train.loop import train
 
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"run.device={args.device}")
     try:
+        if recipe_task(args.config) == "detect":
+            import argparse
+
+            from spquant.detect.cli import _train as train_detector
+
+            return train_detector(argparse.Namespace(recipe=args.config, out=args.out, set=overrides))
         cfg = load_config(args.config, overrides)
         res = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, NotImplementedError) as e:

@@ -404,6 +404,15 @@ def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] |
     return config_from_dict(raw, where)
 
 
+def recipe_task(spec: str | Path) -> str:
+    """The recipe's top-level ``task``: 'classify' (default) or 'detect' (see spquant.detect)."""
+    text, where, _ = _locate(str(spec))
+    try:
+        return tomllib.loads(text).get("task", "classify")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config error in {where}: invalid TOML: {e}") from None
+
+
 def variants_of(spec: str) -> list[str]:
     """Variant names defined by a recipe (e.g. ['fp32', 'quant', 'spquant'])."""
     text, _, _ = _locate(spec.partition(":")[0])

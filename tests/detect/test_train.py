@@ -84,3 +84,16 @@ def test_loss_decreases_when_overfitting_one_batch():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.5 * first
+
+
+def test_spquant_train_dispatches_detection_recipes(tmp_path, capsys):
+    """`spquant train --config detect-moving-digits:...` runs the detector trainer (task = 'detect')."""
+    from spquant.cli import main
+    from spquant.train.config import recipe_task
+
+    assert recipe_task("detect-moving-digits") == "detect" and recipe_task("mnist") == "classify"
+    args = ["train", "--config", "detect-moving-digits:quant", "--out", str(tmp_path / "run"), "--no-progress"]
+    for s in TINY + [f"data.cache_dir='{tmp_path / 'cache'}'"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["mode"] == "quant"

@@ -1,5 +1,9 @@
 """spquant: fully quantized, sparse spiking neural networks (SpQuant-SNN).
 
+Subpackages: ``spquant.data`` (event readers, datasets, transforms, emulator), ``spquant.train``
+(recipes, TET loss, loop, checkpoints), ``spquant.deploy`` (fixed-point folding, .spq files, the
+integer interpreter, NIR export), ``spquant.detect`` (spiking YOLO loss, NMS, mAP).
+
 Train SNNs with ternary/low-bit weights and an integer (ternary) membrane potential, prune them
 with spatial-channel gates guided by the membrane potential, count their true cost, and deploy
 them as integer-only models that run bit-exactly.
@@ -7,8 +11,11 @@ them as integer-only models that run bit-exactly.
 
 __version__ = "0.1.0"
 
+from spquant.cost import measure_cost, static_cost
 from spquant.layers import ConvBNLIF, QConv2d, QLinear, SeqModule, seq_apply
+from spquant.models import QuantSpec, ResNet19, SpikingYOLO, VGG9, build_model
 from spquant.neuron import LIF, lif_reference
+from spquant.prune import ChannelGate, MembranePrior, build_gate, build_prior, gate_loss
 from spquant.quant import (
     IdentityWeight,
     IntegerMembrane,
@@ -21,6 +28,18 @@ from spquant.surrogate import ATan, Sigmoid, StackedSigmoid, Triangle
 
 __all__ = [
     "ATan",
+    "ChannelGate",
+    "MembranePrior",
+    "QuantSpec",
+    "ResNet19",
+    "SpikingYOLO",
+    "VGG9",
+    "build_gate",
+    "build_model",
+    "build_prior",
+    "gate_loss",
+    "measure_cost",
+    "static_cost",
     "ConvBNLIF",
     "IdentityWeight",
     "IntegerMembrane",

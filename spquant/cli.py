@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spquant.perf import configure_from_env
+
+    configure_from_env()  # SPQUANT_FAST=1 / SPQUANT_THREADS=n (docs/performance.md)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

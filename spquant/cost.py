@@ -397,7 +397,6 @@ def static_cost(
         by_kind[r["what"]] = by_kind.get(r["what"], 0.0) + r["params"] * r["bits"] / 8 / MB
     params = sum(p.numel() for p in model.parameters())
     wbits = sum(b * n for b, n in by_bits.items())
-    counted = sum(by_bits.values())
     wmb = wbits / 8 / MB
     wmb_packed = sum(r["params"] * r["packed_bits"] for r in rows) / 8 / MB
     m32 = neurons * 32 / 8 / MB

@@ -282,7 +282,6 @@ def _decode(data: bytes, path) -> Program:
     except ValueError as e:
         raise ModelFileError(path, f"invalid manifest: {e}") from None
     body = memoryview(data)[HEADER.size + mlen:]
-    weight_bits = {n["weight"]: n for n in man["nodes"] if n["op"] in ("conv", "linear")}
     arrays = {}
     for name, b in man["blobs"].items():
         raw = bytes(body[b["offset"]:b["offset"] + b["nbytes"]])

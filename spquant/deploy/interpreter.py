@@ -115,7 +115,7 @@ def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: 
     ``cur`` [T, B, C, ...] float32 or int64 holding integers; ``gate`` [T, B, C] bool or None."""
     T = cur.shape[0]
     lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
-    leak, half = 1 << (F - k), 1 << (F - 1)
+    half = 1 << (F - 1)
     extra = (1,) * (cur.dim() - 3)
     m = torch.zeros(cur.shape[1:], dtype=torch.int64)
     out = torch.empty(cur.shape, dtype=torch.bool)

@@ -105,6 +105,20 @@ class QuantSpec:
             backend=self.backend,
         )
 
+    def conv_block(self, c_in: int, c_out: int, position: str = "hidden", kernel_size: int = 3, stride: int = 1):
+        """conv + BN + LIF block of this spec; in spquant mode with its learned gate and membrane prior."""
+        from spquant.layers import ConvBNLIF
+
+        gate = None
+        neuron = self.neuron(channels=c_out)
+        if self.pruned:
+            from spquant.prune import build_gate, build_prior
+
+            gate = build_gate(c_in, c_out, self.prune)
+            neuron.prior = build_prior(self.prune)
+        return ConvBNLIF(c_in, c_out, kernel_size, stride=stride, weight_quant=self.weight_quant(position), neuron=neuron,
+                         fold_time=self.fold_time, gate=gate)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -21,15 +21,7 @@ class SpikingBasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, spec: QuantSpec):
         super().__init__()
-        gate = prior = None
-        if spec.pruned:
-            from spquant.prune import build_gate, build_prior
-
-            gate, prior = build_gate(c_in, c_out, spec.prune), build_prior(spec.prune)
-        neuron1 = spec.neuron(channels=c_out)
-        if prior is not None:
-            neuron1.prior = prior
-        self.conv1 = ConvBNLIF(c_in, c_out, 3, stride=stride, weight_quant=spec.weight_quant(), neuron=neuron1, fold_time=spec.fold_time, gate=gate)
+        self.conv1 = spec.conv_block(c_in, c_out, stride=stride)
         self.conv2 = QConv2d(c_out, c_out, 3, padding=1, weight_quant=spec.weight_quant())
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module | None = None

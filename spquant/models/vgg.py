@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spquant.layers import ConvBNLIF, QLinear, SeqModule, seq_apply
+from spquant.layers import QLinear, SeqModule, seq_apply
 from spquant.models.common import QuantSpec, SpikingClassifier
 
 __all__ = ["VGG9", "VGG9_PLAN"]
@@ -52,25 +52,11 @@ class VGG9(SpikingClassifier):
                 h, w = h // 2, w // 2
                 continue
             c_out = _scaled(item, width)
-            layers.append(self._block(c_in, c_out, "first" if first else "hidden"))
+            layers.append(self.spec.conv_block(c_in, c_out, "first" if first else "hidden"))
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
         self.flatten = SeqModule(nn.Flatten())
         self.classifier = QLinear(c_in * h * w, num_classes, weight_quant=self.spec.weight_quant("last"))
-
-    def _block(self, c_in: int, c_out: int, position: str) -> ConvBNLIF:
-        spec = self.spec
-        gate = None
-        prior = None
-        if spec.pruned:
-            from spquant.prune import build_gate, build_prior
-
-            gate = build_gate(c_in, c_out, spec.prune)
-            prior = build_prior(spec.prune)
-        neuron = spec.neuron(channels=c_out)
-        if prior is not None:
-            neuron.prior = prior
-        return ConvBNLIF(c_in, c_out, 3, weight_quant=spec.weight_quant(position), neuron=neuron, fold_time=spec.fold_time, gate=gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spquant.layers import ConvBNLIF, QConv2d, SeqModule
+from spquant.layers import QConv2d, SeqModule
 from spquant.models.common import QuantSpec
 from spquant.models.vgg import _scaled
 from spquant.neuron import LIF
@@ -81,25 +81,11 @@ class SpikingYOLO(nn.Module):
                 layers.append(SeqModule(nn.MaxPool2d(2)))
                 continue
             c_out = _scaled(int(item), width)
-            layers.append(self._block(c_in, c_out, "first" if first else "hidden"))
+            layers.append(self.spec.conv_block(c_in, c_out, "first" if first else "hidden"))
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
         self.head = QConv2d(c_in, self.num_anchors * (5 + self.num_classes), 1, padding=0, bias=True,
                             weight_quant=self.spec.weight_quant("last"))
-
-    def _block(self, c_in: int, c_out: int, position: str) -> ConvBNLIF:
-        spec = self.spec
-        gate = prior = None
-        if spec.pruned:
-            from spquant.prune import build_gate, build_prior
-
-            gate = build_gate(c_in, c_out, spec.prune)
-            prior = build_prior(spec.prune)
-        neuron = spec.neuron(channels=c_out)
-        if prior is not None:
-            neuron.prior = prior
-        return ConvBNLIF(c_in, c_out, 3, weight_quant=spec.weight_quant(position), neuron=neuron,
-                         fold_time=spec.fold_time, gate=gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -130,7 +130,6 @@ def _rank() -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
 
     from spquant.train import checkpoint as ck
     from spquant.train.config import ConfigError, config_from_dict, parse_overrides
@@ -171,13 +170,7 @@ def cmd_report(args) -> int:
 
 
 def available_modes() -> list[str]:
-    modes = ["fp32", "quant"]
-    try:
-        from spquant.prune import gate_loss  # noqa: F401
-
-        modes.append("spquant")
-    except ImportError:
-        pass
+    modes = ["fp32", "quant", "spquant"]
     return modes
 
 
@@ -210,13 +203,7 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
 
 
 def cmd_demo(args) -> int:
-    import torch
-
-    if torch.get_num_threads() > 2 and not torch.cuda.is_available():
-        pass  # use what the machine offers
     md, seconds = run_demo(args.out, args.modes, args.overrides, args.max_steps, args.test_subset, progress=not args.no_progress)
     print(md)
-    if "spquant" not in available_modes():
-        print("(SpQuant-SNN row pending: spquant.prune is not available in this build)")
     print(f"demo finished in {seconds:.0f} s; runs and report.md in {args.out}")
     return 0

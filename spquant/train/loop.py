@@ -304,7 +304,7 @@ def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = Fals
     model.safetensors + model.json, run.json). ``resume=True`` continues from the newest valid
     checkpoint in ``out_dir`` (the saved config must match). ``data`` = (train, test) replaces the
     config's data (tests). Returns the trained model and the final metrics."""
-    t_cfg, r_cfg, m_cfg = config.train, config.run, config.model
+    r_cfg = config.run
     set_threads(r_cfg.threads)
     dist = _Dist(r_cfg.device)
     run_dir = Path(out_dir) if out_dir is not None else None

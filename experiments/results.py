@@ -42,7 +42,10 @@ BUDGETS = {
 
 COMMON = ["model.plan=none", "model.input=[32, 32]", "run.progress=true", "run.log_every=50", "train.seed=0"]
 STATIC = ("mnist", ["data.resize=pad", "train.lr=3e-3", "train.batch_size=64"])
-EVENTS = ("mnist-dvs", ["data.resize=crop", "train.lr=3e-3", "train.batch_size=64"])
+# lam = 0.05 on the events too: with the authors' lam = 0.9 the MSE-to-phi term dominates and a
+# one-epoch CPU budget left the FP32 SNN at 71.7 % (measured, first attempt of this script); the
+# paper-scale recipes keep lam = 0.9.
+EVENTS = ("mnist-dvs", ["data.resize=crop", "train.lr=3e-3", "train.batch_size=64", "train.lam=0.05"])
 # SpQuant rows: ternary gate predictors (packed 1.6 bits, like the conv weights they gate), so the
 # predictors do not eat the memory saving; the 8-bit default is an ablation row.
 SP = ["quant.prune.predictor_bits=2"]
@@ -318,7 +321,8 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         f"* Static: full MNIST, direct encoding (image repeated T = {BUDGETS[args.budget][2]} times), padded 28 -> 32, TET lam 0.05.",
         f"* Events: the same MNIST turned into events by `spquant.data.emulate` (three saccades over 300 ms on a 34x34 sensor, "
         f"N-MNIST-like, ~4,400 events per digit), T = {BUDGETS[args.budget][3]} frames of 2-channel ON/OFF counts, centre-cropped to 32x32 "
-        "(integer counts, so the integer interpreter gets exactly the training input), TET lam 0.9.",
+        "(integer counts, so the integer interpreter gets exactly the training input), TET lam 0.05 (the authors' 0.9 left the FP32 SNN at "
+        "71.7 % after one epoch in a first attempt: the MSE term dominates short runs).",
         "* Quant-SNN: ternary hidden weights, 8-bit first conv and classifier, ternary integer membrane {-1, 0, 1}. "
         "SpQuant-SNN adds the learned channel gate (mass 0.85, ternary 1x1 predictors), the membrane prior (channel + spatial) and a learnable threshold per layer.",
         "* Memory: MB = 10^6 bytes, one sample at one time step (SPEC §10). **packed** = the `.spq` storage (ternary weights and membrane "

@@ -321,7 +321,8 @@ class _Folder:
         hi = _rhu(np.exp(-beta * (np.arange((D >> kb) + 1) << kb).astype(np.float64)) * 2.0**fe).astype(np.int64)
         a = float(gate.binarize_at)
         theta = math.log(a / (1 - a))
-        W = gate.predictor.weight.detach().double().reshape(gate.c_out, c_in).numpy()
+        # the predictor runs on its quantized weights (predictor_bits), exactly as in training
+        W = gate.predictor_quant(gate.predictor.weight.detach()).double().reshape(gate.c_out, c_in).numpy()
         b = gate.predictor.bias.detach().double().numpy()
         kappa = float(c_in) if gate.input_scale else 1.0
         A = _rhu((kappa * W + (b - theta)[:, None]) * 2.0**GATE_A_BITS).astype(np.int64)

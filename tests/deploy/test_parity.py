@@ -102,3 +102,32 @@ def test_parity_pruned(prune, tmp_path):
         g = interp.run_all(program.encode_input(repeat(xte, T)), path="reference")
         vals = np.concatenate([g[n["output"]].reshape(-1) for n in program.nodes if n["op"] == "channel_gate"])
         assert gates and 0 < vals.mean() < 1
+
+
+@pytest.mark.parametrize("predictor_bits", [2, 8, None])
+def test_integer_gate_matches_the_trained_gate(predictor_bits):
+    """The exported gate rule decides like the PyTorch gate (which runs on its quantized predictor
+    weights): regression test for an export that used the unquantized predictor weights."""
+    from spquant.deploy import DeploySim, fold_model
+    from spquant.prune import gate_modules
+    from tests.deploy.helpers import tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model("vgg", size=16, prune={"predictor_bits": predictor_bits, "channel_prior": False, "spatial_prior": False})
+    for g in gate_modules(model):
+        torch.nn.init.normal_(g.predictor.weight, std=1.0)  # gates that really switch
+        torch.nn.init.zeros_(g.predictor.bias)
+    model.eval()
+    T, B = 2, 32
+    codes = torch.randint(0, 256, (B, 1, 16, 16), dtype=torch.uint8)
+    x = codes.float().div(255)[None].expand(T, B, 1, 16, 16)
+    with torch.no_grad():
+        model(x)
+    torch_gates = torch.cat([g.last_gate.reshape(-1) for g in gate_modules(model)])
+    assert 0.1 < torch_gates.float().mean() < 0.9  # the gates really switch channels
+    program = fold_model(model, (1, 16, 16))
+    env = DeploySim(program).run_codes(codes[None].expand(T, B, 1, 16, 16))
+    gate_nodes = [n["output"] for n in program.nodes if n["op"] == "channel_gate"]
+    int_gates = torch.cat([env[name].reshape(-1) for name in gate_nodes])
+    assert int_gates.shape == torch_gates.shape
+    assert (int_gates.to(torch.bool) == torch_gates.to(torch.bool)).float().mean() >= 0.99

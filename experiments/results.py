@@ -327,9 +327,11 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         "SpQuant-SNN adds the learned channel gate (mass 0.85, ternary 1x1 predictors), the membrane prior (channel + spatial) and a learnable threshold per layer.",
         "* Memory: MB = 10^6 bytes, one sample at one time step (SPEC §10). **packed** = the `.spq` storage (ternary weights and membrane "
         "5 values per byte = 1.6 bits); **paper's 2-bit** = the paper's convention (ternary at 2 bits). BN parameters, biases and the "
-        "gate predictors (8-bit) are counted; the reduction is against the FP32 SNN of the same architecture.",
+        "gate predictors (ternary in the SpQuant rows, 8-bit in one ablation row) are counted; the reduction is against the FP32 SNN of the same architecture.",
         "* FLOPs reduction: measured on test data, dense MACs / (kept MACs + gate-predictor MACs) (SPEC §5.5); dense rows are 1.00x by definition.",
-        f"* Machine: 2 CPU cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s) per run; wall times include evaluation and cost measurement.",
+        f"* Machine: 2 CPU cores, torch {torch.__version__}; each run used "
+        f"{'/'.join(str(t) for t in sorted({r['experiment'].get('threads', '?') for runs in tables.values() for r in runs}))} torch thread(s), "
+        "two runs in parallel; wall times include evaluation and cost measurement.",
         "",
     ]
     fp32_rows = {}
@@ -349,6 +351,16 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
                 f"{i['reference_checked_samples']} samples: {i['fast_equals_reference']}; reference path executed "
                 f"{i['reference_ops_per_sample'].get('kept_macs', float('nan')):,.0f} kept MACs per sample "
                 f"(dense {i['reference_ops_per_sample'].get('dense_macs', float('nan')):,.0f})."
+            )
+            from spquant.deploy import file_report
+
+            rep = file_report(Path(integer[name]["run"]["dir"]) / "model.spq")
+            lines.append("")
+            lines.append(
+                f"`.spq` file: {rep['file_bytes']:,} bytes = packed weight codes {rep['weight_blob_bytes']:,} B (memory accounting: "
+                f"{rep['accounting_packed_bytes']:,.0f} B packed) + fixed-point parameters {rep['fixed_point_param_bytes']:,} B "
+                f"(per-channel multipliers, biases, thresholds and the gate rule's 64-bit matrices and exp tables) + manifest "
+                f"{rep['manifest_bytes']:,} B."
             )
             lines.append("")
     if tables.get("ablations") and tables.get("events"):
@@ -373,7 +385,9 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
     for runs in tables.values():
         for r in runs:
             lines.append(r["experiment"]["command"])
-    lines += ["```", "", f"Total wall time of this invocation: {(time.time() - started) / 60:.1f} min.", ""]
+    total = sum(r["experiment"]["wall_seconds"] for runs in tables.values() for r in runs)
+    lines += ["```", "", f"Training wall time summed over the rows: {total / 60:.1f} min (two rows ran in parallel on the 2 cores); "
+              f"this RESULTS.md pass (integer interpreter rows, statistics, plots): {(time.time() - started) / 60:.1f} min.", ""]
     path = ROOT / "RESULTS.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
@@ -397,7 +411,39 @@ def targets_section(tables: dict, integer: dict) -> list[str]:
         f"| FLOPs reduction >= 5x | {flops:.2f}x | {ok(flops >= 5)} |",
         f"| accuracy drop <= 1.0 pt | {drop:+.2f} pt | {ok(drop <= 1.0)} |",
         "",
+        *gap_notes(tables, mem, flops),
     ]
+
+
+def gap_notes(tables: dict, mem: float, flops: float) -> list[str]:
+    """Why a missed target is missed, with the measured numbers that show it."""
+    notes = []
+    sp = tables["events"][-1]["metrics"]
+    quant = tables["events"][1]["metrics"]
+    if mem < 16:
+        notes.append(
+            f"* Memory: {mem:.2f}x is {100 * (16 / mem - 1):.1f} % short of 16x. Ternary codes alone would give 20x (32 / 1.6 bits); "
+            f"what keeps it lower is counted at more bits: the 8-bit first conv and classifier, 32-bit BN parameters, biases and "
+            f"thresholds, and the gate predictors (Quant-SNN without predictors: {quant['memory_reduction_packed']:.2f}x). "
+            "Counting BN as the deployed 16-bit fixed-point multipliers, or ternary first/last layers, would close it."
+        )
+    abl = {r["row"]: r["metrics"] for r in tables.get("ablations", [])}
+    if flops < 5:
+        mass = abl.get("abl-mass-0.5")
+        no_gate = abl.get("abl-no-gate")
+        notes.append(
+            f"* FLOPs: {flops:.2f}x is {5 / flops:.1f}x short of 5x. After one epoch the learned gates keep almost every channel "
+            "(per-layer active-channel fraction below): with BN every channel carries a similar max-|current|, so the 85 % mass target "
+            "marks most channels as needed; the reduction comes from the membrane prior's spatial skips"
+            + (f" (learned gate off: {no_gate['flops_reduction']:.2f}x)" if no_gate else "")
+            + "."
+            + (f" A 0.5 mass target prunes harder ({mass['flops_reduction']:.2f}x) but costs "
+               f"{100 * (sp['test_accuracy'] - mass['test_accuracy']):.2f} pt in this budget." if mass else "")
+            + " The paper trains 200-300 epochs with the gates on; longer training, an explicit sparsity target for the gates, "
+            "and counting SOPs (the effective reduction from spike sparsity, "
+            f"{sp.get('effective_reduction', float('nan')):.2f}x here) are the levers."
+        )
+    return notes + ([""] if notes else [])
 
 
 def main(argv=None) -> int:

@@ -330,7 +330,22 @@ def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 3, 32, 32).copy(), y.astype(np.int64)
 
 
-class CIFAR10(Dataset):
+class _InMemoryImages(Dataset):
+    """A split held in memory as ``images`` / ``labels`` arrays, with an optional ``transform``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+
+class CIFAR10(_InMemoryImages):
     """CIFAR-10 python batches: ``root/cifar-10-batches-py/{data_batch_1..5,test_batch}`` (or the files
     directly in ``root``), read with a restricted unpickler. Returns ``(image uint8 [3, 32, 32] or
     transform(image), label)``; ``.images`` / ``.labels`` hold the whole split."""
@@ -352,15 +367,9 @@ class CIFAR10(Dataset):
         self.labels = np.concatenate([p[1] for p in parts])
         self.transform = transform
 
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def __getitem__(self, i: int):
-        x = self.images[i]
-        return (self.transform(x) if self.transform else x), int(self.labels[i])
 
 
-class IDXImages(Dataset):
+class IDXImages(_InMemoryImages):
     """MNIST-layout IDX image sets (MNIST, Fashion-MNIST, KMNIST): ``root/{train,t10k}-images-idx3-ubyte[.gz]``
     and the label files. Returns ``(image uint8 [28, 28] or transform(image), label)``."""
 
@@ -370,12 +379,6 @@ class IDXImages(Dataset):
         self.images, self.labels = load_idx_split(root, split)
         self.transform = transform
 
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def __getitem__(self, i: int):
-        x = self.images[i]
-        return (self.transform(x) if self.transform else x), int(self.labels[i])
 
 
 class MNIST(IDXImages):

@@ -17,12 +17,7 @@ from spquant.prune import MembranePrior, build_gate
 from spquant.quant import IntegerMembrane, TernaryWeight
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 VGG_CONVS = [(64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)]

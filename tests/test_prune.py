@@ -29,13 +29,7 @@ from spquant.prune import (
 from spquant.quant import IntegerMembrane
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and the test machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- mass target ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from spquant.neuron import LIF
+from spquant.neuron import LIF, SpikingNeuron
 from spquant.quant import IntegerMembrane, weight_quantizer
 from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
 
@@ -144,4 +144,4 @@ class SpikingClassifier(nn.Module):
         return self(x).mean(0).argmax(-1)
 
     def lif_layers(self) -> list[LIF]:
-        return [m for m in self.modules() if isinstance(m, LIF)]
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]

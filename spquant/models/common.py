@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from spquant.neuron import LIF, SpikingNeuron
-from spquant.quant import IntegerMembrane, weight_quantizer
 from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
+from spquant.quant import IntegerMembrane, weight_quantizer
 
 __all__ = ["QuantSpec", "MODES", "SURROGATES", "SpikingClassifier"]
 
@@ -123,7 +123,7 @@ class QuantSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QuantSpec":
+    def from_dict(cls, d: dict) -> QuantSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

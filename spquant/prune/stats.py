@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -150,7 +150,10 @@ class PruneStats:
             steps = [d["steps"][t] for t in sorted(d["steps"])]
             mod = self.model.get_submodule(name)
             lif = mod.neuron
-            tot = lambda key: sum(s[key] for s in steps)  # noqa: E731
+
+            def tot(key, steps=steps):
+                return sum(s[key] for s in steps)
+
             out[name] = {
                 "active_channel_fraction": [s["active_channels"] / s["n_channels"] for s in steps],
                 "gate_on_fraction": [s["gate_on"] / s["n_channels"] for s in steps],

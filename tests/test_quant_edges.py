@@ -68,3 +68,14 @@ def test_weight_quantizer_by_bits():
     q4 = weight_quantizer(4)
     assert isinstance(q4, SAWBWeight) and q4.bits == 4
     assert math.isclose(packed_bits_per_value(2 * 7 + 1), 4.0)  # 4-bit SAWB codes -7..7: 15 levels
+
+
+def test_membrane_needs_two_levels_and_known_grad():
+    with pytest.raises(ValueError):
+        IntegerMembrane(0, 0)  # a single level cannot hold a potential
+    with pytest.raises(ValueError, match="grad must be 'stacked' or 'ste'"):
+        IntegerMembrane(-1, 1, grad="linear")
+    with pytest.raises(ValueError, match="must contain 0"):
+        IntegerMembrane(1, 2)
+    assert IntegerMembrane.from_bits(3, k=5.0).k == 5.0
+    assert IntegerMembrane.from_bits(3, grad="ste").grad == "ste"

@@ -78,18 +78,44 @@ def relu_vgg(channels=CHANNELS, image: int = 32) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
-    """The same convolutions with SpikingJelly's multi-step LIFNode (step_mode='m', backend='torch',
-    tau=2 i.e. leak 0.5, hard reset to 0). Returns None (and the reason) if SpikingJelly is missing."""
+def spikingjelly_version() -> str | None:
+    """The installed SpikingJelly release, or None."""
     try:
-        from spikingjelly.activation_based import neuron, surrogate
+        from importlib.metadata import version
+
+        return version("spikingjelly")
+    except Exception:  # noqa: BLE001 - not installed (or broken metadata): no SpikingJelly rows
+        return None
+
+
+def spikingjelly_lif(**kwargs):
+    """SpikingJelly's multi-step LIFNode with the fastest CPU path of the installed release.
+
+    SpikingJelly 2.0 has no ``backend`` argument (``functional.lif_multi_step`` picks its CPU custom op
+    with a hand-written backward by itself); 0.0.0.0.14 needs ``backend='torch'`` (its only CPU
+    backend). Both: ``step_mode='m'``."""
+    import inspect
+
+    from spikingjelly.activation_based import neuron
+
+    params = inspect.signature(neuron.LIFNode.__init__).parameters
+    if "backend" in params:
+        kwargs["backend"] = "torch"
+    return neuron.LIFNode(step_mode="m", **kwargs)
+
+
+def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
+    """The same convolutions with SpikingJelly's multi-step LIFNode (tau=2 i.e. leak 0.5, no input
+    decay, hard reset to 0, Sigmoid surrogate). Returns (None, reason) if SpikingJelly is missing."""
+    try:
+        from spikingjelly.activation_based import surrogate
     except Exception as exc:  # noqa: BLE001 - any import failure means: skip the row
         return None, f"{type(exc).__name__}: {exc}"
     layers, c_in = [], 3
     for idx, c in enumerate(channels):
         layers += [SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)), SeqModule(nn.BatchNorm2d(c)),
-                   neuron.LIFNode(tau=2.0, v_reset=0.0, decay_input=False, detach_reset=False,
-                                  surrogate_function=surrogate.Sigmoid(), step_mode="m", backend="torch")]
+                   spikingjelly_lif(tau=2.0, v_reset=0.0, decay_input=False, detach_reset=False,
+                                    surrogate_function=surrogate.Sigmoid())]
         if idx in POOL_AFTER:
             layers.append(SeqModule(nn.AvgPool2d(2)))
         c_in = c

@@ -36,34 +36,37 @@ as in the reference where it comes from a comparison.
 from __future__ import annotations
 
 import contextlib
-import weakref
 
 import torch
 
 from spquant.quant import IntegerMembrane
 from spquant.surrogate import Triangle, _SpikeWithThreshold, _sum_to_shape
 
-__all__ = ["lif_fused", "compact_spikes"]
+__all__ = ["lif_fused", "compact_spikes", "spikes_saved_compactly", "is_spike_tensor", "compile_kernels"]
 
 # -- compact storage of spikes saved by *other* ops (conv, pooling) ------------------------------
-# Inside ``compact_spikes()`` the spike tensors returned by lif_fused are registered (by object,
-# with a weak reference and their version counter); when autograd saves one of them, or a view of
-# one (the conv's folded reshape, the pooling's input), it is stored as bool and restored to the
-# float dtype for backward: exact, since spikes are 0./1., and 4x smaller.
-_spike_registry: dict[int, tuple] = {}
-_compact_depth = 0
+# The spike tensor returned by lif_fused carries a mark: its version counter at creation. When
+# autograd saves it, or a view of it (the conv's folded reshape, the pooling's input), while it is
+# unchanged, the saved-tensor hook below stores it as bool and restores the float dtype for backward:
+# exact, since spikes are 0./1., and 4x smaller. The blocks that consume spikes (ConvBNLIF,
+# SeqModule) switch the hook on around themselves (:func:`spikes_saved_compactly`), so this is the
+# default; ``compact_spikes()`` switches it on for a whole forward pass.
+_SPIKE_MARK = "_spquant_spikes_version"
+_builtin_compact = {"enabled": True}  # benchmarks switch it off to measure what it saves
 
 
-def _register_spikes(spikes: torch.Tensor) -> None:
-    for key in [k for k, (ref, _) in _spike_registry.items() if ref() is None]:
-        del _spike_registry[key]
-    _spike_registry[id(spikes)] = (weakref.ref(spikes), spikes._version)
+def _mark_spikes(spikes: torch.Tensor) -> None:
+    setattr(spikes, _SPIKE_MARK, spikes._version)
+
+
+def is_spike_tensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is (a view of) an unmodified spike tensor of :func:`lif_fused` (values 0./1.)."""
+    base = t if t._base is None else t._base
+    return t.dtype.is_floating_point and getattr(base, _SPIKE_MARK, None) == base._version
 
 
 def _pack(t: torch.Tensor):
-    base = t if t._base is None else t._base
-    entry = _spike_registry.get(id(base))
-    if entry is not None and entry[0]() is base and base._version == entry[1] and t.dtype.is_floating_point:
+    if is_spike_tensor(t):
         return (_PACKED, t.to(torch.bool), t.dtype)
     return t
 
@@ -77,11 +80,20 @@ def _unpack(p):
 _PACKED = object()
 
 
+def spikes_saved_compactly(x: torch.Tensor):
+    """Context for the ops of a layer that consumes ``x``: if ``x`` is a spike tensor of the fused
+    LIF, what they save of it for backward is stored as ``bool``. (A no-op context otherwise.)"""
+    if _builtin_compact["enabled"] and torch.is_grad_enabled() and is_spike_tensor(x):
+        return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def compact_spikes():
-    """Context manager for the forward pass of training: spikes that other ops save for backward
-    (the next conv's input, a pooling layer's input) are kept as ``bool`` instead of float (4x less
-    memory, exact). Nesting is fine.
+    """Context manager for a whole forward pass: every spike tensor of the fused LIF that an op saves
+    for backward is kept as ``bool`` instead of float (4x less memory, exact). ``ConvBNLIF`` and
+    ``SeqModule`` already do this for what they save; this also covers other consumers. Nesting is
+    fine.
 
     Example::
 
@@ -92,15 +104,8 @@ def compact_spikes():
         ...     loss = (lif(x) * 2).sum()   # the mul saves nothing here; convs/pools would save bool
         >>> loss.backward()
     """
-    global _compact_depth
-    _compact_depth += 1
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
-            yield
-    finally:
-        _compact_depth -= 1
-        if _compact_depth == 0:
-            _spike_registry.clear()
+    with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+        yield
 
 
 def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -385,6 +390,5 @@ def lif_fused(
     if gate is not None and gate.dim() != current.dim():
         raise ValueError(f"gate must have as many dims as the current ({current.dim()}), got {tuple(gate.shape)}")
     out = _FusedLIF.apply(current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane))
-    if _compact_depth:
-        _register_spikes(out[0] if return_membrane else out)
+    _mark_spikes(out[0] if return_membrane else out)
     return out

@@ -45,18 +45,25 @@ class FixedChannelGate(nn.Module):
 def spiking_vgg(kind: str = "fp32", backend: str = "fused", fold_time: bool = True, gate: bool = False,
                 channels=CHANNELS, image: int = 32) -> nn.Module:
     """kind 'fp32': FP32 weights + FP32 membrane LIF; 'spquant': ternary weights, ternary membrane,
-    learnable (layer) threshold; optional stand-in channel gates."""
+    learnable (layer) threshold; 'spquant_full': the same plus the real learned channel gate and the
+    membrane prior of ``QuantSpec('spquant')`` (default pruning options); optional stand-in gates."""
+    from spquant.models import QuantSpec
+
     layers, c_in = [], 3
     for idx, c in enumerate(channels):
-        if kind == "fp32":
-            neuron, wq = LIF(backend=backend), None
-        elif kind == "spquant":
-            neuron = LIF(membrane=IntegerMembrane(), learn_threshold="layer", backend=backend)
-            wq = TernaryWeight()
+        if kind == "spquant_full":
+            block = QuantSpec("spquant", backend=backend, fold_time=fold_time).conv_block(c_in, c, "hidden")
         else:
-            raise ValueError(kind)
-        layers.append(ConvBNLIF(c_in, c, weight_quant=wq, neuron=neuron, fold_time=fold_time,
-                                gate=FixedChannelGate(idx) if gate else None))
+            if kind == "fp32":
+                neuron, wq = LIF(backend=backend), None
+            elif kind == "spquant":
+                neuron = LIF(membrane=IntegerMembrane(), learn_threshold="layer", backend=backend)
+                wq = TernaryWeight()
+            else:
+                raise ValueError(kind)
+            block = ConvBNLIF(c_in, c, weight_quant=wq, neuron=neuron, fold_time=fold_time,
+                              gate=FixedChannelGate(idx) if gate else None)
+        layers.append(block)
         if idx in POOL_AFTER:
             layers.append(SeqModule(nn.AvgPool2d(2)))
         c_in = c
@@ -125,8 +132,14 @@ def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
 
 
 def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann: bool = False, sj: bool = False,
-              compact: bool = False):
-    """A closure doing one training step (forward, CE loss on the mean logits over T, backward, Adam)."""
+              compact: bool = False, compiled: bool = False, bool_spikes: bool = True):
+    """A closure doing one training step (forward, CE loss on the mean logits over T (plus the gates'
+    loss when the model has learned gates), backward, Adam). ``compiled``: the fused LIF's compiled
+    kernels; ``bool_spikes=False`` switches off the default bool storage of saved spikes (ablation)."""
+    from contextlib import nullcontext
+
+    from spquant import fused
+
     torch.manual_seed(0)
     img = torch.rand(batch, 3, image, image)
     target = torch.randint(0, NUM_CLASSES, (batch,))
@@ -141,31 +154,38 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
         from spikingjelly.activation_based import functional
 
         reset = functional.reset_net
+    from spquant.prune import gate_loss, gate_modules
 
-    from contextlib import nullcontext
-
-    from spquant.fused import compact_spikes
-
-    ctx = compact_spikes if compact else nullcontext
+    has_gates = bool(gate_modules(model))
+    ctx = fused.compact_spikes if compact else nullcontext
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with ctx():
-            out = model(x)
-            logits = out.reshape(T, batch, -1).mean(0)
-            loss = F.cross_entropy(logits, target)
-        loss.backward()
-        opt.step()
-        if reset is not None:
-            reset(model)
+        fused.compile_kernels(compiled)
+        fused._builtin_compact["enabled"] = bool_spikes
+        try:
+            opt.zero_grad(set_to_none=True)
+            with ctx():
+                out = model(x)
+                logits = out.reshape(T, batch, -1).mean(0)
+                loss = F.cross_entropy(logits, target)
+                if has_gates:
+                    loss = loss + gate_loss(model)
+            loss.backward()
+            opt.step()
+            if reset is not None:
+                reset(model)
+        finally:
+            fused.compile_kernels(False)
+            fused._builtin_compact["enabled"] = True
         return float(loss.detach())
 
     return step
 
 
-def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7) -> dict:
+def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False) -> dict:
     """Median seconds per call for each closure, measured round-robin so that machine noise hits
-    every variant alike (this machine is shared: +-15 %)."""
+    every variant alike (the development machine is shared and loaded). ``raw=True``: the lists of
+    per-round times instead of medians (for per-round ratios, see :func:`ratio_stats`)."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
@@ -175,7 +195,22 @@ def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7) -> dict:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
+    if raw:
+        return times
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def ratio_stats(times: dict, num: str, den: str) -> dict:
+    """Per-round ratios num/den (both timed in the same round, back to back): median, min, max."""
+    r = [a / b for a, b in zip(times[num], times[den])]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "rounds": len(r)}
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
 
 
 def row(value, unit: str, goal: str | None = None, met: bool | None = None, note: str = "") -> dict:

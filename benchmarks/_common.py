@@ -138,7 +138,7 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
     kernels; ``bool_spikes=False`` switches off the default bool storage of saved spikes (ablation)."""
     from contextlib import nullcontext
 
-    from spquant import fused
+    from spquant.neuron import fused
 
     torch.manual_seed(0)
     img = torch.rand(batch, 3, image, image)

@@ -41,7 +41,6 @@ def _status(field: str) -> int:
 
 def child(variant: str, T: int, batch: int) -> dict:
     import torch
-
     from _common import make_step, spiking_vgg, spikingjelly_vgg
 
     torch.set_num_threads(1)
@@ -59,7 +58,7 @@ def child(variant: str, T: int, batch: int) -> dict:
 
     # count what autograd really stores: the outer hook sees everything saved outside the blocks'
     # own bool packing; the wrapped packing function counts what the blocks store (bool spikes)
-    import spquant.fused as fused
+    import spquant.neuron.fused as fused
 
     original = fused._pack
 

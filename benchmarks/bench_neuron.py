@@ -24,9 +24,17 @@ import json
 import time
 
 import torch
-
-from _common import (load_average, make_step, ratio_stats, relu_vgg, row, spiking_vgg, spikingjelly_version,
-                     spikingjelly_vgg, time_interleaved)
+from _common import (
+    load_average,
+    make_step,
+    ratio_stats,
+    relu_vgg,
+    row,
+    spiking_vgg,
+    spikingjelly_version,
+    spikingjelly_vgg,
+    time_interleaved,
+)
 
 
 def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads: int = 1,

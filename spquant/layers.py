@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spquant.fused import spikes_saved_compactly
 from spquant.neuron import LIF
+from spquant.neuron.fused import spikes_saved_compactly
 from spquant.quant import IdentityWeight
 
 __all__ = ["QConv2d", "QLinear", "SeqModule", "ConvBNLIF", "seq_apply"]

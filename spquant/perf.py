@@ -8,7 +8,7 @@ default neuron backend. The remaining levers are process-wide, so they are opt-i
   ``threads`` argument; default: 1 thread if the machine is busy — load average above the number of
   cores — else all cores; on the shared 2-core machine 1 thread was 2-3x faster under load).
 * ``configure(compile=True)`` (or ``SPQUANT_COMPILE=1``): the fused LIF runs its time steps
-  through ``torch.compile``d kernels (:func:`spquant.fused.compile_kernels`): same results, a much
+  through ``torch.compile``d kernels (:func:`spquant.neuron.fused.compile_kernels`): same results, a much
   cheaper neuron, but compiling costs tens of seconds to minutes per process.
 * spikes that convs and poolings save for backward are stored as ``bool`` by ``ConvBNLIF`` and
   ``SeqModule`` already; ``with compact_spikes():`` does the same for any other consumer.
@@ -30,7 +30,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
+__all__ = [  # noqa: F822 (compact_spikes comes from __getattr__, so no torch at import)
+    "compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
 
 _TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -78,7 +79,7 @@ def suggested_threads() -> int:
 
 def __getattr__(name):  # torch-free import of this module (launchers re-exec before importing torch)
     if name == "compact_spikes":
-        from spquant.fused import compact_spikes
+        from spquant.neuron.fused import compact_spikes
 
         return compact_spikes
     raise AttributeError(name)
@@ -89,7 +90,7 @@ def configure(fast: bool = True, threads: int | None = None, compile: bool | Non
     fused LIF's compiled kernels on or off (None: leave as is)."""
     import torch
 
-    from spquant import fused
+    from spquant.neuron import fused
 
     if compile is not None:
         fused.compile_kernels(compile)

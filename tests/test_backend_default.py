@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spquant import LIF
-from spquant.models import QuantSpec, VGG9, build_model
+from spquant.models import VGG9, QuantSpec, build_model
 
 
 def _recipe_models():

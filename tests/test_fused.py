@@ -2,13 +2,14 @@
 
 import itertools
 import random
+import zlib
 
 import pytest
 import torch
 
 from spquant import LIF, ATan, ConvBNLIF, IntegerMembrane, SeqModule, Sigmoid, TernaryWeight, Triangle
-from spquant.fused import lif_fused
 from spquant.neuron import lif_reference
+from spquant.neuron.fused import lif_fused
 from tests.test_neuron import manual_lif
 
 
@@ -86,7 +87,8 @@ def _case(T, shape, membrane, surrogate, thr, gate_kind, prior_kind, return_memb
 @pytest.mark.parametrize("gate_kind", ["none", "fixed", "learned"])
 def test_fused_matches_reference(membrane, surrogate, thr, gate_kind):
     # T, shape, prior and return_membrane cycled so every value meets every other option
-    seed = abs(hash((membrane, repr(surrogate), thr, gate_kind))) % 10_000
+    # crc32, not hash(): str hashes change per process, and a failing case must be reproducible
+    seed = zlib.crc32(repr((membrane, repr(surrogate), thr, gate_kind)).encode()) % 10_000
     rnd = random.Random(seed)
     T = rnd.choice([1, 2, 5])
     shape = rnd.choice([(3, 2), (2, 3, 4, 4), (2, 2, 3, 5)])
@@ -230,7 +232,7 @@ def test_no_grad_and_recording_work_with_fused():
 
 def _count_saved(fn, monkeypatch):
     """Bytes autograd stores for backward, counting what the spike packing really keeps (bool)."""
-    from spquant import fused
+    from spquant.neuron import fused
 
     stored = []
     original = fused._pack
@@ -254,7 +256,7 @@ def _count_saved(fn, monkeypatch):
 @pytest.mark.parametrize("how", ["layers", "compact_spikes"])
 def test_spikes_saved_as_bool_are_exact_and_smaller(how, monkeypatch):
     """ConvBNLIF and SeqModule (by default) or compact_spikes() keep the spikes they save as bool."""
-    from spquant import fused
+    from spquant.neuron import fused
 
     def run(compact):
         torch.manual_seed(0)
@@ -291,7 +293,7 @@ def test_spikes_saved_as_bool_are_exact_and_smaller(how, monkeypatch):
 
 
 def test_spike_mark_follows_views_and_in_place_changes():
-    from spquant.fused import _pack, is_spike_tensor
+    from spquant.neuron.fused import _pack, is_spike_tensor
 
     s = LIF()(torch.randn(3, 2, 4, 5))
     assert is_spike_tensor(s) and is_spike_tensor(s.reshape(6, 4, 5)) and is_spike_tensor(s[1])

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from spquant import ATan, IntegerMembrane, Sigmoid, Triangle
-from spquant import fused
-from spquant.neuron import lif_reference
-from tests.test_fused import LowLevelPrior, _case
+from spquant.neuron import fused, lif_reference
+from tests.test_fused import _case
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ returned membrane, if any)::
     dI_t  = du_t                                  (gated current; dcurrent = dI * gate * keep)
     dV_th = - sum_t sum( dx_t * (1 + sigmoid(x_t) * 1[x_t >= 0]) )   (SPEC §4, summed to V_th's shape)
 
-(``dx_t`` and the per-step ``dV_th`` term come from ``surrogate._SpikeWithThreshold.backward``, so the
-spike surrogate and the threshold path have one implementation shared with the reference.)
+(``dx_t`` and the per-step ``dV_th`` term come from :func:`spquant.neuron.surrogate.spike_backward`, so
+the spike surrogate and the threshold path have one implementation shared with the reference.)
     dgate = sum_to_gate_shape( dI_t * keep_t * current_t )            (straight-through gates)
 
 The prior's keep mask is a decision (a comparison on the stored state) and gets no gradient, exactly
@@ -39,8 +39,8 @@ import contextlib
 
 import torch
 
+from spquant.neuron.surrogate import Triangle, spike_backward, sum_to_shape
 from spquant.quant import IntegerMembrane
-from spquant.surrogate import Triangle, _SpikeWithThreshold, _sum_to_shape
 
 __all__ = ["lif_fused", "compact_spikes", "spikes_saved_compactly", "is_spike_tensor", "compile_kernels"]
 
@@ -117,17 +117,6 @@ def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-class _SpikeCtx:
-    """The context ``_SpikeWithThreshold.backward`` reads, for calling it on one step."""
-
-    __slots__ = ("saved_tensors", "surrogate", "v_th_shape", "needs_input_grad")
-
-    def __init__(self, surrogate, v_th_shape, need_th: bool):
-        self.saved_tensors = ()
-        self.surrogate, self.v_th_shape = surrogate, v_th_shape
-        self.needs_input_grad = (True, need_th, False)
-
-
 def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
     """dm * Q'(r). For the stacked surrogate of :class:`IntegerMembrane` this is
     ``k * sum_c sigmoid_backward(dm, sigmoid(k r - k c))``: the same maths as
@@ -166,7 +155,7 @@ def _forward_step(m, i, gate, keep, threshold, tau: float, lb, ub, u_out, s_out)
     return m
 
 
-def _backward_step(u, threshold, gs, dm, membrane, surrogate, need_th: bool, th_shape, du_out):
+def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
     x = u - threshold
     s = x > 0
     if dm is not None:
@@ -177,11 +166,7 @@ def _backward_step(u, threshold, gs, dm, membrane, surrogate, need_th: bool, th_
         ds = gs - dr * u
     else:
         ds = gs
-    dx = ds * surrogate.derivative(x)
-    grad_th = None
-    if need_th:
-        extra = torch.sigmoid(x) * (x >= 0).to(x.dtype)
-        grad_th = _sum_to_shape(-(dx * (1 + extra)), th_shape)
+    dx, grad_th = spike_backward(x, ds, surrogate, th_shape)
     du = dx + torch.where(s, 0.0, dr) if dm is not None else dx
     du_out.copy_(du)
     return grad_th
@@ -288,6 +273,7 @@ class _FusedLIF(torch.autograd.Function):
             grad_spikes = torch.zeros_like(u_all)
         d_cur = torch.empty_like(u_all)  # dL/dI_gated per step, turned into dL/dcurrent at the end
         grad_th = None
+        th_shape = ctx.th_shape if need_th else None
         d_gate = torch.zeros_like(gate) if need_g else None
         dm = None
         if _compile["enabled"]:
@@ -295,13 +281,12 @@ class _FusedLIF(torch.autograd.Function):
             for t in reversed(range(T)):
                 if grad_mems is not None:
                     dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
-                dv = step(u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, need_th, ctx.th_shape,
-                          d_cur[t])
+                dv = step(u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, d_cur[t])
                 if dv is not None:
                     grad_th = dv if grad_th is None else grad_th.add_(dv)
                 dm = d_cur[t] * tau
         else:
-            grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, need_th)
+            grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None
         keeps = ctx.keeps
         if need_g:
@@ -310,7 +295,7 @@ class _FusedLIF(torch.autograd.Function):
                 if keeps[t] is not None:
                     g_t = g_t * keeps[t]
                 gi = t if gate.shape[0] > 1 else 0
-                d_gate[gi] += _sum_to_shape(g_t, gate.shape[1:])
+                d_gate[gi] += sum_to_shape(g_t, gate.shape[1:])
             grad_gate = d_gate
         if need_i:
             if gate is not None:
@@ -322,10 +307,9 @@ class _FusedLIF(torch.autograd.Function):
         return grad_current, grad_th, grad_gate, None, None, None, None, None
 
 
-def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, need_th):
+def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape):
     """The BPTT loop of the module docstring, eager, in place where it can be."""
     tau, membrane, surrogate = ctx.tau, ctx.membrane, ctx.surrogate
-    spike_ctx = _SpikeCtx(surrogate, ctx.th_shape, need_th)
     grad_th = None
     dm = None
     for t in reversed(range(u_all.shape[0])):
@@ -346,8 +330,7 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, need_t
         else:
             ds = gs
         # the spike's surrogate and the threshold path: the single implementation of the surrogates
-        spike_ctx.saved_tensors = (x,)
-        dx, dv, _ = _SpikeWithThreshold.backward(spike_ctx, ds)
+        dx, dv = spike_backward(x, ds, surrogate, th_shape)
         if dv is not None:
             grad_th = dv if grad_th is None else grad_th.add_(dv)
         if dm is not None:

@@ -41,6 +41,10 @@ OUT = ROOT / "runs" / "detect-ablations"
 ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "base": ([], {}),
     "cls5": (["loss.lambda_cls=5.0"], {}),
+    "head3": (["model.head_kernel=3"], {}),
+    "head3_clsonly": (["model.head_kernel=3", "loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
+    "head3_cls5": (["model.head_kernel=3", "loss.lambda_cls=5.0"], {}),
+    "clsonly": (["loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
     "coord1": (["loss.lambda_coord=1.0"], {}),
     "focal": ([], {"cls_loss": "focal"}),
     "lr1e-3": ([], {"lr": 1e-3}),

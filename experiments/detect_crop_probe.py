@@ -75,7 +75,7 @@ def main():
     batch = (lambda x, i: x[:, i]) if spiking else (lambda x, i: x[i])
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     g = np.random.default_rng(0)
-    for s in range(a.steps):
+    for _ in range(a.steps):
         idx = torch.from_numpy(g.integers(0, len(ytr), 64))
         loss = nn.functional.cross_entropy(net(batch(xtr, idx)), ytr[idx])
         opt.zero_grad()

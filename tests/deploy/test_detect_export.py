@@ -10,7 +10,12 @@ import torch
 
 from spquant.data.detection import MovingDigits, collate_detection
 from spquant.deploy import DeployError, DeploySim, Interpreter, fold_model
-from spquant.deploy.detection import decode_integer, detection_meta, evaluate_integer_detector, head_from_integer
+from spquant.deploy.detection import (
+    decode_integer,
+    detection_meta,
+    evaluate_integer_detector,
+    head_from_integer,
+)
 from spquant.deploy.format import ModelFileError, load, save
 from spquant.detect import YOLOLoss, evaluate
 from spquant.models import QuantSpec, SpikingYOLO

@@ -7,7 +7,7 @@ A recipe (``spquant/configs/<name>.toml``, or any path) has the classifiers' lay
 weights) and ``[eval]`` (decoding). See ``spquant/configs/detect-moving-digits.toml``.
 
 Training: Adam (LIF thresholds in their own parameter group), cosine learning rate over all steps,
-YOLOv2 loss (+ ``prune_loss_weight * gate_loss`` in spquant mode, SPEC §5), optional wall-clock
+YOLOv2 loss (+ ``prune_loss_weight * gate_loss`` in spquant mode, docs/method.md#pruning), optional wall-clock
 budget ``train.time_budget_s`` (stops early; the schedule still spans ``epochs``). The run folder
 gets ``model.pt`` (weights + config + metrics) and ``metrics.json`` with VOC mAP@0.5, COCO
 mAP@[.5:.95] and, when :mod:`spquant.cost` is available, the static (memory) and measured

@@ -184,7 +184,7 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
 
 def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False) -> dict:
     """Median seconds per call for each closure, measured round-robin so that machine noise hits
-    every variant alike (the development machine is shared and loaded). ``raw=True``: the lists of
+    every variant alike (on a loaded machine single timings vary by +-15 %). ``raw=True``: the lists of
     per-round times instead of medians (for per-round ratios, see :func:`ratio_stats`)."""
     for _ in range(warmup):
         for fn in steps.values():

@@ -3,7 +3,7 @@
 All variants are timed in the same run, round-robin (one step of every variant, then the next
 round), and every goal is a ratio of two variants timed back to back in the same round: the table
 gives the median over rounds and the spread (min-max) of those per-round ratios, and the load
-average before and after (the machine these numbers come from is shared and loaded).
+average before and after (on a loaded machine single timings vary a lot).
 
   a      ANN: the same convs with ReLU on the T*B folded batch (the lower bound, no T loop)
   b      FP32 SNN (FP32 weights and membrane), fused LIF (the default)
@@ -39,7 +39,7 @@ from _common import (
 
 def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads: int = 1,
          compiled: bool = True, reference: bool = True) -> dict:
-    # 1 thread: the development machine is shared by many jobs (see bench_throughput.py)
+    # 1 thread by default: on a loaded dual-core CPU 2 threads were 2-3x slower (bench_throughput.py)
     torch.set_num_threads(threads)
     load_before = load_average()
     steps = {"a": make_step(relu_vgg(), T, batch, folded_ann=True)}

@@ -598,7 +598,7 @@ def measured_cost_from_run(
         run = load_run(run_dir, checkpoint=checkpoint, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as exc:
         raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
-    model, config = run["model"], run["config"]
+    model, config = run.model, run.config
     if data is None:
         data = "test"
     if isinstance(data, str):

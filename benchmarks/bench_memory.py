@@ -37,7 +37,6 @@ def _status(field: str) -> int:
 
 def child(variant: str, T: int, batch: int) -> dict:
     import torch
-
     from _common import make_step, spiking_vgg, spikingjelly_vgg
 
     torch.set_num_threads(1)
@@ -58,7 +57,7 @@ def child(variant: str, T: int, batch: int) -> dict:
         return t
 
     if "+compact" in variant:  # count what compact_spikes() really stores (bool for spikes)
-        import spquant.fused as fused
+        import spquant.neuron.fused as fused
 
         original = fused._pack
 

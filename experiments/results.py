@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from spquant.report import model_summary  # noqa: E402
 from spquant.train import load_config, load_run, train  # noqa: E402
 
 # -- the experiment plan ------------------------------------------------------------------------
@@ -111,7 +110,7 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
         # record the wall time spent so far even if this invocation is interrupted
         record_path.write_text(json.dumps({"row": row[0], "wall_seconds": before, "complete": False}))
         print(f"\n== {row[0]}: {row[1]}\n   {command_for(row, overrides)}", flush=True)
-        train(config, run_dir, resume=True, summarize=model_summary)  # resume: fresh when no checkpoint yet
+        train(config, run_dir, resume=True)  # resume: fresh when no checkpoint yet
         record = {"row": row[0], "label": row[1], "command": command_for(row, overrides), "overrides": overrides,
                   "budget": budget, "wall_seconds": before + time.time() - t0, "complete": True,
                   "threads": torch.get_num_threads()}

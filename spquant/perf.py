@@ -27,7 +27,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
+__all__ = [  # noqa: F822 (compact_spikes comes from __getattr__, so no torch at import)
+    "compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
 
 _TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -75,7 +76,7 @@ def suggested_threads() -> int:
 
 def __getattr__(name):  # torch-free import of this module (launchers re-exec before importing torch)
     if name == "compact_spikes":
-        from spquant.fused import compact_spikes
+        from spquant.neuron.fused import compact_spikes
 
         return compact_spikes
     raise AttributeError(name)

@@ -113,7 +113,6 @@ def _project_errors() -> tuple:
 
 
 def cmd_train(args) -> int:
-    from spquant.report import model_summary
     from spquant.train.config import load_config
     from spquant.train.loop import train
 
@@ -122,8 +121,7 @@ def cmd_train(args) -> int:
         overrides.append(f"run.device={args.device}")
     try:
         cfg = load_config(args.config, overrides)
-        res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None,
-                    summarize=model_summary)
+        res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None)
     except _project_errors() as e:
         return _err(str(e))
     if res.run_dir is not None and _rank() == 0:
@@ -189,7 +187,7 @@ def available_modes() -> list[str]:
 
 def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subset=0, progress=True) -> tuple[str, float]:
     """Train the demo variants into OUT/<mode> and return (markdown table, seconds)."""
-    from spquant.report import model_summary, write_report
+    from spquant.report import write_report
     from spquant.train.config import load_config
     from spquant.train.loop import train
 
@@ -205,7 +203,7 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
         cfg = load_config(f"demo:{mode}", extra)
         d = Path(out) / mode
         print(f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
-        train(cfg, d, progress=progress, overwrite=True, summarize=model_summary)
+        train(cfg, d, progress=progress, overwrite=True)
         dirs.append(d)
     md, messages = write_report(dirs, str(Path(out) / "report.md"))
     return md, time.perf_counter() - t0

@@ -274,15 +274,14 @@ class _Progress:
 
 # -- the loop -----------------------------------------------------------------------------------
 def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = False, data: tuple | None = None,
-          progress: bool | None = None, overwrite: bool = False, summarize=None) -> TrainResult:
+          progress: bool | None = None, overwrite: bool = False) -> TrainResult:
     """Train ``config`` and write the run to ``out_dir`` (see :mod:`spquant.train.run`).
 
     ``resume=True`` continues from the newest valid checkpoint in ``out_dir`` (the saved config
     must match); an ``out_dir`` that already holds a run is refused unless ``resume`` or
     ``overwrite`` (which deletes that run's files first). Nothing is written until the config,
     the model and the data have loaded. ``data`` = (train, test) replaces the config's data
-    (tests). ``summarize(model, config, test_data, device) -> dict`` adds its figures to the final
-    metrics (the CLI passes :func:`spquant.report.model_summary`: memory and FLOPs).
+    (tests). The final metrics include the cost summary of :func:`spquant.cost.model_summary`.
     Returns the trained model and the final metrics."""
     from spquant.train.run import prepare_run_dir
 
@@ -297,12 +296,12 @@ def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = Fals
     show = r_cfg.progress if progress is None else progress
     show = show and dist.main
     try:
-        return _train(config, run_dir, resume, data, show, dist, summarize)
+        return _train(config, run_dir, resume, data, show, dist)
     finally:
         dist.close()
 
 
-def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool, dist: _Dist, summarize) -> TrainResult:
+def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool, dist: _Dist) -> TrainResult:
     t_cfg, r_cfg, m_cfg = config.train, config.run, config.model
     cfg_dict = config.to_dict()
     device = dist.device
@@ -433,8 +432,10 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     if dist.world > 1:
         metrics["ddp_max_param_diff"] = _param_divergence(model, dist)
     if run_dir is not None and dist.main:
-        if summarize is not None:
-            metrics.update(summarize(model, config, test_data, device))
+        from spquant.cost import model_summary
+
+        summary = model_summary(model, config, test_data=test_data, device=device)
+        metrics.update(summary)
         ckpt.save_model(run_dir / "model.safetensors", model, {"config": cfg_dict, "metrics": metrics})
         ckpt.atomic_write(run_dir / "run.json", ckpt._json_bytes({"config": cfg_dict, "metrics": metrics, "versions": ckpt.versions()}))
         logger.log({"kind": "final", "step": global_step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})

@@ -102,7 +102,7 @@ class DetectTask:
         mAPs, over the whole test set on every rank (mAP does not split over ranks)."""
         import numpy as np
 
-        from spquant.detect.boxes import decode
+        from spquant.models.boxes import decode
         from spquant.detect.metrics import evaluate
 
         e, T = self.config.detect, self.config.model.T

@@ -40,10 +40,10 @@ def test_recipes_validate_in_the_one_schema():
 
 @pytest.mark.parametrize("mode", ["fp32", "quant", "spquant"])
 def test_train_load_eval_report(tmp_path, mode):
-    from spquant.report import model_summary, report_rows
+    from spquant.report import report_rows
 
     cfg = tiny(mode, tmp_path)
-    res = train(cfg, tmp_path / "run", summarize=model_summary)
+    res = train(cfg, tmp_path / "run")
     m = res.metrics
     assert m["steps"] == 4 and 0.0 <= m["mAP50"] <= 1.0 and m["mode"] == mode and m["task"] == "detect"
     assert m["neurons"] == 4 * 32 * 32 + 8 * 16 * 16 + 8 * 8 * 8

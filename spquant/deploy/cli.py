@@ -56,7 +56,14 @@ def _data_config(config, spec: str | None, overrides: list[str]):
     (NAME[:VARIANT] or FILE.toml: its data set, source, root and options), a dataset name, or an
     alias (mnist-embedded, mnist-events). Preprocessing (encoding, resize, T, input size, channels)
     stays the run's: the model was trained on it."""
-    from spquant.train.config import CLASSIFY_DATASETS, DETECT_DATASETS, ConfigError, config_from_dict, load_config, parse_overrides
+    from spquant.train.config import (
+        CLASSIFY_DATASETS,
+        DETECT_DATASETS,
+        ConfigError,
+        config_from_dict,
+        load_config,
+        parse_overrides,
+    )
 
     raw = config.to_dict()
     data = raw["data"]
@@ -136,7 +143,7 @@ def _err(msg: str) -> int:
 
 
 def cmd_export(args) -> int:
-    from spquant.deploy.format import export, file_report
+    from spquant.deploy.format import file_report
     from spquant.train.run import load_run
 
     try:

@@ -106,7 +106,6 @@ def main(argv=None) -> dict:
     out = {}
     outdir = Path(args.out).resolve().parent
     from spquant.data.idx import read_idx
-
     from spquant.data.roots import data_root
 
     d = data_root("mnist", args.mnist)

@@ -11,7 +11,7 @@ import torch
 __all__ = ["plot_detections"]
 
 
-def plot_detections(model: SpikingYOLO, ds, indices, path, conf_threshold: float = 0.3, class_names=None) -> None:
+def plot_detections(model, ds, indices, path, conf_threshold: float = 0.3, class_names=None) -> None:
     """Save a figure of event frames (sum over T; ON red, OFF green) with true boxes (white, dashed)
     and predictions (cyan, with class and score)."""
     import matplotlib

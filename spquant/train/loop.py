@@ -30,6 +30,8 @@ from torch import nn
 from spquant.train import checkpoint as ckpt
 from spquant.train.config import Config, config_from_dict
 from spquant.train.data import load_split
+from spquant.train.device import resolve_device
+from spquant.train.run import prepare_run_dir
 from spquant.train.tasks import task_for
 
 __all__ = ["TrainResult", "train", "set_threads", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
@@ -59,18 +61,6 @@ def set_threads(threads: int = 0) -> int:
         if busy:
             torch.set_num_threads(1)
     return torch.get_num_threads()
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            from spquant.train.config import ConfigError
-
-            raise ConfigError("run.device = cuda (--device cuda) was asked for but CUDA is not available here")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _is_threshold(name: str) -> bool:
@@ -283,8 +273,6 @@ def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = Fals
     the model and the data have loaded. ``data`` = (train, test) replaces the config's data
     (tests). The final metrics include the cost summary of :func:`spquant.cost.model_summary`.
     Returns the trained model and the final metrics."""
-    from spquant.train.run import prepare_run_dir
-
     r_cfg = config.run
     run_dir = Path(out_dir) if out_dir is not None else None
     if resume and run_dir is None:

@@ -23,6 +23,7 @@ from torch import nn
 
 from spquant.train import checkpoint as ckpt
 from spquant.train.config import Config, config_from_dict
+from spquant.train.device import resolve_device
 
 __all__ = ["Run", "RunExistsError", "load_run", "RUN_FILES", "is_run_dir", "prepare_run_dir"]
 
@@ -87,8 +88,6 @@ def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> Run:
     Used by ``spquant eval | cost | export | report`` and the Python API. Raises
     :class:`~spquant.train.checkpoint.CheckpointError` for a folder that is no (finished) run.
     """
-    from spquant.train.loop import resolve_device
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ckpt.CheckpointError(f"{run_dir} is not a run folder (it does not exist)")

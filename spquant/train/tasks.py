@@ -102,8 +102,8 @@ class DetectTask:
         mAPs, over the whole test set on every rank (mAP does not split over ranks)."""
         import numpy as np
 
-        from spquant.models.boxes import decode
         from spquant.detect.metrics import evaluate
+        from spquant.models.boxes import decode
 
         e, T = self.config.detect, self.config.model.T
         anchors = model.anchors.detach().cpu()

@@ -1,7 +1,8 @@
 """Comparison tables and plots of training runs (``spquant report``), classifiers and detectors.
 
 Every run folder written by ``spquant train`` holds its config and metrics (read with
-:func:`spquant.train.load_run`), including the memory accounting (weight memory = parameters x weight bits, membrane
+:func:`spquant.train.load_run`), including the memory accounting of docs/method.md#memory (weight
+memory = parameters x weight bits, membrane
 memory = LIF neurons of one sample at one step x stored bits; MB = 10^6 bytes). The numbers come
 from :mod:`spquant.cost`.
 """

@@ -1,4 +1,5 @@
-"""Fold a trained (fake-quantized) spquant model into an integer *program* (SPEC §9).
+"""Fold a trained (fake-quantized) spquant model into an integer *program*
+(docs/method.md#integer-deployment).
 
 A :class:`Program` is a flat list of nodes over named tensors plus integer arrays; the deploy
 simulation (:mod:`spquant.deploy.sim`), the integer interpreter (:mod:`spquant.deploy.interpreter`)

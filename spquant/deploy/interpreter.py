@@ -1,4 +1,4 @@
-"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (SPEC §9).
+"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (docs/method.md#integer-deployment).
 
 Two paths with identical results:
 

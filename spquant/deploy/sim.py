@@ -1,4 +1,5 @@
-"""Deploy-simulation mode: the folded fixed-point arithmetic as a PyTorch module (SPEC §9).
+"""Deploy-simulation mode: the folded fixed-point arithmetic as a PyTorch module
+(docs/method.md#integer-deployment).
 
 :func:`deploy_sim` builds a separate module tree from a trained model (the trained model is not
 modified). It runs the very rules of :mod:`spquant.deploy.fold` on float64 tensors holding

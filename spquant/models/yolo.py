@@ -1,4 +1,5 @@
-"""A YOLOv2-style spiking detector (SPEC §8): conv+BN+LIF backbone with max pooling and a grid head.
+"""A YOLOv2-style spiking detector (docs/method.md#models): conv+BN+LIF backbone with max pooling and a
+grid head.
 
 Layout (``plan``, channel counts scaled by ``width``; ``"M"`` = 2x2 max pooling on spikes)::
 

@@ -99,7 +99,7 @@ def load_dataset(spec: str | None, limit: int | None, config=None, overrides: li
                                "pass --data FILE.npz with x codes and y labels")
         cfg = _data_config(config, spec, list(overrides))
         if cfg.task != "classify":
-            raise RunDataError("spquant run scores classifiers; this program's run is a detector")
+            raise RunDataError("this program is a detector: its data are scored by mAP (spquant run does so itself)")
         from spquant.train.data import load_split
 
         if limit:
@@ -175,6 +175,8 @@ def cmd_run(args) -> int:
     try:
         program = load(args.model)
         config = program_config(program)
+        if config is not None and config.task == "detect":
+            return _run_detector(args, program, config)
         x, y, static = load_dataset(args.data, args.limit, config, args.overrides)
         x = _pad_to(x, program.input["shape"])
     except _project_errors() as e:
@@ -200,6 +202,42 @@ def cmd_run(args) -> int:
     if ops:
         res["ops_per_sample"] = {k: v / max(n, 1) for k, v in ops.items()}
     res["file"] = file_report(args.model)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _run_detector(args, program, config) -> int:
+    """mAP of an integer detector on the test split its run's config (or --data) names."""
+    import torch
+
+    from spquant.deploy.detection import evaluate_integer_detector
+    from spquant.deploy.format import file_report
+    from spquant.deploy.interpreter import Interpreter
+    from spquant.train.data import load_split
+
+    if args.data is not None and args.data.endswith(".npz"):
+        raise RunDataError("a detector is scored on a detection data set (boxes), not on an .npz of labels")
+    cfg = _data_config(config, args.data, list(args.overrides) + ([f"data.test_subset={args.limit}"] if args.limit else []))
+    split = load_split(cfg, "test")
+    interp = Interpreter(program)
+
+    def batches():
+        for s in range(0, len(split), args.batch_size):
+            x, boxes = split.batch(torch.arange(s, min(s + args.batch_size, len(split))), cfg.model.T)
+            codes = x.numpy()
+            if not np.array_equal(codes, np.round(codes)):
+                raise RunDataError("the detection frames are not integer codes")
+            yield codes.astype(np.int64), boxes
+
+    d = cfg.detect
+    t0 = time.perf_counter()
+    m = evaluate_integer_detector(lambda c: interp.run(c, path=args.path), program, batches(), d.conf_threshold, d.nms_iou,
+                                  d.max_det)
+    dt = time.perf_counter() - t0
+    res = {"model": args.model, "data": args.data or "the run's own test split", "T": cfg.model.T, "path": args.path,
+           "samples": m["samples"], "mAP50": float(m["mAP50"]), "mAP50_95": float(m["mAP50_95"]),
+           "seconds": round(dt, 3), "samples_per_s": round(m["samples"] / dt, 1) if dt else None,
+           "file": file_report(args.model)}
     print(json.dumps(res, indent=2))
     return 0
 

@@ -66,6 +66,7 @@ class ModelConfig:
     T: int = 4
     plan: tuple | None = None
     anchors: tuple | None = None  # detectors: [[w, h], ...] in input pixels (None = the model's default)
+    head_kernel: int = 1  # detectors: kernel of the head conv (1 = YOLOv2's 1x1; 3 reads neighbouring cells)
 
     def __post_init__(self):
         from spquant.models import MODELS
@@ -261,6 +262,10 @@ class Config:
             if self.model.name != "yolo":
                 raise ConfigError("model.anchors is only for detectors (model.name = 'yolo')")
             kw["anchors"] = [list(a) for a in self.model.anchors]
+        if self.model.name == "yolo":
+            kw["head_kernel"] = self.model.head_kernel
+        elif self.model.head_kernel != 1:
+            raise ConfigError("model.head_kernel is only for detectors (model.name = 'yolo')")
         try:
             return build_model(self.model.name, **kw)
         except ValueError as e:  # e.g. an input size the model cannot take

@@ -185,6 +185,11 @@ class _Folder:
         self.scales[name] = self.scales[x] / (k * k)
         return name
 
+    def maxpool(self, x: str, k: int) -> str:
+        name = self._add("maxpool", [x], "maxpool", kernel=int(k))
+        self.scales[name] = self.scales[x]
+        return name
+
     def gsumpool(self, x: str, hw: int) -> str:
         name = self._add("gsumpool", [x], "gpool")
         self.scales[name] = self.scales[x] / hw
@@ -198,7 +203,7 @@ class _Folder:
 
 def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: float | None = None, frac_bits: int = 16,
                input_max: int | None = None) -> Program:
-    """Fold a trained VGG9 or ResNet19 (quant mode, eval) into an integer :class:`Program`.
+    """Fold a trained VGG9, ResNet19 or SpikingYOLO (quant mode, eval) into an integer :class:`Program`.
 
     ``input_shape``: (C, H, W) of one step. Input codes are integers in [0, input_max]
     (default 2^input_bits - 1); ``input_scale`` maps codes to the float input the model was trained
@@ -208,6 +213,7 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
     from spquant.layers import ConvBNLIF, SeqModule
     from spquant.models.resnet import ResNet19
     from spquant.models.vgg import VGG9
+    from spquant.models.yolo import SpikingYOLO
 
     if model.training:
         raise DeployError("fold needs the model in eval mode: call model.eval() first")
@@ -253,8 +259,30 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
             x = f.gsumpool(x, h * w)
             x = f.lif(f.linear(x, model.fc1), model.fc1_neuron)
             f.linear(x, model.fc2, prefix="logits")
+        elif isinstance(model, SpikingYOLO):
+            x = "input"
+            for layer in model.features:
+                if isinstance(layer, ConvBNLIF):
+                    x = f.block(x, layer)
+                elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.MaxPool2d):
+                    mp = layer.module
+                    ks = mp.kernel_size if isinstance(mp.kernel_size, int) else mp.kernel_size[0]
+                    st = mp.stride if isinstance(mp.stride, int) else mp.stride[0]
+                    if st != ks or mp.padding not in (0, (0, 0)) or mp.dilation not in (1, (1, 1)) or mp.ceil_mode:
+                        raise DeployError("only non-overlapping unpadded max pooling is supported")
+                    x = f.maxpool(x, ks)
+                else:
+                    raise DeployError(f"unsupported layer in SpikingYOLO.features: {type(layer).__name__}")
+            # the head runs on the spikes of every step; the mean over T of its outputs is the prediction
+            f.conv(x, model.head, None, prefix="head")
         else:
-            raise DeployError(f"fold supports VGG9 and ResNet19, got {type(model).__name__}")
+            raise DeployError(f"fold supports VGG9, ResNet19 and SpikingYOLO, got {type(model).__name__}")
     f.program.meta = {"model": type(model).__name__, "spec": getattr(model, "spec", None).to_dict() if hasattr(model, "spec") else {}}
+    if isinstance(model, SpikingYOLO):
+        f.program.meta["detection"] = {
+            "num_classes": int(model.num_classes), "anchors": [[float(v) for v in a] for a in model.anchors.tolist()],
+            "stride": [int(s) for s in model.stride], "grid": [int(g) for g in model.grid],
+            "input_size": [int(s) for s in model.input_size],
+        }
     analyze(f.program)
     return f.program

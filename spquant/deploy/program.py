@@ -22,6 +22,7 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
 ``lif``                 ``u = (m << F) >> k + I_fx`` (leak tau = 2^-k as an arithmetic shift, exact),
                         ``s = u > V[c]`` (strict), ``m = 0 if s else clamp((u + 2^(F-1)) >> F, lb, ub)``.
 ``sumpool``             sum over k x k windows (the 1/k^2 goes into the next layer's ``M``).
+``maxpool``             max over k x k windows (on spikes: a logical OR; the scale is unchanged).
 ``gsumpool``            sum over all positions, output [B, C] (global average pool, 1/HW folded).
 ``flatten``             [B, C, H, W] -> [B, C*H*W].
 ``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
@@ -30,7 +31,9 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
                         membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
 
 The last node's output is the integer logits (fixed point, ``F`` fractional bits) per step;
-prediction = argmax of the sum over T.
+prediction = argmax of the sum over T. For a detector (``meta["detection"]``) the last node is the
+1x1 head convolution; the sum over T of its outputs divided by ``T * 2^F`` is the float head output
+that box decoding reads (see :mod:`spquant.deploy.detection`).
 
 The only float rounding is the input encoding (:meth:`Program.encode_input`), and the export
 itself (computing ``M``, ``B``, ``V`` from float parameters).
@@ -199,6 +202,17 @@ def _bounds_sumpool(program: Program, n: dict, ins: list[dict]) -> dict:
     return {"shape": [c, h // k, wd // k], "max": x["max"] * k * k, "kind": "act"}
 
 
+def _bounds_maxpool(program: Program, n: dict, ins: list[dict]) -> dict:
+    x = ins[0]
+    c, h, wd = x["shape"]
+    k = int(n["kernel"])
+    if h % k or wd % k:
+        raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
+    if x.get("kind") != "act":
+        raise DeployError(f"node {n['name']!r}: max pooling applies to activations (spikes), not currents")
+    return {"shape": [c, h // k, wd // k], "max": x["max"], "kind": "act"}
+
+
 def _bounds_gsumpool(program: Program, n: dict, ins: list[dict]) -> dict:
     x = ins[0]
     c, h, wd = x["shape"]
@@ -281,6 +295,10 @@ OPS: dict[str, OpSpec] = {
     "sumpool": OpSpec(
         ints={"kernel": (1, 64)},
         bounds=_bounds_sumpool,
+    ),
+    "maxpool": OpSpec(
+        ints={"kernel": (1, 64)},
+        bounds=_bounds_maxpool,
     ),
     "gsumpool": OpSpec(
         ints={},

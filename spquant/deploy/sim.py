@@ -119,6 +119,10 @@ class DeploySim(nn.Module):
                 k = int(n["kernel"])
                 C, H, W = a.shape[2:]
                 y = a.reshape(T, B, C, H // k, k, W // k, k).sum(dim=(4, 6))
+            elif op == "maxpool":
+                k = int(n["kernel"])
+                C, H, W = a.shape[2:]
+                y = a.reshape(T, B, C, H // k, k, W // k, k).amax(dim=(4, 6))
             elif op == "gsumpool":
                 y = a.sum(dim=(3, 4))
             elif op == "flatten":

@@ -6,6 +6,7 @@ import copy
 import pytest
 
 from spquant.deploy import OPS, DeployError, ModelFileError, analyze, fold_model, load, save
+from spquant.models import QuantSpec, SpikingYOLO
 
 from .helpers import tiny_model
 
@@ -13,13 +14,18 @@ from .helpers import tiny_model
 def _programs():
     vgg = tiny_model("vgg", size=16, prune={}).eval()
     resnet = tiny_model("resnet", size=16).eval()
-    return [fold_model(vgg, (1, 16, 16)), fold_model(resnet, (1, 16, 16))]
+    yolo = SpikingYOLO(2, in_channels=2, input_size=(16, 16), plan=(4, "M", 4), spec=QuantSpec(mode="quant")).eval()
+    return [
+        fold_model(vgg, (1, 16, 16)),
+        fold_model(resnet, (1, 16, 16)),
+        fold_model(yolo, (2, 16, 16), input_bits=8, input_scale=1.0),
+    ]
 
 
 def test_folded_models_use_only_table_ops_and_cover_all_of_it():
     used = {n["op"] for p in _programs() for n in p.nodes}
     assert used <= set(OPS)
-    # a pruned VGG and a ResNet between them use every op of the table
+    # a pruned VGG, a ResNet and a detector between them use every op of the table
     assert used == set(OPS), sorted(set(OPS) - used)
 
 

@@ -7,33 +7,11 @@ import time
 
 import numpy as np
 
-__all__ = ["register", "input_encoding", "load_dataset", "program_config"]
+__all__ = ["register", "load_dataset", "program_config"]
 
 
 class RunDataError(ValueError):
     """``spquant run --data`` names nothing the recipe system can load, or data that does not fit."""
-
-
-def input_encoding(config) -> dict:
-    """How a run's inputs become integer codes: shape (C, H, W), code bits and the float value of code 1.
-
-    Static images are uint8 pixels with scale 1/255 (as in training); event frames are integer
-    counts with scale 1. A run trained on area-resized event frames (fractions) cannot be exported
-    exactly and is refused.
-    """
-    from spquant.deploy.fold import DeployError
-    from spquant.train.data import integer_inputs
-
-    shape = (config.model.in_channels, *config.model.input)
-    if config.data.encoding == "direct":
-        return {"input_shape": shape, "input_bits": 8, "input_scale": 1 / 255}
-    if not integer_inputs(config):
-        raise DeployError(
-            f"this run was trained on area-resized event frames (data.resize={config.data.resize!r}: fractional "
-            "counts), which integer inputs cannot represent; train with data.resize='crop' or 'pad' (integer counts) "
-            "for integer deployment"
-        )
-    return {"input_shape": shape, "input_bits": 8, "input_scale": 1.0}
 
 
 # names 'spquant run --data' has always accepted, as data sections of the run's config
@@ -105,6 +83,8 @@ def load_dataset(spec: str | None, limit: int | None, config=None, overrides: li
         if limit:
             cfg = _data_config(cfg, None, [f"data.test_subset={limit}"])
         split = load_split(cfg, "test")
+        from spquant.deploy.program import input_encoding
+
         enc = input_encoding(cfg)
         if abs(split.scale - enc["input_scale"]) > 1e-12:
             raise RunDataError(f"data scale {split.scale} differs from the model's input scale {enc['input_scale']}")
@@ -143,7 +123,8 @@ def _err(msg: str) -> int:
 
 
 def cmd_export(args) -> int:
-    from spquant.deploy.format import file_report
+    from spquant.deploy.program import input_encoding
+    from spquant.deploy.targets.spq import file_report
     from spquant.train.run import load_run
 
     try:
@@ -156,7 +137,7 @@ def cmd_export(args) -> int:
         if args.input_scale is not None:
             enc["input_scale"] = args.input_scale
         from spquant.deploy.fold import fold_model
-        from spquant.deploy.format import save
+        from spquant.deploy.targets.spq import save
 
         program = fold_model(run.model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"],
                              frac_bits=args.frac_bits)
@@ -169,8 +150,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from spquant.deploy.format import file_report, load
     from spquant.deploy.interpreter import Interpreter
+    from spquant.deploy.targets.spq import file_report, load
 
     try:
         program = load(args.model)
@@ -211,8 +192,8 @@ def _run_detector(args, program, config) -> int:
     import torch
 
     from spquant.deploy.detection import evaluate_integer_detector
-    from spquant.deploy.format import file_report
     from spquant.deploy.interpreter import Interpreter
+    from spquant.deploy.targets.spq import file_report
     from spquant.train.data import load_split
 
     if args.data is not None and args.data.endswith(".npz"):

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spquant.errors import DeployError
+
 __all__ = ["Program", "fold_model", "DeployError", "analyze", "INT64_LIMIT"]
 
 INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (margin under 2^63)
@@ -49,10 +51,6 @@ F32_M_BITS = 10  # ... or, with at least 2^10, so that acc*M + B + R < F32_BUDGE
 F32_BUDGET = 2**23
 GATE_EXP_BITS = 16  # fraction bits of the integer softmax numerators exp(-beta d)
 GATE_A_BITS = 16  # fraction bits of the gate matrix A = kappa W + (b - logit(binarize_at))
-
-
-class DeployError(ValueError):
-    """A model (or program) that cannot be folded into integer arithmetic, with the reason."""
 
 
 def _rhu(x: np.ndarray | float) -> np.ndarray:

@@ -20,12 +20,9 @@ import math
 import numpy as np
 
 from spquant.quant import packed_bits_per_value
+from spquant.errors import PackingError
 
 __all__ = ["packing_for", "pack_codes", "unpack_codes", "packed_nbytes", "PackingError"]
-
-
-class PackingError(ValueError):
-    pass
 
 
 def packing_for(bits: int) -> tuple[str, int, int]:

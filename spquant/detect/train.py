@@ -32,6 +32,7 @@ from spquant.detect.loss import YOLOLoss
 from spquant.detect.metrics import evaluate
 from spquant.models.common import QuantSpec
 from spquant.models.yolo import SpikingYOLO
+from spquant.errors import RecipeError
 
 __all__ = [
     "RECIPE_DIR", "load_recipe", "build_detector", "build_detection_data", "train_detector",
@@ -55,10 +56,6 @@ DEFAULTS: dict = {
     "loss": {"lambda_coord": 5.0, "lambda_obj": 1.0, "lambda_noobj": 0.5, "lambda_cls": 1.0, "ignore_threshold": 0.6},
     "eval": {"conf_threshold": 0.05, "nms_iou": 0.45, "max_det": 100, "batch_size": 64, "cost_batches": 4},
 }
-
-
-class RecipeError(ValueError):
-    pass
 
 
 def _set_dotted(d: dict, key: str, value) -> None:

@@ -71,6 +71,8 @@ def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> dict:
         tensors, meta = ckpt.load_checkpoint(latest)
     else:
         tensors, meta = ckpt.load_model_file(run_dir / "model.safetensors")
+    if not isinstance(meta.get("config"), dict):
+        raise ckpt.CheckpointError(f"{run_dir}: the checkpoint sidecar holds no config table")
     config = config_from_dict(meta["config"], str(run_dir))
     model = config.build_model()
     ckpt.restore_model(model, tensors, str(run_dir))

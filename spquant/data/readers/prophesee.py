@@ -5,7 +5,8 @@ present, otherwise the ATIS Gen1 size 304x240 is assumed), then one byte event t
 detection events) and one byte event size (8), then little-endian 8-byte events: uint32 timestamp
 (us) and uint32 packing x (bits 0-13), y (bits 14-27) and polarity (bits 28-31).
 
-Box files ``*_bbox.npy`` are plain numpy structured arrays (loaded with ``allow_pickle=False``) with
+Box files ``*_bbox.npy`` are plain numpy structured arrays (header checked against the file size, no
+pickle) with
 fields ``ts`` (older files: ``t``), ``x, y, w, h, class_id`` and optionally ``confidence``,
 ``track_id``.
 
@@ -30,6 +31,7 @@ from spquant.data.readers._io import body_as, read_bytes, split_text_header
 GEN1_SENSOR: SensorSize = (304, 240)
 DAT_EVENT = np.dtype([("t", "<u4"), ("xyp", "<u4")])
 EVENT_TYPE_2D = 0
+MAX_DAT_SIDE = 1 << 14
 BOX_FIELDS = ("ts", "x", "y", "w", "h", "class_id")
 BOX_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
                       ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
@@ -48,6 +50,9 @@ def _dat_layout(data: bytes, path) -> tuple[int, SensorSize]:
         size = (int(info["width"]), int(info["height"])) if "width" in info and "height" in info else GEN1_SENSOR
     except ValueError:
         raise EventFileError(path, f"bad Width/Height in the DAT header: {info.get('width')!r} x {info.get('height')!r}") from None
+    if not (1 <= size[0] <= MAX_DAT_SIDE and 1 <= size[1] <= MAX_DAT_SIDE):
+        raise EventFileError(path, f"DAT header sensor size {str(info.get('width'))[:24]} x {str(info.get('height'))[:24]} is outside "
+                             f"1..{MAX_DAT_SIDE} (x and y are 14-bit fields)")
     if len(data) - offset < 2:
         raise EventFileError(path, "truncated: no event type / event size bytes after the '%' header")
     ev_type, ev_size = data[offset], data[offset + 1]
@@ -107,26 +112,92 @@ def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None
         f.write(head.encode() + bytes([EVENT_TYPE_2D, DAT_EVENT.itemsize]) + rec.tobytes())
 
 
+MAX_BOX_CLASS = 255
+MAX_BOX_COORD = 1e6  # pixels; boxes may stick out of the frame a little, not by millions
+
+
+def _read_npy_structured(path: str) -> np.ndarray:
+    """A 1-D structured array from a ``.npy`` file, validated before anything is allocated: the
+    header's dtype must hold only integer/float fields and its row count must match the file size."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(min(size, 1 << 16))
+        if head[:2] == b"PK":
+            raise EventFileError(path, "is a .npz archive, not a .npy box array")
+        if len(head) < 10 or head[:6] != b"\x93NUMPY":
+            raise EventFileError(path, f"not a .npy file (starts with {head[:8]!r})")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except Exception as e:  # numpy's header parser raises many kinds on malformed text
+            raise EventFileError(path, f"corrupt .npy header ({type(e).__name__}: {str(e)[:200]})") from None
+        offset = f.tell()
+    if dtype.names is None or len(shape) != 1 or fortran:
+        raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array, header says {dtype} {shape}")
+    for name in dtype.names:
+        sub = dtype.fields[name][0]
+        if sub.kind not in "iuf" or sub.shape:
+            raise EventFileError(path, f"box field {name!r} has type {sub}; only integer and float fields are allowed")
+    rows = int(shape[0])
+    if dtype.itemsize == 0 or rows * dtype.itemsize != size - offset:
+        raise EventFileError(path, f"header declares {rows} rows of {dtype.itemsize} bytes but the file holds "
+                             f"{size - offset} bytes after the header (truncated or padded)")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    return np.frombuffer(data, dtype=dtype, count=rows)
+
+
+def _check_box_values(path, arr: np.ndarray, src: dict) -> None:
+    def col(name):
+        return arr[src[name]]
+
+    for name in ("x", "y", "w", "h") + (("confidence",) if "confidence" in src else ()):
+        v = col(name)
+        if v.size and not np.all(np.isfinite(v.astype(np.float64))):
+            raise EventFileError(path, f"box field {name!r} holds NaN or infinite values")
+        if v.size and float(np.abs(v.astype(np.float64)).max()) > MAX_BOX_COORD:
+            raise EventFileError(path, f"box field {name!r} has a value beyond {MAX_BOX_COORD:g}")
+    for name in ("w", "h"):
+        if col(name).size and float(col(name).min()) < 0:
+            raise EventFileError(path, f"box field {name!r} is negative ({float(col(name).min())})")
+    for name, hi in (("ts", 2**62), ("class_id", MAX_BOX_CLASS), ("track_id", 2**32 - 1)):
+        if name not in src or not col(name).size:
+            continue
+        v = col(name).astype(np.float64) if col(name).dtype.kind == "f" else col(name)
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v) & (v == np.floor(v))):
+            raise EventFileError(path, f"box field {name!r} holds non-integer values")
+        lo_v, hi_v = float(v.min()), float(v.max())
+        if lo_v < 0 or hi_v > hi:
+            raise EventFileError(path, f"box field {name!r} has values in [{lo_v:g}, {hi_v:g}], outside 0..{hi}")
+
+
 def read_gen1_boxes(path) -> np.ndarray:
     """Read a Gen1 ``*_bbox.npy`` box file as a structured array with fields ``BOX_DTYPE``.
 
     Older files name the timestamp ``t``; it is returned as ``ts``. Missing ``confidence`` /
-    ``track_id`` are filled with 1.0 / 0. Boxes are sorted by ``ts`` (stable).
+    ``track_id`` are filled with 1.0 / 0. Boxes are sorted by ``ts`` (stable). Every value is
+    range-checked before the cast (class ids 0..255, ``ts`` and ids >= 0, finite coordinates,
+    sizes >= 0); any fault raises :class:`EventFileError`.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EventFileError(path, "no such file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise EventFileError(path, f"not a plain numpy box file ({e})") from None
+    arr = _read_npy_structured(path)
     names = arr.dtype.names or ()
     src = {n: n for n in names}
     if "ts" not in src and "t" in src:
         src["ts"] = "t"
     missing = [f for f in BOX_FIELDS if f not in src]
-    if arr.ndim != 1 or missing:
+    if missing:
         raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array with fields {BOX_FIELDS}, missing {missing}")
+    _check_box_values(path, arr, src)
     out = np.zeros(arr.shape[0], BOX_DTYPE)
     for f in BOX_DTYPE.names:
         if f in src:

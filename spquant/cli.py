@@ -14,7 +14,7 @@ from spquant.errors import SpquantError
 COMMAND_MODULES: list[str] = [
     "spquant.data.cli",
     "spquant.train.cli",
-    "spquant.cost_cli",
+    "spquant.cost.cli",
     "spquant.deploy.cli",
     "spquant.detect.cli",
 ]

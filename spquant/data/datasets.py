@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Callable
 
@@ -398,6 +399,11 @@ def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
         raise EventFileError(path, f"{os.path.getsize(path)} bytes is too large for a CIFAR-10 batch")
     with open(path, "rb") as f:
         data = f.read()
+    try:  # walk the opcodes first: a corrupt length would make the unpickler allocate it up front
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as e:  # genops reports malformed opcodes and lengths as ValueError and others
+        raise EventFileError(path, f"not a CIFAR-10 batch: corrupt pickle ({str(e)[:200]})") from None
     try:
         d = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:

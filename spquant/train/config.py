@@ -189,7 +189,10 @@ class Config:
             if self.model.name != "vgg9":
                 raise ConfigError("model.plan is only supported by vgg9")
             kw["plan"] = tuple(self.model.plan)
-        return build_model(self.model.name, **kw)
+        try:
+            return build_model(self.model.name, **kw)
+        except (ValueError, TypeError) as e:  # a combination of settings the model cannot take
+            raise ConfigError(f"config error in {self.name}: the model cannot be built: {str(e)[:300]}") from None
 
 
 SECTIONS = {"model": ModelConfig, "quant": QuantSpec, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
@@ -383,6 +386,10 @@ def check_limits(cfg: Config, where: str = "<config>") -> None:
             for v in (value if isinstance(value, (list, tuple)) else (value,)):
                 _check_number(key, v, where, lo, hi)
     q = cfg.quant
+    _choice("quant.backend", q.backend, ["reference", "fused"])
+    _choice("quant.membrane_grad", q.membrane_grad, ["stacked", "ste"])
+    if isinstance(q.learn_threshold, str):
+        _choice("quant.learn_threshold", q.learn_threshold, ["layer", "channel"])
     if not q.membrane_lb < q.membrane_ub:
         raise ConfigError(f"config error in {where}: quant.membrane_lb ({q.membrane_lb}) must be below "
                           f"quant.membrane_ub ({q.membrane_ub})")

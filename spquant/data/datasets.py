@@ -34,8 +34,8 @@ import io
 import os
 import pickle
 import pickletools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

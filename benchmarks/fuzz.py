@@ -670,6 +670,9 @@ def _worker(wfd: int, targets, names, weights, seed, start, stop, timeout, mem_m
     log = os.open(os.path.join(keep_dir, "worker-stderr.log") if keep_dir else os.devnull,
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 2)  # panic messages of native decoders
+    import faulthandler
+
+    faulthandler.disable()  # a crash is an expected outcome here, reported by the parent
     signal.signal(signal.SIGALRM, _on_alarm)
     folder = Path(tempfile.mkdtemp(prefix="spq-fuzz-"))
     seed_digests = {}

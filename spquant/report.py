@@ -22,7 +22,14 @@ def load_run(run_dir) -> dict:
     p = Path(run_dir) / "run.json"
     if not p.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished spquant run (no run.json); train it first or --resume it")
-    d = json.loads(p.read_text())
+    from spquant.errors import CheckpointError
+
+    try:
+        d = json.loads(p.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{p}: not valid JSON ({str(e)[:200]})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{p}: not a JSON object")
     d["dir"] = str(run_dir)
     return d
 
@@ -55,7 +62,7 @@ def measured_cost_from_run(
     try:
         run = load_run(run_dir, checkpoint=checkpoint, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as exc:
-        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+        raise CheckpointError(f"cannot load run {run_dir}: {exc}") from exc
     model, config = run["model"], run["config"]
     if data is None:
         data = "test"

@@ -180,6 +180,27 @@ class Config:
         """Plain dict, TOML/JSON friendly (None is written as the string "none")."""
         return _none_str(dataclasses.asdict(self))
 
+    def count_values(self) -> int | None:
+        """Number of values in the state dict of :meth:`build_model`'s model, counted without
+        allocating it (built on the meta device, initialisers skipped); None if that fails."""
+        import contextlib
+        from unittest import mock
+
+        import torch
+
+        inits = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+        try:
+            with contextlib.ExitStack() as stack:
+                for n in inits:  # random init on meta tensors would import the compiler stack
+                    stack.enter_context(mock.patch.object(torch.nn.init, n, lambda t, *a, **k: t))
+                with torch.device("meta"):
+                    model = self.build_model()
+            return sum(v.numel() for v in model.state_dict().values())
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - a model that cannot be built on meta: no estimate
+            return None
+
     def build_model(self):
         """The model this recipe trains (on CPU, freshly initialised)."""
         from spquant.models import build_model

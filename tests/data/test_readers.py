@@ -309,7 +309,7 @@ def test_aedat4_truncated_real_file(tmp_path, shared_events):
     pytest.importorskip("aedat", reason="optional extra spquant[aedat] not installed")
     data = (shared_events / "sample.aedat4").read_bytes()
     (tmp_path / "cut.aedat4").write_bytes(data[:400_000])
-    with pytest.raises(EventFileError, match=r"cut\.aedat4: corrupt or truncated AEDAT 4 packet"):
+    with pytest.raises(EventFileError, match=r"cut\.aedat4: .*(corrupt or truncated|truncated file)"):
         sd.read_aedat4(tmp_path / "cut.aedat4")
 
 

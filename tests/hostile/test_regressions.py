@@ -316,6 +316,9 @@ def test_run_sidecar_edit_is_detected(run_dir, edit):
     (lambda m: m["config"].__setitem__("model", [1, 2]), "must be a table"),
     (lambda m: m.__setitem__("step", "x"), "step"),
     (lambda m: m.__setitem__("tensors", "../../etc/passwd"), "plain"),
+    # a bigger model than the tensors hold is refused before it is allocated
+    (lambda m: m["config"]["model"].__setitem__("classes", 100_000), "describes a model of"),
+    (lambda m: m["config"]["model"].__setitem__("plan", [60_000, "A"]), "describes a model of"),
 ])
 def test_run_sidecar_forged_is_validated_like_a_recipe(run_dir, edit, match):
     """Even with a recomputed integrity hash, the sidecar's config goes through the recipe validator."""

@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from spquant.quant import packed_bits_per_value
 from spquant.errors import PackingError
+from spquant.quant import packed_bits_per_value
 
 __all__ = ["packing_for", "pack_codes", "unpack_codes", "packed_nbytes", "PackingError"]
 

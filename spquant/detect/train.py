@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Subset
 
 from spquant.detect.loss import YOLOLoss
 from spquant.detect.metrics import evaluate
+from spquant.errors import RecipeError
 from spquant.models.common import QuantSpec
 from spquant.models.yolo import SpikingYOLO
-from spquant.errors import RecipeError
 
 __all__ = [
     "RECIPE_DIR", "load_recipe", "build_detector", "build_detection_data", "train_detector",

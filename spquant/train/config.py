@@ -31,8 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from spquant.models.common import MODES, QuantSpec
 from spquant.errors import ConfigError
+from spquant.models.common import MODES, QuantSpec
 
 __all__ = [
     "ConfigError",

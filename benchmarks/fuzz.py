@@ -20,10 +20,12 @@ worker when it dies or hangs. Outcome classes:
 Usage::
 
     nice -n 15 python benchmarks/fuzz.py --cases 100000 --seed 1 --out runs/fuzz
-    python benchmarks/fuzz.py --cases 200 --targets spq,checkpoint   # a quick look
+    python benchmarks/fuzz.py --cases 200 --targets spq,run   # a quick look
 
-It prints counts per loader and outcome class and the peak memory per case (growth of the
-worker's resident set while the case ran); ``--out`` keeps the files of every finding.
+It prints counts per loader and outcome class and the peak memory per case: the largest growth of
+the worker's resident set during one case ("peak MiB", with the size of that case's input) and the
+largest growth divided by its input size ("max growth/input"); ``--out`` keeps the files of every
+finding.
 """
 
 from __future__ import annotations
@@ -780,12 +782,14 @@ def run_fuzz(cases: int, seed: int = 0, targets: dict[str, Target] | None = None
 
 def format_report(res: dict) -> str:
     lines = [f"{res['cases']} cases, seed {res['seed']}, {res['seconds']:.0f} s",
-             f"{'loader':<16}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'peak MiB':>10}{'at input B':>12}"]
+             f"{'loader':<16}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'peak MiB':>10}{'at input B':>12}"
+             f"{'max growth/input':>17}"]
     total = collections.Counter()
     for n, c in res["counts"].items():
         total.update(c)
         pk, size = res["peak_kib"][n]
-        lines.append(f"{n:<16}" + "".join(f"{c[o]:>9}" for o in OUTCOMES) + f"{pk / 1024:>10.1f}{size:>12}")
+        lines.append(f"{n:<16}" + "".join(f"{c[o]:>9}" for o in OUTCOMES) + f"{pk / 1024:>10.1f}{size:>12}"
+                     f"{res['peak_ratio'][n]:>17.0f}")
     lines.append(f"{'total':<16}" + "".join(f"{total[o]:>9}" for o in OUTCOMES))
     for f in res["findings"][:40]:
         lines.append(f"  {f['outcome']:<8} {f['target']:<14} case {f['i']:<7} {f['mut']:<24} {f.get('exc', '')} "

@@ -458,7 +458,7 @@ def tiny_config(mode: str = "quant"):
 def _spq_bytes() -> bytes:
     import torch
 
-    from spquant.deploy.format import export
+    from spquant.deploy.targets.spq import export
 
     torch.manual_seed(0)
     model = tiny_config("quant").build_model().eval()
@@ -487,7 +487,7 @@ def build_seeds() -> dict[str, Target]:
     from spquant.data import readers as rd
     from spquant.data.datasets import load_cifar10_batch
     from spquant.data.idx import read_idx, write_idx
-    from spquant.deploy.format import load as load_spq
+    from spquant.deploy.targets.spq import load as load_spq
     from spquant.train import load_run
     from spquant.train.config import load_config
 

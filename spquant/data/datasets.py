@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 
 from spquant.data.events import EventFileError, SensorSize
 from spquant.data.idx import load_idx_split
+from spquant.data.readers._io import read_bytes
 from spquant.data.readers.aedat2 import read_aedat2
 from spquant.data.readers.aedat3 import read_aedat31, read_gesture_labels
 from spquant.data.readers.atis import read_atis_bin
@@ -393,12 +394,9 @@ def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
     integer array) is accepted; anything else raises :class:`EventFileError`.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise EventFileError(path, "no such file")
-    if os.path.getsize(path) > MAX_CIFAR_BATCH_BYTES:
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_CIFAR_BATCH_BYTES:
         raise EventFileError(path, f"{os.path.getsize(path)} bytes is too large for a CIFAR-10 batch")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path)
     try:  # walk the opcodes first: a corrupt length would make the unpickler allocate it up front
         for _ in pickletools.genops(data):
             pass

@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 
 from spquant.data.events import EventFileError
+from spquant.data.readers._io import read_bytes
 
 IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -64,7 +65,7 @@ def read_idx(path) -> np.ndarray:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise EventFileError(path, "no such file")
+        read_bytes(path)  # raises the reader's error for a missing path or a folder
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         magic = f.read(2)

@@ -206,7 +206,7 @@ SPQ_CASES = {
 
 @pytest.mark.parametrize("name", sorted(SPQ_CASES))
 def test_spq_manifest_wrong_json_types(tmp_path, name):
-    from spquant.deploy.format import load
+    from spquant.deploy.targets.spq import load
 
     edit, match = SPQ_CASES[name]
     p = tmp_path / "m.spq"
@@ -216,7 +216,7 @@ def test_spq_manifest_wrong_json_types(tmp_path, name):
 
 
 def test_spq_manifest_integer_of_5000_digits(tmp_path):
-    from spquant.deploy.format import HEADER, load
+    from spquant.deploy.targets.spq import HEADER, load
 
     data = fuzz._spq_bytes()
     _, major, minor, mlen, _, blen = HEADER.unpack_from(data)
@@ -393,14 +393,14 @@ def test_cli_errors_are_one_line_and_status_2(tmp_path, capsys, run_dir):
 
 
 def test_atomic_writes_keep_umask_permissions(tmp_path):
-    from spquant.deploy.format import save
+    from spquant.deploy.targets.spq import save
     from spquant.fileio import atomic_write
 
     old = os.umask(0o027)
     try:
         atomic_write(tmp_path / "a.bin", b"x")
         assert stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode) == 0o640
-        from spquant.deploy.format import loads
+        from spquant.deploy.targets.spq import loads
 
         save(loads(fuzz._spq_bytes()), tmp_path / "m.spq")
         assert stat.S_IMODE(os.stat(tmp_path / "m.spq").st_mode) == 0o640

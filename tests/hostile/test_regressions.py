@@ -251,7 +251,7 @@ def test_recipe_text_hostile(tmp_path, name):
 VALUE_CASES = {
     "train.lr=nan": "finite|must be > 0", "train.lr=inf": "finite", "model.width=inf": "finite",
     "model.input=[0,0]": "outside the allowed range", "model.T=4294967296": "outside the allowed range",
-    "quant.membrane_ub=2147483648": "outside the allowed range", "quant.backend=referenc": "quant.backend",
+    "quant.membrane_ub=2147483648": "outside the allowed range", "quant.backend=referenc": "backend",
     "train.seed=-1": "outside the allowed range", "quant.tau=1.5": "outside the allowed range",
 }
 

@@ -178,6 +178,15 @@ def _check_sidecar_fields(json_path: Path, meta: dict) -> None:
             raise CheckpointError(f"{json_path}: sidecar field {key!r} must be {tp.__name__}, got {type(meta[key]).__name__}")
     if isinstance(meta.get("step"), int) and not 0 <= meta["step"] < 2**62:
         raise CheckpointError(f"{json_path}: sidecar step {meta['step']} out of range")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{json_path}: the sidecar holds no config table")
+    if "state" in meta:
+        for key in ("epoch", "step_in_epoch", "global_step"):
+            if key not in meta["state"]:
+                continue
+            v = meta["state"][key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62:
+                raise CheckpointError(f"{json_path}: sidecar state.{key} must be an integer >= 0, got {v!r:.40}")
 
 
 def load_checkpoint(json_path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -254,10 +263,13 @@ def restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -
 
 
 def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    try:
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint RNG state does not fit: {str(e)[:200]}") from None
 
 
 def save_model(path, model: torch.nn.Module, sidecar: dict) -> None:

@@ -359,7 +359,8 @@ def test_latest_checkpoint_skips_tampered(tmp_path):
     model = cfg.build_model()
     opt = torch.optim.Adam(model.parameters())
     for step in (1, 2):
-        save_checkpoint(tmp_path, step, model, opt, {"epoch": 0}, cfg.to_dict())
+        save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step, "global_step": step},
+                        cfg.to_dict())
     newest = tmp_path / "checkpoints" / "step-00000002.json"
     meta = json.loads(newest.read_text())
     meta["step"] = 7

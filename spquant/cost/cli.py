@@ -67,7 +67,8 @@ def _bits_arg(text: str):
 
 
 def run_cost(args: argparse.Namespace) -> int:
-    from spquant.cost import format_measured, format_static, measured_cost_from_run, static_cost
+    from spquant.cost import format_measured, format_static, static_cost
+    from spquant.report import measured_cost_from_run
 
     if args.checkpoint:
         try:

@@ -96,6 +96,11 @@ def report_rows(runs: list[dict]) -> list[dict]:
             "total_mb": m.get("total_mb"),
             "memory_x": (base["metrics"]["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
             "flops_reduction": m.get("flops_reduction"),
+            "dense_mac_reduction": m.get("dense_mac_reduction", m.get("flops_reduction")),
+            "effective_op_reduction": m.get("effective_op_reduction"),
+            "paper_convention_reduction": m.get("paper_convention_reduction"),
+            "paper_convention_batch_sizes": m.get("paper_convention_batch_sizes"),
+            "kept_fraction": m.get("kept_fraction"),
             "accuracy": m.get("test_accuracy"),
             "drop": (base["metrics"]["test_accuracy"] - m["test_accuracy"]) if base else None,
             "steps": m.get("steps"),
@@ -115,17 +120,27 @@ def _f(v, fmt):
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| run | mode | W / U bits | weight MB | membrane MB | total MB | memory reduction | FLOPs reduction | accuracy | drop |\n"
-    head += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    head = (
+        "| run | mode | W / U bits | weight MB | membrane MB | total MB | memory reduction | kept fraction | "
+        "dense MAC reduction | effective op reduction | authors' convention (B) | accuracy | drop |\n"
+    )
+    head += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     body = ""
+
+    def x(v):
+        return f"{_f(v, '.2f')}{'x' if v else ''}"
+
     for r in rows:
+        bs = r.get("paper_convention_batch_sizes") or []
+        paper = x(r.get("paper_convention_reduction")) + (f" (B={','.join(map(str, bs))})" if bs else "")
         body += (
             f"| {r['run']} | {r['mode']} | {_bits(r)} | {_f(r['weight_mb'], '.4f')} | {_f(r['membrane_mb'], '.4f')} | "
-            f"{_f(r['total_mb'], '.4f')} | {_f(r['memory_x'], '.2f')}x | {_f(r['flops_reduction'], '.2f')}{'x' if r['flops_reduction'] else ''} | "
+            f"{_f(r['total_mb'], '.4f')} | {_f(r['memory_x'], '.2f')}x | {_f(r.get('kept_fraction'), '.3f')} | "
+            f"{x(r.get('dense_mac_reduction'))} | {x(r.get('effective_op_reduction'))} | {paper} | "
             f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} % | "
             f"{_f(None if r['drop'] is None else 100 * r['drop'], '+.2f')}{' pp' if r['drop'] is not None else ''} |\n"
         )
-    note = "\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: FP32 accuracy minus this run's, in percentage points.\n"
+    note = "\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: FP32 accuracy minus this run's, in percentage points. Dense MAC reduction = dense / (kept MACs + predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as written, at the evaluation batch size B (docs/pruning_and_cost.md).\n"
     return head + body + note
 
 

@@ -12,7 +12,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "learned_gate": True,
     "keep": 1.0,
     "gate_target": "auto",
-    "importance": "max_abs",
+    "importance": "pos_l1",
     "budget_weight": 4.0,
     "warmup": 0.2,
     "min_keep": 0.1,

@@ -1,4 +1,4 @@
-"""Spatial-channel pruning (SPEC §5): mass target, learned gate, membrane prior, statistics."""
+"""Spatial-channel pruning (docs/method.md#pruning): mass target, learned gate, membrane prior, statistics."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from spquant.prune import (
     validate_prune_options,
 )
 from spquant.quant import IntegerMembrane
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,7 +144,7 @@ def test_predictor_learns_the_mass_target():
     def evaluate():
         x = batch(256)
         with torch.no_grad():
-            g = gate(x, block.current(x))
+            gate(x, block.current(x))
         tgt = gate.last_target
         acc = (gate.last_gate == tgt).float().mean().item()
         majority = max(tgt.mean().item(), 1 - tgt.mean().item())
@@ -322,7 +321,12 @@ def test_prior_and_model_pickle_and_deepcopy():
     prior.records.append((None, None))
     p2 = pickle.loads(pickle.dumps(prior))
     assert p2.records == [] and p2.record is False and p2.channel_threshold == -0.8
-    copy.deepcopy(net)
+    prior.record, prior.records = False, []
+    net.eval()
+    x = (torch.rand(2, 3, 2, 16, 16) < 0.3).float()
+    twin = copy.deepcopy(net)
+    assert twin.features[0].neuron.prior is not prior
+    assert torch.equal(twin(x), net(x))
 
 
 # -- statistics --------------------------------------------------------------------------------

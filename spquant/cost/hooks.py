@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spquant.layers import ConvBNLIF
-from spquant.neuron import LIF
+from spquant.neuron import SpikingNeuron
 from spquant.cost.paper import PaperTerms, paper_convention_terms
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
 
@@ -99,7 +99,7 @@ class _Counter:
         self.handles = []
         self._saved_record = []
         for m in model.modules():  # gated layers record their stored membrane codes (zero fraction)
-            if isinstance(m, ConvBNLIF) and isinstance(m.neuron, LIF):
+            if isinstance(m, ConvBNLIF) and isinstance(m.neuron, SpikingNeuron):
                 self._saved_record.append((m.neuron, m.neuron.record))
                 m.neuron.record = True
         excluded = _excluded_modules(model)
@@ -111,7 +111,7 @@ class _Counter:
                 self.handles.append(m.register_forward_hook(self._conv_hook(name)))
             elif isinstance(m, nn.Linear):
                 self.handles.append(m.register_forward_hook(self._linear_hook(name)))
-            elif isinstance(m, LIF):
+            elif isinstance(m, SpikingNeuron):
                 self.handles.append(m.register_forward_hook(self._lif_hook(name)))
         self.recorder = GateRecorder(model, self._block)
 

@@ -3,8 +3,9 @@ energy estimates, counted on data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ ENERGY_PRESETS: dict[str, dict[str, Any]] = {
 class MeasuredCost:
     """Measured operation counts, **per sample** (summed over its T steps) unless named per_step.
 
-    ``flops_reduction = dense_macs / (kept_macs + overhead_macs)`` (SPEC §5.5).
+    ``flops_reduction = dense_macs / (kept_macs + overhead_macs)`` (docs/method.md#accountings).
     ``effective_reduction = dense_macs / (effective_ops + overhead_macs)`` where effective ops are
     SOPs for layers whose inputs are spikes and kept MACs for the others.
     Energies are ESTIMATES (see :data:`ENERGY_PRESETS`).

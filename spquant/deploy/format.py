@@ -143,6 +143,7 @@ _NODE_INTS = {
                    "prior_channel_min": (-(2**40), 2**40), "prior_spatial": (0, 1), "prior_spatial_level": (-(2**15) - 1, 2**15)},
     "channel_gate": {"lo_bits": (0, 31), "exp_frac_bits": (1, 30)},
     "sumpool": {"kernel": (1, 64)},
+    "maxpool": {"kernel": (1, 64)},
     "gsumpool": {},
     "flatten": {},
     "add": {},
@@ -204,7 +205,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         _int(b.get("crc32"), f"blob {name!r} crc32", 0, 2**32 - 1)
         spans.append((off, off + nb, name))
     spans.sort()
-    for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
         if b0 < a1:
             raise ValueError(f"blobs {an!r} and {bn!r} overlap")
     nodes = man.get("nodes")

@@ -1,10 +1,10 @@
-"""TET loss (SPEC §7): a cross-entropy at every time step plus an MSE regulariser of the logits.
+"""TET loss (docs/method.md#loss): a cross-entropy at every time step plus an MSE regulariser of the logits.
 
 .. math::
     L = (1 - \\lambda)\\,\\frac{1}{T}\\sum_t CE(o_t, y) + \\lambda\\,\\frac{1}{T}\\sum_t MSE(o_t, \\phi)
 
 ``phi`` is 1.0 (the TET paper) or the mean learnable threshold over the model's LIF layers
-(SPEC §4, "optional coupling"); then the regulariser also trains the thresholds.
+(docs/method.md#learnable-threshold, "optional coupling"); then the regulariser also trains the thresholds.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def tet_loss(outputs: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi
 
 def mean_threshold(model: nn.Module) -> torch.Tensor:
     """Mean V_th over the model's LIF layers (per-channel thresholds are averaged first)."""
-    from spquant.neuron import LIF
+    from spquant.neuron import SpikingNeuron
 
-    vals = [m.threshold.mean() for m in model.modules() if isinstance(m, LIF)]
+    vals = [m.threshold.mean() for m in model.modules() if isinstance(m, SpikingNeuron)]
     if not vals:
         raise ValueError("phi='threshold' needs a model with LIF layers")
     return torch.stack(vals).mean()

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spquant.cost.paper import PaperTerms, paper_convention_terms
 from spquant.layers import ConvBNLIF
 from spquant.neuron import SpikingNeuron
-from spquant.cost.paper import PaperTerms, paper_convention_terms
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
 
 __all__ = ["LayerCost", "conv_sops"]

@@ -32,7 +32,7 @@ class PaperTerms:
     mem_kept: float = 0.0
     predictor: float = 0.0
 
-    def __add__(self, other: "PaperTerms") -> "PaperTerms":
+    def __add__(self, other: PaperTerms) -> PaperTerms:
         return PaperTerms(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
     def reduction(self) -> float:

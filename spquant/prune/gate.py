@@ -141,7 +141,8 @@ class ChannelGate(nn.Module):
         self.keep = float(opt["keep"])
         target = opt["gate_target"]
         self.target_kind = ("budget" if self.keep < 1.0 else "mass") if target == "auto" else target
-        self.importance = opt["importance"]
+        imp = opt["importance"]
+        self.importance = ("pos_l1" if self.target_kind == "budget" else "max_abs") if imp == "auto" else imp
         self.budget_weight = float(opt["budget_weight"])
         self.layer_keep = max(self.keep, float(opt["min_keep"]))  # per-layer floor
         self.warmup = float(opt["warmup"]) if self.keep < 1.0 else 0.0

@@ -12,7 +12,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "learned_gate": True,
     "keep": 1.0,
     "gate_target": "auto",
-    "importance": "pos_l1",
+    "importance": "auto",
     "budget_weight": 4.0,
     "warmup": 0.2,
     "min_keep": 0.1,
@@ -45,7 +45,8 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
     "gate_target": "'auto' (budget when keep < 1, else mass), 'budget' (top-k by importance + budget "
     "loss), 'mass' (the method's mass-0.85 BCE target)",
     "importance": "channel importance of the target: 'max_abs' (max over space of |I|), 'l1' (mean "
-    "|I|), 'pos_l1' (mean max(I, 0)); see docs/pruning_and_cost.md for the measurement",
+    "|I|), 'pos_l1' (mean max(I, 0)); 'auto' = pos_l1 for the budget target (measured best, see "
+    "docs/pruning_and_cost.md), max_abs for the mass target (the method's rule)",
     "budget_weight": "weight of the budget term (gap between kept fraction and keep) in the gate loss",
     "warmup": "fraction of training during which the gates are held open (predictors still learn) "
     "when keep < 1",
@@ -96,7 +97,7 @@ _FLOAT_KEYS = {
 _INT_KEYS = {"spatial_block"}
 _OPTIONAL_FLOAT_KEYS = {"spatial_prior_level"}
 _OPTIONAL_BITS_KEYS = {"predictor_bits"}
-_CHOICE_KEYS = {"gate_target": ("auto", "budget", "mass"), "importance": ("max_abs", "l1", "pos_l1")}
+_CHOICE_KEYS = {"gate_target": ("auto", "budget", "mass"), "importance": ("auto", "max_abs", "l1", "pos_l1")}
 
 
 def validate_prune_options(options: dict | None) -> dict:

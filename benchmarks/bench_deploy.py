@@ -130,7 +130,7 @@ def _pruned_model(T: int, batch: int, seed: int = 0):
 
 
 def _run_model(run: str, batch: int):
-    from spquant.deploy.cli import input_encoding
+    from spquant.deploy import input_encoding
     from spquant.train import load_run
     from spquant.train.data import load_split
 

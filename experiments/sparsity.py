@@ -89,8 +89,7 @@ def _timed(fn, repeats):
 def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     """Three accountings on ``n_cost`` test samples; interpreter parity and speed on ``n_speed``."""
     from spquant.cost import measure_cost
-    from spquant.deploy import Interpreter, fold_model
-    from spquant.deploy import input_encoding
+    from spquant.deploy import Interpreter, fold_model, input_encoding
     from spquant.train.data import load_split
 
     loaded = load_run(run["dir"])

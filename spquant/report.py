@@ -119,40 +119,23 @@ def _f(v, fmt):
 
 
 def markdown_table(rows: list[dict]) -> str:
-<<<<<<< HEAD
-    head = (
-        "| run | mode | W / U bits | weight MB | membrane MB | total MB | memory reduction | kept fraction | "
-        "dense MAC reduction | effective op reduction | authors' convention (B) | accuracy | drop |\n"
-    )
-    head += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-=======
     """Accuracy columns for classifiers, mAP columns for detectors (both when the rows mix them)."""
     cls = any(r["task"] == "classify" for r in rows)
     det = any(r["task"] == "detect" for r in rows)
-    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "FLOPs reduction"]
+    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "kept fraction",
+            "dense MAC reduction", "effective op reduction", "authors' convention (B)"]
     cols += ["accuracy"] * cls + ["mAP@0.5", "mAP@[.5:.95]"] * det + ["drop"]
     head = "| " + " | ".join(cols) + " |\n| --- | --- | --- |" + " ---: |" * (len(cols) - 3) + "\n"
->>>>>>> main
     body = ""
-
-    def x(v):
-        return f"{_f(v, '.2f')}{'x' if v else ''}"
-
     for r in rows:
-<<<<<<< HEAD
-        bs = r.get("paper_convention_batch_sizes") or []
-        paper = x(r.get("paper_convention_reduction")) + (f" (B={','.join(map(str, bs))})" if bs else "")
-        body += (
-            f"| {r['run']} | {r['mode']} | {_bits(r)} | {_f(r['weight_mb'], '.4f')} | {_f(r['membrane_mb'], '.4f')} | "
-            f"{_f(r['total_mb'], '.4f')} | {_f(r['memory_x'], '.2f')}x | {_f(r.get('kept_fraction'), '.3f')} | "
-            f"{x(r.get('dense_mac_reduction'))} | {x(r.get('effective_op_reduction'))} | {paper} | "
-            f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} % | "
-            f"{_f(None if r['drop'] is None else 100 * r['drop'], '+.2f')}{' pp' if r['drop'] is not None else ''} |\n"
-        )
-    note = "\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: FP32 accuracy minus this run's, in percentage points. Dense MAC reduction = dense / (kept MACs + predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as written, at the evaluation batch size B (docs/pruning_and_cost.md).\n"
-=======
         cells = [r["run"], r["mode"], _bits(r), _f(r["weight_mb"], ".4f"), _f(r["membrane_mb"], ".4f"), _f(r["total_mb"], ".4f"),
-                 f"{_f(r['memory_x'], '.2f')}x", _f(r["flops_reduction"], ".2f") + ("x" if r["flops_reduction"] else "")]
+                 f"{_f(r['memory_x'], '.2f')}x", _f(r.get("kept_fraction"), ".3f")]
+        for key in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction"):
+            v = r.get(key)
+            cells.append(_f(v, ".2f") + ("x" if v else ""))
+        bs = r.get("paper_convention_batch_sizes") or []
+        if bs:
+            cells[-1] += f" (B={','.join(map(str, bs))})"
         if cls:
             cells.append(f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} %")
         if det:
@@ -166,8 +149,10 @@ def markdown_table(rows: list[dict]) -> str:
         body += "| " + " | ".join(cells) + " |\n"
     note = ("\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). "
             "MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: the FP32 "
-            "run's accuracy (percentage points) or mAP@0.5 minus this run's.\n")
->>>>>>> main
+            "run's accuracy (percentage points) or mAP@0.5 minus this run's. Dense MAC reduction = dense / (kept MACs + "
+            "predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + "
+            "membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as "
+            "written, at the evaluation batch size B (docs/pruning_and_cost.md).\n")
     return head + body + note
 
 

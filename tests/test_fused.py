@@ -2,6 +2,7 @@
 
 import itertools
 import random
+import zlib
 
 import pytest
 import torch
@@ -86,7 +87,8 @@ def _case(T, shape, membrane, surrogate, thr, gate_kind, prior_kind, return_memb
 @pytest.mark.parametrize("gate_kind", ["none", "fixed", "learned"])
 def test_fused_matches_reference(membrane, surrogate, thr, gate_kind):
     # T, shape, prior and return_membrane cycled so every value meets every other option
-    seed = abs(hash((membrane, repr(surrogate), thr, gate_kind))) % 10_000
+    # crc32, not hash(): str hashes change per process, and a failing case must be reproducible
+    seed = zlib.crc32(repr((membrane, repr(surrogate), thr, gate_kind)).encode()) % 10_000
     rnd = random.Random(seed)
     T = rnd.choice([1, 2, 5])
     shape = rnd.choice([(3, 2), (2, 3, 4, 4), (2, 2, 3, 5)])

@@ -21,6 +21,7 @@ from spquant.data.datasets import (
     FashionMNIST,
     Gen1Detection,
     IDXImages,
+    Megapixel1Detection,
     NCaltech101,
     load_cifar10_batch,
     per_class_split_indices,
@@ -60,12 +61,18 @@ from spquant.data.transforms import (
 __all__ = [
     "EVENT_DTYPE", "EventFileError", "Recording", "make_events", "sort_events", "finish_events", *_readers_all,
     "read_idx", "write_idx", "load_idx_split", "load_embedded_mnist",
-    "NMNIST", "NCaltech101", "CIFAR10DVS", "DVSGesture", "Gen1Detection", "CIFAR10", "IDXImages", "MNIST",
+    "NMNIST", "NCaltech101", "CIFAR10DVS", "DVSGesture", "Gen1Detection", "Megapixel1Detection", "CIFAR10",
+    "IDXImages", "MNIST",
     "FashionMNIST", "KMNIST", "load_cifar10_batch", "random_split_indices", "per_class_split_indices",
     "ToFrames", "Resize", "RandomCrop", "RandomFlip", "DirectEncode", "Compose", "to_frames", "to_frames_batch",
     "resize", "random_crop", "random_flip", "direct_encode",
     "EmulatorConfig", "emulate", "emulate_batch", "saccade_path", "EmulatedEvents", "EmulatedMNIST",
     "emulate_to_cache", "FrameCache", "make_loader", "mnist_frames", "fetch", "FetchError", "SOURCES",
-    "default_root", "Gen1DetectionFrames", "MovingDigits", "collate_detection",
+    "default_root", "Gen1DetectionFrames", "Megapixel1DetectionFrames", "MovingDigits", "collate_detection",
 ]
-from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection  # noqa: E402,F401  (detection data, issue 7)
+from spquant.data.detection import (  # noqa: E402
+    Gen1DetectionFrames,
+    Megapixel1DetectionFrames,
+    MovingDigits,
+    collate_detection,
+)

@@ -297,6 +297,7 @@ class Gen1Detection(Dataset):
 
     sensor_size = (304, 240)
     classes = ["car", "pedestrian"]
+    name = "Gen1"
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, window_us: int = 50_000,
                  window_events: int | None = None):
@@ -310,8 +311,8 @@ class Gen1Detection(Dataset):
                 _missing(folder, box.name, f"every <name>_td.dat in {folder} needs its <name>_bbox.npy")
             pairs.append((td, box))
         if not pairs:
-            _missing(folder, "Gen1 recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
-                     "(see 'spquant data fetch gen1')")
+            _missing(folder, f"{self.name} recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
+                     f"(see 'spquant data fetch {self.name.lower()}')")
         self.pairs = pairs
         self.samples: list[tuple[int, int]] = []  # (pair index, timestamp)
         self._boxes = []
@@ -335,6 +336,17 @@ class Gen1Detection(Dataset):
         ev = decode_dat_records(rec[lo:hi], self.pairs[k][0], self.sensor_size)
         boxes = self._boxes[k][self._boxes[k]["ts"] == ts]
         return (self.transform(ev) if self.transform else ev), boxes
+
+
+class Megapixel1Detection(Gen1Detection):
+    """The Prophesee 1-Megapixel automotive detection set (Perot et al. 2020; 1280x720 Gen4 sensor,
+    ``EventCD`` DAT records of type 12): the same layout as Gen1, ``root/{train,val,test}/<name>_td.dat``
+    + ``<name>_bbox.npy``, and the same windows. Classes 0-6 as released: pedestrian, two wheeler, car,
+    truck, bus, traffic sign, traffic light."""
+
+    sensor_size = (1280, 720)
+    classes = ["pedestrian", "two wheeler", "car", "truck", "bus", "traffic sign", "traffic light"]
+    name = "1Mpx"
 
 
 # ------------------------------------------------------------------ static images

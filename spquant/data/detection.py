@@ -55,7 +55,7 @@ from spquant.data.events import EVENT_DTYPE, make_events
 
 __all__ = [
     "video_to_events", "events_to_frames", "collate_detection", "MovingDigitsConfig", "MovingDigits",
-    "render_digits", "Gen1DetectionFrames", "filter_boxes", "GEN1_CLASSES",
+    "render_digits", "Gen1DetectionFrames", "Megapixel1DetectionFrames", "filter_boxes", "GEN1_CLASSES",
 ]
 
 GEN1_CLASSES = ("car", "pedestrian")
@@ -379,9 +379,7 @@ class Gen1DetectionFrames(Dataset):
     def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
                  T: int = 1, input_size: tuple[int, int] = (240, 304), min_diag: float = 30.0, min_side: float = 10.0,
                  skip_us: int = 500_000):
-        from spquant.data.datasets import Gen1Detection
-
-        self.raw = Gen1Detection(root, split, window_us=window_us, window_events=events_per_window)
+        self.raw = self._raw_dataset()(root, split, window_us=window_us, window_events=events_per_window)
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T
         self.filter = dict(min_diag=min_diag, min_side=min_side, skip_us=skip_us)
         self.input_size = tuple(input_size)
@@ -393,6 +391,12 @@ class Gen1DetectionFrames(Dataset):
             b = self.raw._boxes[k]
             if filter_boxes(b[b["ts"] == ts], **self.filter).size:
                 self.samples.append(j)
+
+    @staticmethod
+    def _raw_dataset():
+        from spquant.data.datasets import Gen1Detection
+
+        return Gen1Detection
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -418,3 +422,23 @@ class Gen1DetectionFrames(Dataset):
         boxes = np.stack([x1 * self.scale, y1 * self.scale, x2 * self.scale, y2 * self.scale, b["class_id"].astype(np.float64)], 1)
         boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
         return torch.from_numpy(frames), torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 5)
+
+
+class Megapixel1DetectionFrames(Gen1DetectionFrames):
+    """The Prophesee 1-Megapixel automotive set (:class:`spquant.data.datasets.Megapixel1Detection`) as
+    frames + boxes, exactly like :class:`Gen1DetectionFrames`; defaults from the data set's paper (Perot
+    et al. 2020): boxes with a diagonal < 60 px or a side < 20 px dropped, frames at half resolution
+    (360x640). 7 classes."""
+
+    num_classes = 7
+
+    def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
+                 T: int = 1, input_size: tuple[int, int] = (360, 640), min_diag: float = 60.0, min_side: float = 20.0,
+                 skip_us: int = 500_000):
+        super().__init__(root, split, events_per_window, window_us, T, input_size, min_diag, min_side, skip_us)
+
+    @staticmethod
+    def _raw_dataset():
+        from spquant.data.datasets import Megapixel1Detection
+
+        return Megapixel1Detection

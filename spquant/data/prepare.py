@@ -61,7 +61,7 @@ from spquant.data.events import EventFileError
 from spquant.data.transforms import FITS, FRAME_MODES, augment_batch, fit_frames, parse_augment, to_frames
 
 __all__ = ["FrameSpec", "DATASETS", "open_source", "prepare", "FrameDataset", "frame_loader", "collate_frames",
-           "cache_key", "CacheInfo"]
+           "cache_key", "CacheInfo", "open_cache", "default_cache_root"]
 
 CACHE_FORMAT = 1
 SHARD = 64  # samples per shard (one completion marker each)
@@ -209,12 +209,18 @@ def make_frames(sample, source, spec: FrameSpec, static: bool, shape, dtype) -> 
 
 
 # ------------------------------------------------------------------ the cache
+def default_cache_root() -> Path:
+    """``$SPQUANT_CACHE/frames`` (default ``~/.cache/spquant/frames``)."""
+    return Path(os.environ.get("SPQUANT_CACHE", Path.home() / ".cache" / "spquant")).expanduser() / "frames"
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     """A prepared cache: its folder and parsed ``index.json``."""
 
     path: Path
     index: dict
+    made: int = 0  # samples framed by the call that returned this (0: the cache was already complete)
 
     def split(self, split: str) -> dict:
         if split not in self.index["splits"]:
@@ -384,7 +390,7 @@ def prepare(dataset: str, root, spec: FrameSpec, cache_root, splits=("train", "t
              "spec": dataclasses.asdict(spec), "sensor_size": None if static else list(_sensor_of(sources[splits[0]])),
              "classes": list(getattr(sources[splits[0]], "classes", []) or []), "splits": meta, "complete": True}
     _atomic_write_bytes(index_path, json.dumps(index, indent=1, default=list).encode())
-    return CacheInfo(out, index)
+    return CacheInfo(out, index, made=sum(m["made"] for m in meta.values()))
 
 
 def open_cache(path) -> CacheInfo:

@@ -180,3 +180,20 @@ def test_bad_inputs(tmp_path):
     cache = _prep("nmnist", root, tmp_path, T=2, polarity="count2")
     with pytest.raises(ValueError, match="T=2 frames per sample, asked for T=5"):
         FrameDataset(cache, "train", T=5)
+
+
+def test_cli_prepare_recipe(tmp_path, capsys):
+    from spquant.cli import main
+
+    root = fake.write_dvs128_gesture(tmp_path / "g", users=(1, 24), events=2000)
+    args = ["data", "prepare", "dvs128-gesture", "--set", f"data.root={root}", "--set", f"data.cache={tmp_path / 'c'}",
+            "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "train: 11 samples, frames [16, 2, 64, 64] <f2" in out and "test: 11 samples" in out
+    assert main(args) == 0 and "already complete" in capsys.readouterr().out
+    assert main(["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}",
+                 "--no-progress"]) == 2
+    assert "trials_to_train.txt" in capsys.readouterr().err
+    assert main(["data", "prepare", "mnist-dvs", "--no-progress"]) == 2
+    assert "no frame cache to prepare" in capsys.readouterr().err

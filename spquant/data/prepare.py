@@ -48,10 +48,11 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ class FrameSpec:
         parse_augment(self.augment)
 
     @classmethod
-    def from_config(cls, config) -> "FrameSpec":
+    def from_config(cls, config) -> FrameSpec:
         """The spec of a recipe: ``model.T``, ``model.input`` (size), ``model.in_channels`` (2 ->
         'count2', 3 -> 'polarity3' unless ``data.polarity`` says otherwise) and the ``data`` keys
         ``bins``, ``polarity``, ``resize`` (fit), ``integer``, ``split``, ``layout``, ``augment``,

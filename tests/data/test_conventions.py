@@ -100,7 +100,8 @@ def test_atis_bin_matches_tonic_and_spikingjelly(tmp_path, rng):
     sd.write_atis_bin(tmp_path / "n.bin", ev)
     ours = sd.read_atis_bin(tmp_path / "n.bin", sensor_size=(34, 34)).events
     assert _xytp(ours) == _xytp(ev)
-    tonic = _peer("tonic")
+    _peer("tonic")
+    import tonic.datasets
     import tonic.io
 
     t = tonic.io.read_mnist_file(str(tmp_path / "n.bin"), dtype=tonic.datasets.NMNIST.dtype)

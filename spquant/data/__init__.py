@@ -68,11 +68,6 @@ __all__ = [
     "resize", "random_crop", "random_flip", "direct_encode",
     "EmulatorConfig", "emulate", "emulate_batch", "saccade_path", "EmulatedEvents", "EmulatedMNIST",
     "emulate_to_cache", "FrameCache", "make_loader", "mnist_frames", "fetch", "FetchError", "SOURCES",
-    "default_root", "Gen1DetectionFrames", "Megapixel1DetectionFrames", "MovingDigits", "collate_detection",
+    "default_root", "Gen1DetectionFrames", "MovingDigits", "collate_detection",
 ]
-from spquant.data.detection import (  # noqa: E402
-    Gen1DetectionFrames,
-    Megapixel1DetectionFrames,
-    MovingDigits,
-    collate_detection,
-)
+from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection  # noqa: E402

@@ -18,12 +18,13 @@ def test_megapixel_type12_frames_and_boxes(tmp_path):
     ev, boxes = raw[0]
     assert ev.size == 5000 and int(ev["x"].max()) < 1280 and int(ev["y"].max()) < 720
     assert ev["t"].max() <= boxes["ts"][0]
-    ds = sd.Megapixel1DetectionFrames(root, "val", events_per_window=5000, T=2)
+    ds = sd.Gen1DetectionFrames(root, "val", events_per_window=5000, T=2, input_size=(360, 640), benchmark="1mpx")
+    assert isinstance(ds.raw, sd.Megapixel1Detection) and len(ds) >= 1
     frames, b = ds[0]
-    assert frames.shape == (2, 2, 360, 640)  # half resolution by default
+    assert frames.shape == (2, 2, 360, 640)  # half resolution
     assert float(frames.sum()) == 5000.0  # every event of the window counted once
     assert b.shape[1] == 5 and b.shape[0] >= 1
-    assert torch.all(b[:, 2] <= 640) and torch.all(b[:, 3] <= 360) and torch.all(b[:, 4] < 7)
+    assert torch.all(b[:, 2] <= 640) and torch.all(b[:, 3] <= 360) and torch.all(b[:, 4] < 3)  # 3 classes kept
 
 
 def test_gen1_adapter_still_reads_type0(tmp_path):

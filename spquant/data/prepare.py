@@ -62,7 +62,7 @@ from spquant.data.events import EventFileError
 from spquant.data.transforms import FITS, FRAME_MODES, augment_batch, fit_frames, parse_augment, to_frames
 
 __all__ = ["FrameSpec", "DATASETS", "open_source", "prepare", "FrameDataset", "frame_loader", "collate_frames",
-           "cache_key", "CacheInfo", "open_cache", "default_cache_root"]
+           "cache_key", "CacheInfo", "open_cache", "default_cache_root", "load_frames"]
 
 CACHE_FORMAT = 1
 SHARD = 64  # samples per shard (one completion marker each)
@@ -443,6 +443,11 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0] if self.indices is None else self.indices.shape[0])
 
+    def __getstate__(self):  # worker processes open their own map; never pickle the mapped frames
+        state = dict(self.__dict__)
+        state["_mm"] = None
+        return state
+
     def _frames(self) -> np.ndarray:
         if self._mm is None or self._mm[0] != os.getpid():
             mm = np.load(self.frames_path, mmap_mode="r")
@@ -462,6 +467,30 @@ class FrameDataset(Dataset):
         if self.static:
             x = x.unsqueeze(0).expand(self.T, *x.shape)
         return x, int(self.labels[j])
+
+
+def load_frames(config, split: str, progress: bool | None = None, augment: bool = True) -> FrameDataset:
+    """The ``split`` of a recipe's prepared data set as a :class:`FrameDataset`, preparing (or
+    finishing) the cache first: ``config.data.dataset`` in :data:`DATASETS`, the data folder from
+    ``data.root`` / ``$SPQUANT_DATA`` (:mod:`spquant.data.roots`), the cache from ``data.cache`` /
+    :func:`default_cache_root`, ``data.train_subset`` / ``test_subset`` as a random subset seeded
+    by ``train.seed``; the train split carries ``data.augment`` unless ``augment=False``."""
+    from spquant.data.roots import data_root
+
+    d = config.data
+    spec = FrameSpec.from_config(config)
+    cache_root = Path(d.cache).expanduser() if d.cache else default_cache_root()
+    if progress is None:
+        progress = bool(getattr(config.run, "progress", True))
+    cache = prepare(d.dataset, data_root(d.dataset, d.root), spec, cache_root, workers=None, progress=progress)
+    n_all = cache.split(split)["shape"][0]
+    limit = d.train_subset if split == "train" else d.test_subset
+    indices = None
+    if limit and limit < n_all:
+        g = torch.Generator().manual_seed(int(config.train.seed) + 12345)
+        indices = torch.randperm(n_all, generator=g)[:limit].sort().values.numpy()
+    return FrameDataset(cache, split, T=config.model.T, augment=spec.augment if split == "train" and augment else "none",
+                        roll_px=spec.roll_px, crop_pad=spec.crop_pad, indices=indices)
 
 
 def collate_frames(batch):

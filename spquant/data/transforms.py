@@ -98,12 +98,13 @@ def to_frames(events: np.ndarray, sensor_size: Sequence[int], n_time_bins: int, 
             cnt = np.minimum(cnt, np.iinfo(dtype).max)
         frames.reshape(-1)[:] = cnt
         return frames
-    cell = (b * h + y) * w + x  # events are sorted by t: the last occurrence of a cell wins
-    rev = cell[::-1]
-    uniq, first_in_rev = np.unique(rev, return_index=True)
-    last_p = p[::-1][first_in_rev]
-    bb, rest = np.divmod(uniq, h * w)
-    ch = np.where(last_p == 1, 0, 1)
+    cell = (b * h + y) * w + x  # events are sorted by t: the latest event of a cell wins
+    last = torch.full((n_time_bins * h * w,), -1, dtype=torch.int64)
+    last.scatter_reduce_(0, torch.from_numpy(cell), torch.arange(cell.size), reduce="amax")
+    li = last.numpy()
+    cells = np.flatnonzero(li >= 0)
+    bb, rest = np.divmod(cells, h * w)
+    ch = np.where(p[li[cells]] == 1, 0, 1)
     frames.reshape(n_time_bins, c, h * w)[bb, ch, rest] = 1
     return frames
 

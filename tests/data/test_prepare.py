@@ -197,3 +197,33 @@ def test_cli_prepare_recipe(tmp_path, capsys):
     assert "trials_to_train.txt" in capsys.readouterr().err
     assert main(["data", "prepare", "mnist-dvs", "--no-progress"]) == 2
     assert "no frame cache to prepare" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["nmnist", "vgg9-cifar10dvs", "vgg9-ncaltech101", "dvs128-gesture",
+                                    "resnet19-cifar10"])
+def test_load_frames_from_every_event_recipe(tmp_path, recipe):
+    from spquant.data.prepare import load_frames
+    from spquant.train.config import load_config
+
+    writers = {"nmnist": fake.write_nmnist, "vgg9-cifar10dvs": fake.write_cifar10dvs,
+               "vgg9-ncaltech101": fake.write_ncaltech101, "dvs128-gesture": fake.write_dvs128_gesture,
+               "resnet19-cifar10": fake.write_cifar10}
+    root = writers[recipe](tmp_path / "data")
+    cfg = load_config(recipe, [f"data.root={root}", f"data.cache={tmp_path / 'cache'}", "data.train_subset=5",
+                               "run.progress=false"])
+    train, test = load_frames(cfg, "train"), load_frames(cfg, "test")
+    assert len(train) == 5 and len(test) >= 1
+    x, y = pp.collate_frames([train[0], train[1]])
+    assert x.shape == (cfg.model.T, 2, cfg.model.in_channels, *cfg.model.input) and x.dtype == torch.float32
+    assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < cfg.model.classes
+
+
+def test_dataset_pickles_without_its_frames(tmp_path):
+    import pickle
+
+    root = fake.write_nmnist(tmp_path / "nmnist", per_class=1)
+    ds = FrameDataset(_prep("nmnist", root, tmp_path, T=2, polarity="count2"), "train")
+    x0, _ = ds[0]  # opens the map in this process
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000  # 10 samples x 2 x 2 x 34 x 34 bytes would be 46 kB
+    torch.testing.assert_close(pickle.loads(blob)[0][0], x0)

@@ -233,7 +233,7 @@ class CIFAR10DVS(EventFolderDataset):
                     return name, files, labels
         _missing(root, "CIFAR10-DVS recordings", f"unzip <class>.zip into {root}/<class>/ for every class of "
                  f"{CIFAR10_CLASSES} (AEDAT 2.0 '.aedat'; or tonic's '.aedat4' mirror; or SpikingJelly's "
-                 "events_np/<class>/*.npz) ('spquant data fetch cifar10dvs --root DIR')")
+                 "events_np/<class>/*.npz) ('spquant data fetch cifar10-dvs --root DIR')")
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, split_mode: str = "authors",
                  seed: int = 42, layout: str = "auto"):
@@ -261,7 +261,7 @@ class DVSGesture(Dataset):
         trials = base / ("trials_to_train.txt" if split == "train" else "trials_to_test.txt")
         if not trials.is_file():
             _missing(base, trials.name, f"unpack DvsGesture.tar.gz so that {base}/{trials.name}, the .aedat files and "
-                     "their _labels.csv files exist (see 'spquant data fetch dvsgesture')")
+                     "their _labels.csv files exist (see 'spquant data fetch dvs128-gesture')")
         names = [ln.strip() for ln in trials.read_text().splitlines() if ln.strip()]
         self.samples: list[tuple[Path, int, int, int]] = []
         for name in names:

@@ -51,19 +51,11 @@ class TensorData:
 
 
 def _augment(x: torch.Tensor, how: str, g: torch.Generator | None, static: bool) -> torch.Tensor:
-    """Random shift (pad 2 + crop) or crop+flip (pad 4 + crop + horizontal flip), per sample."""
-    pad = 2 if how == "shift" else 4
-    H, W = x.shape[-2:]
-    B = x.shape[0]
-    flat = x.reshape(B, -1, H, W)
-    padded = F.pad(flat, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)
-    out = torch.stack([padded[i, :, dy[i] : dy[i] + H, dx[i] : dx[i] + W] for i in range(B)])
-    if how == "crop-flip":
-        flip = torch.rand(B, generator=g) < 0.5
-        out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)
-    return out.reshape(x.shape)
+    """``data.augment`` per sample (:func:`spquant.data.transforms.augment_batch`: shift, crop, flip,
+    roll, nda and their '+' combinations)."""
+    from spquant.data.transforms import augment_batch
+
+    return augment_batch(x, how, g)
 
 
 def resolve_root(root: str) -> Path:

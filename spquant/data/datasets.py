@@ -167,12 +167,40 @@ class NCaltech101(EventFolderDataset):
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an .npz whose arrays declare more bytes than its members hold (checked from the .npy
+    headers before anything is allocated; deflated members may expand at most 1000-fold)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1000 * max(info.compress_size, 1):
+                    raise EventFileError(path, f"member {info.filename} claims {info.file_size} bytes from "
+                                         f"{info.compress_size} compressed: refused")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version} in {info.filename}")
+                    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if need > info.file_size:
+                        raise EventFileError(path, f"array {info.filename} declares {need} bytes but its member "
+                                             f"holds {info.file_size}: truncated or forged")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
+
+
 def read_spikingjelly_npz(path) -> np.ndarray:
     """One SpikingJelly ``events_np/<class>/<name>.npz`` file (arrays ``t, x, y, p`` of equal length,
     stored in SpikingJelly's convention) as an event array. Loaded without pickle."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EventFileError(path, "no such file")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in "txyp" if k not in z.files]

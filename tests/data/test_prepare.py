@@ -227,3 +227,41 @@ def test_dataset_pickles_without_its_frames(tmp_path):
     blob = pickle.dumps(ds)
     assert len(blob) < 20_000  # 10 samples x 2 x 2 x 34 x 34 bytes would be 46 kB
     torch.testing.assert_close(pickle.loads(blob)[0][0], x0)
+
+
+def test_spikingjelly_npz_validation(tmp_path):
+    import io
+    import zipfile
+
+    from spquant.data.datasets import read_spikingjelly_npz
+
+    np.savez(tmp_path / "ok.npz", t=np.array([5, 9]), x=np.array([1, 2]), y=np.array([3, 4]), p=np.array([1, 0]))
+    assert read_spikingjelly_npz(tmp_path / "ok.npz").tolist() == [(1, 3, 5, 1), (2, 4, 9, 0)]
+    np.savez(tmp_path / "keys.npz", t=np.array([1]), x=np.array([1]))
+    with pytest.raises(sd.EventFileError, match=r"keys\.npz.*lacks arrays \['y', 'p'\]"):
+        read_spikingjelly_npz(tmp_path / "keys.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(sd.EventFileError, match=r"junk\.npz.*not a readable"):
+        read_spikingjelly_npz(tmp_path / "junk.npz")
+    # a header declaring 10**12 elements in a tiny member: refused before anything is allocated
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(tmp_path / "forged.npz", "w") as zf:
+        for k in "txyp":
+            zf.writestr(f"{k}.npy", buf.getvalue() + bytes(16))
+    with pytest.raises(sd.EventFileError, match=r"forged\.npz.*declares 8000000000000 bytes"):
+        read_spikingjelly_npz(tmp_path / "forged.npz")
+
+
+def test_cifar10dvs_finds_tonics_aedat4_mirror(tmp_path):
+    for c in fake.CIFAR10_CLASSES:  # tonic unpacks into save_to/CIFAR10DVS/<class>/cifar10_<class>_<k>.aedat4
+        (tmp_path / "CIFAR10DVS" / c).mkdir(parents=True)
+        for k in range(10):
+            (tmp_path / "CIFAR10DVS" / c / f"cifar10_{c}_{k}.aedat4").write_bytes(b"#!AER-DAT4.0\r\n")
+    ds = sd.CIFAR10DVS(tmp_path, "test")
+    assert ds.layout == "aedat4" and len(ds) == 10 and all(f.suffix == ".aedat4" for f in ds.files)
+    pytest.importorskip("aedat", reason="optional extra spquant[aedat] not installed")
+    with pytest.raises(sd.EventFileError, match=r"cifar10_\w+_\d\.aedat4"):
+        ds[0]
+    with pytest.raises(sd.EventFileError, match=r"CIFAR10-DVS recordings.*events_np"):
+        sd.CIFAR10DVS(tmp_path / "CIFAR10DVS" / "cat", "train")

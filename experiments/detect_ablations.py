@@ -115,9 +115,8 @@ def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
     return hit / max(n, 1)
 
 
-def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
-    overrides, opts = ABLATIONS[name]
-    cfg = load_recipe(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=print):
+    """Train the recipe's detector for ``steps`` Adam steps (cosine lr); returns (model, data, history)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_ds, test_ds = build_detection_data(cfg, "train"), build_detection_data(cfg, "test")
@@ -152,17 +151,25 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
             opt.step()
             step += 1
             if step % 100 == 0:
-                history.append({"step": step, **{k: round(v, 4) for k, v in parts.items()}})
-                print(name, step, history[-1], f"{time.time() - start:.0f} s", flush=True)
-    train_s = time.time() - start
+                history.append({"step": step, "s": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}})
+                log(f"{cfg['quant']['mode']} {step}/{steps} {history[-1]}")
+    return model.eval(), (train_ds, test_ds), {"history": history, "train_s": round(time.time() - start, 1)}
+
+
+def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
+    overrides, opts = ABLATIONS[name]
+    cfg = load_recipe(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+    model, (train_ds, test_ds), info = train_detector_steps(cfg, steps, opts, seed, log=lambda m: print(name, m, flush=True))
+    history = info["history"]
     metrics, _, _ = evaluate_detector(model, test_ds, cfg)
-    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
+    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": info["train_s"],
            "overrides": overrides + extra_overrides, "opts": opts,
            "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],
            "slot_class_acc": slot_class_accuracy(model, test_ds),
            "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
            "last": history[-1] if history else {}}
     OUT.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), OUT / f"{name}-{mode}-{steps}.pt")
     with open(OUT / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)

@@ -44,6 +44,8 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "head3": (["model.head_kernel=3"], {}),
     "head3_clsonly": (["model.head_kernel=3", "loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
     "head3_cls5": (["model.head_kernel=3", "loss.lambda_cls=5.0"], {}),
+    "pretrain400": ([], {"pretrain": 400}),
+    "clsfirst200": ([], {"cls_first": 200}),
     "clsonly": (["loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
     "coord1": (["loss.lambda_coord=1.0"], {}),
     "focal": ([], {"cls_loss": "focal"}),
@@ -98,6 +100,14 @@ class FocalClassLoss(YOLOLoss):
         return total, parts
 
 
+def parts_cls(loss_fn, model, x, boxes) -> torch.Tensor:
+    """The class cross-entropy alone (summed over responsible slots, divided by the batch)."""
+    pred = model(x)
+    tg = build_targets(boxes, loss_fn.anchors, pred.shape[2:4], loss_fn.stride)
+    b, a, gy, gx = tg["index"].unbind(1)
+    return F.cross_entropy(pred[b, a, gy, gx][:, 5:], tg["cls"], reduction="sum") / pred.shape[0]
+
+
 @torch.no_grad()
 def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
     """Fraction of test boxes whose responsible slot's arg-max class is the box's class."""
@@ -115,12 +125,56 @@ def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
     return hit / max(n, 1)
 
 
+def digit_crops(ds, size: int = 16):
+    """[T, N, 2, size, size] event-count crops centred on every box of ``ds`` and their classes [N]."""
+    xs, ys = [], []
+    for i in range(len(ds)):
+        frames, boxes = ds[i]
+        pad = torch.nn.functional.pad(frames, (size, size, size, size))
+        for b in boxes:
+            cx, cy = int((b[0] + b[2]) / 2) + size, int((b[1] + b[3]) / 2) + size
+            xs.append(pad[:, :, cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2])
+            ys.append(int(b[4]))
+    return torch.stack(xs, 1), torch.tensor(ys)
+
+
+def pretrain_backbone(model, train_ds, steps: int, seed: int, lr: float = 2e-3, batch: int = 64, log=print) -> dict:
+    """Classification pre-training of the detector's backbone on digit crops (the boxes of the
+    training set): backbone spike rate, global mean, a linear classifier (dropped afterwards)."""
+    x, y = digit_crops(train_ds)
+    fc = torch.nn.Linear(model.head.in_channels, model.num_classes)
+    params = list(model.features.parameters()) + list(fc.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    g = np.random.default_rng(seed + 1)
+    start, hits, seen = time.time(), 0, 0
+    model.train()
+    for step in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.from_numpy(g.integers(0, len(y), batch))
+        logits = fc(model.features(x[:, idx]).mean((0, 3, 4)))
+        loss = F.cross_entropy(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= steps - 50:
+            hits += int((logits.argmax(1) == y[idx]).sum())
+            seen += batch
+    info = {"pretrain_steps": steps, "pretrain_s": round(time.time() - start, 1), "pretrain_crops": len(y),
+            "pretrain_train_acc_last50": hits / max(seen, 1)}
+    log(f"pre-training: {info}")
+    return info
+
+
 def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=print):
-    """Train the recipe's detector for ``steps`` Adam steps (cosine lr); returns (model, data, history)."""
+    """Train the recipe's detector for ``steps`` Adam steps (cosine lr); returns (model, data, history).
+    ``opts['pretrain']``: steps of backbone pre-training on digit crops first (:func:`pretrain_backbone`);
+    ``opts['cls_first']``: the first that many steps train the class loss alone."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_ds, test_ds = build_detection_data(cfg, "train"), build_detection_data(cfg, "test")
     model = build_detector(cfg)
+    pre = pretrain_backbone(model, train_ds, opts["pretrain"], seed, log=log) if opts.get("pretrain") else {}
     loss_cls = FocalClassLoss if opts.get("cls_loss") == "focal" else YOLOLoss
     loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg["loss"])
     lr = opts.get("lr", cfg["train"]["lr"])
@@ -144,6 +198,8 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
             if opts.get("shift"):
                 x, boxes = shift_batch(x, boxes, opts["shift"], rng)
             loss, parts = loss_fn(model(x), boxes)
+            if step < opts.get("cls_first", 0):
+                loss = loss_fn.lambda_cls * parts_cls(loss_fn, model, x, boxes)
             if gate_w:
                 loss = loss + gate_w * gate_loss(model)
             opt.zero_grad(set_to_none=True)
@@ -153,7 +209,10 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
             if step % 100 == 0:
                 history.append({"step": step, "s": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}})
                 log(f"{cfg['quant']['mode']} {step}/{steps} {history[-1]}")
-    return model.eval(), (train_ds, test_ds), {"history": history, "train_s": round(time.time() - start, 1)}
+    info = {"history": history, "train_s": round(time.time() - start, 1), **pre}
+    if pre:
+        info["train_s"] = round(info["train_s"] + pre["pretrain_s"], 1)
+    return model.eval(), (train_ds, test_ds), info
 
 
 def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:

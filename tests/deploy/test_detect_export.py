@@ -17,7 +17,7 @@ from spquant.deploy.detection import (
     head_from_integer,
     score_detector,
 )
-from spquant.deploy.format import ModelFileError, load, save
+from spquant.deploy.targets.spq import ModelFileError, load, save
 from spquant.detect import YOLOLoss, evaluate
 from spquant.models import QuantSpec, SpikingYOLO
 

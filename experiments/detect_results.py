@@ -56,7 +56,7 @@ def _cost(model, test_ds, cfg) -> dict:
 def _integer(model, test_ds, cfg, mode: str) -> dict:
     from spquant.deploy import DeploySim, Interpreter, fold_model
     from spquant.deploy.detection import evaluate_integer_detector
-    from spquant.deploy.format import file_report, load, save
+    from spquant.deploy import file_report, load, save
 
     m = cfg["model"]
     program = fold_model(model, (m["in_channels"], *m["input"]), input_bits=8, input_scale=1.0)

@@ -31,7 +31,9 @@ import torch  # noqa: E402
 from detect_ablations import ABLATIONS, slot_class_accuracy, train_detector_steps  # noqa: E402
 
 from spquant.data.detection import collate_detection  # noqa: E402
-from spquant.detect.train import evaluate_detector, load_recipe  # noqa: E402
+from spquant.train import load_config  # noqa: E402
+from spquant.train.data import load_split  # noqa: E402
+from spquant.train.loop import evaluate  # noqa: E402
 
 OUT = ROOT / "runs" / "detect-results"
 RECIPE = "detect-moving-digits"
@@ -42,8 +44,7 @@ START, END = "<!-- detection:start -->", "<!-- detection:end -->"
 def _cost(model, test_ds, cfg) -> dict:
     from spquant.cost import measure_cost, static_cost
 
-    m = cfg["model"]
-    st = static_cost(model, input_shape=(m["in_channels"], *m["input"])).to_dict()
+    st = static_cost(model, input_shape=(cfg.model.in_channels, *cfg.model.input)).to_dict()
     batches = []
     for i in range(0, 256, 64):
         x, _ = collate_detection([test_ds[j] for j in range(i, i + 64)])
@@ -57,8 +58,7 @@ def _integer(model, test_ds, cfg, mode: str) -> dict:
     from spquant.deploy import DeploySim, Interpreter, file_report, fold_model, load, save
     from spquant.deploy.detection import evaluate_integer_detector
 
-    m = cfg["model"]
-    program = fold_model(model, (m["in_channels"], *m["input"]), input_bits=8, input_scale=1.0)
+    program = fold_model(model, (cfg.model.in_channels, *cfg.model.input), input_bits=8, input_scale=1.0)
     path = OUT / f"{mode}.spq"
     save(program, path)
     loaded = load(path)
@@ -82,9 +82,9 @@ def _integer(model, test_ds, cfg, mode: str) -> dict:
         same[1] += out.shape[1]
         return out
 
-    ev = evaluate_integer_detector(run, loaded, batches(), cfg["eval"]["conf_threshold"], cfg["eval"]["nms_iou"])
+    ev = evaluate_integer_detector(run, loaded, batches(), cfg.detect.conf_threshold, cfg.detect.nms_iou)
     sim_ev = evaluate_integer_detector(lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
-                                       program, batches(), cfg["eval"]["conf_threshold"], cfg["eval"]["nms_iou"])
+                                       program, batches(), cfg.detect.conf_threshold, cfg.detect.nms_iou)
     x, _ = collate_detection([test_ds[j] for j in range(16)])
     interp.run(program.encode_input(x), path="reference")
     ops = {k: v / 16 for k, v in interp.last_counts.as_dict().items()}
@@ -97,8 +97,6 @@ def _integer(model, test_ds, cfg, mode: str) -> dict:
 def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
     """The model an ``experiments/detect_ablations.py`` run of the same entry, mode, steps and seed saved
     (so a row is not trained twice), with its recorded training time; else None."""
-    from spquant.detect.train import build_detection_data, build_detector
-
     weights = ROOT / "runs" / "detect-ablations" / f"{ablation}-{mode}-{steps}.pt"
     log = ROOT / "runs" / "detect-ablations" / "results.jsonl"
     if not weights.is_file() or not log.is_file():
@@ -107,9 +105,9 @@ def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
     recs = [r for r in recs if (r["name"], r["mode"], r["steps"], r["seed"]) == (ablation, mode, steps, seed)]
     if not recs:
         return None
-    model = build_detector(cfg)
+    model = cfg.build_model()
     model.load_state_dict(torch.load(weights, weights_only=True))
-    data = (build_detection_data(cfg, "train"), build_detection_data(cfg, "test"))
+    data = (load_split(cfg, "train").dataset, load_split(cfg, "test").dataset)
     print(f"{mode}: the model of ablation run {weights.name}")
     return model.eval(), data, {"history": [recs[-1]["last"]], "train_s": recs[-1]["train_s"], "from_ablation": weights.name}
 
@@ -122,14 +120,14 @@ def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
         if row.get("steps") == steps and row.get("ablation") == ablation:
             print(f"{mode}: reusing {path}")
             return row
-    cfg = load_recipe(f"{RECIPE}:{mode}", overrides + [f"train.seed={seed}"])
+    cfg = load_config(f"{RECIPE}:{mode}", overrides + [f"train.seed={seed}"])
     got = _from_ablation(ablation, mode, steps, seed, cfg)
     if got is None:
         got = train_detector_steps(cfg, steps, opts, seed, log=lambda s: print(s, flush=True))
     model, (train_ds, test_ds), info = got
     torch.save(model.state_dict(), OUT / f"{mode}.pt")
     t0 = time.time()
-    metrics, _, _ = evaluate_detector(model, test_ds, cfg)
+    metrics = evaluate(model, load_split(cfg, "test"), cfg)
     row = {"mode": mode, "steps": steps, "seed": seed, "ablation": ablation, "overrides": overrides, "opts": opts,
            "train_s": info["train_s"], "pretrain_steps": info.get("pretrain_steps", 0),
            "threads": torch.get_num_threads(), "history": info["history"],
@@ -151,10 +149,8 @@ def picture(rows: dict, overrides: list[str]) -> None:
     from matplotlib.patches import Rectangle
 
     mode = "spquant" if "spquant" in rows else "quant"
-    cfg = load_recipe(f"{RECIPE}:{mode}", overrides)
-    from spquant.detect.train import build_detection_data
-
-    test_ds = build_detection_data(cfg, "test")
+    cfg = load_config(f"{RECIPE}:{mode}", overrides)
+    test_ds = load_split(cfg, "test").dataset
     dets = rows[mode]["integer"]["detections"]
     fig, axes = plt.subplots(2, 4, figsize=(12.8, 6.8))
     for i, ax in enumerate(axes.flat):

@@ -14,7 +14,8 @@ from .helpers import tiny_model
 def _programs():
     vgg = tiny_model("vgg", size=16, prune={}).eval()
     resnet = tiny_model("resnet", size=16).eval()
-    yolo = SpikingYOLO(2, in_channels=2, input_size=(16, 16), plan=(4, "M", 4), spec=QuantSpec(mode="quant")).eval()
+    spec = QuantSpec(mode="quant")
+    yolo = SpikingYOLO(2, in_channels=2, input_size=(16, 16), plan=(4, "M", 4), spec=spec).eval()
     return [
         fold_model(vgg, (1, 16, 16)),
         fold_model(resnet, (1, 16, 16)),

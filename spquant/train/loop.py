@@ -312,7 +312,7 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     optimizer = build_optimizer(model, t_cfg)
 
     if data is None:
-        train_data, test_data = load_split(config, "train"), load_split(config, "test")
+        train_data, test_data = load_split(config, "train", show), load_split(config, "test", show)
     else:
         train_data, test_data = data
     n = len(train_data)

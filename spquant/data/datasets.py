@@ -41,11 +41,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spquant.data.events import EventFileError, SensorSize
+from spquant.data.events import EventFileError, Recording, SensorSize, finish_events
 from spquant.data.idx import load_idx_split
 from spquant.data.readers._io import read_bytes
 from spquant.data.readers.aedat2 import read_aedat2
 from spquant.data.readers.aedat3 import read_aedat31, read_gesture_labels
+from spquant.data.readers.aedat4 import read_aedat4
 from spquant.data.readers.atis import read_atis_bin
 from spquant.data.readers.prophesee import decode_dat_records, memmap_prophesee_dat, read_gen1_boxes
 
@@ -167,8 +168,69 @@ class NCaltech101(EventFolderDataset):
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an .npz whose arrays declare more bytes than its members hold (checked from the .npy
+    headers before anything is allocated; deflated members may expand at most 1000-fold)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1000 * max(info.compress_size, 1):
+                    raise EventFileError(path, f"member {info.filename} claims {info.file_size} bytes from "
+                                         f"{info.compress_size} compressed: refused")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version} in {info.filename}")
+                    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if need > info.file_size:
+                        raise EventFileError(path, f"array {info.filename} declares {need} bytes but its member "
+                                             f"holds {info.file_size}: truncated or forged")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
+
+
+def read_spikingjelly_npz(path) -> np.ndarray:
+    """One SpikingJelly ``events_np/<class>/<name>.npz`` file (arrays ``t, x, y, p`` of equal length,
+    stored in SpikingJelly's convention) as an event array. Loaded without pickle."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EventFileError(path, "no such file")
+    _check_npz_sizes(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in "txyp" if k not in z.files]
+            if missing:
+                raise EventFileError(path, f"SpikingJelly event file lacks arrays {missing} (has {z.files})")
+            cols = {k: np.asarray(z[k]) for k in "txyp"}
+    except (ValueError, OSError, EOFError) as e:  # zip or npy damage, or object arrays
+        raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
+    n = cols["t"].shape
+    if any(c.ndim != 1 or c.shape != n or c.dtype.kind not in "iub" for c in cols.values()):
+        raise EventFileError(path, "arrays t, x, y, p must be 1-D integer arrays of one length")
+    if n[0] and (cols["x"].min() < 0 or cols["y"].min() < 0 or cols["x"].max() > 0xFFFF or cols["y"].max() > 0xFFFF):
+        raise EventFileError(path, "x / y outside 0..65535")
+    return finish_events(path, cols["x"].astype(np.uint16), cols["y"].astype(np.uint16), cols["t"].astype(np.int64),
+                         cols["p"].astype(np.uint8), CIFAR10DVS.sensor_size)
+
+
 class CIFAR10DVS(EventFolderDataset):
-    """CIFAR10-DVS: ``root/<class>/**/*.aedat`` (AEDAT 2.0, DVS128 addresses, 128x128).
+    """CIFAR10-DVS (128x128 DVS128 recordings of moving CIFAR-10 pictures) in any of three layouts:
+
+    * ``'aedat2'``: the original release, ``root/<class>/**/*.aedat`` (AEDAT 2.0);
+    * ``'aedat4'``: the AEDAT 4 mirror tonic downloads, ``root/[CIFAR10DVS/]<class>/*.aedat4``
+      (needs the optional ``aedat`` package);
+    * ``'npz'``: SpikingJelly's converted copy, ``root/events_np/<class>/*.npz``.
+
+    ``layout='auto'`` takes the first of these that has files. Events come out in SpikingJelly's
+    orientation (upright pictures, p = 1 ON): the AEDAT 2.0 files are read with
+    ``convention='spikingjelly'`` (see :mod:`spquant.data.readers.aedat2`), the npz files are already
+    in it, and the AEDAT 4 mirror is taken as stored (tonic reads it the same way).
 
     Splits: ``split_mode='authors'`` (random 90/10, seed 42, default) or ``'per_class'`` (first 90 %
     of every class by sorted file name).
@@ -176,22 +238,40 @@ class CIFAR10DVS(EventFolderDataset):
 
     sensor_size = (128, 128)
     classes = CIFAR10_CLASSES
+    LAYOUTS = ("aedat2", "aedat4", "npz")
+
+    @staticmethod
+    def find_files(root, layout: str = "auto") -> tuple[str, list[Path], list[int]]:
+        """(layout, files, labels) of the first layout with recordings (every class must have some)."""
+        root = Path(root)
+        globs = {"aedat2": [(root, "**/*.aedat")],
+                 "aedat4": [(root, "*.aedat4"), (root / "CIFAR10DVS", "*.aedat4")],
+                 "npz": [(root / "events_np", "*.npz")]}
+        if layout != "auto" and layout not in globs:
+            raise ValueError(f"layout must be 'auto' or one of {list(globs)}, got {layout!r}")
+        for name in (globs if layout == "auto" else [layout]):
+            for base, pattern in globs[name]:
+                per_class = [sorted((base / c).glob(pattern)) for c in CIFAR10_CLASSES]
+                if any(per_class):
+                    missing = [c for c, fs in zip(CIFAR10_CLASSES, per_class) if not fs]
+                    if missing:
+                        _missing(base, f"CIFAR10-DVS ({name}) classes {missing}",
+                                 f"unzip <class>.zip so that every class folder {base}/<class>/ holds its recordings")
+                    files = [f for fs in per_class for f in fs]
+                    labels = [i for i, fs in enumerate(per_class) for _ in fs]
+                    return name, files, labels
+        _missing(root, "CIFAR10-DVS recordings", f"unzip <class>.zip into {root}/<class>/ for every class of "
+                 f"{CIFAR10_CLASSES} (AEDAT 2.0 '.aedat'; or tonic's '.aedat4' mirror; or SpikingJelly's "
+                 "events_np/<class>/*.npz) ('spquant data fetch cifar10-dvs --root DIR')")
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, split_mode: str = "authors",
-                 seed: int = 42):
-        files, labels, missing = [], [], []
-        for i, c in enumerate(CIFAR10_CLASSES):
-            fs = sorted((Path(root) / c).rglob("*.aedat"))
-            if not fs:
-                missing.append(c)
-            files += fs
-            labels += [i] * len(fs)
-        if missing:
-            _missing(root, f"CIFAR10-DVS classes {missing}",
-                     f"unzip <class>.zip into {root}/<class>/ for every class of {CIFAR10_CLASSES} "
-                     "('spquant data fetch cifar10dvs --root DIR')")
+                 seed: int = 42, layout: str = "auto"):
+        self.layout, files, labels = self.find_files(root, layout)
         files, labels = _split_files(root, files, labels, split, split_mode, 0.9, seed)
-        super().__init__(files, labels, lambda f: read_aedat2(f, layout="dvs128"), transform)
+        readers = {"aedat2": lambda f: read_aedat2(f, layout="dvs128", convention="spikingjelly"),
+                   "aedat4": lambda f: read_aedat4(f, sensor_size=self.sensor_size),
+                   "npz": lambda f: Recording(read_spikingjelly_npz(f), self.sensor_size)}
+        super().__init__(files, labels, readers[self.layout], transform)
 
 
 class DVSGesture(Dataset):
@@ -210,7 +290,7 @@ class DVSGesture(Dataset):
         trials = base / ("trials_to_train.txt" if split == "train" else "trials_to_test.txt")
         if not trials.is_file():
             _missing(base, trials.name, f"unpack DvsGesture.tar.gz so that {base}/{trials.name}, the .aedat files and "
-                     "their _labels.csv files exist (see 'spquant data fetch dvsgesture')")
+                     "their _labels.csv files exist (see 'spquant data fetch dvs128-gesture')")
         names = [ln.strip() for ln in trials.read_text().splitlines() if ln.strip()]
         self.samples: list[tuple[Path, int, int, int]] = []
         for name in names:
@@ -247,6 +327,7 @@ class Gen1Detection(Dataset):
 
     sensor_size = (304, 240)
     classes = ["car", "pedestrian"]
+    name = "Gen1"
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, window_us: int = 50_000,
                  window_events: int | None = None):
@@ -260,8 +341,8 @@ class Gen1Detection(Dataset):
                 _missing(folder, box.name, f"every <name>_td.dat in {folder} needs its <name>_bbox.npy")
             pairs.append((td, box))
         if not pairs:
-            _missing(folder, "Gen1 recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
-                     "(see 'spquant data fetch gen1')")
+            _missing(folder, f"{self.name} recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
+                     f"(see 'spquant data fetch {self.name.lower()}')")
         self.pairs = pairs
         self.samples: list[tuple[int, int]] = []  # (pair index, timestamp)
         self._boxes = []
@@ -285,6 +366,17 @@ class Gen1Detection(Dataset):
         ev = decode_dat_records(rec[lo:hi], self.pairs[k][0], self.sensor_size)
         boxes = self._boxes[k][self._boxes[k]["ts"] == ts]
         return (self.transform(ev) if self.transform else ev), boxes
+
+
+class Megapixel1Detection(Gen1Detection):
+    """The Prophesee 1-Megapixel automotive detection set (Perot et al. 2020; 1280x720 Gen4 sensor,
+    ``EventCD`` DAT records of type 12): the same layout as Gen1, ``root/{train,val,test}/<name>_td.dat``
+    + ``<name>_bbox.npy``, and the same windows. Classes 0-6 as released: pedestrian, two wheeler, car,
+    truck, bus, traffic sign, traffic light."""
+
+    sensor_size = (1280, 720)
+    classes = ["pedestrian", "two wheeler", "car", "truck", "bus", "traffic sign", "traffic light"]
+    name = "1Mpx"
 
 
 # ------------------------------------------------------------------ static images

@@ -108,15 +108,36 @@ class DataConfig:
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
     resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
-    augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
+    augment: str = "none"  # '+'-joined: flip, roll, crop, shift, nda ('crop-flip' = crop+flip); docs/data.md
     cache: str = ""  # directory for encoded frames ('' = the default cache folder)
     options: dict = field(default_factory=dict)
+    # event-frame preprocessing of the prepared data sets (spquant.data.prepare; docs/data.md)
+    bins: str = "time"  # events -> model.T frames by equal 'time' spans or equal event 'count's
+    polarity: str = "auto"  # 'count2' | 'polarity3' | 'auto' (model.in_channels 2 -> count2, 3 -> polarity3)
+    integer: bool = False  # frames must stay integer counts (refuses data.resize='resize' of event frames)
+    split: str = "authors"  # sets without an official split: 'authors' (seeded random) | 'per_class'
+    layout: str = "auto"  # CIFAR10-DVS files: 'auto' | 'aedat2' | 'aedat4' | 'npz' (SpikingJelly)
+    roll_px: int = 5  # augment 'roll' / 'nda': largest circular shift, pixels
+    crop_pad: int = 4  # augment 'crop': zero padding before the random crop, pixels
+    workers: int = 0  # DataLoader worker processes reading the frame cache
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
         _choice("data.encoding", self.encoding, ["direct", "events"])
         _choice("data.resize", self.resize, ["pad", "crop", "resize"])
-        _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
+        from spquant.data.transforms import parse_augment
+
+        try:
+            parse_augment(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"data.augment: {e}") from None
+        _choice("data.bins", self.bins, ["time", "count"])
+        _choice("data.polarity", self.polarity, ["auto", "count2", "polarity3"])
+        _choice("data.split", self.split, ["authors", "per_class"])
+        _choice("data.layout", self.layout, ["auto", "aedat2", "aedat4", "npz"])
+        for k in ("roll_px", "crop_pad", "workers"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"data.{k} must be >= 0, got {getattr(self, k)}")
         for k in ("train_subset", "test_subset"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"data.{k} must be >= 0 (0 = all), got {getattr(self, k)}")
@@ -209,7 +230,8 @@ class DetectConfig:
 
 
 TASKS = ("classify", "detect")
-CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"]
+CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10", "nmnist",
+                     "dvs128-gesture"]
 DETECT_DATASETS = ["moving-digits", "gen1"]
 
 

@@ -86,7 +86,7 @@ def test_manual_datasets_and_unknown(tmp_path):
         fetch("gen1", tmp_path)
     with pytest.raises(FetchError, match="unknown data set 'nope'"):
         fetch("nope", tmp_path)
-    assert "cifar10dvs/airplane.zip" in manual_instructions("cifar10dvs", "R").replace("\\", "/")
+    assert "cifar10-dvs/airplane.zip" in manual_instructions("cifar10-dvs", "R").replace("\\", "/")
 
 
 def test_cli_fetch_and_info(tmp_path, capsys, fake_sources, shared_events):

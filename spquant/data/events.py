@@ -13,24 +13,15 @@ by ``t`` (stable, so events with equal timestamps keep their file order).
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 
+from spquant.errors import EventFileError
+
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
 
 SensorSize = tuple[int, int]  # (width, height)
-
-
-class EventFileError(ValueError):
-    """A file could not be read as events: the message names the file and what is wrong."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        where = f"{self.path}: " if self.path is not None else ""
-        super().__init__(f"{where}{problem}")
 
 
 class Recording(NamedTuple):
@@ -38,11 +29,6 @@ class Recording(NamedTuple):
 
     events: np.ndarray
     sensor_size: SensorSize | None
-
-
-def empty_events(n: int = 0) -> np.ndarray:
-    """A zero-filled event array of length ``n``."""
-    return np.zeros(n, dtype=EVENT_DTYPE)
 
 
 def make_events(x, y, t, p, *, sort: bool = True) -> np.ndarray:
@@ -81,7 +67,7 @@ def finish_events(
     """Validate decoded columns and assemble a sorted event array (used by every reader).
 
     Raises :class:`EventFileError` (naming ``path``) when the stream is empty, a coordinate lies
-    outside ``sensor_size`` (width, height), or a polarity is not 0/1.
+    outside ``sensor_size`` (width, height), a timestamp is negative or a polarity is not 0/1.
     """
     n = int(np.asarray(t).shape[0])
     if n == 0 and not allow_empty:
@@ -95,16 +81,10 @@ def finish_events(
                 f"event coordinates outside the declared sensor size {w}x{h} "
                 f"(max x = {xmax}, max y = {ymax})",
             )
+    if n and int(np.min(t)) < 0:
+        raise EventFileError(path, f"negative timestamp {int(np.min(t))} us (corrupt time field)")
     if n and int(np.max(p)) > 1:
         raise EventFileError(path, f"polarity values must be 0 or 1, found {int(np.max(p))}")
     if n and (np.max(x) > 0xFFFF or np.max(y) > 0xFFFF):
         raise EventFileError(path, "coordinates do not fit 16 bits")
     return make_events(x, y, t, p)
-
-
-def events_per_second(events: np.ndarray) -> float:
-    """Mean event rate over the recording's time span (events / s)."""
-    if events.size < 2:
-        return 0.0
-    span = float(events["t"][-1] - events["t"][0])
-    return events.size / (span * 1e-6) if span > 0 else float("inf")

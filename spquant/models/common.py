@@ -27,6 +27,8 @@ class QuantSpec:
           ``'spquant'`` — quant + spatial-channel pruning (``prune``) + learnable threshold.
     first_bits / last_bits: precision of the first conv and the classifier in quantized modes
     (None = FP32).
+    backend: the LIF kernel, ``'fused'`` (default, see :mod:`spquant.neuron.fused`) or ``'reference'``
+    (autograd through the readable loop; bit-identical forward, the oracle of the tests).
     """
 
     mode: str = "fp32"
@@ -42,7 +44,7 @@ class QuantSpec:
     learn_threshold: str | bool | None = None  # None: 'layer' in spquant mode, False otherwise
     surrogate: str = "triangle"
     surrogate_param: float | None = None
-    backend: str = "reference"
+    backend: str = "fused"  # the reference (autograd through lif_reference) stays the tested oracle
     fold_time: bool = True
     prune: dict = field(default_factory=dict)  # options of spquant.prune (spquant mode)
 
@@ -55,6 +57,8 @@ class QuantSpec:
             bits = getattr(self, name)
             if bits is not None and not (bits == 32 or 2 <= bits <= 16):
                 raise ValueError(f"{name} must be 2..16, 32 or None, got {bits}")
+        if self.backend not in ("fused", "reference"):
+            raise ValueError(f"backend must be 'fused' or 'reference', got {self.backend!r}")
         if not isinstance(self.prune, dict):
             raise ValueError(f"prune must be a dict of spquant.prune options, got {type(self.prune).__name__}")
         if self.prune:

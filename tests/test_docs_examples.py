@@ -9,6 +9,9 @@
   ``apt-get``, ``torchrun``) are what CI itself runs; they are reported as skipped, not run.
 * A block preceded by ``<!-- doc-test: skip REASON -->`` is skipped with that reason (for blocks
   that need the full data sets or a GPU); a ``toml``/``text``/``json`` block is data, not code.
+* A hidden ``<!-- doc-test: setup ... -->`` comment right before a python block is run first (it
+  makes the objects the example assumes, e.g. a small trained ``model``), so the page shows only
+  the example while the test runs it whole.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*skip\s+(.+?)\s*-->")
+SETUP = re.compile(r"<!--\s*doc-test:\s*setup\s*\n(.*?)-->\s*$", re.S)
 RUN_BY_CI = ("python3.11 -m venv", "pip ", ".venv/bin/pip", "bash scripts/", "apt-get", "torchrun", "LD_PRELOAD")
 TINY_TRAIN = ["--set", "train.max_steps=2"]
 TINY_DEMO = ["--max-steps", "2", "--test-subset", "50", "--no-progress"]
@@ -39,6 +43,7 @@ class Block:
     lang: str
     code: str
     skip: str | None
+    setup: str = ""
 
 
 def blocks(page: Path) -> list[Block]:
@@ -53,7 +58,9 @@ def blocks(page: Path) -> list[Block]:
                 j += 1
             prev = next((lines[k] for k in range(start - 1, -1, -1) if lines[k].strip()), "")
             s = SKIP.search(prev)
-            out.append(Block(page, start + 1, lang, "\n".join(lines[start + 1 : j]), s.group(1) if s else None))
+            setup = SETUP.search("\n".join(lines[max(0, start - 40) : start]))
+            code = "\n".join(lines[start + 1 : j])
+            out.append(Block(page, start + 1, lang, code, s.group(1) if s else None, setup.group(1) if setup else ""))
             i = j + 1
         else:
             i += 1
@@ -138,6 +145,8 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
             continue
         if b.lang == "python":
             try:
+                if b.setup:
+                    exec(compile(b.setup, where + " (setup)", "exec"), namespace)  # noqa: S102
                 exec(compile(b.code, where, "exec"), namespace)  # noqa: S102 - our own docs
             except Exception as e:  # pragma: no cover - the failure message is the point
                 pytest.fail(f"{where}: python block raised {type(e).__name__}: {e}")
@@ -160,13 +169,16 @@ def test_block_parser_and_skip_marker(tmp_path):
     page.write_text(
         "text\n```python\nx = 1\n```\n<!-- doc-test: skip needs the full CIFAR10-DVS -->\n"
         "```bash\nspquant train --config x  # comment\n```\n```toml\n[a]\n```\n"
+        "<!-- doc-test: setup\nmodel = 1\n-->\n```python\nprint(model)\n```\n"
     )
     got = blocks(page)
     assert [(b.lang, b.line, b.skip) for b in got] == [
         ("python", 2, None),
         ("bash", 6, "needs the full CIFAR10-DVS"),
         ("toml", 9, None),
+        ("python", 15, None),
     ]
+    assert got[-1].setup == "model = 1\n" and got[0].setup == ""
     assert commands("spquant a \\\n  --b 1   # why\n# only a comment\npip install x\n") == [
         ["spquant", "a", "--b", "1"],
         ["#ci", "pip install x"],

@@ -114,6 +114,8 @@ def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     fast = interp.run(codes[:, :32] if not test.static else codes[:32], t_arg, path="fast")
     out["fast_equals_reference_32"] = bool(np.array_equal(ref, fast))
     skipping = getattr(interp, "skipping", None)
+    if skipping is not None:
+        out["skip_paths"] = interp.calibrate(codes, t_arg, repeats=2)
     fns = {"fast": lambda: interp.run(codes, t_arg, path="fast")}
     if skipping is not None:
         def no_skip():

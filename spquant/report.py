@@ -41,7 +41,7 @@ def measured_cost_from_run(
     try:
         run = load_run(run_dir, checkpoint=checkpoint, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as exc:
-        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+        raise CheckpointError(f"cannot load run {run_dir}: {exc}") from exc
     model, config = run.model, run.config
     if data is None:
         data = "test"

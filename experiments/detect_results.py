@@ -225,6 +225,20 @@ def section(rows: dict) -> str:
                      f"deploy-simulation {it['sim_mAP50']:.4f} / {it['sim_mAP50_95']:.4f}; fake-quant model {r['mAP50']:.4f} / "
                      f"{r['mAP50_95']:.4f}. Reference path per sample (16 samples): {ops['dense_macs']:,.0f} dense MACs, "
                      f"{ops['kept_macs']:,.0f} kept MACs, {ops['sops']:,.0f} SOPs.")
+    abl = ROOT / "runs" / "detect-ablations" / "results.jsonl"
+    if abl.is_file():
+        recs = [json.loads(line) for line in abl.read_text().splitlines() if line.strip()]
+        lines += ["", "### Ablations: what holds class-aware mAP back (FP32, seed 0)", "",
+                  "From `runs/detect-ablations/results.jsonl` (`python experiments/detect_ablations.py NAME --steps N`). "
+                  "*Slot class accuracy*: the arg-max class at the responsible (cell, anchor) slot of every test / "
+                  "training box, i.e. whether the head classifies, independent of objectness and NMS (chance 10 %).", "",
+                  "| ablation | recipe change | steps | mAP@0.5 | class-agnostic mAP@0.5 | slot class accuracy test / train "
+                  "| wall time |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in recs:
+            change = ", ".join([f"`{o}`" for o in r["overrides"]] + [f"`{k}={v}`" for k, v in r["opts"].items()]) or "none"
+            lines.append(f"| {r['name']} | {change} | {r['steps']} | {r['mAP50']:.3f} | {r['mAP50_agnostic']:.3f} | "
+                         f"{100 * r['slot_class_acc']:.1f} % / {100 * r['train_slot_class_acc']:.1f} % | {r['train_s'] / 60:.1f} min |")
+        lines.append("")
     lines += ["* Memory: `spquant.cost.static_cost` for one sample and one step (MB = 10^6 bytes); reduction = FP32 SNN "
               "total / packed total. FLOPs and effective-op reductions: `spquant.cost.measure_cost` on 256 test samples "
               "(docs/method.md, the accountings).", "",

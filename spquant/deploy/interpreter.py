@@ -16,6 +16,7 @@ Two paths with identical results:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -83,7 +84,7 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
     shape = tuple(cur.shape if static else cur.shape[1:])
     if static:
         cur = cur.contiguous()
-        out = torch.empty((steps,) + shape, dtype=torch.bool)
+        out = torch.empty((steps,) + shape, dtype=torch.bool, device=cur.device)
     else:  # keep the input's memory layout (e.g. channels_last from the convolution)
         out = torch.empty_like(cur, dtype=torch.bool)
     m = torch.zeros_like(out[0], dtype=torch.int8) if m0 is None else m0.to(torch.int8)
@@ -117,8 +118,8 @@ def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: 
     lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
     half = 1 << (F - 1)
     extra = (1,) * (cur.dim() - 3)
-    m = torch.zeros(cur.shape[1:], dtype=torch.int64)
-    out = torch.empty(cur.shape, dtype=torch.bool)
+    m = torch.zeros(cur.shape[1:], dtype=torch.int64, device=cur.device)
+    out = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
     for t in range(T):
         i_t = cur[t]
         keep = None
@@ -183,10 +184,15 @@ class Interpreter:
     ``run(codes, T=None, path='fast')`` returns the integer logits ``[T, B, classes]`` (int64
     numpy); ``run_all`` returns every named tensor too (for parity checks). ``predict`` =
     argmax of the sum over T.
+
+    ``device``: where the fast path computes (``'cpu'`` default, or e.g. ``'cuda'``); results come
+    back as CPU arrays either way. On CUDA the convolutions and matrix products run without cuDNN and
+    TF32 (cuBLAS GEMMs), so that every float operation on integers stays exact as on the CPU.
     """
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, device: str | torch.device = "cpu"):
         self.program = program
+        self.device = torch.device(device)
         self.info = analyze(program)  # raises DeployError on any unprovable bound
         self.F = program.frac_bits
         self.last_counts: OpCounts | None = None
@@ -243,10 +249,25 @@ class Interpreter:
                     # a float32 current needs no saturation when u = I + m*leak stays below 2^24
                     "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F) < 2**24,
                 }
+        for params in self._torch.values():
+            for key, value in params.items():
+                if isinstance(value, torch.Tensor):
+                    params[key] = value.to(self.device)
+
+    def _exact_math(self):
+        """On CUDA: no cuDNN (its Winograd/FFT algorithms round) and no TF32, for the fast path."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.backends.cudnn.flags(enabled=False, allow_tf32=False))
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", previous)
+        return stack
 
     # -- input handling ----------------------------------------------------------------------
     def _check_input(self, codes, T):
-        x = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        x = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if not np.issubdtype(x.dtype, np.integer):
             if not np.all(np.floor(x) == x):
                 raise DeployError("interpreter input must be integer codes; use program.encode_input(x) first")
@@ -353,8 +374,12 @@ class Interpreter:
     # -- fast path ---------------------------------------------------------------------------
     @torch.no_grad()
     def run_all_fast(self, codes, T: int | None = None, keep_all: bool = True) -> dict[str, torch.Tensor]:
+        with self._exact_math():
+            return self._run_all_fast(codes, T, keep_all)
+
+    def _run_all_fast(self, codes, T, keep_all):
         x, static = self._check_input(codes, T)
-        xt = torch.from_numpy(np.ascontiguousarray(x))
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         if static:
             Bn = xt.shape[0]
         else:
@@ -456,7 +481,10 @@ class Interpreter:
             elif op == "maxpool":
                 k = int(n["kernel"])
                 flat = a.reshape(-1, *a.shape[len(lead):])
-                flat = flat.to(torch.float32) if flat.dtype == torch.uint8 else flat  # max_pool2d has no uint8 kernel
+                if flat.dtype == torch.uint8:  # max_pool2d has no uint8 kernel
+                    flat = flat.to(torch.float32)
+                elif not flat.is_floating_point() and flat.device.type != "cpu":  # nor integer ones on CUDA
+                    flat = flat.to(torch.float64)  # exact: |values| < 2^53 (analyze)
                 pooled = Fn.max_pool2d(flat, k).to(a.dtype)  # a max of integers is one of them: exact
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "gsumpool":
@@ -649,14 +677,14 @@ class Interpreter:
         """Integer logits [T, B, classes] (int64, fixed point with F fractional bits)."""
         if path == "fast":
             out = self.run_all_fast(codes, T, keep_all=False)[self.program.output]
-            return out.to(torch.int64).numpy()
+            return out.to(torch.int64).cpu().numpy()
         if path == "reference":
             return self.run_all_reference(codes, T)[self.program.output]
         raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
 
     def run_all(self, codes, T: int | None = None, path: str = "fast") -> dict[str, np.ndarray]:
         if path == "fast":
-            return {k: v.to(torch.int64).numpy() for k, v in self.run_all_fast(codes, T).items()}
+            return {k: v.to(torch.int64).cpu().numpy() for k, v in self.run_all_fast(codes, T).items()}
         return {k: np.asarray(v, dtype=np.int64) for k, v in self.run_all_reference(codes, T).items()}
 
     def predict(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:

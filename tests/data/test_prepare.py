@@ -265,3 +265,37 @@ def test_cifar10dvs_finds_tonics_aedat4_mirror(tmp_path):
         ds[0]
     with pytest.raises(sd.EventFileError, match=r"CIFAR10-DVS recordings.*events_np"):
         sd.CIFAR10DVS(tmp_path / "CIFAR10DVS" / "cat", "train")
+
+
+def test_load_split_streams_prepared_sets_with_batch_augmentation(tmp_path):
+    from spquant.train.config import load_config
+    from spquant.train.data import DatasetData, load_split
+
+    root = fake.write_nmnist(tmp_path / "nmnist", per_class=2)
+    cfg = load_config("nmnist", [f"data.root={root}", f"data.cache={tmp_path / 'cache'}", "data.augment=flip+roll",
+                                 "run.progress=false"])
+    data = load_split(cfg, "train")
+    assert isinstance(data, DatasetData) and len(data) == 20
+    idx = torch.tensor([3, 0, 7])
+    plain, y = data.batch(idx, cfg.model.T)
+    assert plain.shape == (10, 3, 2, 32, 32) and y.tolist() == [int(data.dataset[i][1]) for i in (3, 0, 7)]
+    a, _ = data.batch(idx, cfg.model.T, augment="flip+roll", generator=torch.Generator().manual_seed(5))
+    b, _ = data.batch(idx, cfg.model.T, augment="flip+roll", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, plain)  # seeded by the loop's generator
+    assert torch.equal(a, a.round())  # integer counts stay integer
+    assert torch.equal(a.sum(dim=(0, 2, 3, 4)), plain.sum(dim=(0, 2, 3, 4)))  # roll + flip keep every event
+
+
+def test_cli_prepare_names_a_corrupt_recording(tmp_path, capsys):
+    from spquant.cli import main
+
+    root = fake.write_nmnist(tmp_path / "nmnist", per_class=1)
+    bad = root / "Train" / "4" / "00000.bin"
+    bad.write_bytes(bad.read_bytes()[:-2])  # not a multiple of the 5-byte event
+    args = ["data", "prepare", "nmnist", "--set", f"data.root={root}", "--set", f"data.cache={tmp_path / 'c'}",
+            "--no-progress"]
+    assert main(args + ["--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "00000.bin" in err and "truncated" in err
+    (out,) = (tmp_path / "c").iterdir()
+    assert not (out / "index.json").exists()  # nothing claims to be finished

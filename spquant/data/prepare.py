@@ -152,11 +152,10 @@ def _source_factories() -> dict[str, tuple[Callable, bool, tuple[str, ...]]]:
                                                        layout=sp.layout), False, ("train", "test")),
         "dvs128-gesture": (lambda r, s, sp: ds.DVSGesture(r, s), False, ("train", "test")),
         "cifar10": (lambda r, s, sp: ds.CIFAR10(r, s), True, ("train", "test")),
-        "mnist": (lambda r, s, sp: ds.MNIST(r, s), True, ("train", "test")),
     }
 
 
-DATASETS = ("nmnist", "ncaltech101", "cifar10-dvs", "dvs128-gesture", "cifar10", "mnist")
+DATASETS = ("nmnist", "ncaltech101", "cifar10-dvs", "dvs128-gesture", "cifar10")
 
 
 def open_source(dataset: str, root, split: str, spec: FrameSpec):

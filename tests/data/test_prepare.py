@@ -195,8 +195,11 @@ def test_cli_prepare_recipe(tmp_path, capsys):
     assert main(["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}",
                  "--no-progress"]) == 2
     assert "trials_to_train.txt" in capsys.readouterr().err
-    assert main(["data", "prepare", "mnist-dvs", "--no-progress"]) == 2
-    assert "no frame cache to prepare" in capsys.readouterr().err
+    assert main(["data", "prepare", "demo", "--no-progress"]) == 0  # embedded MNIST: read in memory
+    assert "test: 1000 samples ready" in capsys.readouterr().out
+    assert main(["data", "prepare", "detect-moving-digits", "--set", "data.train_subset=3", "--set",
+                 "data.test_subset=2", "--set", f"data.cache={tmp_path / 'md'}", "--no-progress"]) == 0
+    assert "train: 3 samples ready" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("recipe", ["nmnist", "vgg9-cifar10dvs", "vgg9-ncaltech101", "dvs128-gesture",

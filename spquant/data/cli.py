@@ -70,7 +70,7 @@ def cmd_fetch(args) -> int:
         dest = fetch(args.name, args.root, force=args.force, timeout=args.timeout)
     except FetchError as e:
         print(f"spquant data fetch {args.name}: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{args.name}: ready in {dest}")
     return 0
 
@@ -109,7 +109,7 @@ def cmd_emulate(args) -> int:
                 x, y = load_idx_split(root, split)
         except (EventFileError, ValueError) as err:
             print(f"spquant data emulate: {err}", file=sys.stderr)
-            return 1
+            return 2
         if args.limit is not None:
             x, y = x[:args.limit], y[:args.limit]
         t0 = time.perf_counter()
@@ -131,7 +131,7 @@ def cmd_info(args) -> int:
         rec = read_recording(args.path)
     except (EventFileError, ImportError) as e:
         print(f"spquant data info: {e}", file=sys.stderr)
-        return 1
+        return 2
     ev = rec.events
     span = int(ev["t"][-1] - ev["t"][0])
     print(f"{args.path}: {fmt}, sensor {rec.sensor_size or 'unknown'}, {ev.size} events, t {int(ev['t'][0])}.."

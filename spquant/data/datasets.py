@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -379,45 +380,152 @@ class Megapixel1Detection(Gen1Detection):
 
 
 # ------------------------------------------------------------------ static images
+class _ArrayStandIn:
+    """What the CIFAR unpickler makes instead of an ndarray: it only records the pickled state;
+    :func:`_to_array` checks it and builds the array from the raw bytes."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _DtypeStandIn:
+    """A dtype by name from the allowed list; its pickled state only contributes the byte order."""
+
+    def __init__(self, code: str):
+        self.code, self.order = code, "<"
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"unexpected dtype state {str(state)[:80]}")
+        if any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("structured or sub-array dtypes are not part of a CIFAR batch")
+        self.order = "<" if state[1] in ("|", "=") else state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order)
+
+
+class _NDArrayClass:
+    """Stands for ``numpy.ndarray`` as the first argument of ``_reconstruct``."""
+
+
+_CIFAR_DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8")
+MAX_CIFAR_BATCH_BYTES = 1 << 30
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NDArrayClass:
+        raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    return _ArrayStandIn()
+
+
+def _dtype(code, align=False, copy=True):
+    if isinstance(code, bytes):
+        code = code.decode("latin-1")
+    if code not in _CIFAR_DTYPES:
+        raise pickle.UnpicklingError(f"dtype {str(code)[:20]!r} is not part of a CIFAR batch (integer dtypes only)")
+    return _DtypeStandIn(code)
+
+
+def _scalar(dtype, data=None):
+    if not isinstance(dtype, _DtypeStandIn) or not isinstance(data, bytes) or len(data) != dtype.numpy().itemsize:
+        raise pickle.UnpicklingError("malformed numpy scalar")
+    return int(np.frombuffer(data, dtype.numpy())[0])
+
+
+def _codecs_encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin-1 text")
+    return text.encode("latin-1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only what CIFAR-10's python batches need: builtin containers/str/bytes/int (opcodes,
-    no globals), numpy array reconstruction and ``_codecs.encode`` (bytes in protocol-2 pickles written
-    by Python 3). Any other global (os.system, eval, builtins, ...) is refused."""
+    """Unpickles only what CIFAR-10's python batches hold: builtin containers, str, bytes and int
+    (opcodes, no globals) and numpy integer arrays/scalars. The numpy globals are replaced by
+    stand-ins that record the pickled state; nothing of numpy runs on the file's data, so no object
+    dtypes, structured dtypes or dtype flags reach numpy. Any other global is refused."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _NDArrayClass,
+        ("numpy", "dtype"): _dtype,
+        ("numpy.core.multiarray", "scalar"): _scalar,
+        ("numpy._core.multiarray", "scalar"): _scalar,
+        ("_codecs", "encode"): _codecs_encode,  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not needed by CIFAR-10 batches)")
+        try:
+            return self.ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not part of a CIFAR-10 batch)") from None
+
+
+def _to_array(path, value, what: str) -> np.ndarray:
+    """Check the state recorded by :class:`_ArrayStandIn` and build the array from its bytes."""
+    st = getattr(value, "state", None)
+    if not (isinstance(st, tuple) and len(st) == 5 and isinstance(st[1], tuple) and isinstance(st[2], _DtypeStandIn)
+            and isinstance(st[4], bytes) and len(st[1]) <= 4
+            and all(isinstance(n, int) and 0 <= n <= MAX_CIFAR_BATCH_BYTES for n in st[1])):
+        raise EventFileError(path, f"CIFAR-10 {what!r} is not a plain integer array")
+    shape, dtype, raw = st[1], st[2].numpy(), st[4]
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw):
+        raise EventFileError(path, f"CIFAR-10 {what!r}: shape {shape} needs {count * dtype.itemsize} bytes, "
+                             f"the pickle holds {len(raw)}")
+    return np.frombuffer(raw, dtype).reshape(shape, order="F" if st[3] else "C")
 
 
 def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python batch safely: images uint8 ``[N, 3, 32, 32]`` and labels int64 ``[N]``."""
+    """Read one CIFAR-10 python batch safely: images uint8 ``[N, 3, 32, 32]`` and labels int64 ``[N]``.
+
+    Only a dict with ``data`` (uint8 array [N, 3072]) and ``labels`` (N integers 0..9, a list or an
+    integer array) is accepted; anything else raises :class:`EventFileError`.
+    """
     path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_CIFAR_BATCH_BYTES:
+        raise EventFileError(path, f"{os.path.getsize(path)} bytes is too large for a CIFAR-10 batch")
     data = read_bytes(path)
+    try:  # walk the opcodes first: a corrupt length would make the unpickler allocate it up front
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as e:  # genops reports malformed opcodes and lengths as ValueError and others
+        raise EventFileError(path, f"not a CIFAR-10 batch: corrupt pickle ({str(e)[:200]})") from None
     try:
         d = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise EventFileError(path, f"unsafe or invalid pickle: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise EventFileError(path, f"not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # the C unpickler reports malformed opcodes with many exception types
+        raise EventFileError(path, f"not a CIFAR-10 batch ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(d, dict):
         raise EventFileError(path, "not a CIFAR-10 batch: the pickle does not hold a dict")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    if not all(isinstance(k, (bytes, str)) for k in d):
+        raise EventFileError(path, "not a CIFAR-10 batch: dict keys must be strings")
+    d = {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in d or "labels" not in d:
-        raise EventFileError(path, f"not a CIFAR-10 batch: keys {sorted(d)} lack 'data' / 'labels'")
-    x, y = d["data"], np.asarray(d["labels"])
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise EventFileError(path, f"not a CIFAR-10 batch: keys {sorted(d)[:10]} lack 'data' / 'labels'")
+    x = _to_array(path, d["data"], "data")
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
         raise EventFileError(path, "CIFAR-10 'data' must be a uint8 array [N, 3072]")
-    if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
-        raise EventFileError(path, f"CIFAR-10 'labels' must be {x.shape[0]} integers")
-    return x.reshape(-1, 3, 32, 32).copy(), y.astype(np.int64)
+    labels = d["labels"]
+    if isinstance(labels, _ArrayStandIn):
+        y = _to_array(path, labels, "labels").astype(np.int64)
+    elif isinstance(labels, list) and all(type(v) is int for v in labels):
+        if any(not 0 <= v <= 9 for v in labels):
+            raise EventFileError(path, "CIFAR-10 labels must be 0..9")
+        y = np.asarray(labels, dtype=np.int64)
+    else:
+        raise EventFileError(path, "CIFAR-10 'labels' must be a list or array of integers")
+    if y.shape != (x.shape[0],):
+        raise EventFileError(path, f"CIFAR-10 'labels' must be {x.shape[0]} integers, got shape {y.shape}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
+        raise EventFileError(path, f"CIFAR-10 labels must be 0..9, found {int(y.min())}..{int(y.max())}")
+    return x.reshape(-1, 3, 32, 32).copy(), y
 
 
 class _InMemoryImages(Dataset):

@@ -23,9 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class FetchError(RuntimeError):
-    """A data set could not be fetched; the message says what to put where."""
+from spquant.errors import FetchError
 
 
 @dataclass(frozen=True)

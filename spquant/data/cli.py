@@ -142,7 +142,7 @@ def cmd_info(args) -> int:
 
 def cmd_prepare(args) -> int:
     from spquant.data.events import EventFileError
-    from spquant.data.prepare import DATASETS, FrameSpec, default_cache_root, prepare
+    from spquant.data.prepare import EVENT_DATASETS, FrameSpec, default_cache_root, prepare
     from spquant.data.roots import DataRootError, data_root
     from spquant.train.config import ConfigError, load_config
 
@@ -150,7 +150,7 @@ def cmd_prepare(args) -> int:
         config = load_config(args.recipe, args.overrides)
         d = config.data
         splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
-        if d.dataset not in DATASETS:
+        if d.dataset not in EVENT_DATASETS:
             return _prepare_through_pipeline(config, splits, not args.no_progress)
         spec = FrameSpec.from_config(config)
         root = data_root(d.dataset, d.root)
@@ -173,7 +173,7 @@ def cmd_prepare(args) -> int:
 
 
 def _prepare_through_pipeline(config, splits, progress: bool) -> int:
-    """Data sets without a frame cache (MNIST in memory, the emulator's and the generators' own caches,
+    """Data sets without a frame cache (MNIST and CIFAR-10 in memory, the emulator's and the generators' own caches,
     detection windows read from memory-mapped recordings): load every split once through the run
     pipeline, which fills whatever cache the data set keeps and checks that its files are there."""
     from spquant.train.data import load_split

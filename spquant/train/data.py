@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TensorData", "DatasetData", "load_split", "synthetic_split", "integer_inputs"]
+__all__ = ["TensorData", "DatasetData", "FrameData", "load_split", "synthetic_split", "integer_inputs"]
 
 
 @dataclass
@@ -83,6 +83,26 @@ class DatasetData:
             x = _augment(x.transpose(0, 1), augment, generator, static=False, **self.augment_kw)
             x = x.transpose(0, 1).contiguous()
         return x, target
+
+
+class FrameData(DatasetData):
+    """A prepared event split streamed from the on-disk frame cache (:mod:`spquant.data.prepare`).
+    ``inputs`` / ``labels`` / ``scale`` expose the stored frames as :class:`TensorData` does (uint8
+    counts, or float16 after an area resize), for the integer program runner."""
+
+    scale = 1.0
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        ds = self.dataset
+        frames = ds._frames()
+        return torch.from_numpy(np.array(frames if ds.indices is None else frames[ds.indices]))
+
+    @property
+    def labels(self) -> torch.Tensor:
+        ds = self.dataset
+        y = ds.labels if ds.indices is None else ds.labels[ds.indices]
+        return torch.from_numpy(np.asarray(y, np.int64))
 
 
 def _root(d) -> Path:
@@ -161,6 +181,11 @@ def integer_inputs(config) -> bool:
     d = config.data
     if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1"):
         return True
+    from spquant.data.prepare import DATASETS as FRAME_DATASETS
+    from spquant.data.prepare import frames_are_integer
+
+    if d.dataset in FRAME_DATASETS:  # the frame cache knows (integer shrinks are sum-pooled)
+        return frames_are_integer(config)
     return d.resize != "resize"
 
 
@@ -188,14 +213,21 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
         return TensorData(x, y, static=True, scale=1 / 255)
     if d.dataset == "mnist-dvs":
         return _mnist_dvs(config, split, n_limit)
-    from spquant.data.prepare import DATASETS as FRAME_DATASETS
+    if d.dataset == "cifar10":  # static images, small enough to hold (uint8 codes, like MNIST)
+        from spquant.data.datasets import CIFAR10
 
-    if d.dataset in FRAME_DATASETS:
+        ds = CIFAR10(_root(d), split)
+        x, y = torch.from_numpy(ds.images), torch.from_numpy(ds.labels)
+        x, y = _subset(x, y, n_limit, config.train.seed)
+        return TensorData(_fit(x, size, d.resize), y, static=True, scale=1 / 255)
+    from spquant.data.prepare import EVENT_DATASETS
+
+    if d.dataset in EVENT_DATASETS:
         # the on-disk frame cache (made on first use, or by 'spquant data prepare'), read sample by
         # sample from its memory map; augmentation happens per batch with the loop's generator
         from spquant.data.prepare import collate_frames, load_frames
 
-        return DatasetData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
+        return FrameData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
                            augment_kw={"roll_px": d.roll_px, "crop_pad": d.crop_pad})
     raise NotImplementedError(
         f"dataset {d.dataset!r}: its readers are in spquant.data but the in-memory training adapter is not "

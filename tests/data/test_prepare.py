@@ -77,8 +77,15 @@ def test_cifar10dvs_layouts_give_the_same_frames(tmp_path, layout):
 
 def test_integer_refuses_resize_and_crop_keeps_counts(tmp_path):
     root = fake.write_cifar10dvs(tmp_path / "c", per_class=1, events=300)
-    with pytest.raises(ValueError, match="integer frames cannot be resized.*crop"):
+    with pytest.raises(ValueError, match="integer frames cannot be resized.*not a whole shrink factor"):
         _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(48, 48), integer=True)
+    pooled = _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(32, 64), integer=True)
+    assert pooled.index["splits"]["train"]["dtype"] == "|u1"
+    x, _ = FrameDataset(pooled, "train")[0]
+    ev = sd.CIFAR10DVS(root, "train")[0][0]
+    full = torch.from_numpy(sd.to_frames(ev, (128, 128), 2, "count2"))
+    torch.testing.assert_close(x, full.reshape(2, 2, 32, 4, 64, 2).sum((3, 5)))  # 4x2 sum pooling
+    assert float(x.sum()) == 300.0  # every event kept
     cache = _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(120, 120), fit="crop", integer=True)
     x, _ = FrameDataset(cache, "train")[0]
     assert x.shape == (2, 2, 120, 120) and torch.equal(x, x.round())
@@ -99,7 +106,7 @@ def test_dvs128_gesture_segments_and_user_split(tmp_path):
 def test_ncaltech101_and_cifar10_static(tmp_path):
     root = fake.write_ncaltech101(tmp_path / "n")
     cache = _prep("ncaltech101", root, tmp_path, T=2, polarity="polarity3", size=(48, 64))
-    assert cache.index["splits"]["train"]["shape"][0] == 12 and cache.index["splits"]["test"]["shape"][0] == 3
+    assert cache.index["splits"]["train"]["shape"][0] == 17 and cache.index["splits"]["test"]["shape"][0] == 4
     assert cache.index["classes"] == ["accordion", "airplanes", "anchor"]
     croot = fake.write_cifar10(tmp_path / "cifar10")
     c = _prep("cifar10", croot, tmp_path, size=(32, 32))
@@ -190,7 +197,7 @@ def test_cli_prepare_recipe(tmp_path, capsys):
             "--workers", "1", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "train: 11 samples, frames [16, 2, 64, 64] <f2" in out and "test: 11 samples" in out
+    assert "train: 11 samples, frames [16, 2, 64, 64] |u1" in out and "test: 11 samples" in out
     assert main(args) == 0 and "already complete" in capsys.readouterr().out
     assert main(["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}",
                  "--no-progress"]) == 2

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TensorData", "DatasetData", "FrameData", "load_split", "synthetic_split", "integer_inputs"]
+__all__ = ["TensorData", "DatasetData", "load_split", "synthetic_split", "integer_inputs"]
 
 
 @dataclass
@@ -83,26 +83,6 @@ class DatasetData:
             x = _augment(x.transpose(0, 1), augment, generator, static=False, **self.augment_kw)
             x = x.transpose(0, 1).contiguous()
         return x, target
-
-
-class FrameData(DatasetData):
-    """A prepared event split streamed from the on-disk frame cache (:mod:`spquant.data.prepare`).
-    ``inputs`` / ``labels`` / ``scale`` expose the stored frames as :class:`TensorData` does (uint8
-    counts, or float16 after an area resize), for the integer program runner."""
-
-    scale = 1.0
-
-    @property
-    def inputs(self) -> torch.Tensor:
-        ds = self.dataset
-        frames = ds._frames()
-        return torch.from_numpy(np.array(frames if ds.indices is None else frames[ds.indices]))
-
-    @property
-    def labels(self) -> torch.Tensor:
-        ds = self.dataset
-        y = ds.labels if ds.indices is None else ds.labels[ds.indices]
-        return torch.from_numpy(np.asarray(y, np.int64))
 
 
 def _root(d) -> Path:
@@ -179,12 +159,11 @@ def integer_inputs(config) -> bool:
     """Whether the run's event frames stay integer counts after fitting them to ``model.input``
     (what an exact integer export needs): area resizing makes fractions."""
     d = config.data
-    if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1"):
+    if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1", "1mpx"):
         return True
-    from spquant.data.prepare import DATASETS as FRAME_DATASETS
-    from spquant.data.prepare import frames_are_integer
+    from spquant.data.prepare import EVENT_DATASETS, frames_are_integer
 
-    if d.dataset in FRAME_DATASETS:  # the frame cache knows (integer shrinks are sum-pooled)
+    if d.dataset in EVENT_DATASETS:  # the frame cache knows (integer shrinks are sum-pooled)
         return frames_are_integer(config)
     return d.resize != "resize"
 
@@ -193,7 +172,7 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
     """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model``; ``progress``
     (None = ``run.progress``) shows the bar of a frame cache being made."""
     d, m = config.data, config.model
-    if d.dataset in ("moving-digits", "gen1"):
+    if d.dataset in ("moving-digits", "gen1", "1mpx"):
         return _detection_split(config, split)
     n_limit = d.train_subset if split == "train" else d.test_subset
     size = tuple(m.input)
@@ -227,7 +206,7 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
         # sample from its memory map; augmentation happens per batch with the loop's generator
         from spquant.data.prepare import collate_frames, load_frames
 
-        return FrameData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
+        return DatasetData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
                            augment_kw={"roll_px": d.roll_px, "crop_pad": d.crop_pad})
     raise NotImplementedError(
         f"dataset {d.dataset!r}: its readers are in spquant.data but the in-memory training adapter is not "
@@ -277,6 +256,7 @@ def _detection_split(config, split: str) -> DatasetData:
             ds = MovingDigits(cache_dir=_cache_dir(d) or "default", mnist_root=mnist_root, num_samples=n, split=split, T=m.T,
                               source="mnist" if d.source == "full" else "embedded", **opts)
         else:
+            opts.setdefault("benchmark", d.dataset)  # the sensor, classes and box filter of Gen1 or 1 Mpx
             ds = Gen1DetectionFrames(_root(d), split, T=m.T, input_size=tuple(m.input), **opts)
             if n and n < len(ds):
                 keep = np.random.default_rng(config.train.seed).choice(len(ds), n, replace=False)

@@ -19,13 +19,10 @@ import math
 
 import numpy as np
 
+from spquant.errors import PackingError
 from spquant.quant import packed_bits_per_value
 
 __all__ = ["packing_for", "pack_codes", "unpack_codes", "packed_nbytes", "PackingError"]
-
-
-class PackingError(ValueError):
-    pass
 
 
 def packing_for(bits: int) -> tuple[str, int, int]:

@@ -73,9 +73,25 @@ class DatasetData:
         return len(self.dataset)
 
     def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        return self.finish(*self.collate([self.dataset[int(i)] for i in idx]), T, augment, generator)
+
+    def batches(self, index_lists, workers: int = 0):
+        """The collated ``(inputs, target)`` of each index list, in order; ``workers`` > 0 reads them in
+        DataLoader worker processes (the same samples in the same order: the run stays exact)."""
+        if workers <= 0:
+            for idx in index_lists:
+                yield self.collate([self.dataset[int(i)] for i in idx])
+            return
+        from torch.utils.data import DataLoader
+
+        sampler = [[int(i) for i in idx] for idx in index_lists]
+        yield from DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate)
+
+    def finish(self, x, target, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        """A collated batch as the model takes it: float inputs ``[T, B, ...]``, augmented in the main
+        process with the loop's generator."""
         if augment != "none" and not self.augmentable:
             raise ValueError(f"data.augment={augment!r} is not supported for this data set")
-        x, target = self.collate([self.dataset[int(i)] for i in idx])
         if x.shape[0] != T:
             raise ValueError(f"frames have T={x.shape[0]} but the model is configured with T={T}")
         x = x.float()

@@ -2,7 +2,8 @@
 
 * ``python`` blocks of one page run in order in one namespace (like a notebook), in a fresh folder.
 * ``bash`` / ``sh`` blocks: each command runs in the same folder. ``spquant ...`` runs this
-  checkout's CLI in-process (``spquant.cli.main``); ``spquant train`` gets ``--set train.max_steps=2`` so a
+  checkout's CLI in-process (``spquant.cli.main``); ``spquant train`` gets ``--set train.max_steps=2`` and 128 / 64 train / test samples
+  (``data.train_subset`` / ``data.test_subset``), ``spquant run`` ``--limit 64``, so a
   documented training command costs seconds (``spquant demo``: 2 steps, 50 test images); commands whose output the page feeds to later ones
   (run folders, ``.spq`` files) are created by the earlier commands themselves.
 * Set-up commands (creating the virtual environment, ``pip install``, ``bash scripts/*.sh``,
@@ -32,7 +33,9 @@ FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*skip\s+(.+?)\s*-->")
 SETUP = re.compile(r"<!--\s*doc-test:\s*setup\s*\n(.*?)-->\s*$", re.S)
 RUN_BY_CI = ("python3.11 -m venv", "pip ", ".venv/bin/pip", "bash scripts/", "apt-get", "torchrun", "LD_PRELOAD")
-TINY_TRAIN = ["--set", "train.max_steps=2"]
+# a documented training command costs seconds: 2 steps, small data (config keys of the schema)
+TINY_TRAIN = ["--set", "train.max_steps=2", "--set", "data.train_subset=128", "--set", "data.test_subset=64"]
+TINY_RUN = ["--limit", "64"]
 TINY_DEMO = ["--max-steps", "2", "--test-subset", "50", "--no-progress"]
 
 
@@ -97,6 +100,8 @@ def _run_spquant(args: list[str]) -> tuple[int, str]:
         args = [*args, *TINY_TRAIN]
     elif args[:1] == ["demo"]:
         args = [*args, *TINY_DEMO]
+    elif args[:1] == ["run"] and "--limit" not in args:
+        args = [*args, *TINY_RUN]
     threads, out = torch.get_num_threads(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -133,7 +138,8 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
         pytest.skip(f"{_page_id(page)} has no code blocks")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", SPQUANT_THREADS="1")
     env.setdefault("SPQUANT_DATA", str(tmp_path / "data"))
-    for key in ("SPQUANT_DATA", "SPQUANT_THREADS"):
+    env.setdefault("SPQUANT_CACHE", str(tmp_path / "cache"))
+    for key in ("SPQUANT_DATA", "SPQUANT_THREADS", "SPQUANT_CACHE"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))

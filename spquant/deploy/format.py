@@ -31,7 +31,7 @@ import zlib
 import numpy as np
 
 from spquant.deploy.fold import DeployError, Program, analyze, fold_model
-from spquant.deploy.packing import PackingError, pack_codes, packed_nbytes, unpack_codes
+from spquant.deploy.packing import PackingError, max_code_for, pack_codes, packed_nbytes, unpack_codes, weight_levels
 
 __all__ = ["ModelFileError", "save", "load", "export", "MAGIC", "VERSION", "file_report"]
 
@@ -136,8 +136,8 @@ def _str(v, what: str) -> str:
 
 
 _NODE_INTS = {
-    "conv": {"bits": (2, 16), "max_code": (1, 32767), "shift": (0, 62), "kernel": (1, 64), "stride": (1, 64), "padding": (0, 64)},
-    "linear": {"bits": (2, 16), "max_code": (1, 32767), "shift": (0, 62)},
+    "conv": {"bits": (1, 16), "max_code": (1, 32767), "shift": (0, 62), "kernel": (1, 64), "stride": (1, 64), "padding": (0, 64)},
+    "linear": {"bits": (1, 16), "max_code": (1, 32767), "shift": (0, 62)},
     "lif": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15)},
     "lif_pruned": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15), "prior_channel": (0, 1),
                    "prior_channel_min": (-(2**40), 2**40), "prior_spatial": (0, 1), "prior_spatial_level": (-(2**15) - 1, 2**15)},
@@ -190,7 +190,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         if count > MAX_ELEMENTS:
             raise ValueError(f"blob {name!r}: {count} elements is too many")
         if enc == "packed":
-            need = packed_nbytes(count, _int(b.get("bits"), f"blob {name!r} bits", 2, 16))
+            need = packed_nbytes(count, _int(b.get("bits"), f"blob {name!r} bits", 1, 16))
         elif enc in _INT_ENC:
             need = count * _INT_ENC[enc].itemsize
         else:
@@ -242,7 +242,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             if key == "weight":
                 if enc != "packed" or blobs[ref]["bits"] != n["bits"]:
                     raise ValueError(f"node {name!r}: weight blob must be packed {n['bits']}-bit codes")
-                if n["max_code"] != 2 ** (n["bits"] - 1) - 1:
+                if n["max_code"] != max_code_for(n["bits"]):
                     raise ValueError(f"node {name!r}: max_code {n['max_code']} inconsistent with {n['bits']} bits")
             elif enc == "packed":
                 raise ValueError(f"node {name!r}: {key} blob must be integers, not packed codes")
@@ -341,7 +341,7 @@ def file_report(path) -> dict:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         _, _, _, mlen, _, blen = HEADER.unpack(f.read(HEADER.size))
-    acct_bits = sum(program.arrays[n["weight"]].size * packed_bits_per_value(2 ** n["bits"] - 1) for n in program.weight_nodes())
+    acct_bits = sum(program.arrays[n["weight"]].size * packed_bits_per_value(weight_levels(n["bits"])) for n in program.weight_nodes())
     paper_bits = sum(program.arrays[n["weight"]].size * n["bits"] for n in program.weight_nodes())
     weight_bytes = sum(packed_nbytes(program.arrays[n["weight"]].size, n["bits"]) for n in program.weight_nodes())
     return {

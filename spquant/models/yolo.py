@@ -85,7 +85,7 @@ class SpikingYOLO(nn.Module):
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
         self.head = QConv2d(c_in, self.num_anchors * (5 + self.num_classes), 1, padding=0, bias=True,
-                            weight_quant=self.spec.weight_quant("last"))
+                            weight_quant=self.spec.weight_quant("last", self.num_anchors * (5 + self.num_classes)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

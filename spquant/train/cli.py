@@ -16,10 +16,11 @@ CONFIG is a TOML file or the name of a shipped recipe: {recipes}.
 Recipes have variants: NAME:fp32, NAME:quant (2-bit/4-bit weights, ternary membrane) and
 NAME:spquant (+ spatial-channel pruning), e.g. 'mnist:quant' or 'vgg9-cifar10dvs:spquant'.
 Sections: [model] name width plan input in_channels classes T; [quant] mode weight_bits
-first_bits last_bits membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
+first_bits last_bits weight_scale membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
 prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment;
 [train] epochs batch_size lr optimizer momentum schedule weight_decay threshold_lr seed lam phi
-prune_loss_weight max_steps; [run] log_every checkpoint_every keep_checkpoints device threads
+prune_loss_weight max_steps init_from init_calib_batches distill_teacher distill_weight
+distill_temperature; [run] log_every checkpoint_every keep_checkpoints device threads
 progress tensorboard. See docs/training.md."""
 
 
@@ -54,6 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, value parsed as TOML (repeatable): --set train.lr=3e-4 --set quant.mode=quant")
     p.add_argument("--out", "-o", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest valid checkpoint (exact: same final weights as an uninterrupted run)")
+    p.add_argument("--init-from", metavar="RUN", help="start from the weights of a finished (FP32) run folder: exact load, "
+                   "BN recalibrated, gates opened (sets train.init_from)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides run.device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -106,6 +109,8 @@ def cmd_train(args) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"run.device={args.device}")
+    if args.init_from:
+        overrides.append(f"train.init_from={json.dumps(str(args.init_from))}")  # a TOML basic string
     try:
         if recipe_task(args.config) == "detect":
             import argparse

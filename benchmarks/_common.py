@@ -118,7 +118,7 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
 
     from contextlib import nullcontext
 
-    from spquant.fused import compact_spikes
+    from spquant.neuron.fused import compact_spikes
 
     ctx = compact_spikes if compact else nullcontext
 

@@ -58,7 +58,7 @@ def child(variant: str, T: int, batch: int) -> dict:
         return t
 
     if "+compact" in variant:  # count what compact_spikes() really stores (bool for spikes)
-        import spquant.fused as fused
+        import spquant.neuron.fused as fused
 
         original = fused._pack
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/lif_microbench.py <threads>
 """
 import torch, time, sys
-from spquant.fused import lif_fused
+from spquant.neuron.fused import lif_fused
 from spquant.neuron import lif_reference
 from spquant.quant import IntegerMembrane
 torch.set_num_threads(int(sys.argv[1]))

@@ -19,12 +19,13 @@ from spquant.prune import ChannelGate, MembranePrior, build_gate, build_prior, g
 from spquant.quant import (
     IdentityWeight,
     IntegerMembrane,
+    StackedSigmoid,
     SAWBWeight,
     TernaryWeight,
     packed_bits_per_value,
     weight_quantizer,
 )
-from spquant.surrogate import ATan, Sigmoid, StackedSigmoid, Triangle
+from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
 
 __all__ = [
     "ATan",

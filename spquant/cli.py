@@ -12,7 +12,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "spquant.data.cli",
     "spquant.train.cli",
-    "spquant.cost_cli",
+    "spquant.cost.cli",
     "spquant.deploy.cli",
     "spquant.detect.cli",
 ]

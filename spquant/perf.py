@@ -75,7 +75,7 @@ def suggested_threads() -> int:
 
 def __getattr__(name):  # torch-free import of this module (launchers re-exec before importing torch)
     if name == "compact_spikes":
-        from spquant.fused import compact_spikes
+        from spquant.neuron.fused import compact_spikes
 
         return compact_spikes
     raise AttributeError(name)

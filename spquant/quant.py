@@ -11,10 +11,10 @@ import math
 import torch
 from torch import nn
 
-from spquant.surrogate import StackedSigmoid
 
 __all__ = [
     "IntegerMembrane",
+    "StackedSigmoid",
     "TernaryWeight",
     "SAWBWeight",
     "IdentityWeight",
@@ -49,6 +49,35 @@ def packed_bits_per_value(levels: int) -> float:
     if per_byte == 0:
         return float(plain)
     return min(float(plain), 8.0 / per_byte)
+
+
+class StackedSigmoid:
+    """The stacked surrogate of the integer membrane quantizer (SPEC §3).
+
+    The derivative of a staircase with rounding boundaries ``c_i`` is replaced by a sum of
+    sigmoid-derivative bumps, one centred on each boundary::
+
+        dQ/dx ~= sum_i k * sigmoid(k (x - c_i)) * (1 - sigmoid(k (x - c_i)))
+
+    Each bump peaks at k/4 on its boundary. For the ternary grid (boundaries -0.5, 0.5) and k = 2:
+    dQ/dx(0) = 0.786, dQ/dx(+-1) = 0.484, dQ/dx(+-2) = 0.104.
+    """
+
+    def __init__(self, boundaries, k: float = 2.0):
+        if k <= 0:
+            raise ValueError(f"StackedSigmoid needs k > 0, got {k}")
+        self.boundaries = tuple(float(c) for c in boundaries)
+        self.k = float(k)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(x)
+        for c in self.boundaries:
+            sg = torch.sigmoid(self.k * (x - c))
+            total = total + self.k * sg * (1 - sg)
+        return total
+
+    def __repr__(self) -> str:
+        return f"StackedSigmoid(boundaries={self.boundaries}, k={self.k})"
 
 
 class _MembraneQuantize(torch.autograd.Function):

@@ -9,54 +9,13 @@ from :mod:`spquant.cost`.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from spquant.cost import measure_cost, static_cost
+from spquant.cost import MeasuredCost, measure_cost
 
-__all__ = ["model_summary", "load_run", "report_rows", "markdown_table", "write_report", "membrane_bits"]
-
-
-def membrane_bits(spec) -> int:
-    """Stored bits per membrane value: 32 in FP32, else ceil(log2(levels)) (ternary -> 2, as the paper counts)."""
-    if not spec.quantized:
-        return 32
-    return max(1, math.ceil(math.log2(spec.membrane_ub - spec.membrane_lb + 1)))
-
-
-def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_batches: int = 2) -> dict:
-    """Bits, memory (MB = 1e6 bytes) and, in spquant mode, the measured FLOPs reduction."""
-    spec = config.quant
-    input_shape = (config.model.in_channels, *config.model.input)
-    out = {
-        "mode": spec.mode,
-        "weight_bits": spec.weight_bits if spec.quantized else 32,
-        "first_bits": (spec.first_bits or 32) if spec.quantized else 32,
-        "last_bits": (spec.last_bits or 32) if spec.quantized else 32,
-        "membrane_bits": membrane_bits(spec),
-        "membrane_levels": (spec.membrane_ub - spec.membrane_lb + 1) if spec.quantized else None,
-    }
-    sc = static_cost(model, input_shape=input_shape)
-    out.update({
-        "params": int(sc.params), "neurons": int(sc.lif_neurons),
-        "weight_mb": float(sc.weight_memory_mb), "membrane_mb": float(sc.membrane_mb_paper), "total_mb": float(sc.total_mb),
-        "weight_mb_packed": float(sc.weight_memory_mb_packed), "membrane_mb_packed": float(sc.membrane_mb_packed),
-        "total_mb_packed": float(sc.total_mb_packed), "total_mb_fp32": float(sc.total_mb_fp32),
-        "memory_reduction": float(sc.memory_reduction), "memory_reduction_packed": float(sc.memory_reduction_packed),
-        "dense_macs_per_step": int(sc.dense_macs),
-    })
-    if spec.pruned and test_data is not None:
-        T = config.model.T
-        batches = [test_data.batch(torch.arange(s, min(s + 100, len(test_data))), T)[0].to(device) for s in range(0, min(len(test_data), 100 * flops_batches), 100)]
-        mc = measure_cost(model, batches)
-        out["flops_reduction"] = float(mc.flops_reduction)
-        out["effective_reduction"] = float(mc.effective_reduction)
-        total_updates = mc.membrane_updates + mc.skipped_updates
-        out["skipped_update_fraction"] = float(mc.skipped_updates / total_updates) if total_updates else 0.0
-    return out
+__all__ = ["load_run", "measured_cost_from_run", "report_rows", "markdown_table", "write_report"]
 
 
 def load_run(run_dir) -> dict:
@@ -66,6 +25,51 @@ def load_run(run_dir) -> dict:
     d = json.loads(p.read_text())
     d["dir"] = str(run_dir)
     return d
+
+
+def measured_cost_from_run(
+    run_dir,
+    data="test",
+    max_batches: int | None = 10,
+    batch_size: int = 100,
+    checkpoint: bool = False,
+    device: str = "cpu",
+) -> MeasuredCost:
+    """Measured cost of a trained run folder (written by :mod:`spquant.train`).
+
+    The model comes from ``spquant.train.load_run(run_dir)`` (``model.safetensors``, or the newest
+    checkpoint with ``checkpoint=True``). ``data`` is a split name of the run's own data config
+    (``'test'`` or ``'train'``) or an iterable of ready batches ([T, B, ...] tensors or (x, y)
+    pairs). With a split, the first ``max_batches`` batches of ``batch_size`` samples are used
+    (``max_batches=None``: the whole split).
+    """
+    try:
+        from spquant.train import load_run
+    except ImportError as exc:  # pragma: no cover - spquant.train is part of the package now
+        raise RuntimeError(
+            "measured cost from a run folder needs spquant.train (checkpoint loader); use "
+            "spquant.cost.measure_cost(model, batches) on a loaded model instead"
+        ) from exc
+    from spquant.train.checkpoint import CheckpointError
+
+    try:
+        run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+    model, config = run["model"], run["config"]
+    if data is None:
+        data = "test"
+    if isinstance(data, str):
+        if data not in ("test", "train"):
+            raise RuntimeError(f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}")
+        from spquant.train.data import load_split
+
+        split = load_split(config, data)
+        T = config.model.T
+        n = len(split) if max_batches is None else min(len(split), batch_size * max_batches)
+        batches = [split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)]
+        return measure_cost(model, batches, device=device)
+    return measure_cost(model, data, max_batches=max_batches, device=device)
 
 
 def report_rows(runs: list[dict]) -> list[dict]:

@@ -301,7 +301,7 @@ threads = 1
 
 
 def test_measured_cost_from_run_and_cli(tmp_path, capsys):
-    from spquant.cost import measured_cost_from_run
+    from spquant.report import measured_cost_from_run
     from spquant.train import load_config, load_run, train
     from spquant.train.data import load_split
 

@@ -2,12 +2,13 @@
 
 import itertools
 import random
+import zlib
 
 import pytest
 import torch
 
 from spquant import LIF, ATan, ConvBNLIF, IntegerMembrane, SeqModule, Sigmoid, TernaryWeight, Triangle
-from spquant.fused import lif_fused
+from spquant.neuron.fused import lif_fused
 from spquant.neuron import lif_reference
 from tests.test_neuron import manual_lif
 
@@ -86,7 +87,8 @@ def _case(T, shape, membrane, surrogate, thr, gate_kind, prior_kind, return_memb
 @pytest.mark.parametrize("gate_kind", ["none", "fixed", "learned"])
 def test_fused_matches_reference(membrane, surrogate, thr, gate_kind):
     # T, shape, prior and return_membrane cycled so every value meets every other option
-    seed = abs(hash((membrane, repr(surrogate), thr, gate_kind))) % 10_000
+    # crc32, not hash(): str hashes change per process, and a failing case must be reproducible
+    seed = zlib.crc32(repr((membrane, repr(surrogate), thr, gate_kind)).encode()) % 10_000
     rnd = random.Random(seed)
     T = rnd.choice([1, 2, 5])
     shape = rnd.choice([(3, 2), (2, 3, 4, 4), (2, 2, 3, 5)])
@@ -230,7 +232,7 @@ def test_no_grad_and_recording_work_with_fused():
 
 def test_compact_spikes_is_exact_and_saves_memory():
     """Inside compact_spikes() the spikes saved by the next conv / pooling are stored as bool."""
-    from spquant.fused import compact_spikes
+    from spquant.neuron.fused import compact_spikes
 
     def run(compact):
         torch.manual_seed(0)
@@ -248,7 +250,7 @@ def test_compact_spikes_is_exact_and_saves_memory():
 
         if compact == "measure":
             # the packing the context manager installs, wrapped to count what it stores
-            from spquant.fused import _pack, _unpack
+            from spquant.neuron.fused import _pack, _unpack
 
             stored = []
 
@@ -276,7 +278,7 @@ def test_compact_spikes_is_exact_and_saves_memory():
     # the conv of block 2 and the pooling each save 4x3x8x8x8 spikes: 2 * 4096 * 3 bytes less
     assert plain_bytes - compact_bytes == 2 * 4 * 3 * 8 * 8 * 8 * 3
     # in-place change after the forward of a registered spike tensor: no longer treated as binary
-    from spquant.fused import _pack, _register_spikes
+    from spquant.neuron.fused import _pack, _register_spikes
 
     s = (torch.rand(10) > 0.5).float()
     _register_spikes(s)

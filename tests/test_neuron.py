@@ -63,20 +63,19 @@ def test_threshold_gradient_is_separate_surrogate_path():
         current = torch.randn(5, 4, 6) * 1.5
         captured = []
 
-        from spquant import surrogate as surrogate_module
+        from spquant.neuron import fused as fused_module
 
-        original = surrogate_module._SpikeWithThreshold.backward
+        original = fused_module.spike_backward
 
-        def spy(ctx, grad_s):
-            (x,) = ctx.saved_tensors
-            captured.append((x.clone(), grad_s * ctx.surrogate.derivative(x)))
-            return original(ctx, grad_s)
+        def spy(x, grad_s, surrogate, v_th_shape=None):
+            captured.append((x.clone(), grad_s * surrogate.derivative(x)))
+            return original(x, grad_s, surrogate, v_th_shape)
 
-        surrogate_module._SpikeWithThreshold.backward = staticmethod(spy)
+        fused_module.spike_backward = spy
         try:
             (lif(current) * torch.randn(5, 4, 6)).sum().backward()
         finally:
-            surrogate_module._SpikeWithThreshold.backward = staticmethod(original)
+            fused_module.spike_backward = original
         expect = sum(-(dx * (1 + torch.sigmoid(x) * (x >= 0).float())).sum() for x, dx in captured)
         assert len(captured) == 5
         assert torch.allclose(lif.threshold.grad, expect, rtol=1e-5, atol=1e-6)

@@ -31,7 +31,7 @@ def test_configure_from_env_only_when_asked(monkeypatch):
 
 
 def test_compact_spikes_exported():
-    from spquant.fused import compact_spikes
+    from spquant.neuron.fused import compact_spikes
 
     assert perf.compact_spikes is compact_spikes
 

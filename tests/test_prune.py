@@ -322,7 +322,12 @@ def test_prior_and_model_pickle_and_deepcopy():
     prior.records.append((None, None))
     p2 = pickle.loads(pickle.dumps(prior))
     assert p2.records == [] and p2.record is False and p2.channel_threshold == -0.8
-    copy.deepcopy(net)
+    prior.record, prior.records = False, []
+    net.eval()
+    x = (torch.rand(2, 3, 2, 16, 16) < 0.3).float()
+    twin = copy.deepcopy(net)
+    assert twin.features[0].neuron.prior is not prior
+    assert torch.equal(twin(x), net(x))
 
 
 # -- statistics --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The model is :class:`spquant.models.SpikingYOLO`; data sets live in :mod:`spquant.data.detection`.
 """
 
-from spquant.detect.boxes import batched_nms, box_iou, decode, nms, wh_iou
+from spquant.models.boxes import batched_nms, box_iou, decode, nms, wh_iou
 from spquant.detect.loss import YOLOLoss, build_targets
 from spquant.detect.metrics import coco_map, evaluate, voc_ap, voc_class_ap
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spquant.detect.boxes import box_iou, cxcywh_to_xyxy, wh_iou
+from spquant.models.boxes import box_iou, cxcywh_to_xyxy, wh_iou
 
 __all__ = ["YOLOLoss", "build_targets"]
 

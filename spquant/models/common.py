@@ -9,7 +9,7 @@ from torch import nn
 
 from spquant.neuron import LIF
 from spquant.quant import IntegerMembrane, weight_quantizer
-from spquant.surrogate import ATan, Sigmoid, Triangle
+from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
 
 __all__ = ["QuantSpec", "MODES", "SURROGATES", "SpikingClassifier"]
 

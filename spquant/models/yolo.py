@@ -106,7 +106,7 @@ class SpikingYOLO(nn.Module):
     def decode(self, out: torch.Tensor, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100,
                agnostic: bool = False):
         """Detections per image ``[n, 6]`` (x1, y1, x2, y2, score, class) from ``forward``'s output."""
-        from spquant.detect.boxes import decode
+        from spquant.models.boxes import decode
 
         return decode(out, self.anchors, self.stride, conf_threshold, nms_iou, max_det, image_size=self.input_size,
                       agnostic=agnostic)

@@ -474,7 +474,7 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     if dist.world > 1:
         metrics["ddp_max_param_diff"] = _param_divergence(model, dist)
     if run_dir is not None and dist.main:
-        from spquant.report import model_summary
+        from spquant.cost import model_summary
 
         summary = model_summary(model, config, test_data=test_data, device=device)
         metrics.update(summary)

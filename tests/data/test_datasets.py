@@ -85,8 +85,7 @@ def test_cifar10dvs_tree(tmp_path, rng):
     with pytest.raises(EventFileError, match=r"classes \['truck'\].*unzip <class>\.zip"):
         sd.CIFAR10DVS(tmp_path, "train")
     with pytest.raises(ValueError, match="split_mode"):
-        sd.NCaltech101(tmp_path, "train", split_mode="weird") if False else sd.datasets._split_files(
-            tmp_path, [1], [0], "train", "weird", 0.9, 42)
+        sd.datasets._split_files(tmp_path, [1], [0], "train", "weird", 0.9, 42)
 
 
 def test_dvsgesture_tree(tmp_path, rng):

@@ -24,6 +24,7 @@ from spquant.data.readers.aedat3 import (
 )
 from spquant.data.readers.aedat4 import read_aedat4
 from spquant.data.readers.atis import read_atis_bin, write_atis_bin
+from spquant.data.readers.evt import read_metavision_raw, write_evt2_raw, write_evt3_raw
 from spquant.data.readers.prophesee import (
     decode_dat_records,
     memmap_prophesee_dat,
@@ -37,13 +38,13 @@ from spquant.data.readers.prophesee import (
 def detect_format(path) -> str:
     """Name the format of an event file from its first bytes (then its extension).
 
-    Returns one of 'aedat2', 'aedat31', 'aedat4', 'prophesee_dat', 'atis_bin'.
+    Returns one of 'aedat2', 'aedat31', 'aedat4', 'prophesee_dat', 'metavision_raw', 'atis_bin'.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EventFileError(path, "no such file")
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(4096)
     if head.startswith(b"#!AER-DAT2"):
         return "aedat2"
     if head.startswith(b"#!AER-DAT3"):
@@ -53,9 +54,10 @@ def detect_format(path) -> str:
     if head.startswith(b"#!AER-DAT"):
         version = head.splitlines()[0] if head.splitlines() else head
         raise EventFileError(path, f"unsupported AEDAT version {version!r} (supported: 2.0, 3.1, 4.0)")
-    if head.startswith(b"%"):
-        return "prophesee_dat"
     ext = os.path.splitext(path)[1].lower()
+    if head.startswith(b"%"):
+        raw_like = b"\n% end" in head and (b"% evt " in head or b"% format EVT" in head)
+        return "metavision_raw" if ext == ".raw" or (ext != ".dat" and raw_like) else "prophesee_dat"
     if ext == ".bin":
         return "atis_bin"
     if ext == ".dat":
@@ -70,6 +72,7 @@ _READERS = {
     "aedat31": read_aedat31,
     "aedat4": read_aedat4,
     "prophesee_dat": read_prophesee_dat,
+    "metavision_raw": read_metavision_raw,
     "atis_bin": read_atis_bin,
 }
 
@@ -92,5 +95,5 @@ __all__ = [
     "detect_format", "read_events", "read_recording", "read_atis_bin", "write_atis_bin", "read_aedat2",
     "write_aedat2", "read_aedat31", "write_aedat31", "read_gesture_labels", "split_gesture_segments",
     "read_aedat4", "read_prophesee_dat", "write_prophesee_dat", "memmap_prophesee_dat", "decode_dat_records",
-    "read_gen1_boxes", "write_gen1_boxes",
+    "read_gen1_boxes", "write_gen1_boxes", "read_metavision_raw", "write_evt2_raw", "write_evt3_raw",
 ]

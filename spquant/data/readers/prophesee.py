@@ -1,9 +1,11 @@
 """Prophesee DAT event files (Gen1 automotive ``*_td.dat``, N-CARS ``.dat``) and Gen1 box files.
 
-DAT layout: text header lines starting with ``%`` (``% Height``/``% Width`` give the sensor size when
-present, otherwise the ATIS Gen1 size 304x240 is assumed), then one byte event type (0 = 2D change
-detection events) and one byte event size (8), then little-endian 8-byte events: uint32 timestamp
-(us) and uint32 packing x (bits 0-13), y (bits 14-27) and polarity (bits 28-31).
+DAT layout: text header lines starting with ``%`` (``% Height``/``% Width`` or ``% geometry WxH``
+give the sensor size when present; otherwise Gen1's 304x240 is assumed for type-0 files and the size
+is left unknown for others), then one byte event type and one byte event size, then little-endian
+8-byte events: uint32 timestamp (us) and uint32 packing x (bits 0-13), y (bits 14-27) and polarity
+(bits 28-31). Event types with this 2D packing: 0 (``Event2D``: ATIS Gen1, N-CARS) and 12
+(``EventCD``: Metavision / EVK4 / IMX636 recordings, the 1-Megapixel automotive set).
 
 Box files ``*_bbox.npy`` are plain numpy structured arrays (loaded with ``allow_pickle=False``) with
 fields ``ts`` (older files: ``t``), ``x, y, w, h, class_id`` and optionally ``confidence``,
@@ -30,12 +32,14 @@ from spquant.data.readers._io import body_as, read_bytes, split_text_header
 GEN1_SENSOR: SensorSize = (304, 240)
 DAT_EVENT = np.dtype([("t", "<u4"), ("xyp", "<u4")])
 EVENT_TYPE_2D = 0
+EVENT_TYPE_CD = 12
+DAT_2D_TYPES = {EVENT_TYPE_2D: "Event2D", EVENT_TYPE_CD: "EventCD"}
 BOX_FIELDS = ("ts", "x", "y", "w", "h", "class_id")
 BOX_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
                       ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
 
 
-def _dat_layout(data: bytes, path) -> tuple[int, SensorSize]:
+def _dat_layout(data: bytes, path) -> tuple[int, SensorSize | None]:
     lines, offset = split_text_header(data, b"%", path)
     if not lines:
         raise EventFileError(path, "not a Prophesee DAT file: no '%' header lines")
@@ -44,20 +48,30 @@ def _dat_layout(data: bytes, path) -> tuple[int, SensorSize]:
         m = re.match(r"%\s*(\w+)\s+(.*)$", line)
         if m:
             info[m.group(1).lower()] = m.group(2).strip()
-    try:
-        size = (int(info["width"]), int(info["height"])) if "width" in info and "height" in info else GEN1_SENSOR
-    except ValueError:
-        raise EventFileError(path, f"bad Width/Height in the DAT header: {info.get('width')!r} x {info.get('height')!r}") from None
     if len(data) - offset < 2:
         raise EventFileError(path, "truncated: no event type / event size bytes after the '%' header")
     ev_type, ev_size = data[offset], data[offset + 1]
-    if ev_type != EVENT_TYPE_2D or ev_size != DAT_EVENT.itemsize:
-        raise EventFileError(path, f"unsupported DAT event type {ev_type} / size {ev_size} (expected 2D events: type 0, size 8)")
+    if ev_type not in DAT_2D_TYPES or ev_size != DAT_EVENT.itemsize:
+        known = ", ".join(f"{k} ({v})" for k, v in DAT_2D_TYPES.items())
+        raise EventFileError(path, f"unsupported DAT event type {ev_type} / size {ev_size} (readable: 8-byte 2D "
+                             f"events of type {known})")
+    size: SensorSize | None = GEN1_SENSOR if ev_type == EVENT_TYPE_2D else None
+    try:
+        if "width" in info and "height" in info:
+            size = (int(info["width"]), int(info["height"]))
+        elif "geometry" in info:
+            w, h = info["geometry"].lower().split("x")
+            size = (int(w), int(h))
+    except ValueError:
+        raise EventFileError(path, f"bad sensor size in the DAT header: width {info.get('width')!r}, height "
+                             f"{info.get('height')!r}, geometry {info.get('geometry')!r}") from None
+    if size is not None and not (0 < size[0] <= 1 << 14 and 0 < size[1] <= 1 << 14):
+        raise EventFileError(path, f"sensor size {size[0]}x{size[1]} in the DAT header does not fit 14-bit coordinates")
     return offset + 2, size
 
 
 def read_prophesee_dat(path, sensor_size: SensorSize | None = None) -> Recording:
-    """Read a Prophesee DAT file (Gen1 ``_td.dat``, N-CARS)."""
+    """Read a Prophesee DAT file (Gen1 ``_td.dat``, N-CARS, 1-Megapixel ``_td.dat``, Metavision CD)."""
     data = read_bytes(path)
     offset, size = _dat_layout(data, path)
     if sensor_size is not None:
@@ -70,7 +84,7 @@ def read_prophesee_dat(path, sensor_size: SensorSize | None = None) -> Recording
     return Recording(finish_events(path, x, y, rec["t"].astype(np.int64), p, size), size)
 
 
-def memmap_prophesee_dat(path) -> tuple[np.memmap, SensorSize]:
+def memmap_prophesee_dat(path) -> tuple[np.memmap, SensorSize | None]:
     """Memory-map the raw (t, xyp) records of a DAT file (for windowed reads of long Gen1 files)."""
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -92,19 +106,23 @@ def decode_dat_records(rec: np.ndarray, path=None, sensor_size: SensorSize | Non
                          allow_empty=True)
 
 
-def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None = None) -> None:
-    """Write events as a Prophesee DAT v2 file (t must fit uint32, x/y 14 bits)."""
+def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None = None,
+                        event_type: int = EVENT_TYPE_2D) -> None:
+    """Write events as a Prophesee DAT v2 file (t must fit uint32, x/y 14 bits); ``event_type`` 0
+    (Event2D, Gen1) or 12 (EventCD, Metavision / 1-Megapixel)."""
+    if event_type not in DAT_2D_TYPES:
+        raise ValueError(f"event_type must be one of {sorted(DAT_2D_TYPES)}, got {event_type}")
     x, y = events["x"].astype(np.uint32), events["y"].astype(np.uint32)
     if x.size and (x.max() >= 1 << 14 or y.max() >= 1 << 14):
         raise ValueError("DAT coordinates must be < 16384")
     rec = np.empty(x.size, DAT_EVENT)
     rec["t"] = events["t"]
     rec["xyp"] = x | (y << 14) | (events["p"].astype(np.uint32) << 28)
-    head = "% Data file containing Event2D events.\n% Version 2\n"
+    head = f"% Data file containing {DAT_2D_TYPES[event_type]} events.\n% Version 2\n"
     if sensor_size is not None:
         head += f"% Height {sensor_size[1]}\n% Width {sensor_size[0]}\n"
     with open(os.fspath(path), "wb") as f:
-        f.write(head.encode() + bytes([EVENT_TYPE_2D, DAT_EVENT.itemsize]) + rec.tobytes())
+        f.write(head.encode() + bytes([event_type, DAT_EVENT.itemsize]) + rec.tobytes())
 
 
 def read_gen1_boxes(path) -> np.ndarray:

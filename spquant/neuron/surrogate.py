@@ -10,7 +10,7 @@ surrogate ``dS/dx``. Each surrogate is a small picklable class (no closures) wit
 Example::
 
     >>> import torch
-    >>> from spquant.surrogate import Triangle
+    >>> from spquant.neuron.surrogate import Triangle
     >>> x = torch.tensor([-2.0, -0.5, 0.0, 0.5], requires_grad=True)
     >>> s = Triangle()(x)
     >>> s.tolist()
@@ -25,7 +25,16 @@ import math
 
 import torch
 
-__all__ = ["Surrogate", "Triangle", "Sigmoid", "ATan", "StackedSigmoid", "heaviside", "spike_with_threshold"]
+__all__ = [
+    "Surrogate",
+    "Triangle",
+    "Sigmoid",
+    "ATan",
+    "heaviside",
+    "spike_with_threshold",
+    "spike_backward",
+    "sum_to_shape",
+]
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
@@ -103,35 +112,6 @@ class ATan(Surrogate):
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
 
 
-class StackedSigmoid:
-    """The stacked surrogate of the integer membrane quantizer (SPEC §3).
-
-    The derivative of a staircase with rounding boundaries ``c_i`` is replaced by a sum of
-    sigmoid-derivative bumps, one centred on each boundary::
-
-        dQ/dx ~= sum_i k * sigmoid(k (x - c_i)) * (1 - sigmoid(k (x - c_i)))
-
-    Each bump peaks at k/4 on its boundary. For the ternary grid (boundaries -0.5, 0.5) and k = 2:
-    dQ/dx(0) = 0.786, dQ/dx(+-1) = 0.484, dQ/dx(+-2) = 0.104.
-    """
-
-    def __init__(self, boundaries, k: float = 2.0):
-        if k <= 0:
-            raise ValueError(f"StackedSigmoid needs k > 0, got {k}")
-        self.boundaries = tuple(float(c) for c in boundaries)
-        self.k = float(k)
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros_like(x)
-        for c in self.boundaries:
-            sg = torch.sigmoid(self.k * (x - c))
-            total = total + self.k * sg * (1 - sg)
-        return total
-
-    def __repr__(self) -> str:
-        return f"StackedSigmoid(boundaries={self.boundaries}, k={self.k})"
-
-
 class _SpikeWithThreshold(torch.autograd.Function):
     """s = H(u - v_th) with the spike surrogate for u and the separate threshold path (SPEC §4):
 
@@ -152,15 +132,27 @@ class _SpikeWithThreshold(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s):
         (x,) = ctx.saved_tensors
-        grad_x = grad_s * ctx.surrogate.derivative(x)
-        grad_v = None
-        if ctx.needs_input_grad[1]:
-            extra = torch.sigmoid(x) * (x >= 0).to(x.dtype)
-            grad_v = _sum_to_shape(-(grad_x * (1 + extra)), ctx.v_th_shape)
+        v_th_shape = ctx.v_th_shape if ctx.needs_input_grad[1] else None
+        grad_x, grad_v = spike_backward(x, grad_s, ctx.surrogate, v_th_shape)
         return grad_x, grad_v, None
 
 
-def _sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
+def spike_backward(x: torch.Tensor, grad_s: torch.Tensor, surrogate: Surrogate, v_th_shape=None):
+    """The backward of :func:`spike_with_threshold` at ``x = u - v_th``: ``(grad_x, grad_v)``.
+
+    ``grad_x`` is the gradient for ``u`` (and for ``x``); ``grad_v`` the threshold's gradient summed
+    to ``v_th_shape``, or None when ``v_th_shape`` is None (threshold not learned). Fused neuron
+    kernels call this per step, so the surrogate and the threshold path have one implementation.
+    """
+    grad_x = grad_s * surrogate.derivative(x)
+    grad_v = None
+    if v_th_shape is not None:
+        extra = torch.sigmoid(x) * (x >= 0).to(x.dtype)
+        grad_v = sum_to_shape(-(grad_x * (1 + extra)), v_th_shape)
+    return grad_x, grad_v
+
+
+def sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
     """Sum a broadcast gradient back to ``shape`` (the inverse of broadcasting)."""
     if t.shape == shape:
         return t

@@ -1,23 +1,40 @@
-"""The leaky integrate-and-fire neuron of SpQuant-SNN (SPEC §2-4), multi-step."""
+"""The leaky integrate-and-fire neuron of SpQuant-SNN (SPEC §2-4), multi-step.
+
+:func:`lif_step` is the pure one-step update over explicit state; :func:`lif_reference` runs it over a
+sequence (the readable oracle); :class:`LIF` is the module (a :class:`~spquant.neuron.base.SpikingNeuron`)
+that runs either the reference or the fused kernel of :mod:`spquant.neuron.fused`.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
-from torch import nn
 
 from spquant.quant import IntegerMembrane
-from spquant.surrogate import Surrogate, Triangle, spike_with_threshold
+from spquant.neuron.base import MembranePriorLike, SpikingNeuron
+from spquant.neuron.surrogate import Surrogate, Triangle, spike_with_threshold
 
-__all__ = ["LIF", "lif_reference", "MembranePriorLike"]
+__all__ = ["LIF", "lif_step", "lif_reference"]
 
 
-class MembranePriorLike(Protocol):
-    """Decides, from the stored membrane m_{t-1}, which neurons are skipped at step t."""
+def lif_step(
+    m: torch.Tensor,
+    current: torch.Tensor,
+    threshold: torch.Tensor,
+    tau: float,
+    surrogate: Surrogate,
+    membrane: IntegerMembrane | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One LIF step over explicit state: ``(s_t, m_t)`` from the stored ``m_{t-1}`` and the current.
 
-    def keep_mask(self, m_prev: torch.Tensor, membrane: IntegerMembrane | None) -> torch.Tensor | None:
-        """A {0,1} mask broadcastable to m_prev (1 = update), or None for 'keep all'."""
+    .. math::
+        u_t = \tau m_{t-1} + I_t,\qquad s_t = H(u_t - V_{th}),\qquad m_t = Q((1 - s_t) u_t)
+    """
+    u = tau * m + current
+    s = spike_with_threshold(u, threshold, surrogate)
+    m = (1 - s) * u
+    if membrane is not None:
+        m = membrane(m)
+    return s, m
 
 
 def lif_reference(
@@ -55,11 +72,7 @@ def lif_reference(
             keep = prior.keep_mask(m, membrane)
             if keep is not None:
                 i_t = i_t * keep
-        u = tau * m + i_t
-        s = spike_with_threshold(u, threshold, surrogate)
-        m = (1 - s) * u
-        if membrane is not None:
-            m = membrane(m)
+        s, m = lif_step(m, i_t, threshold, tau, surrogate, membrane)
         spikes.append(s)
         if return_membrane:
             mems.append(m)
@@ -69,7 +82,7 @@ def lif_reference(
     return out
 
 
-class LIF(nn.Module):
+class LIF(SpikingNeuron):
     r"""Multi-step leaky integrate-and-fire neuron with optional integer membrane (SPEC §2-4).
 
     .. math::
@@ -92,7 +105,7 @@ class LIF(nn.Module):
         channels: number of channels (dim 2 of the input), for per-channel thresholds.
         prior: optional membrane-potential prior (see :mod:`spquant.prune`).
         backend: ``'fused'`` (default: one autograd function with a hand-written backward, see
-            :mod:`spquant.fused`; bit-identical forward, same gradients, faster and about half the
+            :mod:`spquant.neuron.fused`; bit-identical forward, same gradients, faster and about half the
             memory) or ``'reference'`` (autograd through the readable loop :func:`lif_reference`).
 
     Example::
@@ -116,32 +129,10 @@ class LIF(nn.Module):
         prior: MembranePriorLike | None = None,
         backend: str = "fused",
     ):
-        super().__init__()
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"LIF tau must be in [0, 1], got {tau}")
-        if learn_threshold not in (False, None, "layer", "channel", True):
-            raise ValueError(f"learn_threshold must be False, 'layer' or 'channel', got {learn_threshold!r}")
-        if learn_threshold is True:
-            learn_threshold = "layer"
-        if learn_threshold == "channel" and not channels:
-            raise ValueError("learn_threshold='channel' needs channels=C")
+        super().__init__(tau, threshold, learn_threshold, membrane, surrogate, channels, prior)
         if backend not in ("reference", "fused"):
             raise ValueError(f"LIF backend must be 'reference' or 'fused', got {backend!r}")
-        self.tau = float(tau)
-        self.learn_threshold = learn_threshold or False
-        self.membrane = membrane
-        self.surrogate = surrogate or Triangle()
-        self.channels = channels
-        self.prior = prior
         self.backend = backend
-        shape = (channels,) if learn_threshold == "channel" else ()
-        v = torch.full(shape, float(threshold))
-        if self.learn_threshold:
-            self.threshold = nn.Parameter(v)
-        else:
-            self.register_buffer("threshold", v)
-        self.record = False
-        self.reset_stats()
 
     def extra_repr(self) -> str:
         return (
@@ -149,46 +140,13 @@ class LIF(nn.Module):
             f"backend={self.backend!r}"
         )
 
-    # -- statistics --------------------------------------------------------------------------
-    def reset_stats(self) -> None:
-        """Clear the recorded statistics (spike count, neuron-steps, membrane level histogram)."""
-        self.stats = {"spikes": 0, "neuron_steps": 0, "level_counts": {}}
-
-    @property
-    def spike_rate(self) -> float:
-        n = self.stats["neuron_steps"]
-        return self.stats["spikes"] / n if n else float("nan")
-
-    @torch.no_grad()
-    def _record(self, spikes: torch.Tensor, mem: torch.Tensor | None) -> None:
-        self.stats["spikes"] += int(spikes.sum().item())
-        self.stats["neuron_steps"] += spikes.numel()
-        if mem is not None and self.membrane is not None:
-            levels = torch.arange(self.membrane.lb, self.membrane.ub + 1)
-            counts = torch.bincount((mem.to(torch.int64) - self.membrane.lb).flatten(), minlength=len(levels))
-            hist = self.stats["level_counts"]
-            for level, c in zip(levels.tolist(), counts.tolist()):
-                hist[level] = hist.get(level, 0) + c
-
-    # -- forward -----------------------------------------------------------------------------
-    def threshold_for(self, x: torch.Tensor) -> torch.Tensor:
-        """V_th shaped to broadcast against one step ``x[t]`` ([B, C, ...])."""
-        if self.threshold.dim() == 0:
-            return self.threshold
-        if x.dim() < 3 or x.shape[2] != self.threshold.shape[0]:
-            raise ValueError(
-                f"per-channel threshold has {self.threshold.shape[0]} channels, input {tuple(x.shape)} "
-                "(expected [T, B, C, ...])"
-            )
-        return self.threshold.view(-1, *([1] * (x.dim() - 3)))
-
     def forward(self, current: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         if current.dim() < 2:
             raise ValueError(f"LIF expects [T, B, ...] input, got shape {tuple(current.shape)}")
         v_th = self.threshold_for(current)
         need_mem = self.record and self.membrane is not None
         if self.backend == "fused":
-            from spquant.fused import lif_fused
+            from spquant.neuron.fused import lif_fused
 
             out = lif_fused(current, v_th, self.tau, self.membrane, self.surrogate, gate, self.prior, need_mem)
         else:

@@ -90,8 +90,9 @@ def deployed_for_model(model, input_shape):
 
 
 def run_cost(args: argparse.Namespace) -> int:
-    from spquant.cost import format_measured, format_static, measured_cost_from_run, static_cost
+    from spquant.cost import format_measured, format_static, static_cost
     from spquant.deploy.memory import deployed_memory, format_deployed
+    from spquant.report import measured_cost_from_run
 
     if getattr(args, "spq", None):
         from spquant.deploy.format import ModelFileError, load

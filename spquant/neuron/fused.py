@@ -25,8 +25,8 @@ returned membrane, if any)::
     dI_t  = du_t                                  (gated current; dcurrent = dI * gate * keep)
     dV_th = - sum_t sum( dx_t * (1 + sigmoid(x_t) * 1[x_t >= 0]) )   (SPEC §4, summed to V_th's shape)
 
-(``dx_t`` and the per-step ``dV_th`` term come from ``surrogate._SpikeWithThreshold.backward``, so the
-spike surrogate and the threshold path have one implementation shared with the reference.)
+(``dx_t`` and the per-step ``dV_th`` term come from :func:`spquant.neuron.surrogate.spike_backward`, so
+the spike surrogate and the threshold path have one implementation shared with the reference.)
     dgate = sum_to_gate_shape( dI_t * keep_t * current_t )            (straight-through gates)
 
 The prior's keep mask is a decision (a comparison on the stored state) and gets no gradient, exactly
@@ -41,7 +41,7 @@ import weakref
 import torch
 
 from spquant.quant import IntegerMembrane
-from spquant.surrogate import Triangle, _SpikeWithThreshold, _sum_to_shape
+from spquant.neuron.surrogate import Triangle, spike_backward, sum_to_shape
 
 __all__ = ["lif_fused", "compact_spikes"]
 
@@ -110,17 +110,6 @@ def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
     if bool(((keep == 0) | (keep == 1)).all()):
         return keep.to(torch.bool)
     return keep
-
-
-class _SpikeCtx:
-    """The context ``_SpikeWithThreshold.backward`` reads, for calling it on one step."""
-
-    __slots__ = ("saved_tensors", "surrogate", "v_th_shape", "needs_input_grad")
-
-    def __init__(self, surrogate, v_th_shape, need_th: bool):
-        self.saved_tensors = ()
-        self.surrogate, self.v_th_shape = surrogate, v_th_shape
-        self.needs_input_grad = (True, need_th, False)
 
 
 def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
@@ -208,7 +197,7 @@ class _FusedLIF(torch.autograd.Function):
             grad_spikes = torch.zeros_like(u_all)
         d_cur = torch.empty_like(u_all)  # dL/dI_gated per step, turned into dL/dcurrent at the end
         grad_th = None
-        spike_ctx = _SpikeCtx(surrogate, ctx.th_shape, need_th)
+        th_shape = ctx.th_shape if need_th else None
         d_gate = torch.zeros_like(gate) if need_g else None
         dm = None
         for t in reversed(range(T)):
@@ -229,8 +218,7 @@ class _FusedLIF(torch.autograd.Function):
             else:
                 ds = gs
             # the spike's surrogate and the SPEC §4 threshold path: the foundation's single implementation
-            spike_ctx.saved_tensors = (x,)
-            dx, dv, _ = _SpikeWithThreshold.backward(spike_ctx, ds)
+            dx, dv = spike_backward(x, ds, surrogate, th_shape)
             if dv is not None:
                 grad_th = dv if grad_th is None else grad_th.add_(dv)
             if dm is not None:
@@ -246,7 +234,7 @@ class _FusedLIF(torch.autograd.Function):
                 if keeps[t] is not None:
                     g_t = g_t * keeps[t]
                 gi = t if gate.shape[0] > 1 else 0
-                d_gate[gi] += _sum_to_shape(g_t, gate.shape[1:])
+                d_gate[gi] += sum_to_shape(g_t, gate.shape[1:])
             grad_gate = d_gate
         if need_i:
             if gate is not None:

@@ -1,0 +1,236 @@
+"""The learned channel gate (with the optional spatial block gate), its self-supervised mass target
+and the gate loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spquant.prune.options import resolve_prune_options
+
+__all__ = ["mass_target", "ChannelGate", "build_gate", "gate_modules", "gate_loss"]
+
+
+# --------------------------------------------------------------------------------------------
+# self-supervised target
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def mass_target(importance: torch.Tensor, mass: float = 0.85, dim: int = -1) -> torch.Tensor:
+    """{0,1} target: the smallest set of entries along ``dim`` whose share of the total reaches ``mass``.
+
+    ``importance`` is non-negative (e.g. a_c = max over space of |I_c|). Entries are normalised to
+    sum 1, sorted descending, and the shortest prefix whose cumulative mass reaches ``mass`` is kept
+    (ties are broken by sort order). An all-zero row gives an all-zero target (nothing to compute).
+
+    >>> mass_target(torch.tensor([0.5, 0.3, 0.15, 0.05])).tolist()   # 0.5+0.3 = 0.8 < 0.85
+    [1.0, 1.0, 1.0, 0.0]
+    >>> mass_target(torch.tensor([0.05, 0.5, 0.15, 0.3]), mass=0.8).tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    """
+    imp = importance.detach().float().clamp_min(0).movedim(dim, -1)
+    total = imp.sum(-1, keepdim=True)
+    share = imp / total.clamp_min(torch.finfo(imp.dtype).tiny)
+    sorted_share, order = share.sort(-1, descending=True)
+    before = sorted_share.cumsum(-1) - sorted_share  # mass held by the entries ranked above
+    keep_sorted = (before < mass - 1e-6).float()
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    keep = keep * (total > 0).float()
+    return keep.movedim(-1, dim).to(importance.dtype if importance.is_floating_point() else torch.float32)
+
+
+class _BinarizeSTE(torch.autograd.Function):
+    """Forward: 1[p >= at] exactly; backward: identity (straight-through) to p."""
+
+    @staticmethod
+    def forward(ctx, p, at):
+        return (p >= at).to(p.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+# --------------------------------------------------------------------------------------------
+# learned gate
+# --------------------------------------------------------------------------------------------
+class ChannelGate(nn.Module):
+    r"""Learned channel gate of one conv layer (SPEC §5.1-5.2), optionally with a spatial block gate.
+
+    ``forward(x, current)``: ``x`` = the layer's input spikes [T, B, C_in, H, W], ``current`` = the
+    ungated current [T, B, C_out, H', W']. Returns the gate [T, B, C_out, 1, 1] (or
+    [T, B, C_out, H', W'] with the spatial gate), values exactly {0, 1}, straight-through gradient.
+
+    .. math::
+        p_t = \sigma(W \cdot \mathrm{softmax}(\mathrm{GAP}(s^{l-1}_t)/\tau_s)\cdot C_{in} + b),\qquad
+        g_t = 1[p_t \ge 0.5]
+
+    When the module is in training mode (or ``compute_loss`` is True) the forward also computes the
+    BCE-with-logits loss of the logits against :func:`mass_target` of the ungated current (per
+    sample, per time step, detached) and stores it in ``last_loss`` (plus ``last_target`` and
+    ``last_gate`` for inspection); :func:`gate_loss` collects it.
+    """
+
+    def __init__(self, c_in: int, c_out: int, options: dict | None = None):
+        super().__init__()
+        opt = resolve_prune_options(options)
+        self.c_in, self.c_out = int(c_in), int(c_out)
+        self.learned = bool(opt["learned_gate"])
+        self.mass = float(opt["mass"])
+        self.binarize_at = float(opt["binarize_at"])
+        self.input_scale = bool(opt["input_scale"])
+        self.temperature = float(opt["softmax_temperature"])
+        self.detach_input = bool(opt["detach_input"])
+        from spquant.quant import weight_quantizer
+
+        self.predictor_bits = opt["predictor_bits"]
+        self.predictor: nn.Conv2d | None = None
+        self.predictor_quant: nn.Module | None = None
+        if self.learned:
+            self.predictor_quant = weight_quantizer(self.predictor_bits)
+            self.predictor = nn.Conv2d(self.c_in, self.c_out, 1, bias=True)
+            nn.init.normal_(self.predictor.weight, 0.0, float(opt["init_std"]))
+            nn.init.constant_(self.predictor.bias, float(opt["init_bias"]))
+        self.spatial = bool(opt["spatial_gate"])
+        self.block = int(opt["spatial_block"])
+        self.spatial_mass = float(opt["spatial_mass"])
+        self.spatial_temperature = float(opt["spatial_temperature"])
+        self.spatial_conv: nn.Conv2d | None = None
+        self.spatial_quant: nn.Module | None = None
+        if self.spatial:
+            self.spatial_quant = weight_quantizer(self.predictor_bits)
+            self.spatial_conv = nn.Conv2d(self.c_in, 1, 3, padding=1, bias=True)
+            nn.init.normal_(self.spatial_conv.weight, 0.0, float(opt["init_std"]))
+            nn.init.constant_(self.spatial_conv.bias, float(opt["spatial_init_bias"]))
+        self.compute_loss = False
+        self.record = False
+        self.last_loss: torch.Tensor | None = None
+        self.last_target: torch.Tensor | None = None
+        self.last_logits: torch.Tensor | None = None
+        self.last_gate: torch.Tensor | None = None  # channel gate [T, B, C_out] (detached)
+        self.last_spatial: torch.Tensor | None = None  # spatial gate [T, B, 1, H', W'] (detached)
+        self.last_input_hw: tuple[int, int] | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"c_in={self.c_in}, c_out={self.c_out}, learned={self.learned}, mass={self.mass}, "
+            f"spatial={self.spatial}"
+        )
+
+    # -- predictor ----------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel-gate logits [T, B, C_out] from input spikes [T, B, C_in, H, W]."""
+        assert self.predictor is not None
+        T, B, C = x.shape[:3]
+        pooled = x.mean(dim=tuple(range(3, x.dim())))  # [T, B, C_in]
+        s = torch.softmax(pooled / self.temperature, dim=-1)
+        if self.input_scale:
+            s = s * C
+        w = self.predictor_quant(self.predictor.weight)
+        return F.conv2d(s.reshape(T * B, C, 1, 1), w, self.predictor.bias).reshape(T, B, self.c_out)
+
+    def spatial_logits(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """Spatial block logits [T, B, 1, Hb, Wb] (one per ``block`` x ``block`` block of the output)."""
+        assert self.spatial_conv is not None
+        T, B = x.shape[:2]
+        hb, wb = math.ceil(out_hw[0] / self.block), math.ceil(out_hw[1] / self.block)
+        pooled = F.adaptive_avg_pool2d(x.reshape(T * B, *x.shape[2:]), (hb, wb))
+        conv = self.spatial_conv
+        w = self.spatial_quant(conv.weight)
+        return F.conv2d(pooled, w, conv.bias, padding=conv.padding).reshape(T, B, 1, hb, wb)
+
+    def forward(self, x: torch.Tensor, current: torch.Tensor) -> torch.Tensor | None:
+        if x.dim() != 5 or current.dim() != 5:
+            raise ValueError(
+                f"ChannelGate expects x [T, B, C_in, H, W] and current [T, B, C_out, H, W], "
+                f"got {tuple(x.shape)} and {tuple(current.shape)}"
+            )
+        T, B = current.shape[:2]
+        xin = x.detach() if self.detach_input else x
+        want_loss = self.training or self.compute_loss
+        losses = []
+        gate = None
+        self.last_input_hw = (int(x.shape[3]), int(x.shape[4]))
+        if self.learned:
+            logits = self.logits(xin)
+            p = torch.sigmoid(logits)
+            g = _BinarizeSTE.apply(p, self.binarize_at)
+            gate = g.reshape(T, B, self.c_out, 1, 1)
+            if want_loss:
+                importance = current.detach().abs().amax(dim=(3, 4))  # [T, B, C_out]
+                target = mass_target(importance, self.mass)
+                losses.append(F.binary_cross_entropy_with_logits(logits, target))
+                self.last_target = target
+            else:
+                self.last_target = None
+            self.last_logits = logits.detach()
+            self.last_gate = g.detach()
+        else:
+            self.last_gate = None
+        if self.spatial:
+            H, W = current.shape[3:]
+            sl = self.spatial_logits(xin, (H, W))
+            if self.training:  # Gumbel(logistic)-sigmoid noise in training only
+                u = torch.rand_like(sl).clamp(1e-6, 1 - 1e-6)
+                noisy = (sl + torch.log(u) - torch.log1p(-u)) / self.spatial_temperature
+            else:
+                noisy = sl / self.spatial_temperature
+            sg = _BinarizeSTE.apply(torch.sigmoid(noisy), self.binarize_at)
+            if want_loss:
+                block_imp = F.adaptive_max_pool2d(
+                    current.detach().abs().amax(dim=2).reshape(T * B, 1, H, W), sl.shape[3:]
+                ).reshape(T, B, -1)
+                st = mass_target(block_imp, self.spatial_mass).reshape(sl.shape)
+                losses.append(F.binary_cross_entropy_with_logits(sl, st))
+            sg_full = sg.repeat_interleave(self.block, dim=3).repeat_interleave(self.block, dim=4)[..., :H, :W]
+            self.last_spatial = sg_full.detach()
+            gate = sg_full if gate is None else gate * sg_full
+        else:
+            self.last_spatial = None
+        self.last_loss = torch.stack(losses).sum() if (want_loss and losses) else None
+        return gate
+
+    # -- cost ---------------------------------------------------------------------------------
+    def overhead_macs(self, in_hw: tuple[int, int] | None = None, out_hw: tuple[int, int] | None = None) -> int:
+        """Operations of the predictor per sample per time step (counted as MACs, conservatively).
+
+        Channel gate: GAP ``C_in*H*W`` accumulations + softmax ``3*C_in`` (exp, sum, divide) +
+        1x1 conv ``C_in*C_out`` + ``2*C_out`` (bias, sigmoid/compare). Spatial gate: pooling
+        ``C_in*H*W`` + 3x3 conv ``9*C_in*Hb*Wb`` + ``2*Hb*Wb``.
+        """
+        h, w = in_hw or self.last_input_hw or (1, 1)
+        ops = 0
+        if self.learned:
+            ops += self.c_in * h * w + 3 * self.c_in + self.c_in * self.c_out + 2 * self.c_out
+        if self.spatial:
+            oh, ow = out_hw or (h, w)
+            hb, wb = math.ceil(oh / self.block), math.ceil(ow / self.block)
+            ops += self.c_in * h * w + 9 * self.c_in * hb * wb + 2 * hb * wb
+        return ops
+
+
+def build_gate(c_in: int, c_out: int, options: dict | None = None) -> ChannelGate | None:
+    """The gate module of a conv layer C_in -> C_out, or None when both gates are switched off."""
+    opt = resolve_prune_options(options)
+    if not opt["learned_gate"] and not opt["spatial_gate"]:
+        return None
+    return ChannelGate(c_in, c_out, opt)
+
+
+def gate_modules(model: nn.Module) -> list[ChannelGate]:
+    return [m for m in model.modules() if isinstance(m, ChannelGate)]
+
+
+def gate_loss(model: nn.Module) -> torch.Tensor:
+    """MEAN over the gates of ``model`` of their BCE losses from the last forward (0-dim zero if none).
+
+    Only gates that computed a loss (training mode, or ``compute_loss=True``) count. The trainer
+    adds ``prune_loss_weight(spec) * gate_loss(model)`` to the task loss.
+    """
+    losses = [g.last_loss for g in gate_modules(model) if g.last_loss is not None]
+    if not losses:
+        p = next(iter(model.parameters()), None)
+        return torch.zeros((), device=p.device if p is not None else None)
+    return torch.stack(losses).mean()

@@ -1,0 +1,150 @@
+"""The options of spatial-channel pruning: defaults, their documentation, validation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["PRUNE_DEFAULTS", "PRUNE_OPTION_DOCS", "validate_prune_options", "resolve_prune_options", "prune_loss_weight"]
+
+PRUNE_DEFAULTS: dict[str, Any] = {
+    # learned channel gate
+    "learned_gate": True,
+    "mass": 0.85,
+    "loss_weight": 1.0,
+    "binarize_at": 0.5,
+    "init_bias": 3.0,
+    "init_std": 0.01,
+    "input_scale": True,
+    "softmax_temperature": 1.0,
+    "detach_input": True,
+    "predictor_bits": 8,
+    # membrane-potential prior
+    "channel_prior": True,
+    "channel_prior_threshold": -0.8,
+    "spatial_prior": True,
+    "spatial_prior_level": None,
+    # optional spatial block gate
+    "spatial_gate": False,
+    "spatial_block": 2,
+    "spatial_mass": 0.85,
+    "spatial_temperature": 1.0,
+    "spatial_init_bias": 3.0,
+}
+
+PRUNE_OPTION_DOCS: dict[str, str] = {
+    "learned_gate": "use the learned channel-gate predictor (SPEC §5.1)",
+    "mass": "self-supervised target: keep the smallest set of channels holding this fraction of the "
+    "max-|current| mass (SPEC §5.2), in (0, 1]",
+    "loss_weight": "weight of gate_loss(model) in the training loss (gate_loss is the MEAN over gates)",
+    "binarize_at": "gate = 1 where sigmoid(logit) >= binarize_at (straight-through gradient)",
+    "init_bias": "initial bias of the 1x1 predictor conv; sigmoid(3) = 0.95 so gates start ON",
+    "init_std": "std of the initial 1x1 predictor weights (small: start from the bias)",
+    "input_scale": "multiply the channel softmax by C_in so its mean is 1 (a reparametrisation that "
+    "keeps the predictor's effective learning rate independent of C_in) [choice]",
+    "softmax_temperature": "pooled spike rates are divided by this before the softmax",
+    "detach_input": "the predictor sees detached input spikes: gate loss and straight-through gradient "
+    "train the predictor only, never the previous layer [choice]",
+    "predictor_bits": "weight bits of the gate predictors (1x1 conv and spatial 3x3 conv): 2 = ternary, "
+    "3..16 = SAWB, None or 32 = FP32; biases stay FP32. 8 by default, like the first/last layers [choice]",
+    "channel_prior": "skip a channel at t > 0 when its mean stored potential m_{t-1} over space is below "
+    "channel_prior_threshold (SPEC §5.3)",
+    "channel_prior_threshold": "threshold of the channel prior (default -0.8)",
+    "spatial_prior": "skip a neuron at t > 0 when its stored potential sits at the lowest level",
+    "spatial_prior_level": "a neuron is skipped when m_{t-1} <= this level; None = the membrane "
+    "quantizer's lowest level lb (-1 for ternary; -1.0 for an FP32 membrane)",
+    "spatial_gate": "add the optional learned 2x2 spatial block gate (SPEC §5.4) [choice]",
+    "spatial_block": "block size of the spatial block gate",
+    "spatial_mass": "mass ratio of the spatial gate's self-supervised target over blocks",
+    "spatial_temperature": "temperature of the Gumbel-sigmoid of the spatial gate (noise in training only)",
+    "spatial_init_bias": "initial bias of the spatial gate's 3x3 conv (positive: blocks start ON)",
+}
+
+_BOOL_KEYS = {"learned_gate", "input_scale", "detach_input", "channel_prior", "spatial_prior", "spatial_gate"}
+_FLOAT_KEYS = {
+    "mass",
+    "loss_weight",
+    "binarize_at",
+    "init_bias",
+    "init_std",
+    "softmax_temperature",
+    "channel_prior_threshold",
+    "spatial_mass",
+    "spatial_temperature",
+    "spatial_init_bias",
+}
+_INT_KEYS = {"spatial_block"}
+_OPTIONAL_FLOAT_KEYS = {"spatial_prior_level"}
+_OPTIONAL_BITS_KEYS = {"predictor_bits"}
+
+
+def validate_prune_options(options: dict | None) -> dict:
+    """Check a ``prune`` options dict; raise ``ValueError`` naming unknown or mistyped keys.
+
+    Returns the options merged over :data:`PRUNE_DEFAULTS`.
+
+    >>> validate_prune_options({"mass": 0.9})["mass"]
+    0.9
+    >>> validate_prune_options({"mas": 0.9})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown prune option(s) ['mas']; known: ...
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(PRUNE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown prune option(s) {unknown}; known: {sorted(PRUNE_DEFAULTS)}")
+    bad: list[str] = []
+    for key, value in options.items():
+        if key in _BOOL_KEYS:
+            ok = isinstance(value, bool)
+        elif key in _FLOAT_KEYS:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif key in _INT_KEYS:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif key in _OPTIONAL_BITS_KEYS:
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and (value == 32 or 2 <= value <= 16))
+        elif key in _OPTIONAL_FLOAT_KEYS:
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        else:  # pragma: no cover - every key is in one of the sets
+            ok = True
+        if not ok:
+            bad.append(f"{key}={value!r}")
+    merged = {**PRUNE_DEFAULTS, **options}
+    ranges = {
+        "mass": (0.0, 1.0, False, True),
+        "spatial_mass": (0.0, 1.0, False, True),
+        "binarize_at": (0.0, 1.0, False, False),
+    }
+    for key, (lo, hi, lo_in, hi_in) in ranges.items():
+        v = merged[key]
+        if isinstance(v, (int, float)) and not ((v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)):
+            bad.append(f"{key}={v!r} (must be in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'})")
+    for key in ("softmax_temperature", "spatial_temperature"):
+        if isinstance(merged[key], (int, float)) and merged[key] <= 0:
+            bad.append(f"{key}={merged[key]!r} (must be > 0)")
+    if isinstance(merged["loss_weight"], (int, float)) and merged["loss_weight"] < 0:
+        bad.append(f"loss_weight={merged['loss_weight']!r} (must be >= 0)")
+    if isinstance(merged["spatial_block"], int) and merged["spatial_block"] < 1:
+        bad.append(f"spatial_block={merged['spatial_block']!r} (must be >= 1)")
+    if bad:
+        raise ValueError(f"invalid prune option(s): {', '.join(bad)}")
+    return merged
+
+
+def resolve_prune_options(options: dict | None) -> dict:
+    """``options`` merged over :data:`PRUNE_DEFAULTS` (validated)."""
+    return validate_prune_options(options)
+
+
+def prune_loss_weight(spec_or_options) -> float:
+    """The weight of :func:`gate_loss` in the training loss.
+
+    Accepts a :class:`~spquant.models.QuantSpec` (0.0 unless its mode is ``'spquant'``) or a
+    ``prune`` options dict.
+    """
+    if isinstance(spec_or_options, dict) or spec_or_options is None:
+        return float(resolve_prune_options(spec_or_options)["loss_weight"])
+    if not getattr(spec_or_options, "pruned", False):
+        return 0.0
+    return float(resolve_prune_options(spec_or_options.prune)["loss_weight"])

@@ -37,7 +37,6 @@ def _status(field: str) -> int:
 
 def child(variant: str, T: int, batch: int) -> dict:
     import torch
-
     from _common import make_step, spiking_vgg, spikingjelly_vgg
 
     torch.set_num_threads(1)

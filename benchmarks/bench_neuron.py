@@ -21,7 +21,6 @@ import argparse
 import json
 
 import torch
-
 from _common import make_step, relu_vgg, row, spiking_vgg, spikingjelly_vgg, time_interleaved
 
 

@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def child(threads: int, T: int, batch: int, rounds: int) -> dict:
     import torch
-
     from _common import make_step, relu_vgg, spiking_vgg, time_interleaved
 
     torch.set_num_threads(threads)
@@ -38,6 +37,7 @@ def child(threads: int, T: int, batch: int, rounds: int) -> dict:
 
 def main(T: int = 4, batch: int = 32, rounds: int = 4) -> dict:
     from _common import row
+
     from spquant.perf import tcmalloc_path
 
     tc = tcmalloc_path()

@@ -34,8 +34,8 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from spquant import LIF, ConvBNLIF, IntegerMembrane, SeqModule, TernaryWeight, Triangle  # noqa: E402
-from spquant.neuron.fused import lif_fused  # noqa: E402
 from spquant.neuron import lif_reference  # noqa: E402
+from spquant.neuron.fused import lif_fused  # noqa: E402
 
 VGG9 = (64, 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P")
 

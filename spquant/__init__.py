@@ -13,19 +13,19 @@ __version__ = "0.1.0"
 
 from spquant.cost import measure_cost, static_cost
 from spquant.layers import ConvBNLIF, QConv2d, QLinear, SeqModule, seq_apply
-from spquant.models import QuantSpec, ResNet19, SpikingYOLO, VGG9, build_model
+from spquant.models import VGG9, QuantSpec, ResNet19, SpikingYOLO, build_model
 from spquant.neuron import LIF, lif_reference
+from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
 from spquant.prune import ChannelGate, MembranePrior, build_gate, build_prior, gate_loss
 from spquant.quant import (
     IdentityWeight,
     IntegerMembrane,
-    StackedSigmoid,
     SAWBWeight,
+    StackedSigmoid,
     TernaryWeight,
     packed_bits_per_value,
     weight_quantizer,
 )
-from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
 
 __all__ = [
     "ATan",

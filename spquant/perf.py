@@ -27,7 +27,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
+__all__ = [  # noqa: F822 (compact_spikes comes from __getattr__, so no torch at import)
+    "compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
 
 _TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",

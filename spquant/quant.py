@@ -11,7 +11,6 @@ import math
 import torch
 from torch import nn
 
-
 __all__ = [
     "IntegerMembrane",
     "StackedSigmoid",
@@ -132,7 +131,7 @@ class IntegerMembrane(nn.Module):
         self.surrogate = StackedSigmoid([level + 0.5 for level in range(self.lb, self.ub)], k=self.k)
 
     @classmethod
-    def from_bits(cls, bits: int, k: float = 2.0, grad: str = "stacked") -> "IntegerMembrane":
+    def from_bits(cls, bits: int, k: float = 2.0, grad: str = "stacked") -> IntegerMembrane:
         """Signed ``bits``-bit grid: [-2^(bits-1), 2^(bits-1) - 1]."""
         if bits < 2 or bits > 16:
             raise ValueError(f"membrane bits must be in 2..16, got {bits}")

@@ -9,13 +9,21 @@ import torch
 from torch import nn
 
 from spquant.cli import main as cli_main
-from spquant.cost import ENERGY_PRESETS, MB, conv_sops, cost_report, format_measured, format_static, measure_cost, static_cost
+from spquant.cost import (
+    ENERGY_PRESETS,
+    MB,
+    conv_sops,
+    cost_report,
+    format_measured,
+    format_static,
+    measure_cost,
+    static_cost,
+)
 from spquant.layers import ConvBNLIF, QLinear, SeqModule
 from spquant.models import VGG9, QuantSpec, ResNet19
 from spquant.neuron import LIF, lif_reference
 from spquant.prune import MembranePrior, build_gate
 from spquant.quant import IntegerMembrane, TernaryWeight
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -341,7 +349,7 @@ def test_cost_report_and_fp32_baseline_excludes_gates():
 
 
 def test_packed_weight_memory_counts_ternary_at_1_6_bits():
-    from spquant.models import QuantSpec, VGG9
+    from spquant.models import VGG9, QuantSpec
 
     model = VGG9(10, 1, (16, 16), width=0.125, spec=QuantSpec("quant"))
     c = static_cost(model, input_shape=(1, 16, 16))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from spquant import LIF, ATan, ConvBNLIF, IntegerMembrane, SeqModule, Sigmoid, TernaryWeight, Triangle
-from spquant.neuron.fused import lif_fused
 from spquant.neuron import lif_reference
+from spquant.neuron.fused import lif_fused
 from tests.test_neuron import manual_lif
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from spquant import LIF, IdentityWeight, IntegerMembrane, SAWBWeight, TernaryWeight
-from spquant.models import QuantSpec, ResNet19, VGG9, build_model
+from spquant.models import VGG9, QuantSpec, ResNet19, build_model
 
 
 def lif_neurons_per_step(net, in_shape):

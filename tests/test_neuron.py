@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from spquant import LIF, ATan, IntegerMembrane, Sigmoid, Triangle, ConvBNLIF, TernaryWeight, SeqModule
+from spquant import LIF, ATan, ConvBNLIF, IntegerMembrane, SeqModule, Sigmoid, TernaryWeight, Triangle
 
 
 def manual_lif(current, v_th, tau, q, surr, grad_spikes):
@@ -67,7 +67,7 @@ def test_threshold_gradient_is_separate_surrogate_path():
 
         original = fused_module.spike_backward
 
-        def spy(x, grad_s, surrogate, v_th_shape=None):
+        def spy(x, grad_s, surrogate, v_th_shape=None, captured=captured, original=original):
             captured.append((x.clone(), grad_s * surrogate.derivative(x)))
             return original(x, grad_s, surrogate, v_th_shape)
 

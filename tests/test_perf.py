@@ -49,8 +49,8 @@ def test_reexec_with_tcmalloc_preloads_it_when_installed():
     # perf.py loaded on its own (no torch import), as a launcher would do before starting work
     path = perf.__file__
     code = (
-        "import importlib.util as u, os; s = u.spec_from_file_location('p', %r); m = u.module_from_spec(s); "
-        "s.loader.exec_module(m); m.reexec_with_tcmalloc(); print(os.environ.get('LD_PRELOAD', ''))" % path
+        f"import importlib.util as u, os; s = u.spec_from_file_location('p', {path!r}); m = u.module_from_spec(s); "
+        "s.loader.exec_module(m); m.reexec_with_tcmalloc(); print(os.environ.get('LD_PRELOAD', ''))"
     )
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

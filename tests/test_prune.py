@@ -28,7 +28,6 @@ from spquant.prune import (
 )
 from spquant.quant import IntegerMembrane
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -145,7 +144,7 @@ def test_predictor_learns_the_mass_target():
     def evaluate():
         x = batch(256)
         with torch.no_grad():
-            g = gate(x, block.current(x))
+            gate(x, block.current(x))
         tgt = gate.last_target
         acc = (gate.last_gate == tgt).float().mean().item()
         majority = max(tgt.mean().item(), 1 - tgt.mean().item())

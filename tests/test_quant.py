@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from spquant import IntegerMembrane, SAWBWeight, TernaryWeight, IdentityWeight, packed_bits_per_value, weight_quantizer
+from spquant import (
+    IdentityWeight,
+    IntegerMembrane,
+    SAWBWeight,
+    TernaryWeight,
+    packed_bits_per_value,
+    weight_quantizer,
+)
 
 
 # ---------------------------------------------------------------- membrane quantizer forward

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spquant.layers import ConvBNLIF
-from spquant.neuron import LIF
+from spquant.neuron import SpikingNeuron
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
 
 __all__ = ["LayerCost", "conv_sops"]
@@ -103,7 +103,7 @@ class _Counter:
                 self.handles.append(m.register_forward_hook(self._conv_hook(name)))
             elif isinstance(m, nn.Linear):
                 self.handles.append(m.register_forward_hook(self._linear_hook(name)))
-            elif isinstance(m, LIF):
+            elif isinstance(m, SpikingNeuron):
                 self.handles.append(m.register_forward_hook(self._lif_hook(name)))
         self.recorder = GateRecorder(model, self._block)
 

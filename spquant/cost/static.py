@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spquant.cost.hooks import _Counter
-from spquant.neuron import LIF
+from spquant.neuron import SpikingNeuron
 from spquant.prune import ChannelGate
 from spquant.quant import packed_bits_per_value
 
@@ -147,7 +147,7 @@ def static_cost(
     finally:
         counter.close()
         model.train(was_training)
-    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    lifs = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
     neurons = sum(counter.lif_neurons.values())
     # membrane bits: from the first LIF with an integer membrane (all layers share the spec)
     mem = next((m.membrane for m in lifs if m.membrane is not None), None)

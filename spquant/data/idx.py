@@ -69,7 +69,7 @@ def parse_idx(data: bytes, path=None) -> np.ndarray:
 def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
     """Write an array as an IDX file (gzip when ``compress`` or the name ends in ``.gz``)."""
     array = np.asarray(array)
-    for code, dt in IDX_TYPES.items():
+    for code, dt in IDX_TYPES.items():  # noqa: B007 (code is the loop's result)
         if dt.kind == array.dtype.kind and dt.itemsize == array.dtype.itemsize:
             break
     else:

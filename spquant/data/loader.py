@@ -15,7 +15,7 @@ float32 batches from it in the main process, shuffled by a seeded ``torch.Genera
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

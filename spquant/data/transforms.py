@@ -16,8 +16,9 @@ Frame layout everywhere: ``[T, C, H, W]`` (a leading batch dimension is allowed 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

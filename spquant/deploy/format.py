@@ -204,7 +204,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         _int(b.get("crc32"), f"blob {name!r} crc32", 0, 2**32 - 1)
         spans.append((off, off + nb, name))
     spans.sort()
-    for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
         if b0 < a1:
             raise ValueError(f"blobs {an!r} and {bn!r} overlap")
     nodes = man.get("nodes")

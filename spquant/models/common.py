@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from spquant.neuron import LIF
-from spquant.quant import IntegerMembrane, weight_quantizer
+from spquant.neuron import LIF, SpikingNeuron
 from spquant.neuron.surrogate import ATan, Sigmoid, Triangle
+from spquant.quant import IntegerMembrane, weight_quantizer
 
 __all__ = ["QuantSpec", "MODES", "SURROGATES", "SpikingClassifier"]
 
@@ -131,7 +131,7 @@ class QuantSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QuantSpec":
+    def from_dict(cls, d: dict) -> QuantSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -152,4 +152,4 @@ class SpikingClassifier(nn.Module):
         return self(x).mean(0).argmax(-1)
 
     def lif_layers(self) -> list[LIF]:
-        return [m for m in self.modules() if isinstance(m, LIF)]
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]

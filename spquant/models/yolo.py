@@ -36,7 +36,7 @@ from torch import nn
 from spquant.layers import QConv2d, SeqModule
 from spquant.models.common import QuantSpec
 from spquant.models.vgg import _scaled
-from spquant.neuron import LIF
+from spquant.neuron import LIF, SpikingNeuron
 
 __all__ = ["SpikingYOLO", "YOLO_PLAN", "DEFAULT_ANCHORS"]
 
@@ -112,4 +112,4 @@ class SpikingYOLO(nn.Module):
                       agnostic=agnostic)
 
     def lif_layers(self) -> list[LIF]:
-        return [m for m in self.modules() if isinstance(m, LIF)]
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]

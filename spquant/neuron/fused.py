@@ -40,8 +40,8 @@ import weakref
 
 import torch
 
-from spquant.quant import IntegerMembrane
 from spquant.neuron.surrogate import Triangle, spike_backward, sum_to_shape
+from spquant.quant import IntegerMembrane
 
 __all__ = ["lif_fused", "compact_spikes"]
 

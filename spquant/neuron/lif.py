@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from spquant.quant import IntegerMembrane
 from spquant.neuron.base import MembranePriorLike, SpikingNeuron
 from spquant.neuron.surrogate import Surrogate, Triangle, spike_with_threshold
+from spquant.quant import IntegerMembrane
 
 __all__ = ["LIF", "lif_step", "lif_reference"]
 

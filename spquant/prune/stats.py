@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -104,11 +104,11 @@ class PruneStats:
     """Accumulates per-layer pruning statistics; ``as_dict()`` gives the summary."""
 
     def __init__(self, model: nn.Module):
-        from spquant.neuron import LIF
+        from spquant.neuron import SpikingNeuron
 
         self.model = model
         self.layers: dict[str, dict] = {}
-        self._lifs = {n: m for n, m in model.named_modules() if isinstance(m, LIF)}
+        self._lifs = {n: m for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
 
     def __call__(self, name: str, rec: LayerRecord):
         T = rec.keep.shape[0]
@@ -150,7 +150,10 @@ class PruneStats:
             steps = [d["steps"][t] for t in sorted(d["steps"])]
             mod = self.model.get_submodule(name)
             lif = mod.neuron
-            tot = lambda key: sum(s[key] for s in steps)  # noqa: E731
+
+            def tot(key, steps=steps):
+                return sum(s[key] for s in steps)
+
             out[name] = {
                 "active_channel_fraction": [s["active_channels"] / s["n_channels"] for s in steps],
                 "gate_on_fraction": [s["gate_on"] / s["n_channels"] for s in steps],
@@ -187,10 +190,10 @@ def record_prune_stats(model: nn.Module) -> Iterator[PruneStats]:
         >>> len(s["active_channel_fraction"]), 0 <= s["mean_kept_fraction"] <= 1
         (3, True)
     """
-    from spquant.neuron import LIF
+    from spquant.neuron import SpikingNeuron
 
     stats = PruneStats(model)
-    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    lifs = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
     saved = [(m, m.record) for m in lifs]
     for m in lifs:
         m.reset_stats()

@@ -75,9 +75,9 @@ def distill_loss(outputs: torch.Tensor, teacher: torch.Tensor, temperature: floa
 
 def mean_threshold(model: nn.Module) -> torch.Tensor:
     """Mean V_th over the model's LIF layers (per-channel thresholds are averaged first)."""
-    from spquant.neuron import LIF
+    from spquant.neuron import SpikingNeuron
 
-    vals = [m.threshold.mean() for m in model.modules() if isinstance(m, LIF)]
+    vals = [m.threshold.mean() for m in model.modules() if isinstance(m, SpikingNeuron)]
     if not vals:
         raise ValueError("phi='threshold' needs a model with LIF layers")
     return torch.stack(vals).mean()

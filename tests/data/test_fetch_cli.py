@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import io
 import zipfile
 
@@ -12,10 +13,9 @@ import pytest
 
 import spquant.data as sd
 from spquant.cli import main
-import importlib
+from spquant.data.fetch import FetchError, Resource, Source, fetch, manual_instructions
 
 fetch_mod = importlib.import_module("spquant.data.fetch")
-from spquant.data.fetch import FetchError, Resource, Source, fetch, manual_instructions
 
 
 def _md5(b):

@@ -8,8 +8,19 @@ import torch
 
 from spquant.data.events import make_events
 from spquant.data.transforms import (
-    Compose, DirectEncode, RandomCrop, RandomFlip, Resize, ToFrames, direct_encode, random_crop,
-    random_flip, resize, time_bin_index, to_frames, to_frames_batch,
+    Compose,
+    DirectEncode,
+    RandomCrop,
+    RandomFlip,
+    Resize,
+    ToFrames,
+    direct_encode,
+    random_crop,
+    random_flip,
+    resize,
+    time_bin_index,
+    to_frames,
+    to_frames_batch,
 )
 
 from .helpers import random_events

@@ -7,7 +7,6 @@ from spquant.data.detection import (
     MovingDigits,
     collate_detection,
     events_to_frames,
-    moving_digits_sample,
     render_digits,
     video_to_events,
 )

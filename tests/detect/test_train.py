@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from spquant.detect.train import RecipeError, build_detector, load_recipe, load_run, plot_detections, train_detector
+from spquant.detect.train import (
+    RecipeError,
+    build_detector,
+    load_recipe,
+    load_run,
+    plot_detections,
+    train_detector,
+)
 
 TINY = [
     "data.train_samples=16", "data.test_samples=8", "data.options.canvas=32", "data.options.downsample=1",

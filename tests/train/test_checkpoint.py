@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from spquant.models import QuantSpec, VGG9
+from spquant.models import VGG9, QuantSpec
 from spquant.train import checkpoint as ck
 from spquant.train.config import TrainConfig
 from spquant.train.loop import build_optimizer
@@ -47,8 +47,10 @@ def test_round_trip_model_optimizer_rng(tmp_path):
         for k in s1["state"][pid]:
             assert torch.equal(torch.as_tensor(s1["state"][pid][k]), torch.as_tensor(s2["state"][pid][k]))
     # identical next step
-    torch.manual_seed(1); _step(net, opt)
-    torch.manual_seed(1); _step(net2, opt2)
+    torch.manual_seed(1)
+    _step(net, opt)
+    torch.manual_seed(1)
+    _step(net2, opt2)
     for a, b in zip(net.parameters(), net2.parameters()):
         assert torch.equal(a, b)
 

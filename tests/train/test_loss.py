@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from spquant.models import QuantSpec, VGG9
+from spquant.models import VGG9, QuantSpec
 from spquant.train.loss import mean_threshold, resolve_phi, tet_loss
 
 

@@ -30,7 +30,6 @@ forward-filled state arrays, no Python loop over words.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 

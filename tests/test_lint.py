@@ -1,0 +1,19 @@
+"""The linter (ruff, configured in pyproject.toml) finds nothing in the code, tests, benchmarks and
+experiments. ruff is part of the ``test`` extra, so a missing ruff is a broken setup, not a skip."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_check_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "spquant", "tests", "benchmarks", "experiments"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -60,13 +60,13 @@ STUDENTS = {
     "binary": ("quant", NEW_DEFAULTS + ["quant.weight_bits=1", "quant.last_bits=1"]),
 }
 # lever ablations (proxy, seed 0): the quant row with one lever changed
-LEVERS = {
-    "quant-scratch": ("quant", ["quant.weight_scale=\"stat\"", "train.distill_weight=0.0"], False),
+LEVERS = {  # in order of importance: a run cut short by the budget loses the last ones
     "quant-no-distill": ("quant", ['quant.weight_scale="lsq-channel"', "train.distill_weight=0.0"], True),
     "quant-stat-scale": ("quant", ['quant.weight_scale="stat"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
-    "quant-lsq-layer": ("quant", ['quant.weight_scale="lsq-layer"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
     "quant-vth-channel": ("quant", NEW_DEFAULTS + ['quant.learn_threshold="channel"'], True),
     "quant-ternary-first-last": ("quant", NEW_DEFAULTS + ["quant.first_bits=2", "quant.last_bits=2"], True),
+    "quant-scratch": ("quant", ["quant.weight_scale=\"stat\"", "train.distill_weight=0.0"], False),
+    "quant-lsq-layer": ("quant", ['quant.weight_scale="lsq-layer"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
     "quant-4bit-first-last": ("quant", NEW_DEFAULTS + ["quant.first_bits=4", "quant.last_bits=4"], True),
 }
 

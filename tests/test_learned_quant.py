@@ -12,7 +12,7 @@ import torch
 from spquant.deploy import DeploySim, Interpreter, fold_model
 from spquant.deploy.format import load, save
 from spquant.deploy.packing import PackingError, pack_codes, packed_nbytes, packing_for, unpack_codes
-from spquant.quant import BinaryWeight, LSQWeight, TernaryWeight, SAWBWeight, weight_quantizer
+from spquant.quant import BinaryWeight, LSQWeight, SAWBWeight, TernaryWeight, weight_quantizer
 from tests.deploy.helpers import repeat, synthetic_digits, tiny_model, train
 
 

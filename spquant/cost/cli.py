@@ -148,7 +148,7 @@ def run_cost(args: argparse.Namespace) -> int:
 
 
 def _deployed_for_run(run_dir, latest: bool):
-    from spquant.train.loop import load_run
+    from spquant.train import load_run
 
     loaded = load_run(run_dir, checkpoint=latest)
     cfg = loaded["config"]

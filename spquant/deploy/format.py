@@ -31,7 +31,14 @@ import zlib
 import numpy as np
 
 from spquant.deploy.fold import DeployError, Program, analyze, fold_model
-from spquant.deploy.packing import PackingError, max_code_for, pack_codes, packed_nbytes, unpack_codes, weight_levels
+from spquant.deploy.packing import (
+    PackingError,
+    max_code_for,
+    pack_codes,
+    packed_nbytes,
+    unpack_codes,
+    weight_levels,
+)
 
 __all__ = ["ModelFileError", "save", "load", "export", "MAGIC", "VERSION", "file_report"]
 

@@ -48,7 +48,7 @@ HEADER = struct.Struct("<4sHHIIQ")
 MAX_MANIFEST = 64 << 20
 MAX_ELEMENTS = 1 << 31
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-_INT_ENC = {"int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
+_INT_ENC = {"int8": np.dtype("i1"), "int16le": np.dtype("<i2"), "int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
 
 
 class ModelFileError(ValueError):
@@ -74,7 +74,9 @@ def _encode(program: Program) -> bytes:
             entry = {"encoding": "packed", "bits": weight_bits[name]}
         else:
             a = np.asarray(arr, dtype=np.int64)
-            enc = "int32le" if (a.size == 0 or (a.min() >= -(2**31) and a.max() < 2**31)) else "int64le"
+            # the narrowest little-endian width that holds every value
+            enc = next(e for e, dt in _INT_ENC.items()
+                       if a.size == 0 or (a.min() >= np.iinfo(dt).min and a.max() <= np.iinfo(dt).max))
             data = a.astype(_INT_ENC[enc]).tobytes()
             entry = {"encoding": enc}
         entry.update({"shape": list(arr.shape), "offset": offset, "nbytes": len(data), "crc32": zlib.crc32(data)})

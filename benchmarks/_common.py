@@ -139,7 +139,7 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
 
 def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7) -> dict:
     """Median seconds per call for each closure, measured round-robin so that machine noise hits
-    every variant alike (this machine is shared: +-15 %)."""
+    every variant alike (on a loaded machine single timings vary by +-15 %)."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()

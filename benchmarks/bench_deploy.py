@@ -1,4 +1,4 @@
-"""Integer runtime speed (issue 9 item 5): the interpreter's fast exact path vs PyTorch float eval
+"""Integer runtime speed: the interpreter's fast exact path vs PyTorch float eval
 of the same model, in the same process, and vs the numpy reference path.
 
 Model: VGG9 at width 0.125 (8-16-A-32-32-A-64-64-A-64-64-A-FC, ternary hidden weights, 8-bit first

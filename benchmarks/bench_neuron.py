@@ -25,7 +25,7 @@ from _common import make_step, relu_vgg, row, spiking_vgg, spikingjelly_vgg, tim
 
 
 def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads: int = 1) -> dict:
-    # 1 thread by default: on the shared 2-core machine 2 threads were 2-3x slower under load
+    # 1 thread by default: on a loaded dual-core CPU 2 threads were 2-3x slower
     # (see bench_throughput.py for 1 vs 2 threads); --threads changes it
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -314,7 +314,7 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         "",
         "## Setup",
         "",
-        f"* Model: VGG-9 (SPEC §8 plan, 8 conv + FC) at width {args.width} "
+        f"* Model: VGG-9 (8 conv + FC, docs/method.md#models) at width {args.width} "
         f"({', '.join(str(max(1, round(c * args.width))) for c in (64, 128, 256, 256, 512, 512, 512, 512))} channels), 32x32 input.",
         f"* Budget `{args.budget}`: {BUDGETS[args.budget][0]:,} training images (a seeded random subset of the 60,000), "
         f"{BUDGETS[args.budget][1]} epoch(s), batch 64, Adam lr 3e-3 cosine, seed 0; tested on all 10,000 MNIST test images.",
@@ -325,10 +325,10 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         "71.7 % after one epoch in a first attempt: the MSE term dominates short runs).",
         "* Quant-SNN: ternary hidden weights, 8-bit first conv and classifier, ternary integer membrane {-1, 0, 1}. "
         "SpQuant-SNN adds the learned channel gate (mass 0.85, ternary 1x1 predictors), the membrane prior (channel + spatial) and a learnable threshold per layer.",
-        "* Memory: MB = 10^6 bytes, one sample at one time step (SPEC §10). **packed** = the `.spq` storage (ternary weights and membrane "
+        "* Memory: MB = 10^6 bytes, one sample at one time step (docs/method.md#memory). **packed** = the `.spq` storage (ternary weights and membrane "
         "5 values per byte = 1.6 bits); **paper's 2-bit** = the paper's convention (ternary at 2 bits). BN parameters, biases and the "
         "gate predictors (ternary in the SpQuant rows, 8-bit in one ablation row) are counted; the reduction is against the FP32 SNN of the same architecture.",
-        "* FLOPs reduction: measured on test data, dense MACs / (kept MACs + gate-predictor MACs) (SPEC §5.5); dense rows are 1.00x by definition.",
+        "* FLOPs reduction: measured on test data, dense MACs / (kept MACs + gate-predictor MACs) (docs/method.md#accountings); dense rows are 1.00x by definition.",
         f"* Machine: 2 CPU cores, torch {torch.__version__}; each run used "
         f"{'/'.join(str(t) for t in sorted({r['experiment'].get('threads', '?') for runs in tables.values() for r in runs}))} torch thread(s), "
         "two runs in parallel; wall times include evaluation and cost measurement.",

@@ -69,7 +69,7 @@ class SeqModule(nn.Module):
 
 
 class ConvBNLIF(nn.Module):
-    r"""Conv (quantized weights) + BatchNorm + LIF over a whole sequence (SPEC §2).
+    r"""Conv (quantized weights) + BatchNorm + LIF over a whole sequence (docs/method.md#neuron).
 
     .. math:: I_t = BN(Conv_{W_q}(s^{l-1}_t)) \cdot g_t,\qquad s_t = LIF(I_t)
 

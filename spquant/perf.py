@@ -6,7 +6,7 @@ default neuron backend. The remaining levers are process-wide, so they are opt-i
 * ``configure(fast=True)`` (or ``SPQUANT_FAST=1`` in the environment, applied by
   :func:`configure_from_env`): sets the torch intra-op thread count (``SPQUANT_THREADS`` or the
   ``threads`` argument; default: 1 thread if the machine is busy — load average above the number of
-  cores — else all cores; on the shared 2-core machine 1 thread was 2-3x faster under load).
+  cores — else all cores; under load 1 thread was 2-3x faster on a dual-core CPU).
 * ``with compact_spikes():`` around the forward pass of a training step stores the spikes that
   convs and poolings save for backward as ``bool`` (exact; about -15 % peak step memory measured).
 * the tcmalloc allocator: it must be preloaded before Python starts, so either launch with

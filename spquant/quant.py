@@ -51,7 +51,7 @@ def packed_bits_per_value(levels: int) -> float:
 
 
 class StackedSigmoid:
-    """The stacked surrogate of the integer membrane quantizer (SPEC §3).
+    """The stacked surrogate of the integer membrane quantizer (docs/method.md#integer-membrane).
 
     The derivative of a staircase with rounding boundaries ``c_i`` is replaced by a sum of
     sigmoid-derivative bumps, one centred on each boundary::
@@ -93,7 +93,7 @@ class _MembraneQuantize(torch.autograd.Function):
 
 
 class IntegerMembrane(nn.Module):
-    r"""Integer membrane quantizer Q (SPEC §3).
+    r"""Integer membrane quantizer Q (docs/method.md#integer-membrane).
 
     Forward: clamp to ``[lb, ub]`` then round to the nearest integer (ties towards +inf, which is
     what an integer datapath computes). The grid is in units of the initial threshold (1.0); it has
@@ -221,7 +221,7 @@ class _WeightQuantizer(nn.Module):
 
 
 class TernaryWeight(_WeightQuantizer):
-    r"""Ternary weights, TWN style (SPEC §6): the "2-bit" weights of the paper.
+    r"""Ternary weights, TWN style (docs/method.md#weight-quantizers): the "2-bit" weights of the paper.
 
     .. math:: \Delta = 0.05 \max|W|,\quad a = \operatorname{mean}_{|W|>\Delta}|W|,\quad
               W_q = a \cdot \operatorname{sign}(W) \cdot 1[|W| > \Delta]
@@ -262,13 +262,13 @@ class TernaryWeight(_WeightQuantizer):
         return f"delta_ratio={self.delta_ratio}"
 
 
-# SAWB fit coefficients (z0, z1) of SPEC §6: alpha = std / z0 - (z1 / z0) * mean|W|.
+# SAWB fit coefficients (z0, z1) of docs/method.md#weight-quantizers: alpha = std / z0 - (z1 / z0) * mean|W|.
 # For a unit Gaussian this clips at ~2.5 (4-bit) and ~4.1 (8-bit) standard deviations.
 _SAWB_COEFFS = {4: (0.077, 1.013), 8: (0.027, 1.114)}
 
 
 class SAWBWeight(_WeightQuantizer):
-    r"""Symmetric uniform b-bit weights with a SAWB-style clip (SPEC §6).
+    r"""Symmetric uniform b-bit weights with a SAWB-style clip (docs/method.md#weight-quantizers).
 
     ``n = 2^(b-1) - 1`` positive levels, ``codes = clamp(round(W * n / alpha), -n, n)``,
     ``scale = alpha / n``. ``clip='mean'`` (default) uses ``alpha = 2 * mean|W|``; ``clip='fit'``

@@ -1,7 +1,7 @@
 """Comparison tables and plots of training runs (``spquant report``).
 
 Every run folder written by ``spquant train`` holds ``run.json`` with its config and metrics,
-including the memory accounting of SPEC §10 (weight memory = parameters x weight bits, membrane
+including the memory accounting of docs/method.md#memory (weight memory = parameters x weight bits, membrane
 memory = LIF neurons of one sample at one step x stored bits; MB = 10^6 bytes). The numbers come
 from :mod:`spquant.cost`.
 """

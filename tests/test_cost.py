@@ -1,4 +1,5 @@
-"""Cost accounting (SPEC §5.5, §10): static figures and measured counts against brute force."""
+"""Cost accounting (docs/method.md#accountings, #memory): static figures and measured counts against
+brute force."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_vgg9_params_weight_memory_and_macs_by_hand():
     bn = 2 * (64 + 128 + 256 + 256 + 4 * 512)
     c = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant")), (3, 48, 48))
     assert c.params == first + mid + fc + 10 + bn  # 9,269,322
-    # hidden convs ternary (2 bits), first conv and classifier 8 bits [SPEC §6 choice], BN + bias 32
+    # hidden convs ternary (2 bits), first conv and classifier 8 bits [choice, docs/method.md#weight-quantizers], BN + bias 32
     assert c.params_by_bits == {2.0: mid, 8.0: first + fc, 32.0: bn + 10}
     assert c.weight_memory_mb == pytest.approx((2 * mid + 8 * (first + fc) + 32 * (bn + 10)) / 8 / MB)
     assert c.total_mb == pytest.approx(c.weight_memory_mb + 0.2304)
@@ -75,7 +76,7 @@ def test_vgg9_params_weight_memory_and_macs_by_hand():
 
 
 def test_paper_vgg9_totals_not_reproduced_by_the_stated_architecture():
-    """SPEC §10 quotes 48.58 MB (FP32) -> 3.75 MB. The VGG-9 of SPEC §8 (8 convs + FC, 3x48x48,
+    """docs/method.md#memory quotes 48.58 MB (FP32) -> 3.75 MB. The VGG-9 of docs/method.md#models (8 convs + FC, 3x48x48,
     10 classes) has 9.27 M parameters -> 40.76 MB at FP32; 48.58 MB would need ~11.22 M parameters
     at 32 bits. We reproduce the membrane figures exactly, not the totals (docs/pruning_and_cost.md)."""
     fp = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="fp32")), (3, 48, 48))

@@ -1,4 +1,4 @@
-"""Spatial-channel pruning (SPEC §5): mass target, learned gate, membrane prior, statistics."""
+"""Spatial-channel pruning (docs/method.md#pruning): mass target, learned gate, membrane prior, statistics."""
 
 from __future__ import annotations
 

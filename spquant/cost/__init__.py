@@ -1,4 +1,5 @@
-"""Cost accounting (SPEC §5.5, §10): memory, dense MACs, and measured kept MACs / SOPs / energy.
+"""Cost accounting (docs/method.md#accountings, #memory): memory, dense MACs, and measured kept MACs /
+SOPs / energy.
 
 * :func:`static_cost` — parameters, LIF neurons per sample per step, weight memory (each layer at
   its quantizer's actual bits), membrane memory at 32 bits, the paper's 2-bit convention and our

@@ -33,7 +33,7 @@ ENERGY_PRESETS: dict[str, dict[str, Any]] = {
 class MeasuredCost:
     """Measured operation counts, **per sample** (summed over its T steps) unless named per_step.
 
-    ``flops_reduction = dense_macs / (kept_macs + overhead_macs)`` (SPEC §5.5).
+    ``flops_reduction = dense_macs / (kept_macs + overhead_macs)`` (docs/method.md#accountings).
     ``effective_reduction = dense_macs / (effective_ops + overhead_macs)`` where effective ops are
     SOPs for layers whose inputs are spikes and kept MACs for the others.
     Energies are ESTIMATES (see :data:`ENERGY_PRESETS`).

@@ -14,7 +14,7 @@ from spquant.quant import packed_bits_per_value
 
 __all__ = ["MB", "StaticCost", "static_cost", "format_static"]
 
-MB = 1_000_000  # bytes per MB: 10^6, as the paper counts (SPEC §10)
+MB = 1_000_000  # bytes per MB: 10^6, as the paper counts (docs/method.md#memory)
 
 
 @dataclass

@@ -68,4 +68,4 @@ __all__ = [
     "emulate_to_cache", "FrameCache", "make_loader", "mnist_frames", "fetch", "FetchError", "SOURCES",
     "default_root", "Gen1DetectionFrames", "MovingDigits", "collate_detection",
 ]
-from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection  # noqa: E402,F401  (detection data, issue 7)
+from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection  # noqa: E402,F401  (detection data)

@@ -55,7 +55,7 @@ from spquant.data.events import EVENT_DTYPE, make_events
 
 __all__ = [
     "video_to_events", "events_to_frames", "collate_detection", "MovingDigitsConfig", "MovingDigits",
-    "render_digits", "Gen1DetectionFrames", "filter_boxes", "GEN1_CLASSES",
+    "render_digits", "Gen1DetectionFrames", "filter_boxes", "GEN1_CLASSES", "BENCHMARKS",
 ]
 
 GEN1_CLASSES = ("car", "pedestrian")
@@ -341,22 +341,42 @@ class MovingDigits(Dataset):
 # ------------------------------------------------------------------------------------------------
 # Prophesee Gen1
 # ------------------------------------------------------------------------------------------------
-def filter_boxes(boxes: np.ndarray, min_diag: float = 30.0, min_side: float = 10.0, skip_us: int = 500_000) -> np.ndarray:
-    """The usual Gen1 box filter: drop boxes with diagonal < ``min_diag``, shorter side < ``min_side``
-    or timestamp < ``skip_us`` (structured array with fields ts, w, h).
+# The box filters of the Prophesee automotive benchmarks, as the benchmarks' evaluation code applies
+# them (prophesee-automotive-dataset-toolbox, src/io/box_filtering.py, "the same filtering that we
+# apply in Learning to detect objects on a 1 Megapixel Event Camera", Perot et al. 2020): keep a box
+# when its timestamp is after the first 0.5 s of the recording, its diagonal is >= min_diag and both
+# sides are >= min_side, in sensor pixels. 1 Mpx keeps the three classes those papers report
+# (pedestrian, two-wheeler, car; class ids 0-2 of the seven annotated).
+BENCHMARKS = {
+    "gen1": {"sensor": (304, 240), "classes": ("car", "pedestrian"), "min_diag": 30.0, "min_side": 10.0,
+             "skip_us": 500_000, "keep_classes": None},
+    "1mpx": {"sensor": (1280, 720), "classes": ("pedestrian", "two-wheeler", "car"), "min_diag": 60.0, "min_side": 20.0,
+             "skip_us": 500_000, "keep_classes": (0, 1, 2)},
+}
+
+
+def filter_boxes(boxes: np.ndarray, min_diag: float = 30.0, min_side: float = 10.0, skip_us: int = 500_000,
+                 keep_classes=None) -> np.ndarray:
+    """The benchmark box filter (defaults: Gen1; :data:`BENCHMARKS` has both): keep boxes with
+    ``ts > skip_us``, ``w^2 + h^2 >= min_diag^2``, ``w >= min_side`` and ``h >= min_side`` and, when
+    ``keep_classes`` is given, a class id among them (structured array with fields ts, w, h, class_id).
 
     >>> from spquant.data.readers.prophesee import BOX_DTYPE
-    >>> b = np.zeros(3, BOX_DTYPE); b["ts"] = 600_000; b["w"] = [40, 40, 9]; b["h"] = [30, 15, 40]
-    >>> filter_boxes(b)["w"].tolist()            # 40x15: diag 42.7, side 15 kept; 9x40 dropped
+    >>> b = np.zeros(4, BOX_DTYPE); b["ts"] = [600_000] * 3 + [500_000]; b["w"] = [40, 40, 9, 40]; b["h"] = [30, 15, 40, 30]
+    >>> filter_boxes(b)["w"].tolist()            # 40x15 kept (diag 42.7, sides >= 10); 9x40 and t = 0.5 s dropped
     [40.0, 40.0]
     """
     w, h = boxes["w"].astype(np.float64), boxes["h"].astype(np.float64)
-    keep = (np.hypot(w, h) >= min_diag) & (np.minimum(w, h) >= min_side) & (boxes["ts"].astype(np.int64) >= skip_us)
+    keep = (w * w + h * h >= min_diag * min_diag) & (w >= min_side) & (h >= min_side)
+    keep &= boxes["ts"].astype(np.int64) > skip_us
+    if keep_classes is not None:
+        keep &= np.isin(boxes["class_id"].astype(np.int64), np.asarray(keep_classes, np.int64))
     return boxes[keep]
 
 
 class Gen1DetectionFrames(Dataset):
-    """Prophesee Gen1 automotive detection as frames + filtered boxes (see the module docstring).
+    """Prophesee Gen1 (or 1 Megapixel) automotive detection as frames + filtered boxes (see the module
+    docstring).
 
     Built on :class:`spquant.data.datasets.Gen1Detection` (the raw windows: events and box records
     per labelled timestamp); this class adds the box filter, clipping, scaling and the histograms.
@@ -367,23 +387,31 @@ class Gen1DetectionFrames(Dataset):
         events_per_window: window = the last N events up to the label time (default 25,000); or
         window_us: window = the last ``window_us`` microseconds (set ``events_per_window=None``).
         T: time bins per window (equal time spans of the window).
-        input_size: (H, W) of the frames; the 304x240 sensor is scaled down by one factor for both
-            axes when it does not fit (``scale = min(1, H / 240, W / 304)``, never up) and
-            zero-padded at the bottom/right to ``input_size``; boxes are scaled alike.
-        min_diag, min_side, skip_us: box filter (:func:`filter_boxes`), in sensor pixels; labelled
-            timestamps left without boxes are not samples.
+        input_size: (H, W) of the frames; the sensor (304x240 Gen1, 1280x720 1 Mpx) is scaled down by
+            one factor for both axes when it does not fit (``scale = min(1, H / h, W / w)``, never
+            up) and zero-padded at the bottom/right to ``input_size``; boxes are scaled alike.
+        benchmark: 'gen1' or '1mpx' (sensor, classes and box filter of :data:`BENCHMARKS`).
+        min_diag, min_side, skip_us: override the benchmark's box filter (:func:`filter_boxes`), in
+            sensor pixels; labelled timestamps left without boxes are not samples.
     """
 
-    num_classes = 2
-
     def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
-                 T: int = 1, input_size: tuple[int, int] = (240, 304), min_diag: float = 30.0, min_side: float = 10.0,
-                 skip_us: int = 500_000):
+                 T: int = 1, input_size: tuple[int, int] = (240, 304), benchmark: str = "gen1",
+                 min_diag: float | None = None, min_side: float | None = None, skip_us: int | None = None):
         from spquant.data.datasets import Gen1Detection
 
-        self.raw = Gen1Detection(root, split, window_us=window_us, window_events=events_per_window)
+        if benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {sorted(BENCHMARKS)}, got {benchmark!r}")
+        bench = BENCHMARKS[benchmark]
+        raw_cls = Gen1Detection
+        if tuple(Gen1Detection.sensor_size) != bench["sensor"]:
+            raw_cls = type("PropheseeDetection", (Gen1Detection,), {"sensor_size": bench["sensor"], "classes": list(bench["classes"])})
+        self.raw = raw_cls(root, split, window_us=window_us, window_events=events_per_window)
+        self.benchmark, self.num_classes, self.classes = benchmark, len(bench["classes"]), bench["classes"]
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T
-        self.filter = dict(min_diag=min_diag, min_side=min_side, skip_us=skip_us)
+        self.filter = {"min_diag": bench["min_diag"] if min_diag is None else min_diag,
+                       "min_side": bench["min_side"] if min_side is None else min_side,
+                       "skip_us": bench["skip_us"] if skip_us is None else skip_us, "keep_classes": bench["keep_classes"]}
         self.input_size = tuple(input_size)
         self.sensor = tuple(self.raw.sensor_size)  # (width, height)
         self.scale = min(1.0, self.input_size[0] / self.sensor[1], self.input_size[1] / self.sensor[0])

@@ -1,6 +1,6 @@
 """Training-ready tensors: encode once into memory, then iterate ``[T, B, C, H, W]`` batches.
 
-DataLoader worker processes slow training down on a 2-core machine, so :class:`FrameCache` keeps
+DataLoader worker processes slow training down on small CPUs, so :class:`FrameCache` keeps
 the whole (encoded) split in one compact tensor (uint8 where exact, float16 otherwise) and cuts
 float32 batches from it in the main process, shuffled by a seeded ``torch.Generator``.
 

@@ -1,4 +1,4 @@
-"""Integer-only deployment of trained spquant models (SPEC §9).
+"""Integer-only deployment of trained spquant models (docs/method.md#integer-deployment).
 
 fold (BN + scales -> fixed point) -> deploy simulation (torch, exact) -> .spq model file ->
 integer interpreter (numpy reference and fast exact path). See docs/deploy.md.

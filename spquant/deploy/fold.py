@@ -1,4 +1,5 @@
-"""Fold a trained (fake-quantized) spquant model into an integer *program* (SPEC §9).
+"""Fold a trained (fake-quantized) spquant model into an integer *program*
+(docs/method.md#integer-deployment).
 
 A :class:`Program` is a flat list of nodes over named tensors plus integer arrays; the deploy
 simulation (:mod:`spquant.deploy.sim`), the integer interpreter (:mod:`spquant.deploy.interpreter`)
@@ -18,6 +19,7 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
 ``lif``                 ``u = (m << F) >> k + I_fx`` (leak tau = 2^-k as an arithmetic shift, exact),
                         ``s = u > V[c]`` (strict), ``m = 0 if s else clamp((u + 2^(F-1)) >> F, lb, ub)``.
 ``sumpool``             sum over k x k windows (the 1/k^2 goes into the next layer's ``M``).
+``maxpool``             max over k x k windows (on spikes: a logical OR; the scale is unchanged).
 ``gsumpool``            sum over all positions, output [B, C] (global average pool, 1/HW folded).
 ``flatten``             [B, C, H, W] -> [B, C*H*W].
 ``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
@@ -26,7 +28,9 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
                         membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
 
 The last node's output is the integer logits (fixed point, ``F`` fractional bits) per step;
-prediction = argmax of the sum over T.
+prediction = argmax of the sum over T. For a detector (``meta["detection"]``) the last node is the
+1x1 head convolution; the sum over T of its outputs divided by ``T * 2^F`` is the float head output
+that box decoding reads (see :mod:`spquant.deploy.detection`).
 
 The only float rounding is the input encoding (:meth:`Program.encode_input`), and the export
 itself (computing ``M``, ``B``, ``V`` from float parameters).
@@ -206,6 +210,14 @@ def analyze(program: Program) -> dict[str, dict]:
             if h % k or wd % k:
                 raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
             out = {"shape": [c, h // k, wd // k], "max": x["max"] * k * k, "kind": "act"}
+        elif op == "maxpool":
+            c, h, wd = x["shape"]
+            k = int(n["kernel"])
+            if h % k or wd % k:
+                raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
+            if x.get("kind") != "act":
+                raise DeployError(f"node {n['name']!r}: max pooling applies to activations (spikes), not currents")
+            out = {"shape": [c, h // k, wd // k], "max": x["max"], "kind": "act"}
         elif op == "gsumpool":
             c, h, wd = x["shape"]
             out = {"shape": [c], "max": x["max"] * h * wd, "kind": "act"}
@@ -379,6 +391,11 @@ class _Folder:
         self.scales[name] = self.scales[x] / (k * k)
         return name
 
+    def maxpool(self, x: str, k: int) -> str:
+        name = self._add("maxpool", [x], "maxpool", kernel=int(k))
+        self.scales[name] = self.scales[x]
+        return name
+
     def gsumpool(self, x: str, hw: int) -> str:
         name = self._add("gsumpool", [x], "gpool")
         self.scales[name] = self.scales[x] / hw
@@ -392,7 +409,7 @@ class _Folder:
 
 def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: float | None = None, frac_bits: int = 16,
                input_max: int | None = None) -> Program:
-    """Fold a trained VGG9 or ResNet19 (quant mode, eval) into an integer :class:`Program`.
+    """Fold a trained VGG9, ResNet19 or SpikingYOLO (quant mode, eval) into an integer :class:`Program`.
 
     ``input_shape``: (C, H, W) of one step. Input codes are integers in [0, input_max]
     (default 2^input_bits - 1); ``input_scale`` maps codes to the float input the model was trained
@@ -402,6 +419,7 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
     from spquant.layers import ConvBNLIF, SeqModule
     from spquant.models.resnet import ResNet19
     from spquant.models.vgg import VGG9
+    from spquant.models.yolo import SpikingYOLO
 
     if model.training:
         raise DeployError("fold needs the model in eval mode: call model.eval() first")
@@ -447,8 +465,30 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
             x = f.gsumpool(x, h * w)
             x = f.lif(f.linear(x, model.fc1), model.fc1_neuron)
             f.linear(x, model.fc2, prefix="logits")
+        elif isinstance(model, SpikingYOLO):
+            x = "input"
+            for layer in model.features:
+                if isinstance(layer, ConvBNLIF):
+                    x = f.block(x, layer)
+                elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.MaxPool2d):
+                    mp = layer.module
+                    ks = mp.kernel_size if isinstance(mp.kernel_size, int) else mp.kernel_size[0]
+                    st = mp.stride if isinstance(mp.stride, int) else mp.stride[0]
+                    if st != ks or mp.padding not in (0, (0, 0)) or mp.dilation not in (1, (1, 1)) or mp.ceil_mode:
+                        raise DeployError("only non-overlapping unpadded max pooling is supported")
+                    x = f.maxpool(x, ks)
+                else:
+                    raise DeployError(f"unsupported layer in SpikingYOLO.features: {type(layer).__name__}")
+            # the head runs on the spikes of every step; the mean over T of its outputs is the prediction
+            f.conv(x, model.head, None, prefix="head")
         else:
-            raise DeployError(f"fold supports VGG9 and ResNet19, got {type(model).__name__}")
+            raise DeployError(f"fold supports VGG9, ResNet19 and SpikingYOLO, got {type(model).__name__}")
     f.program.meta = {"model": type(model).__name__, "spec": getattr(model, "spec", None).to_dict() if hasattr(model, "spec") else {}}
+    if isinstance(model, SpikingYOLO):
+        f.program.meta["detection"] = {
+            "num_classes": int(model.num_classes), "anchors": [[float(v) for v in a] for a in model.anchors.tolist()],
+            "stride": [int(s) for s in model.stride], "grid": [int(g) for g in model.grid],
+            "input_size": [int(s) for s in model.input_size],
+        }
     analyze(f.program)
     return f.program

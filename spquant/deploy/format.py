@@ -152,6 +152,7 @@ _NODE_INTS = {
                    "prior_channel_min": (-(2**40), 2**40), "prior_spatial": (0, 1), "prior_spatial_level": (-(2**15) - 1, 2**15)},
     "channel_gate": {"lo_bits": (0, 31), "exp_frac_bits": (1, 30)},
     "sumpool": {"kernel": (1, 64)},
+    "maxpool": {"kernel": (1, 64)},
     "gsumpool": {},
     "flatten": {},
     "add": {},

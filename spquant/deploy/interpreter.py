@@ -1,4 +1,4 @@
-"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (SPEC §9).
+"""Integer interpreter of a folded :class:`~spquant.deploy.fold.Program` (docs/method.md#integer-deployment).
 
 Two paths with identical results:
 
@@ -321,6 +321,10 @@ class Interpreter:
                 k = int(n["kernel"])
                 Tn, Bb, C, H, W = a.shape
                 y = a.reshape(Tn, Bb, C, H // k, k, W // k, k).sum(axis=(4, 6))
+            elif op == "maxpool":
+                k = int(n["kernel"])
+                Tn, Bb, C, H, W = a.shape
+                y = a.reshape(Tn, Bb, C, H // k, k, W // k, k).max(axis=(4, 6))
             elif op == "gsumpool":
                 y = a.sum(axis=(3, 4))
             elif op == "flatten":
@@ -410,6 +414,12 @@ class Interpreter:
                 k = int(n["kernel"])
                 flat = a.reshape(-1, *a.shape[len(lead):]).to(torch.float32)
                 pooled = Fn.avg_pool2d(flat, k, divisor_override=1)  # window sums of small integers: exact
+                y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
+            elif op == "maxpool":
+                k = int(n["kernel"])
+                flat = a.reshape(-1, *a.shape[len(lead):])
+                flat = flat.to(torch.float32) if flat.dtype == torch.uint8 else flat  # max_pool2d has no uint8 kernel
+                pooled = Fn.max_pool2d(flat, k).to(a.dtype)  # a max of integers is one of them: exact
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "gsumpool":
                 y = (a.to(torch.float32).sum(dim=(-1, -2)), st)  # bound < 2^24 checked by analyze

@@ -1,4 +1,5 @@
-"""Deploy-simulation mode: the folded fixed-point arithmetic as a PyTorch module (SPEC §9).
+"""Deploy-simulation mode: the folded fixed-point arithmetic as a PyTorch module
+(docs/method.md#integer-deployment).
 
 :func:`deploy_sim` builds a separate module tree from a trained model (the trained model is not
 modified). It runs the very rules of :mod:`spquant.deploy.fold` on float64 tensors holding
@@ -117,6 +118,10 @@ class DeploySim(nn.Module):
                 k = int(n["kernel"])
                 C, H, W = a.shape[2:]
                 y = a.reshape(T, B, C, H // k, k, W // k, k).sum(dim=(4, 6))
+            elif op == "maxpool":
+                k = int(n["kernel"])
+                C, H, W = a.shape[2:]
+                y = a.reshape(T, B, C, H // k, k, W // k, k).amax(dim=(4, 6))
             elif op == "gsumpool":
                 y = a.sum(dim=(3, 4))
             elif op == "flatten":

@@ -7,7 +7,7 @@ A recipe (``spquant/configs/<name>.toml``, or any path) has the classifiers' lay
 weights) and ``[eval]`` (decoding). See ``spquant/configs/detect-moving-digits.toml``.
 
 Training: Adam (LIF thresholds in their own parameter group), cosine learning rate over all steps,
-YOLOv2 loss (+ ``prune_loss_weight * gate_loss`` in spquant mode, SPEC §5), optional wall-clock
+YOLOv2 loss (+ ``prune_loss_weight * gate_loss`` in spquant mode, docs/method.md#pruning), optional wall-clock
 budget ``train.time_budget_s`` (stops early; the schedule still spans ``epochs``). The run folder
 gets ``model.pt`` (weights + config + metrics) and ``metrics.json`` with VOC mAP@0.5, COCO
 mAP@[.5:.95] and, when :mod:`spquant.cost` is available, the static (memory) and measured
@@ -46,7 +46,7 @@ DEFAULTS: dict = {
     "description": "",
     "task": "detect",
     "model": {"name": "yolo", "width": 1.0, "plan": None, "input": [64, 64], "in_channels": 2, "classes": 10,
-              "T": 4, "anchors": None},
+              "T": 4, "anchors": None, "head_kernel": 1},
     "quant": {},
     "data": {"dataset": "moving-digits", "train_samples": 2000, "test_samples": 500, "root": None, "cache_dir": "default",
              "options": {}},
@@ -147,7 +147,7 @@ def build_detector(cfg: dict) -> SpikingYOLO:
     if m["plan"] is not None:
         kwargs["plan"] = tuple(m["plan"])
     return SpikingYOLO(m["classes"], in_channels=m["in_channels"], input_size=tuple(m["input"]), width=m["width"],
-                       anchors=m["anchors"], spec=QuantSpec.from_dict(cfg["quant"]), **kwargs)
+                       anchors=m["anchors"], spec=QuantSpec.from_dict(cfg["quant"]), head_kernel=m["head_kernel"], **kwargs)
 
 
 def build_detection_data(cfg: dict, split: str):

@@ -1,4 +1,4 @@
-"""ResNet-19 in the TET / tdBN layout (SPEC §8).
+"""ResNet-19 in the TET / tdBN layout (docs/method.md#models).
 
 3x3 stem with 128 channels; BasicBlocks [3, 3, 2] at 128 / 256 / 512 channels (stride 2 at the
 start of stages 2 and 3); global average pooling -> FC 512->256 -> LIF -> FC -> classes.

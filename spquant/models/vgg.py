@@ -1,4 +1,4 @@
-"""VGG-9 (SPEC §8): 64c3-128c3-AP2-256c3-256c3-AP2-512c3-512c3-AP2-512c3-512c3-AP2-FC."""
+"""VGG-9 (docs/method.md#models): 64c3-128c3-AP2-256c3-256c3-AP2-512c3-512c3-AP2-512c3-512c3-AP2-FC."""
 
 from __future__ import annotations
 

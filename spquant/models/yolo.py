@@ -1,4 +1,5 @@
-"""A YOLOv2-style spiking detector (SPEC §8): conv+BN+LIF backbone with max pooling and a grid head.
+"""A YOLOv2-style spiking detector (docs/method.md#models): conv+BN+LIF backbone with max pooling and a
+grid head.
 
 Layout (``plan``, channel counts scaled by ``width``; ``"M"`` = 2x2 max pooling on spikes)::
 
@@ -56,10 +57,12 @@ class SpikingYOLO(nn.Module):
         anchors: A (w, h) anchor sizes in input pixels (default: ``DEFAULT_ANCHORS`` x input size).
         spec: :class:`QuantSpec` (fp32 / quant / spquant).
         plan: backbone layout (ints = 3x3 conv+BN+LIF channels, "M" = 2x2 max pooling).
+        head_kernel: kernel size of the head convolution (1 = YOLOv2's 1x1 head; 3 lets each cell's
+            prediction read its neighbours, which a digit centred near a cell border needs).
     """
 
     def __init__(self, num_classes: int = 2, in_channels: int = 2, input_size=(64, 64), width: float = 1.0,
-                 anchors=None, spec: QuantSpec | None = None, plan=YOLO_PLAN):
+                 anchors=None, spec: QuantSpec | None = None, plan=YOLO_PLAN, head_kernel: int = 1):
         super().__init__()
         self.spec = spec or QuantSpec()
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
@@ -84,8 +87,11 @@ class SpikingYOLO(nn.Module):
             layers.append(self.spec.conv_block(c_in, c_out, "first" if first else "hidden"))
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
-        self.head = QConv2d(c_in, self.num_anchors * (5 + self.num_classes), 1, padding=0, bias=True,
-                            weight_quant=self.spec.weight_quant("last", self.num_anchors * (5 + self.num_classes)))
+        if head_kernel < 1 or head_kernel % 2 == 0:
+            raise ValueError(f"head_kernel must be a positive odd number, got {head_kernel}")
+        head_out = self.num_anchors * (5 + self.num_classes)
+        self.head = QConv2d(c_in, head_out, head_kernel, padding=head_kernel // 2,
+                            bias=True, weight_quant=self.spec.weight_quant("last", head_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

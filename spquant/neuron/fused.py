@@ -23,7 +23,7 @@ returned membrane, if any)::
     dx_t  = ds_t * surrogate'(x_t)
     du_t  = dr_t * (1 - s_t) + dx_t
     dI_t  = du_t                                  (gated current; dcurrent = dI * gate * keep)
-    dV_th = - sum_t sum( dx_t * (1 + sigmoid(x_t) * 1[x_t >= 0]) )   (SPEC §4, summed to V_th's shape)
+    dV_th = - sum_t sum( dx_t * (1 + sigmoid(x_t) * 1[x_t >= 0]) )   (learnable threshold, summed to V_th's shape)
 
 (``dx_t`` and the per-step ``dV_th`` term come from :func:`spquant.neuron.surrogate.spike_backward`, so
 the spike surrogate and the threshold path have one implementation shared with the reference.)
@@ -217,7 +217,7 @@ class _FusedLIF(torch.autograd.Function):
                 ds = gs - dr * u
             else:
                 ds = gs
-            # the spike's surrogate and the SPEC §4 threshold path: the foundation's single implementation
+            # the spike's surrogate and the threshold path (docs/method.md#learnable-threshold): one implementation
             dx, dv = spike_backward(x, ds, surrogate, th_shape)
             if dv is not None:
                 grad_th = dv if grad_th is None else grad_th.add_(dv)

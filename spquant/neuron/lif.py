@@ -1,4 +1,4 @@
-"""The leaky integrate-and-fire neuron of SpQuant-SNN (SPEC §2-4), multi-step.
+"""The leaky integrate-and-fire neuron of SpQuant-SNN (docs/method.md#neuron), multi-step.
 
 :func:`lif_step` is the pure one-step update over explicit state; :func:`lif_reference` runs it over a
 sequence (the readable oracle); :class:`LIF` is the module (a :class:`~spquant.neuron.base.SpikingNeuron`)
@@ -83,7 +83,7 @@ def lif_reference(
 
 
 class LIF(SpikingNeuron):
-    r"""Multi-step leaky integrate-and-fire neuron with optional integer membrane (SPEC §2-4).
+    r"""Multi-step leaky integrate-and-fire neuron with optional integer membrane (docs/method.md#neuron).
 
     .. math::
         u_t = \tau\, m_{t-1} + I_t,\quad s_t = H(u_t - V_{th}),\quad m_t = Q((1 - s_t)\,u_t),\quad m_0 = 0
@@ -99,7 +99,7 @@ class LIF(SpikingNeuron):
         tau: leak factor (0.5 = a right shift by one in integer form).
         threshold: initial V_th.
         learn_threshold: False, ``'layer'`` (one scalar) or ``'channel'`` (one per channel; needs
-            ``channels``). Learned with the separate surrogate path of SPEC §4.
+            ``channels``). Learned with the separate surrogate path of docs/method.md#learnable-threshold.
         membrane: None (FP32) or an ``IntegerMembrane``.
         surrogate: spike surrogate (default ``Triangle()``).
         channels: number of channels (dim 2 of the input), for per-channel thresholds.

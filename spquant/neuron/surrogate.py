@@ -113,7 +113,7 @@ class ATan(Surrogate):
 
 
 class _SpikeWithThreshold(torch.autograd.Function):
-    """s = H(u - v_th) with the spike surrogate for u and the separate threshold path (SPEC §4):
+    """s = H(u - v_th) with the spike surrogate for u and the separate threshold path (docs/method.md#learnable-threshold):
 
         dL/dx    = dL/ds * surrogate'(x),                     x = u - v_th
         dL/du    = dL/dx
@@ -166,5 +166,6 @@ def sum_to_shape(t: torch.Tensor, shape) -> torch.Tensor:
 
 
 def spike_with_threshold(u: torch.Tensor, v_th: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-    """Spike H(u - v_th) with the surrogate gradient for u and the SPEC §4 gradient for v_th."""
+    """Spike H(u - v_th) with the surrogate gradient for u and the threshold's own gradient for v_th
+    (docs/method.md#learnable-threshold)."""
     return _SpikeWithThreshold.apply(u, v_th, surrogate)

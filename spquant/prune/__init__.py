@@ -1,4 +1,4 @@
-"""Spatial-channel pruning with a membrane-potential prior (SPEC §5).
+"""Spatial-channel pruning with a membrane-potential prior (docs/method.md#pruning).
 
 Two mechanisms switch off whole output channels (and, optionally, spatial positions) of a conv
 layer, per sample and per time step, so that their MACs and membrane updates can be skipped:

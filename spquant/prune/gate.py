@@ -57,7 +57,8 @@ class _BinarizeSTE(torch.autograd.Function):
 # learned gate
 # --------------------------------------------------------------------------------------------
 class ChannelGate(nn.Module):
-    r"""Learned channel gate of one conv layer (SPEC §5.1-5.2), optionally with a spatial block gate.
+    r"""Learned channel gate of one conv layer (docs/method.md#channel-gate), optionally with a spatial
+    block gate.
 
     ``forward(x, current)``: ``x`` = the layer's input spikes [T, B, C_in, H, W], ``current`` = the
     ungated current [T, B, C_out, H', W']. Returns the gate [T, B, C_out, 1, 1] (or

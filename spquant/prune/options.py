@@ -33,9 +33,9 @@ PRUNE_DEFAULTS: dict[str, Any] = {
 }
 
 PRUNE_OPTION_DOCS: dict[str, str] = {
-    "learned_gate": "use the learned channel-gate predictor (SPEC §5.1)",
+    "learned_gate": "use the learned channel-gate predictor (docs/method.md#channel-gate)",
     "mass": "self-supervised target: keep the smallest set of channels holding this fraction of the "
-    "max-|current| mass (SPEC §5.2), in (0, 1]",
+    "max-|current| mass (docs/method.md#mass-target), in (0, 1]",
     "loss_weight": "weight of gate_loss(model) in the training loss (gate_loss is the MEAN over gates)",
     "binarize_at": "gate = 1 where sigmoid(logit) >= binarize_at (straight-through gradient)",
     "init_bias": "initial bias of the 1x1 predictor conv; sigmoid(3) = 0.95 so gates start ON",
@@ -48,12 +48,12 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
     "predictor_bits": "weight bits of the gate predictors (1x1 conv and spatial 3x3 conv): 2 = ternary, "
     "3..16 = SAWB, None or 32 = FP32; biases stay FP32. 8 by default, like the first/last layers [choice]",
     "channel_prior": "skip a channel at t > 0 when its mean stored potential m_{t-1} over space is below "
-    "channel_prior_threshold (SPEC §5.3)",
+    "channel_prior_threshold (docs/method.md#membrane-prior)",
     "channel_prior_threshold": "threshold of the channel prior (default -0.8)",
     "spatial_prior": "skip a neuron at t > 0 when its stored potential sits at the lowest level",
     "spatial_prior_level": "a neuron is skipped when m_{t-1} <= this level; None = the membrane "
     "quantizer's lowest level lb (-1 for ternary; -1.0 for an FP32 membrane)",
-    "spatial_gate": "add the optional learned 2x2 spatial block gate (SPEC §5.4) [choice]",
+    "spatial_gate": "add the optional learned 2x2 spatial block gate (docs/method.md#spatial-gate) [choice]",
     "spatial_block": "block size of the spatial block gate",
     "spatial_mass": "mass ratio of the spatial gate's self-supervised target over blocks",
     "spatial_temperature": "temperature of the Gumbel-sigmoid of the spatial gate (noise in training only)",

@@ -10,7 +10,8 @@ __all__ = ["MembranePrior", "build_prior"]
 
 
 class MembranePrior:
-    """Membrane-potential prior (SPEC §5.3): skips neurons at t > 0 from the stored m_{t-1}.
+    """Membrane-potential prior (docs/method.md#membrane-prior): skips neurons at t > 0 from the stored
+    m_{t-1}.
 
     ``keep_mask(m_prev, membrane)`` returns a {0,1} mask broadcastable to ``m_prev`` [B, C, ...]
     (1 = update) or None when both parts are off:

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
                                   download), an FP32 SNN, a Quant-SNN (ternary weights, ternary 1.58-bit membrane) and — when
                                   the pruning module is available — a SpQuant-SNN of CPU scale, then print a table like the
                                   paper's: weight / membrane bits, memory, FLOPs reduction, accuracy and drop vs FP32.
-                                  Takes a few minutes on 2 CPU cores. The runs are kept in --out for 'spquant report'.
+                                  Takes a few minutes on a CPU. The runs are kept in --out for 'spquant report'.
                                   """
                               ))
     d.add_argument("--out", default="runs/demo", help="folder for the three runs and report.md (default runs/demo)")

@@ -1,6 +1,6 @@
 """In-memory training data: every split is one tensor, batches are built by indexing.
 
-On 2 CPU cores DataLoader worker processes slowed training down, so spquant encodes the data once
+On small CPUs DataLoader worker processes slowed training down, so spquant encodes the data once
 (frames are cached by :mod:`spquant.data` where it supports it), keeps it in memory and builds each
 batch with one gather. The interface is small on purpose::
 

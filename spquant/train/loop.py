@@ -47,7 +47,7 @@ def set_threads(threads: int = 0) -> int:
     """torch CPU threads: ``threads`` > 0 as given; 0 = auto: torch's default on an idle machine,
     1 when the CPUs are already busy (1-minute load average >= CPUs - 0.5), because intra-op
     threads that wait for each other on shared cores were several times slower than one thread in
-    our measurements (2 cores, load ~10: 8 vs 44 samples/s)."""
+    measurements on a loaded dual-core CPU (8 vs 44 samples/s)."""
     if threads > 0:
         torch.set_num_threads(threads)
     elif threads == 0:

@@ -1,10 +1,10 @@
-"""TET loss (SPEC §7): a cross-entropy at every time step plus an MSE regulariser of the logits.
+"""TET loss (docs/method.md#loss): a cross-entropy at every time step plus an MSE regulariser of the logits.
 
 .. math::
     L = (1 - \\lambda)\\,\\frac{1}{T}\\sum_t CE(o_t, y) + \\lambda\\,\\frac{1}{T}\\sum_t MSE(o_t, \\phi)
 
 ``phi`` is 1.0 (the TET paper) or the mean learnable threshold over the model's LIF layers
-(SPEC §4, "optional coupling"); then the regulariser also trains the thresholds.
+(docs/method.md#learnable-threshold, "optional coupling"); then the regulariser also trains the thresholds.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ GRIDS = [(-1, 1), (-3, 1), (-2, 2), (-8, 7)]
 @pytest.mark.parametrize("F,tau_shift", [(4, 1), (8, 1), (16, 1), (6, 0), (6, 2)])
 def test_lif_step_every_level(lb, ub, F, tau_shift):
     """Every stored level m x every fixed-point current in a window that covers every outcome:
-    integer step == the float SPEC §2-3 neuron (exact in float64) == deploy-sim == fast path."""
+    integer step == the float neuron of docs/method.md#neuron (exact in float64) == deploy-sim == fast path."""
     one = 2**F
     span = (max(abs(lb), abs(ub)) + 3) * one
     if F <= 8:
@@ -31,7 +31,7 @@ def test_lif_step_every_level(lb, ub, F, tau_shift):
         V = int(V_units * one)
         m_grid, cur = np.meshgrid(np.arange(lb, ub + 1), currents, indexing="ij")
         s, m_new = lif_step_int(m_grid, cur, np.int64(V), F, tau_shift, lb, ub)
-        # the float neuron of SPEC §2-3 on the same values (exact in float64)
+        # the float neuron of docs/method.md#neuron on the same values (exact in float64)
         u = (2.0**-tau_shift) * m_grid + cur / one
         s_f = u > V / one
         q = IntegerMembrane(lb, ub).quantize(torch.from_numpy((1 - s_f) * u)).numpy()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,77 @@ def test_full_mnist_source_when_present():
     ds = MovingDigits(cache_dir=None, source="mnist", mnist_root=str(root), **{**SMALL, "split": "test"})
     f, b = ds[0]
     assert f.shape == (3, 2, 48, 48) and b.shape[1] == 5 and f.sum() > 0
+
+
+def test_benchmark_box_filters_at_their_boundaries():
+    """The Prophesee toolbox rule: ts > 0.5 s, diag >= min_diag, both sides >= min_side; 1 Mpx keeps
+    classes 0-2 (pedestrian, two-wheeler, car)."""
+    from spquant.data.detection import BENCHMARKS, filter_boxes
+
+    b = np.zeros(7, BOX_DTYPE)
+    b["ts"] = [500_000, 500_001, 500_001, 500_001, 500_001, 500_001, 500_001]
+    b["w"] = [40, 36, 20, 19, 57, 36, 36]
+    b["h"] = [40, 48, 60, 60, 20, 47.9, 48]
+    b["class_id"] = [0, 0, 2, 0, 1, 0, 3]
+    one = BENCHMARKS["1mpx"]
+    kept = filter_boxes(b, **{k: one[k] for k in ("min_diag", "min_side", "skip_us", "keep_classes")})
+    # t = 0.5 s exactly: dropped; 36x48 (diag exactly 60): kept; 20x60 kept; 19x60 (side < 20) dropped;
+    # 57x20 (diag 60.4) kept; 36x47.9 (diag < 60) dropped; class 3 (truck) dropped
+    assert kept["w"].tolist() == [36, 20, 57] and kept["class_id"].tolist() == [0, 2, 1]
+    g = BENCHMARKS["gen1"]
+    assert filter_boxes(b, **{k: g[k] for k in ("min_diag", "min_side", "skip_us", "keep_classes")}).size == 6
+
+
+def test_1mpx_frames_use_the_1mpx_sensor_classes_and_filter(tmp_path):
+    d = tmp_path / "1mpx" / "val"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    n = 3000
+    ev = make_events(rng.integers(0, 1280, n), rng.integers(0, 720, n), np.sort(rng.integers(0, 1_000_000, n)),
+                     rng.integers(0, 2, n))
+    write_prophesee_dat(d / "rec_td.dat", ev, sensor_size=(1280, 720))
+    b = np.zeros(3, BOX_DTYPE)
+    b["ts"] = 800_000
+    b["x"], b["y"], b["w"], b["h"] = [100, 600, 1200], [100, 300, 700], [100, 30, 200], [50, 30, 100]
+    b["class_id"] = [2, 0, 5]  # car kept; 30x30 pedestrian (diag 42 < 60) dropped; traffic sign dropped
+    write_gen1_boxes(d / "rec_bbox.npy", b)
+    ds = Gen1DetectionFrames(tmp_path / "1mpx", "val", benchmark="1mpx", events_per_window=None, window_us=50_000,
+                             T=2, input_size=(384, 640))
+    assert ds.num_classes == 3 and len(ds) == 1
+    frames, boxes = ds[0]
+    assert frames.shape == (2, 2, 384, 640)  # 1280x720 halved to 640x360, zero-padded to 384 rows
+    assert frames[:, :, 360:].sum() == 0
+    assert frames.sum() == ((ev["t"] > 750_000) & (ev["t"] <= 800_000)).sum()
+    assert boxes.tolist() == [[50, 50, 100, 75, 2]]
+    with pytest.raises(ValueError, match="benchmark"):
+        Gen1DetectionFrames(tmp_path / "1mpx", "val", benchmark="gen2")
+
+
+SHARED_EVENTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "events"
+
+
+@pytest.mark.skipif(not (SHARED_EVENTS / "sample_ncars.dat").is_file(),
+                    reason="real Prophesee DAT sample not present (../shared/data/events/sample_ncars.dat)")
+def test_smoke_real_dat_recording_through_the_gen1_pipeline(tmp_path):
+    """A real Prophesee DAT v2 recording (N-CARS sample, the Gen1 container) with a box file written
+    here: windows, frames and boxes come out consistent with the raw events."""
+    import shutil
+
+    from spquant.data.readers.prophesee import read_prophesee_dat
+
+    d = tmp_path / "gen1" / "test"
+    d.mkdir(parents=True)
+    shutil.copy(SHARED_EVENTS / "sample_ncars.dat", d / "ncars_td.dat")
+    ev = read_prophesee_dat(d / "ncars_td.dat").events
+    b = np.zeros(2, BOX_DTYPE)
+    b["ts"] = [int(ev["t"][len(ev) // 2]), int(ev["t"][-1])]
+    b["x"], b["y"], b["w"], b["h"], b["class_id"] = 10, 5, 40, 30, [0, 1]
+    write_gen1_boxes(d / "ncars_bbox.npy", b)
+    ds = Gen1DetectionFrames(tmp_path / "gen1", "test", events_per_window=500, T=2, input_size=(240, 304), skip_us=0)
+    assert len(ds) == 2
+    for i, ts in enumerate(b["ts"]):
+        frames, boxes = ds[i]
+        assert frames.sum() == min(500, int((ev["t"] <= ts).sum()))
+        assert boxes.tolist() == [[10, 5, 50, 35, i]]
+        win = ds.window_events(i)
+        assert win["t"].max() <= ts

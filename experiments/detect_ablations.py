@@ -1,0 +1,203 @@
+"""Short ablations of the moving-digits detector: what keeps class-aware mAP low?
+
+Each ablation trains the recipe ``detect-moving-digits`` (with overrides) for a fixed number of
+optimizer steps with the library's pieces (SpikingYOLO, YOLOLoss, MovingDigits, evaluate_detector)
+and appends one JSON line to ``runs/detect-ablations/results.jsonl``: class-aware and class-agnostic
+mAP@0.5, COCO mAP, and the class accuracy at the responsible slot of every test box (the direct
+measure of "does the head classify", independent of objectness and NMS).
+
+    OMP_NUM_THREADS=1 nice -n 10 python experiments/detect_ablations.py base cls5 --steps 600
+    python experiments/detect_ablations.py --list
+    python experiments/detect_ablations.py --table          # markdown table of the results file
+
+Besides recipe overrides an ablation may set ``cls_loss`` ('ce' | 'focal'), ``shift`` (random
+translation augmentation in pixels, boxes moved with the frames) and ``lr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from spquant.data.detection import collate_detection  # noqa: E402
+from spquant.detect.loss import YOLOLoss, build_targets  # noqa: E402
+from spquant.detect.train import build_detection_data, build_detector, evaluate_detector, load_recipe  # noqa: E402
+
+OUT = ROOT / "runs" / "detect-ablations"
+
+# name: (recipe overrides, extra options)
+ABLATIONS: dict[str, tuple[list[str], dict]] = {
+    "base": ([], {}),
+    "cls5": (["loss.lambda_cls=5.0"], {}),
+    "head3": (["model.head_kernel=3"], {}),
+    "head3_clsonly": (["model.head_kernel=3", "loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
+    "head3_cls5": (["model.head_kernel=3", "loss.lambda_cls=5.0"], {}),
+    "clsonly": (["loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
+    "coord1": (["loss.lambda_coord=1.0"], {}),
+    "focal": ([], {"cls_loss": "focal"}),
+    "lr1e-3": ([], {"lr": 1e-3}),
+    "shift4": ([], {"shift": 4}),
+    "T8": (["model.T=8"], {}),
+    "wide": (["model.plan=[32, 'M', 64, 'M', 128, 'M', 256, 256]"], {}),
+    "grid8": (["model.plan=[16, 'M', 32, 'M', 64, 128, 128]"], {}),
+    "fullres": (["data.options.downsample=1", "model.input=[64, 64]",
+                 "model.plan=[16, 'M', 32, 'M', 64, 'M', 128, 'M', 128]",
+                 "model.anchors=[[11.0, 20.0], [18.0, 20.0]]"], {}),
+    "train12k": (["data.train_samples=12000"], {}),
+}
+
+
+def shift_batch(x: torch.Tensor, boxes: list, max_shift: int, rng: np.random.Generator):
+    """Translate every sample by a random integer (dx, dy) in [-max_shift, max_shift] (zero fill);
+    boxes move along and are clipped; boxes left with less than half their area are dropped."""
+    T, B, C, H, W = x.shape
+    out = torch.zeros_like(x)
+    new_boxes = []
+    for b in range(B):
+        dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, 2))
+        ys, yd = (slice(max(0, -dy), H - max(0, dy)), slice(max(0, dy), H - max(0, -dy)))
+        xs, xd = (slice(max(0, -dx), W - max(0, dx)), slice(max(0, dx), W - max(0, -dx)))
+        out[:, b, :, yd, xd] = x[:, b, :, ys, xs]
+        bx = boxes[b].clone()
+        area0 = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
+        bx[:, [0, 2]] = (bx[:, [0, 2]] + dx).clamp(0, W)
+        bx[:, [1, 3]] = (bx[:, [1, 3]] + dy).clamp(0, H)
+        area = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
+        new_boxes.append(bx[area >= 0.5 * area0])
+    return out, new_boxes
+
+
+class FocalClassLoss(YOLOLoss):
+    """YOLOLoss with the class cross-entropy replaced by a softmax focal loss (gamma 2)."""
+
+    def forward(self, pred, targets):
+        total, parts = super().forward(pred, targets)
+        B, A, Gh, Gw, _ = pred.shape
+        tg = build_targets(targets, self.anchors, (Gh, Gw), self.stride)
+        if tg["index"].numel() == 0:
+            return total, parts
+        b, a, gy, gx = tg["index"].unbind(1)
+        logits = pred[b, a, gy, gx][:, 5:]
+        logp = F.log_softmax(logits, -1).gather(1, tg["cls"][:, None])[:, 0]
+        focal = (-(1 - logp.exp()) ** 2 * logp).sum()
+        ce = -logp.sum()
+        total = total + self.lambda_cls * (focal - ce) / B
+        parts["cls"] = float(focal.detach()) / B
+        return total, parts
+
+
+@torch.no_grad()
+def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
+    """Fraction of test boxes whose responsible slot's arg-max class is the box's class."""
+    model.eval()
+    hit = n = 0
+    for start in range(0, len(ds), batch_size):
+        x, boxes = collate_detection([ds[i] for i in range(start, min(len(ds), start + batch_size))])
+        out = model(x)
+        tg = build_targets(boxes, model.anchors, model.grid, model.stride)
+        if tg["index"].numel() == 0:
+            continue
+        b, a, gy, gx = tg["index"].unbind(1)
+        hit += int((out[b, a, gy, gx][:, 5:].argmax(1) == tg["cls"]).sum())
+        n += len(b)
+    return hit / max(n, 1)
+
+
+def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
+    overrides, opts = ABLATIONS[name]
+    cfg = load_recipe(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train_ds, test_ds = build_detection_data(cfg, "train"), build_detection_data(cfg, "test")
+    model = build_detector(cfg)
+    loss_cls = FocalClassLoss if opts.get("cls_loss") == "focal" else YOLOLoss
+    loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg["loss"])
+    lr = opts.get("lr", cfg["train"]["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gate_w = 0.0
+    if model.spec.pruned:
+        from spquant.prune import gate_loss, prune_loss_weight
+
+        gate_w = prune_loss_weight(model.spec)
+    bs = cfg["train"]["batch_size"]
+    start, step, history = time.time(), 0, []
+    model.train()
+    while step < steps:
+        perm = rng.permutation(len(train_ds))
+        for i in range(0, len(perm) - bs + 1, bs):
+            if step >= steps:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            x, boxes = collate_detection([train_ds[int(j)] for j in perm[i:i + bs]])
+            if opts.get("shift"):
+                x, boxes = shift_batch(x, boxes, opts["shift"], rng)
+            loss, parts = loss_fn(model(x), boxes)
+            if gate_w:
+                loss = loss + gate_w * gate_loss(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % 100 == 0:
+                history.append({"step": step, **{k: round(v, 4) for k, v in parts.items()}})
+                print(name, step, history[-1], f"{time.time() - start:.0f} s", flush=True)
+    train_s = time.time() - start
+    metrics, _, _ = evaluate_detector(model, test_ds, cfg)
+    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
+           "overrides": overrides + extra_overrides, "opts": opts,
+           "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],
+           "slot_class_acc": slot_class_accuracy(model, test_ds),
+           "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
+           "last": history[-1] if history else {}}
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def table() -> str:
+    rows = [json.loads(line) for line in (OUT / "results.jsonl").read_text().splitlines() if line.strip()]
+    lines = ["| ablation | mode | steps | train s | mAP@0.5 | class-agnostic mAP@0.5 | mAP@[.5:.95] | slot class acc test / train |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['mode']} | {r['steps']} | {r['train_s']:.0f} | {r['mAP50']:.3f} | "
+                     f"{r['mAP50_agnostic']:.3f} | {r['mAP50_95']:.3f} | {r['slot_class_acc']:.3f} / {r['train_slot_class_acc']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--mode", default="fp32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="extra recipe override section.key=value")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--table", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if a.list:
+        for k, (o, x) in ABLATIONS.items():
+            print(k, o, x)
+    if a.table:
+        print(table())
+    for n in a.names:
+        run(n, a.steps, a.mode, a.seed, a.set)
+
+
+if __name__ == "__main__":
+    main()

@@ -79,18 +79,23 @@ def test_init_from_rejects_another_network(fp32_run, tmp_path, capsys):
     assert "no model.safetensors" in capsys.readouterr().err
 
 
-def test_cli_init_from_and_distill_end_to_end(fp32_run, tmp_path):
+def test_cli_init_from_and_distill_end_to_end(fp32_run, tmp_path, capsys):
     cfg_path, run = fp32_run
     out = tmp_path / "q"
     args = ["train", "--config", str(cfg_path), "--out", str(out), "--no-progress", "--init-from", str(run),
             "--set", "quant.mode=quant", "--set", f"train.distill_teacher={json.dumps(str(run))}",
             "--set", "train.distill_weight=0.7", "--set", "train.distill_temperature=2.0", "--set", "train.max_steps=2"]
     assert main(args) == 0
+    capsys.readouterr()
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     init = [r for r in recs if r["kind"] == "init_from"]
     assert init and init[0]["bn_calibration_batches"] == 6  # 48 images / batch 8, fewer than 20
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["init_from"] == str(run) and saved["distill_weight"] == 0.7
+    # the trained quantized run's memory as deployed, through spquant cost
+    assert main(["cost", "--checkpoint", str(out), "--batches", "1", "--json"]) == 0
+    deployed = json.loads(capsys.readouterr().out)["deployed"]
+    assert deployed["by_kind"]["weights"] > 0 and deployed["reduction"] > 1
 
 
 def test_distill_loss_matches_a_hand_computation():

@@ -129,7 +129,7 @@ def integer_row(run: dict, max_ref: int = 200) -> dict:
     import numpy as np
 
     from spquant.deploy import Interpreter, fold_model, save
-    from spquant.deploy.cli import input_encoding
+    from spquant.deploy.program import input_encoding
     from spquant.train.data import load_split
 
     loaded = load_run(run["dir"])

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spquant.neuron import LIF
+from spquant.neuron.fused import spikes_saved_compactly
 from spquant.quant import IdentityWeight
 
 __all__ = ["QConv2d", "QLinear", "SeqModule", "ConvBNLIF", "seq_apply"]
@@ -65,7 +66,8 @@ class SeqModule(nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return seq_apply(self.module, x)
+        with spikes_saved_compactly(x):  # e.g. a pooling saves its spike input as bool
+            return seq_apply(self.module, x)
 
 
 class ConvBNLIF(nn.Module):
@@ -124,6 +126,7 @@ class ConvBNLIF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise ValueError(f"ConvBNLIF expects [T, B, C, H, W], got shape {tuple(x.shape)}")
-        i = self.current(x)
-        g = self.gate(x, i) if self.gate is not None else None
+        with spikes_saved_compactly(x):  # the conv saves its spike input as bool (exact, 4x smaller)
+            i = self.current(x)
+            g = self.gate(x, i) if self.gate is not None else None
         return self.neuron(i, gate=g)

@@ -7,8 +7,11 @@ default neuron backend. The remaining levers are process-wide, so they are opt-i
   :func:`configure_from_env`): sets the torch intra-op thread count (``SPQUANT_THREADS`` or the
   ``threads`` argument; default: 1 thread if the machine is busy — load average above the number of
   cores — else all cores; under load 1 thread was 2-3x faster on a dual-core CPU).
-* ``with compact_spikes():`` around the forward pass of a training step stores the spikes that
-  convs and poolings save for backward as ``bool`` (exact; about -15 % peak step memory measured).
+* ``configure(compile=True)`` (or ``SPQUANT_COMPILE=1``): the fused LIF runs its time steps
+  through ``torch.compile``d kernels (:func:`spquant.neuron.fused.compile_kernels`): same results, a much
+  cheaper neuron, but compiling costs tens of seconds to minutes per process.
+* spikes that convs and poolings save for backward are stored as ``bool`` by ``ConvBNLIF`` and
+  ``SeqModule`` already; ``with compact_spikes():`` does the same for any other consumer.
 * the tcmalloc allocator: it must be preloaded before Python starts, so either launch with
   ``LD_PRELOAD=$(python -m spquant.perf tcmalloc)`` or call :func:`reexec_with_tcmalloc` first
   thing in a launcher script (it re-executes the process with ``LD_PRELOAD`` set when the library
@@ -19,7 +22,7 @@ Example::
     >>> from spquant import perf
     >>> s = perf.configure(fast=False)
     >>> sorted(s)
-    ['fast', 'tcmalloc', 'threads']
+    ['compile', 'fast', 'tcmalloc', 'threads']
 """
 
 from __future__ import annotations
@@ -82,22 +85,32 @@ def __getattr__(name):  # torch-free import of this module (launchers re-exec be
     raise AttributeError(name)
 
 
-def configure(fast: bool = True, threads: int | None = None) -> dict:
-    """Apply the fast settings (``fast=True``) and return what is in effect."""
+def configure(fast: bool = True, threads: int | None = None, compile: bool | None = None) -> dict:
+    """Apply the fast settings (``fast=True``) and return what is in effect. ``compile``: switch the
+    fused LIF's compiled kernels on or off (None: leave as is)."""
     import torch
+
+    from spquant.neuron import fused
+
+    if compile is not None:
+        fused.compile_kernels(compile)
 
     if fast:
         n = threads or int(os.environ.get("SPQUANT_THREADS", "0")) or suggested_threads()
         torch.set_num_threads(max(1, n))
     elif threads:
         torch.set_num_threads(threads)
-    return {"fast": bool(fast), "threads": torch.get_num_threads(), "tcmalloc": tcmalloc_active()}
+    return {"fast": bool(fast), "threads": torch.get_num_threads(), "tcmalloc": tcmalloc_active(),
+            "compile": fused.kernels_compiled()}
 
 
 def configure_from_env() -> dict | None:
-    """``configure(fast=True)`` if ``SPQUANT_FAST=1`` is set, else nothing (returns None)."""
-    if os.environ.get("SPQUANT_FAST", "0") not in ("", "0"):
-        return configure(fast=True)
+    """``configure(fast=True)`` if ``SPQUANT_FAST=1`` is set, compiled LIF kernels if
+    ``SPQUANT_COMPILE=1``; else nothing (returns None)."""
+    fast = os.environ.get("SPQUANT_FAST", "0") not in ("", "0")
+    compile_ = os.environ.get("SPQUANT_COMPILE", "0") not in ("", "0")
+    if fast or compile_:
+        return configure(fast=fast, compile=True if compile_ else None)
     return None
 
 

@@ -230,9 +230,33 @@ def test_no_grad_and_recording_work_with_fused():
     assert sum(lif.stats["level_counts"].values()) == plain.numel()
 
 
-def test_compact_spikes_is_exact_and_saves_memory():
-    """Inside compact_spikes() the spikes saved by the next conv / pooling are stored as bool."""
-    from spquant.neuron.fused import compact_spikes
+def _count_saved(fn, monkeypatch):
+    """Bytes autograd stores for backward, counting what the spike packing really keeps (bool)."""
+    from spquant.neuron import fused
+
+    stored = []
+    original = fused._pack
+
+    def counting_pack(t):
+        p = original(t)
+        stored.append(p[1].numel() if isinstance(p, tuple) else p.numel() * p.element_size())
+        return p
+
+    def outer_pack(t):
+        stored.append(t.numel() * t.element_size())
+        return t
+
+    monkeypatch.setattr(fused, "_pack", counting_pack)
+    with torch.autograd.graph.saved_tensors_hooks(outer_pack, lambda t: t):
+        fn()
+    monkeypatch.setattr(fused, "_pack", original)
+    return sum(stored)
+
+
+@pytest.mark.parametrize("how", ["layers", "compact_spikes"])
+def test_spikes_saved_as_bool_are_exact_and_smaller(how, monkeypatch):
+    """ConvBNLIF and SeqModule (by default) or compact_spikes() keep the spikes they save as bool."""
+    from spquant.neuron import fused
 
     def run(compact):
         torch.manual_seed(0)
@@ -248,40 +272,33 @@ def test_compact_spikes_is_exact_and_saves_memory():
             y = model(x)
             (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
 
-        if compact == "measure":
-            # the packing the context manager installs, wrapped to count what it stores
-            from spquant.neuron.fused import _pack, _unpack
+        monkeypatch.setitem(fused._builtin_compact, "enabled", compact and how == "layers")
+        if compact and how == "compact_spikes":
 
-            stored = []
+            def run_compact():
+                with fused.compact_spikes():
+                    fwd()
 
-            def pack(t):
-                p = _pack(t)
-                stored.append(p[1].numel() if isinstance(p, tuple) else p.numel() * p.element_size())
-                return p
-
-            with compact_spikes(), torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
-                fwd()
-            saved = sum(stored)
-        elif compact:
-            with compact_spikes():
-                fwd()
-            saved = None
+            saved = _count_saved(run_compact, monkeypatch)
         else:
-            saved = _saved_bytes(fwd)
+            saved = _count_saved(fwd, monkeypatch)
         return saved, [p.grad.clone() for p in model.parameters()]
 
     plain_bytes, plain_grads = run(False)
-    _, compact_grads = run(True)
-    compact_bytes, measured_grads = run("measure")
-    for a, b, c in zip(plain_grads, compact_grads, measured_grads):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    compact_bytes, compact_grads = run(True)
+    for a, b in zip(plain_grads, compact_grads):
+        assert torch.equal(a, b)
     # the conv of block 2 and the pooling each save 4x3x8x8x8 spikes: 2 * 4096 * 3 bytes less
     assert plain_bytes - compact_bytes == 2 * 4 * 3 * 8 * 8 * 8 * 3
-    # in-place change after the forward of a registered spike tensor: no longer treated as binary
-    from spquant.neuron.fused import _pack, _register_spikes
 
-    s = (torch.rand(10) > 0.5).float()
-    _register_spikes(s)
-    assert isinstance(_pack(s), tuple)
-    s.mul_(3)
-    assert _pack(s) is s
+
+def test_spike_mark_follows_views_and_in_place_changes():
+    from spquant.neuron.fused import _pack, is_spike_tensor
+
+    s = LIF()(torch.randn(3, 2, 4, 5))
+    assert is_spike_tensor(s) and is_spike_tensor(s.reshape(6, 4, 5)) and is_spike_tensor(s[1])
+    assert isinstance(_pack(s.reshape(6, 20)), tuple)
+    assert not is_spike_tensor(s * 1) and not is_spike_tensor(torch.zeros(3))
+    assert not is_spike_tensor(LIF(backend="reference")(torch.randn(3, 2, 4)))
+    s.mul_(3)  # changed in place after the forward: no longer 0./1., stored as is
+    assert not is_spike_tensor(s) and _pack(s) is s

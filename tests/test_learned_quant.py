@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from spquant.deploy import DeploySim, Interpreter, fold_model
-from spquant.deploy.format import load, save
 from spquant.deploy.packing import PackingError, pack_codes, packed_nbytes, packing_for, unpack_codes
+from spquant.deploy.targets.spq import load, save
 from spquant.quant import BinaryWeight, LSQWeight, SAWBWeight, TernaryWeight, weight_quantizer
 from tests.deploy.helpers import repeat, synthetic_digits, tiny_model, train
 

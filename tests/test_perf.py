@@ -11,7 +11,7 @@ def test_configure_sets_threads_and_reports():
     before = torch.get_num_threads()
     try:
         s = perf.configure(fast=True, threads=1)
-        assert s == {"fast": True, "threads": 1, "tcmalloc": perf.tcmalloc_active()}
+        assert s == {"fast": True, "threads": 1, "tcmalloc": perf.tcmalloc_active(), "compile": False}
         assert torch.get_num_threads() == 1
         assert perf.configure(fast=False)["fast"] is False
     finally:
@@ -20,6 +20,7 @@ def test_configure_sets_threads_and_reports():
 
 def test_configure_from_env_only_when_asked(monkeypatch):
     monkeypatch.delenv("SPQUANT_FAST", raising=False)
+    monkeypatch.delenv("SPQUANT_COMPILE", raising=False)
     assert perf.configure_from_env() is None
     before = torch.get_num_threads()
     try:
@@ -28,6 +29,18 @@ def test_configure_from_env_only_when_asked(monkeypatch):
         assert perf.configure_from_env()["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_compile_switch_from_env(monkeypatch):
+    from spquant.neuron import fused
+
+    monkeypatch.delenv("SPQUANT_FAST", raising=False)
+    monkeypatch.setenv("SPQUANT_COMPILE", "1")
+    try:
+        assert perf.configure_from_env()["compile"] is True and fused.kernels_compiled()
+        assert perf.configure(fast=False, compile=False)["compile"] is False
+    finally:
+        fused.compile_kernels(False)
 
 
 def test_compact_spikes_exported():

@@ -95,7 +95,7 @@ def run_cost(args: argparse.Namespace) -> int:
     from spquant.report import measured_cost_from_run
 
     if getattr(args, "spq", None):
-        from spquant.deploy.format import ModelFileError, load
+        from spquant.deploy.targets.spq import ModelFileError, load
 
         try:
             mem = deployed_memory(load(args.spq))

@@ -39,7 +39,7 @@ from spquant.data.events import (
 )
 from spquant.data.fetch import SOURCES, FetchError, default_root, fetch
 from spquant.data.idx import load_idx_split, read_idx, write_idx
-from spquant.data.loader import FrameCache, make_loader, mnist_frames
+from spquant.data.loader import FrameCache, mnist_frames
 from spquant.data.readers import *  # noqa: F401,F403
 from spquant.data.readers import __all__ as _readers_all
 from spquant.data.transforms import (
@@ -65,7 +65,7 @@ __all__ = [
     "ToFrames", "Resize", "RandomCrop", "RandomFlip", "DirectEncode", "Compose", "to_frames", "to_frames_batch",
     "resize", "random_crop", "random_flip", "direct_encode",
     "EmulatorConfig", "emulate", "emulate_batch", "saccade_path", "EmulatedEvents", "EmulatedMNIST",
-    "emulate_to_cache", "FrameCache", "make_loader", "mnist_frames", "fetch", "FetchError", "SOURCES",
+    "emulate_to_cache", "FrameCache", "mnist_frames", "fetch", "FetchError", "SOURCES",
     "default_root", "Gen1DetectionFrames", "MovingDigits", "collate_detection",
 ]
 from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection  # noqa: E402,F401  (detection data)

@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 
 from spquant.data.events import EventFileError, SensorSize
 from spquant.data.idx import load_idx_split
+from spquant.data.readers._io import read_bytes
 from spquant.data.readers.aedat2 import read_aedat2
 from spquant.data.readers.aedat3 import read_aedat31, read_gesture_labels
 from spquant.data.readers.atis import read_atis_bin
@@ -307,10 +308,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 python batch safely: images uint8 ``[N, 3, 32, 32]`` and labels int64 ``[N]``."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise EventFileError(path, "no such file")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path)
     try:
         d = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:

@@ -40,11 +40,6 @@ class Recording(NamedTuple):
     sensor_size: SensorSize | None
 
 
-def empty_events(n: int = 0) -> np.ndarray:
-    """A zero-filled event array of length ``n``."""
-    return np.zeros(n, dtype=EVENT_DTYPE)
-
-
 def make_events(x, y, t, p, *, sort: bool = True) -> np.ndarray:
     """Build an event array from four equally long sequences (sorted by ``t`` unless ``sort=False``).
 
@@ -100,11 +95,3 @@ def finish_events(
     if n and (np.max(x) > 0xFFFF or np.max(y) > 0xFFFF):
         raise EventFileError(path, "coordinates do not fit 16 bits")
     return make_events(x, y, t, p)
-
-
-def events_per_second(events: np.ndarray) -> float:
-    """Mean event rate over the recording's time span (events / s)."""
-    if events.size < 2:
-        return 0.0
-    span = float(events["t"][-1] - events["t"][0])
-    return events.size / (span * 1e-6) if span > 0 else float("inf")

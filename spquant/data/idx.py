@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 
 from spquant.data.events import EventFileError
+from spquant.data.readers._io import read_bytes
 
 IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -27,10 +28,7 @@ IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 
 
 def _read_maybe_gz(path) -> bytes:
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise EventFileError(path, "no such file")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)

@@ -142,9 +142,3 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
         data = torch.cat([resize(data[s:s + step].to(torch.float32), size).to(torch.float16)
                           for s in range(0, n, step)]) if n else data.to(torch.float16)
     return data, torch.from_numpy(ds.labels[:n].astype(np.int64))
-
-
-def make_loader(data, labels, batch_size: int = 64, T: int | None = None, shuffle: bool = True, seed: int = 0,
-                **kw) -> FrameCache:
-    """Shorthand for :class:`FrameCache`."""
-    return FrameCache(data, labels, batch_size=batch_size, T=T, shuffle=shuffle, seed=seed, **kw)

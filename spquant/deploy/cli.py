@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
-__all__ = ["register", "load_run_model", "input_encoding", "load_dataset"]
+__all__ = ["register", "load_run_model", "load_dataset"]
 
 
 def load_run_model(run: str):
@@ -17,23 +18,6 @@ def load_run_model(run: str):
 
     loaded = load_run(run)
     return loaded["model"].eval(), loaded["config"]
-
-
-def input_encoding(config) -> dict:
-    """How a run's inputs become integer codes: shape (C, H, W), code bits and the float value of code 1.
-
-    Static images are uint8 pixels with scale 1/255 (as in training); event frames are integer
-    counts with scale 1.
-    """
-    shape = (config.model.in_channels, *config.model.input)
-    if config.data.encoding == "direct":
-        return {"input_shape": shape, "input_bits": 8, "input_scale": 1 / 255}
-    if config.data.resize == "resize" and tuple(config.model.input) != (34, 34):
-        raise SystemExit(
-            "spquant export: this run was trained on area-resized (non-integer) event frames; "
-            "train with data.resize='crop' (or the native 34x34 input) for integer deployment"
-        )
-    return {"input_shape": shape, "input_bits": 8, "input_scale": 1.0}
 
 
 def load_dataset(spec: str, limit: int | None, T: int):
@@ -88,10 +72,15 @@ def _pad_to(x: np.ndarray, shape) -> np.ndarray:
 
 
 def cmd_export(args) -> int:
-    from spquant.deploy.format import export, file_report
+    from spquant.deploy.program import DeployError, input_encoding
+    from spquant.deploy.targets.spq import export, file_report
 
     model, config = load_run_model(args.run)
-    enc = input_encoding(config)
+    try:
+        enc = input_encoding(config)
+    except DeployError as e:
+        print(f"spquant export: {e}", file=sys.stderr)
+        return 2
     if args.input_shape:
         enc["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
     if args.input_bits is not None:
@@ -104,8 +93,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from spquant.deploy.format import file_report, load
     from spquant.deploy.interpreter import Interpreter
+    from spquant.deploy.targets.spq import file_report, load
 
     program = load(args.model)
     interp = Interpreter(program)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spquant.deploy.fold import DeployError, Program
+from spquant.deploy.program import DeployError, Program
 
 __all__ = ["detection_meta", "head_from_integer", "decode_integer", "evaluate_integer_detector"]
 

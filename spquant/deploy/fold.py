@@ -1,53 +1,22 @@
-"""Fold a trained (fake-quantized) spquant model into an integer *program*
-(docs/method.md#integer-deployment).
-
-A :class:`Program` is a flat list of nodes over named tensors plus integer arrays; the deploy
-simulation (:mod:`spquant.deploy.sim`), the integer interpreter (:mod:`spquant.deploy.interpreter`)
-and the model file (:mod:`spquant.deploy.format`) all consume the same program, so they cannot
-disagree about the arithmetic.
-
-Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor holds integers
-``I_fx ~= I * 2^F``. Every node's semantics is integer-exact:
-
-``conv`` / ``linear``   ``acc = sum(w_code * x_code)`` (exact integer),
-                        ``I_fx = (acc * M[c] + B[c] + R) >> S`` with ``R = 2^(S-1)`` if ``S > 0``
-                        else 0 (round half up, arithmetic shift = floor). ``M`` folds the weight
-                        scale, the input scale (1/255 for uint8 pixels, 1/4 after a 2x2 sum pool)
-                        and the BatchNorm multiplier; ``B`` folds BN shift and any bias.
-``scale_current``       ``I_fx = x * K`` (identity residual shortcut: spikes times ``2^F``).
-``add``                 ``I_fx = a + b`` (residual add in fixed point).
-``lif``                 ``u = (m << F) >> k + I_fx`` (leak tau = 2^-k as an arithmetic shift, exact),
-                        ``s = u > V[c]`` (strict), ``m = 0 if s else clamp((u + 2^(F-1)) >> F, lb, ub)``.
-``sumpool``             sum over k x k windows (the 1/k^2 goes into the next layer's ``M``).
-``maxpool``             max over k x k windows (on spikes: a logical OR; the scale is unchanged).
-``gsumpool``            sum over all positions, output [B, C] (global average pool, 1/HW folded).
-``flatten``             [B, C, H, W] -> [B, C*H*W].
-``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
-                        ``g = (A @ E(max cnt - cnt) >= 0)`` from per-channel input sums ``cnt``.
-``lif_pruned``          ``lif`` whose current is multiplied by the gate (every step) and by the
-                        membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
-
-The last node's output is the integer logits (fixed point, ``F`` fractional bits) per step;
-prediction = argmax of the sum over T. For a detector (``meta["detection"]``) the last node is the
-1x1 head convolution; the sum over T of its outputs divided by ``T * 2^F`` is the float head output
-that box decoding reads (see :mod:`spquant.deploy.detection`).
-
-The only float rounding is the input encoding (:meth:`Program.encode_input`), and the export
-itself (computing ``M``, ``B``, ``V`` from float parameters).
+"""Fold a trained (fake-quantized) spquant model into an integer :class:`~spquant.deploy.program.Program`
+(docs/method.md#integer-deployment): BatchNorm and weight scales become per-channel fixed-point
+multipliers ``M`` and biases ``B`` with a per-layer shift, the threshold an integer ``V``, the leak a
+shift, the gate and the prior their integer rules. The node semantics are in
+:mod:`spquant.deploy.program`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Program", "fold_model", "DeployError", "analyze", "INT64_LIMIT"]
+from spquant.deploy.program import DeployError, Program, analyze
 
-INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (margin under 2^63)
+__all__ = ["fold_model"]
+
 M_BITS = 15  # the per-layer multiplier is scaled so that max|M| lies in [2^15, 2^16) ...
 F32_M_BITS = 10  # ... or, with at least 2^10, so that acc*M + B + R < F32_BUDGET (float32-exact)
 F32_BUDGET = 2**23
@@ -55,182 +24,9 @@ GATE_EXP_BITS = 16  # fraction bits of the integer softmax numerators exp(-beta 
 GATE_A_BITS = 16  # fraction bits of the gate matrix A = kappa W + (b - logit(binarize_at))
 
 
-class DeployError(ValueError):
-    """A model (or program) that cannot be folded into integer arithmetic, with the reason."""
-
-
 def _rhu(x: np.ndarray | float) -> np.ndarray:
     """Round half up in float64 (export time only)."""
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
-
-
-@dataclass
-class Program:
-    """An integer program: input spec, fixed-point fraction bits, nodes and integer arrays."""
-
-    input: dict  # {"name", "shape": [C, H, W], "bits", "scale", "max"}
-    frac_bits: int
-    nodes: list[dict]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def output(self) -> str:
-        return self.nodes[-1]["output"]
-
-    def encode_input(self, x) -> np.ndarray:
-        """Float input (e.g. pixel/255) -> integer codes: the ONLY float rounding of deployment.
-
-        ``codes = clamp(floor(x / scale + 0.5), 0, max)`` as int64 (same shape as ``x``).
-        """
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.asarray(x, dtype=np.float64)
-        codes = np.floor(x / self.input["scale"] + 0.5)
-        return np.clip(codes, 0, self.input["max"]).astype(np.int64)
-
-    def node(self, name: str) -> dict:
-        for n in self.nodes:
-            if n["name"] == name:
-                return n
-        raise KeyError(name)
-
-    def weight_nodes(self) -> list[dict]:
-        return [n for n in self.nodes if n["op"] in ("conv", "linear")]
-
-    def weight_params(self) -> int:
-        return int(sum(self.arrays[n["weight"]].size for n in self.weight_nodes()))
-
-    def summary(self) -> str:
-        info = analyze(self)
-        lines = [f"input {self.input['shape']} codes 0..{self.input['max']} (scale {self.input['scale']:.6g}), F={self.frac_bits}"]
-        for n in self.nodes:
-            a = info[n["output"]]
-            extra = ""
-            if n["op"] in ("conv", "linear"):
-                extra = f" w{n['bits']}b S={n['shift']} acc<={a['acc_max']} path={a['path']}"
-            lines.append(f"{n['name']:>16s} {n['op']:<13s} -> {tuple(a['shape'])} |x|<={a['max']}{extra}")
-        return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# analysis: shapes and integer bounds (used by every consumer, and to validate loaded files)
-# ------------------------------------------------------------------------------------------------
-def analyze(program: Program) -> dict[str, dict]:
-    """Shapes (per sample) and magnitude bounds of every tensor, and the exact-arithmetic path.
-
-    For ``conv``/``linear`` the accumulator bound is ``max_c sum|w_c| * max|x|`` — a bound on every
-    partial sum in any summation order — and ``path`` is ``'f32'`` when it is below 2^24 (float32
-    holds every partial sum exactly), ``'f64'`` below 2^53, else an error. Raises
-    :class:`DeployError` when any bound exceeds the int64 budget.
-    """
-    F = program.frac_bits
-    info: dict[str, dict] = {program.input["name"]: {"shape": list(program.input["shape"]), "max": int(program.input["max"]), "kind": "act"}}
-    for n in program.nodes:
-        op = n["op"]
-        try:
-            ins = [info[i] for i in n["inputs"]]
-        except KeyError as e:
-            raise DeployError(f"node {n['name']!r}: unknown input {e.args[0]!r}") from None
-        x = ins[0]
-        out: dict
-        if op in ("conv", "linear"):
-            w = program.arrays[n["weight"]]
-            M = program.arrays[n["M"]].astype(np.int64)
-            B = program.arrays[n["B"]].astype(np.int64)
-            cout = w.shape[0]
-            if M.shape != (cout,) or B.shape != (cout,):
-                raise DeployError(f"node {n['name']!r}: M/B shapes {M.shape}/{B.shape} != ({cout},)")
-            if op == "conv":
-                c, h, wd = x["shape"]
-                k, st, p = n["kernel"], n["stride"], n["padding"]
-                if w.shape[1:] != (c, k, k):
-                    raise DeployError(f"node {n['name']!r}: weight shape {w.shape} does not match input channels {c}, kernel {k}")
-                ho, wo = (h + 2 * p - k) // st + 1, (wd + 2 * p - k) // st + 1
-                if ho < 1 or wo < 1:
-                    raise DeployError(f"node {n['name']!r}: empty output {ho}x{wo}")
-                shape = [cout, ho, wo]
-            else:
-                if len(x["shape"]) != 1 or w.shape[1] != x["shape"][0]:
-                    raise DeployError(f"node {n['name']!r}: weight {w.shape} vs input {x['shape']}")
-                shape = [cout]
-            sum_abs = np.abs(w.reshape(cout, -1).astype(np.int64)).sum(1)
-            acc_max = int(sum_abs.max(initial=0)) * x["max"]
-            S = int(n["shift"])
-            prod_max = acc_max * int(np.abs(M).max(initial=0)) + int(np.abs(B).max(initial=0)) + (1 << S)
-            if prod_max >= INT64_LIMIT:
-                raise DeployError(f"node {n['name']!r}: acc*M+B bound {prod_max} overflows int64")
-            if acc_max < 2**24:
-                path = "f32"
-            elif acc_max < 2**53:
-                path = "f64"
-            else:
-                raise DeployError(f"node {n['name']!r}: accumulator bound {acc_max} too large for exact float paths")
-            out = {"shape": shape, "max": (prod_max >> S) + 1, "kind": "cur", "acc_max": acc_max, "prod_max": prod_max, "path": path}
-        elif op == "scale_current":
-            out = {"shape": list(x["shape"]), "max": x["max"] * abs(int(n["K"])), "kind": "cur"}
-        elif op == "add":
-            a, b = ins
-            if a["shape"] != b["shape"]:
-                raise DeployError(f"node {n['name']!r}: add of shapes {a['shape']} and {b['shape']}")
-            out = {"shape": list(a["shape"]), "max": a["max"] + b["max"], "kind": "cur"}
-        elif op in ("lif", "lif_pruned"):
-            if op == "lif_pruned" and len(ins) == 2:
-                if ins[1].get("kind") != "gate" or ins[1]["shape"] != [x["shape"][0]]:
-                    raise DeployError(f"node {n['name']!r}: second input must be a gate over {x['shape'][0]} channels")
-            elif len(ins) != 1:
-                raise DeployError(f"node {n['name']!r}: {op} takes 1 input" + (" (or 2 with a gate)" if op == "lif_pruned" else ""))
-            lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
-            V = program.arrays[n["V"]]
-            if V.shape not in ((1,), (x["shape"][0],)):
-                raise DeployError(f"node {n['name']!r}: threshold shape {V.shape} vs channels {x['shape'][0]}")
-            umax = max(abs(lb), abs(ub)) * (1 << F) + x["max"]
-            if umax + int(np.abs(V).max()) >= INT64_LIMIT:
-                raise DeployError(f"node {n['name']!r}: membrane bound overflows int64")
-            out = {"shape": list(x["shape"]), "max": 1, "kind": "act", "u_max": umax}
-        elif op == "channel_gate":
-            A = program.arrays[n["A"]]
-            hi, lo = program.arrays[n["exp_hi"]], program.arrays[n["exp_lo"]]
-            if len(x["shape"]) != 3 or A.ndim != 2 or A.shape[1] != x["shape"][0]:
-                raise DeployError(f"node {n['name']!r}: gate matrix {A.shape} vs input {x['shape']}")
-            D = x["max"] * x["shape"][1] * x["shape"][2]
-            kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
-            if lo.shape != (1 << kb,) or hi.shape[0] < (D >> kb) + 1:
-                raise DeployError(f"node {n['name']!r}: exp tables {hi.shape}/{lo.shape} do not cover 0..{D}")
-            for tab in (hi, lo):
-                if tab.size and (tab.min() < 0 or tab.max() > (1 << fe)):
-                    raise DeployError(f"node {n['name']!r}: exp table values outside [0, 2^{fe}]")
-            z_max = int(np.abs(A).astype(np.int64).sum(1).max(initial=0)) * (1 << fe)
-            if z_max >= 2**53:
-                raise DeployError(f"node {n['name']!r}: gate sum bound {z_max} too large")
-            out = {"shape": [A.shape[0]], "max": 1, "kind": "gate", "z_max": z_max}
-        elif op == "sumpool":
-            c, h, wd = x["shape"]
-            k = int(n["kernel"])
-            if h % k or wd % k:
-                raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
-            out = {"shape": [c, h // k, wd // k], "max": x["max"] * k * k, "kind": "act"}
-        elif op == "maxpool":
-            c, h, wd = x["shape"]
-            k = int(n["kernel"])
-            if h % k or wd % k:
-                raise DeployError(f"node {n['name']!r}: {h}x{wd} not divisible by pool {k}")
-            if x.get("kind") != "act":
-                raise DeployError(f"node {n['name']!r}: max pooling applies to activations (spikes), not currents")
-            out = {"shape": [c, h // k, wd // k], "max": x["max"], "kind": "act"}
-        elif op == "gsumpool":
-            c, h, wd = x["shape"]
-            out = {"shape": [c], "max": x["max"] * h * wd, "kind": "act"}
-        elif op == "flatten":
-            out = {"shape": [int(np.prod(x["shape"]))], "max": x["max"], "kind": "act"}
-        else:
-            raise DeployError(f"node {n['name']!r}: unknown op {op!r}")
-        if out["kind"] == "act" and out["max"] >= 2**24:
-            raise DeployError(f"node {n['name']!r}: activation bound {out['max']} exceeds 2^24 (float32-exact pooling)")
-        if out["max"] >= INT64_LIMIT:
-            raise DeployError(f"node {n['name']!r}: value bound overflows int64")
-        info[n["output"]] = out
-    return info
 
 
 # ------------------------------------------------------------------------------------------------

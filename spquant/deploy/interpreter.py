@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from spquant.deploy.fold import DeployError, Program, analyze
+from spquant.deploy.program import DeployError, Program, analyze
 
 __all__ = ["Interpreter", "OpCounts", "lif_step_int", "lif_seq_fast", "requant"]
 

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from spquant.deploy.fold import Program, analyze
 from spquant.deploy.packing import packed_nbytes
+from spquant.deploy.program import Program, analyze
 
 __all__ = ["DeployedMemory", "deployed_memory", "signed_bits", "format_deployed"]
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 
-from spquant.deploy.fold import DeployError, Program, analyze, fold_model
+from spquant.deploy.fold import fold_model
+from spquant.deploy.program import DeployError, Program, analyze
 
 __all__ = ["DeploySim", "deploy_sim", "lif_seq_sim"]
 

@@ -29,6 +29,8 @@ class QuantSpec:
     (None = FP32). Bits: 1 = binary (sign with a scale), 2 = ternary, 3..16 = symmetric uniform.
     weight_scale: ``'stat'`` (scale from weight statistics: TWN / SAWB / mean|W|), ``'lsq-layer'``
     or ``'lsq-channel'`` (learned step sizes, one per layer or per output channel).
+    backend: the LIF kernel, ``'fused'`` (default, see :mod:`spquant.neuron.fused`) or ``'reference'``
+    (autograd through the readable loop; bit-identical forward, the oracle of the tests).
     """
 
     mode: str = "fp32"
@@ -45,7 +47,7 @@ class QuantSpec:
     learn_threshold: str | bool | None = None  # None: 'layer' in spquant mode, False otherwise
     surrogate: str = "triangle"
     surrogate_param: float | None = None
-    backend: str = "reference"
+    backend: str = "fused"  # the reference (autograd through lif_reference) stays the tested oracle
     fold_time: bool = True
     prune: dict = field(default_factory=dict)  # options of spquant.prune (spquant mode)
 
@@ -62,6 +64,8 @@ class QuantSpec:
 
         if self.weight_scale not in WEIGHT_SCALES:
             raise ValueError(f"weight_scale must be one of {WEIGHT_SCALES}, got {self.weight_scale!r}")
+        if self.backend not in ("fused", "reference"):
+            raise ValueError(f"backend must be 'fused' or 'reference', got {self.backend!r}")
         if not isinstance(self.prune, dict):
             raise ValueError(f"prune must be a dict of spquant.prune options, got {type(self.prune).__name__}")
         if self.prune:

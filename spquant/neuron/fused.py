@@ -36,34 +36,37 @@ as in the reference where it comes from a comparison.
 from __future__ import annotations
 
 import contextlib
-import weakref
 
 import torch
 
 from spquant.neuron.surrogate import Triangle, spike_backward, sum_to_shape
 from spquant.quant import IntegerMembrane
 
-__all__ = ["lif_fused", "compact_spikes"]
+__all__ = ["lif_fused", "compact_spikes", "spikes_saved_compactly", "is_spike_tensor", "compile_kernels"]
 
 # -- compact storage of spikes saved by *other* ops (conv, pooling) ------------------------------
-# Inside ``compact_spikes()`` the spike tensors returned by lif_fused are registered (by object,
-# with a weak reference and their version counter); when autograd saves one of them, or a view of
-# one (the conv's folded reshape, the pooling's input), it is stored as bool and restored to the
-# float dtype for backward: exact, since spikes are 0./1., and 4x smaller.
-_spike_registry: dict[int, tuple] = {}
-_compact_depth = 0
+# The spike tensor returned by lif_fused carries a mark: its version counter at creation. When
+# autograd saves it, or a view of it (the conv's folded reshape, the pooling's input), while it is
+# unchanged, the saved-tensor hook below stores it as bool and restores the float dtype for backward:
+# exact, since spikes are 0./1., and 4x smaller. The blocks that consume spikes (ConvBNLIF,
+# SeqModule) switch the hook on around themselves (:func:`spikes_saved_compactly`), so this is the
+# default; ``compact_spikes()`` switches it on for a whole forward pass.
+_SPIKE_MARK = "_spquant_spikes_version"
+_builtin_compact = {"enabled": True}  # benchmarks switch it off to measure what it saves
 
 
-def _register_spikes(spikes: torch.Tensor) -> None:
-    for key in [k for k, (ref, _) in _spike_registry.items() if ref() is None]:
-        del _spike_registry[key]
-    _spike_registry[id(spikes)] = (weakref.ref(spikes), spikes._version)
+def _mark_spikes(spikes: torch.Tensor) -> None:
+    setattr(spikes, _SPIKE_MARK, spikes._version)
+
+
+def is_spike_tensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is (a view of) an unmodified spike tensor of :func:`lif_fused` (values 0./1.)."""
+    base = t if t._base is None else t._base
+    return t.dtype.is_floating_point and getattr(base, _SPIKE_MARK, None) == base._version
 
 
 def _pack(t: torch.Tensor):
-    base = t if t._base is None else t._base
-    entry = _spike_registry.get(id(base))
-    if entry is not None and entry[0]() is base and base._version == entry[1] and t.dtype.is_floating_point:
+    if is_spike_tensor(t):
         return (_PACKED, t.to(torch.bool), t.dtype)
     return t
 
@@ -77,11 +80,20 @@ def _unpack(p):
 _PACKED = object()
 
 
+def spikes_saved_compactly(x: torch.Tensor):
+    """Context for the ops of a layer that consumes ``x``: if ``x`` is a spike tensor of the fused
+    LIF, what they save of it for backward is stored as ``bool``. (A no-op context otherwise.)"""
+    if _builtin_compact["enabled"] and torch.is_grad_enabled() and is_spike_tensor(x):
+        return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def compact_spikes():
-    """Context manager for the forward pass of training: spikes that other ops save for backward
-    (the next conv's input, a pooling layer's input) are kept as ``bool`` instead of float (4x less
-    memory, exact). Nesting is fine.
+    """Context manager for a whole forward pass: every spike tensor of the fused LIF that an op saves
+    for backward is kept as ``bool`` instead of float (4x less memory, exact). ``ConvBNLIF`` and
+    ``SeqModule`` already do this for what they save; this also covers other consumers. Nesting is
+    fine.
 
     Example::
 
@@ -92,15 +104,8 @@ def compact_spikes():
         ...     loss = (lif(x) * 2).sum()   # the mul saves nothing here; convs/pools would save bool
         >>> loss.backward()
     """
-    global _compact_depth
-    _compact_depth += 1
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
-            yield
-    finally:
-        _compact_depth -= 1
-        if _compact_depth == 0:
-            _spike_registry.clear()
+    with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+        yield
 
 
 def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -128,6 +133,74 @@ def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
     return total.mul_(k)
 
 
+# -- the per-step kernels of the compiled path ---------------------------------------------------
+# Pure functions of one time step, written op for op like the reference (so the forward stays
+# bit-identical: inductor compiles with -ffp-contract=off, no fused multiply-add), each compiled by
+# torch.compile into one loop over the neurons instead of ~10 (forward) / ~25 (backward) passes
+# over memory. Opt-in (see :func:`compile_kernels`): compiling costs tens of seconds per process.
+
+
+def _forward_step(m, i, gate, keep, threshold, tau: float, lb, ub, u_out, s_out):
+    if gate is not None:
+        i = i * gate
+    if keep is not None:
+        i = i * keep
+    u = tau * m + i
+    s = ((u - threshold) > 0).to(u.dtype)
+    m = (1 - s) * u
+    if lb is not None:
+        m = torch.floor(torch.clamp(m, lb, ub) + 0.5)
+    u_out.copy_(u)
+    s_out.copy_(s)
+    return m
+
+
+def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
+    x = u - threshold
+    s = x > 0
+    if dm is not None:
+        if membrane is None:
+            dr = dm
+        else:
+            dr = dm * membrane.derivative(torch.where(s, 0.0, u))
+        ds = gs - dr * u
+    else:
+        ds = gs
+    dx, grad_th = spike_backward(x, ds, surrogate, th_shape)
+    du = dx + torch.where(s, 0.0, dr) if dm is not None else dx
+    du_out.copy_(du)
+    return grad_th
+
+
+_compile = {"enabled": False, "forward": None, "backward": None}
+
+
+def compile_kernels(enabled: bool = True) -> None:
+    """Run the fused LIF's time steps through ``torch.compile``d kernels (``enabled=True``) or the
+    hand-tuned eager loop (default).
+
+    The compiled kernels give the same forward (bit-identical, tested) and the same gradients (to
+    float rounding) and make the neuron's share of a training step several times cheaper, but
+    compiling takes tens of seconds to minutes per process (cached on disk by inductor for later
+    runs): worth it for training runs, not for short jobs. Needs a C++ compiler (CPU) or Triton
+    (CUDA). Also switched on by ``SPQUANT_COMPILE=1`` through :func:`spquant.perf.configure_from_env`.
+    """
+    _compile["enabled"] = bool(enabled)
+
+
+def kernels_compiled() -> bool:
+    return _compile["enabled"]
+
+
+def _kernel(name: str):
+    fn = {"forward": _forward_step, "backward": _backward_step}[name]
+    if not _compile["enabled"]:
+        return fn
+    if _compile[name] is None:
+        _compile[name] = torch.compile(fn, dynamic=True)
+    return _compile[name]
+
+
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, threshold, gate, tau, membrane, surrogate, prior, return_membrane):
@@ -139,34 +212,37 @@ class _FusedLIF(torch.autograd.Function):
         spikes = torch.empty_like(u_all)
         mems = torch.empty_like(u_all) if return_membrane else None
         m = torch.zeros(step_shape, dtype=dtype, device=current.device)
-        x = torch.empty_like(m)
-        one_minus_s = torch.empty_like(m)
         keeps = []
         fast_q = type(membrane) is IntegerMembrane
         lb, ub = (membrane.lb, membrane.ub) if fast_q else (None, None)
+        step = _kernel("forward") if (fast_q or membrane is None) and _compile["enabled"] else None
+        gated = None if gate is None or step is not None else torch.empty_like(m)
         for t in range(T):
             i_t = current[t]
-            if gate is not None:
-                i_t = i_t * gate[t if gate.shape[0] > 1 else 0]
+            g_t = None if gate is None else gate[t if gate.shape[0] > 1 else 0]
             keep = None
             if prior is not None and t > 0:
-                # a copy: m is a reused buffer and a prior may keep what it is given
-                keep = prior.keep_mask(m.clone(), membrane)
-                if keep is not None:
-                    i_t = i_t * keep
+                keep = prior.keep_mask(m, membrane)
             keeps.append(None if keep is None else _compact_mask(keep.detach()))
-            u = u_all[t]
-            torch.mul(m, tau, out=u)  # u = tau * m + i  (the reference's op order)
-            u.add_(i_t)
-            torch.sub(u, threshold, out=x)
-            s = spikes[t]
-            torch.gt(x, 0, out=s)  # H(x) written as 0./1. in the float dtype
-            torch.neg(s, out=one_minus_s).add_(1)  # 1 - s (exact for s in {0, 1})
-            torch.mul(one_minus_s, u, out=m)  # r = (1 - s) * u
-            if fast_q:
-                m.clamp_(lb, ub).add_(0.5).floor_()  # == IntegerMembrane.quantize, in place
-            elif membrane is not None:
-                m = membrane.quantize(m)
+            u, s = u_all[t], spikes[t]
+            if step is not None:
+                m = step(m, i_t, g_t, keep, threshold, tau, lb, ub, u, s)
+            else:
+                if g_t is not None:
+                    i_t = torch.mul(i_t, g_t, out=gated)
+                if keep is not None:
+                    i_t = i_t.mul_(keep) if i_t is gated else i_t * keep
+                torch.mul(m, tau, out=u)  # u = tau * m + i  (the reference's op order)
+                u.add_(i_t)
+                torch.sub(u, threshold, out=s)
+                torch.gt(s, 0, out=s)  # H(u - V_th) written as 0./1. in the float dtype
+                # r = (1 - s) u as u - s u: exact for s in {0, 1}, one pass instead of three. A fresh
+                # tensor when a prior looks at it (it may keep what it is given), else reused.
+                m = torch.addcmul(u, s, u, value=-1, out=None if prior is not None else m)
+                if fast_q:
+                    m.clamp_(lb, ub).add_(0.5).floor_()  # == IntegerMembrane.quantize, in place
+                elif membrane is not None:
+                    m = membrane.quantize(m)
             if mems is not None:
                 mems[t].copy_(m)
         ctx.tau = tau
@@ -200,32 +276,17 @@ class _FusedLIF(torch.autograd.Function):
         th_shape = ctx.th_shape if need_th else None
         d_gate = torch.zeros_like(gate) if need_g else None
         dm = None
-        for t in reversed(range(T)):
-            u = u_all[t]
-            x = u - threshold
-            s = x > 0
-            gs = grad_spikes[t]
-            if grad_mems is not None:
-                dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
-            du = d_cur[t]
-            if dm is not None:
-                if membrane is None:
-                    dr = dm
-                else:
-                    r = torch.where(s, torch.zeros((), dtype=u.dtype, device=u.device), u)
-                    dr = _membrane_grad(membrane, r, dm)
-                ds = gs - dr * u
-            else:
-                ds = gs
-            # the spike's surrogate and the threshold path (docs/method.md#learnable-threshold): one implementation
-            dx, dv = spike_backward(x, ds, surrogate, th_shape)
-            if dv is not None:
-                grad_th = dv if grad_th is None else grad_th.add_(dv)
-            if dm is not None:
-                torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx
-            else:
-                du.copy_(dx)
-            dm = du * tau
+        if _compile["enabled"]:
+            step = _kernel("backward")
+            for t in reversed(range(T)):
+                if grad_mems is not None:
+                    dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
+                dv = step(u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, d_cur[t])
+                if dv is not None:
+                    grad_th = dv if grad_th is None else grad_th.add_(dv)
+                dm = d_cur[t] * tau
+        else:
+            grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None
         keeps = ctx.keeps
         if need_g:
@@ -244,6 +305,40 @@ class _FusedLIF(torch.autograd.Function):
                     d_cur[t].mul_(keeps[t])
             grad_current = d_cur
         return grad_current, grad_th, grad_gate, None, None, None, None, None
+
+
+def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape):
+    """The BPTT loop of the module docstring, eager, in place where it can be."""
+    tau, membrane, surrogate = ctx.tau, ctx.membrane, ctx.surrogate
+    grad_th = None
+    dm = None
+    for t in reversed(range(u_all.shape[0])):
+        u = u_all[t]
+        x = u - threshold
+        s = x > 0
+        gs = grad_spikes[t]
+        if grad_mems is not None:
+            dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
+        du = d_cur[t]
+        if dm is not None:
+            if membrane is None:
+                dr = dm
+            else:
+                r = u.masked_fill(s, 0)
+                dr = _membrane_grad(membrane, r, dm)
+            ds = torch.addcmul(gs, dr, u, value=-1)  # gs - dr * u
+        else:
+            ds = gs
+        # the spike's surrogate and the threshold path (docs/method.md#learnable-threshold): one implementation
+        dx, dv = spike_backward(x, ds, surrogate, th_shape)
+        if dv is not None:
+            grad_th = dv if grad_th is None else grad_th.add_(dv)
+        if dm is not None:
+            torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx
+        else:
+            du.copy_(dx)
+        dm = du * tau
+    return grad_th
 
 
 def lif_fused(
@@ -278,6 +373,5 @@ def lif_fused(
     if gate is not None and gate.dim() != current.dim():
         raise ValueError(f"gate must have as many dims as the current ({current.dim()}), got {tuple(gate.shape)}")
     out = _FusedLIF.apply(current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane))
-    if _compact_depth:
-        _register_spikes(out[0] if return_membrane else out)
+    _mark_spikes(out[0] if return_membrane else out)
     return out

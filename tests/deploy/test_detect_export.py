@@ -16,7 +16,7 @@ from spquant.deploy.detection import (
     evaluate_integer_detector,
     head_from_integer,
 )
-from spquant.deploy.format import ModelFileError, load, save
+from spquant.deploy.targets.spq import ModelFileError, load, save
 from spquant.detect import YOLOLoss, evaluate
 from spquant.models import QuantSpec, SpikingYOLO
 

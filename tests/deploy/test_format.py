@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from spquant.deploy import Interpreter, fold_model
-from spquant.deploy.format import HEADER, MAGIC, ModelFileError, file_report, load, loads, save
 from spquant.deploy.packing import packed_nbytes
+from spquant.deploy.targets.spq import HEADER, MAGIC, ModelFileError, file_report, load, loads, save
 from spquant.quant import packed_bits_per_value
 from tests.deploy.helpers import tiny_model
 
@@ -72,7 +72,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, blob, monkeypatch):
     program, data = blob
     path = tmp_path / "m.spq"
     path.write_bytes(data)
-    import spquant.deploy.format as fmt
+    import spquant.deploy.targets.spq as fmt
 
     def boom(fd):
         raise OSError("disk full")

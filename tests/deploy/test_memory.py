@@ -10,8 +10,8 @@ import torch
 
 from spquant.cli import main
 from spquant.deploy import fold_model
-from spquant.deploy.format import file_report, save
 from spquant.deploy.memory import deployed_memory, signed_bits
+from spquant.deploy.targets.spq import file_report, save
 from tests.deploy.helpers import tiny_model
 
 

@@ -14,7 +14,7 @@ nir = pytest.importorskip("nir", reason="NIR export needs the optional extra 'ni
 
 @pytest.mark.parametrize("kind", ["vgg", "resnet", "vgg_pruned"])
 def test_nir_round_trip(kind, tmp_path):
-    from spquant.deploy.nir_export import export_nir
+    from spquant.deploy.targets.nir import export_nir
 
     torch.manual_seed(0)
     if kind == "vgg_pruned":

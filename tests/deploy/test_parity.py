@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spquant.deploy import DeploySim, Interpreter, fold_model
-from spquant.deploy.format import load, save
+from spquant.deploy.targets.spq import load, save
 from tests.deploy.helpers import real_mnist, repeat, synthetic_digits, tiny_model, train
 
 T = 3

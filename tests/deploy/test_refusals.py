@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spquant.deploy.fold import DeployError, analyze, fold_model
+from spquant.deploy.fold import fold_model
+from spquant.deploy.program import DeployError, analyze
 from spquant.models import VGG9, QuantSpec
 
 from .helpers import tiny_model

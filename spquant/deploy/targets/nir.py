@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from spquant.deploy.fold import Program, analyze
+from spquant.deploy.program import Program, analyze
 
 __all__ = ["to_nir", "export_nir"]
 

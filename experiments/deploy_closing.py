@@ -3,7 +3,7 @@
 accuracy of fake-quant vs deploy-sim vs the integer interpreter on the full MNIST test set and on
 emulated-MNIST events, bit-exactness counts, file size vs memory accounting.
 
-    python -m spquant.deploy.closing --out closing.json [--steps 400] [--event-train 2000]
+    python experiments/deploy_closing.py --out closing.json [--steps 400] [--event-train 2000]
 """
 
 from __future__ import annotations

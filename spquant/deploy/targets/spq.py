@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from spquant.deploy.fold import DeployError, Program, analyze, fold_model
+from spquant.deploy.fold import fold_model
 from spquant.deploy.packing import (
     PackingError,
     max_code_for,
@@ -39,6 +39,7 @@ from spquant.deploy.packing import (
     unpack_codes,
     weight_levels,
 )
+from spquant.deploy.program import OPS, DeployError, Program, analyze
 
 __all__ = ["ModelFileError", "save", "load", "export", "MAGIC", "VERSION", "file_report"]
 
@@ -144,23 +145,6 @@ def _str(v, what: str) -> str:
     return v
 
 
-_NODE_INTS = {
-    "conv": {"bits": (1, 16), "max_code": (1, 32767), "shift": (0, 62), "kernel": (1, 64), "stride": (1, 64), "padding": (0, 64)},
-    "linear": {"bits": (1, 16), "max_code": (1, 32767), "shift": (0, 62)},
-    "lif": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15)},
-    "lif_pruned": {"tau_shift": (0, 30), "lb": (-(2**15), 0), "ub": (0, 2**15), "prior_channel": (0, 1),
-                   "prior_channel_min": (-(2**40), 2**40), "prior_spatial": (0, 1), "prior_spatial_level": (-(2**15) - 1, 2**15)},
-    "channel_gate": {"lo_bits": (0, 31), "exp_frac_bits": (1, 30)},
-    "sumpool": {"kernel": (1, 64)},
-    "maxpool": {"kernel": (1, 64)},
-    "gsumpool": {},
-    "flatten": {},
-    "add": {},
-    "scale_current": {"K": (-(2**40), 2**40)},
-}
-_NODE_ARRAYS = {"conv": ("weight", "M", "B"), "linear": ("weight", "M", "B"), "lif": ("V",), "lif_pruned": ("V",),
-                "channel_gate": ("A", "exp_hi", "exp_lo")}
-_NODE_ARITY = {"add": (2,), "lif_pruned": (1, 2)}
 
 
 def _validate_manifest(man: dict, blob_len: int) -> None:
@@ -227,11 +211,11 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             raise ValueError(f"node {i} is not an object")
         name = _str(n.get("name"), f"node {i} name")
         op = n.get("op")
-        if op not in _NODE_INTS:
+        if op not in OPS:
             raise ValueError(f"node {name!r}: unknown op {op!r}")
         ins = n.get("inputs")
-        if not isinstance(ins, list) or len(ins) not in _NODE_ARITY.get(op, (1,)):
-            raise ValueError(f"node {name!r}: needs {' or '.join(map(str, _NODE_ARITY.get(op, (1,))))} input(s), got {ins!r}")
+        if not isinstance(ins, list) or len(ins) not in OPS[op].arity:
+            raise ValueError(f"node {name!r}: needs {' or '.join(map(str, OPS[op].arity))} input(s), got {ins!r}")
         for x in ins:
             if _str(x, f"node {name!r} input") not in seen:
                 raise ValueError(f"node {name!r}: input {x!r} is not defined before it")
@@ -239,9 +223,9 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         if out in seen:
             raise ValueError(f"node {name!r}: output {out!r} defined twice")
         seen.add(out)
-        for key, (lo, hi) in _NODE_INTS[op].items():
+        for key, (lo, hi) in OPS[op].ints.items():
             _int(n.get(key), f"node {name!r} {key}", lo, hi)
-        for key in _NODE_ARRAYS.get(op, ()):
+        for key in OPS[op].arrays:
             ref = n.get(key)
             if ref not in blobs:
                 raise ValueError(f"node {name!r}: {key} blob {ref!r} missing")

@@ -74,8 +74,8 @@ def _bits_arg(text: str):
 def deployed_for_model(model, input_shape):
     """Memory as deployed of a live quantized model (folded in eval mode), or None for FP32 models."""
     from spquant.deploy.fold import fold_model
-    from spquant.deploy.program import DeployError
     from spquant.deploy.memory import deployed_memory
+    from spquant.deploy.program import DeployError
 
     spec = getattr(model, "spec", None)
     if spec is None or not spec.quantized:

@@ -28,6 +28,7 @@ T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}
 ROWS = [("fp32", "FP32 SNN"), ("quant", "Quant-SNN (ternary, 8-bit first/last)"),
         ("spquant", "SpQuant-SNN (ternary, 8-bit first/last, gates)"), ("binary", "Binary-weight SNN (1-bit hidden + classifier, 8-bit first)")]
 LEVER_ROWS = [
+    ("fp32-continued", "control: the FP32 SNN itself fine-tuned the same way (init-from, 1 epoch, self-distillation)"),
     ("quant", "new defaults: init-from FP32 + distillation (w 0.5, tau 2) + learned per-channel steps"),
     ("quant-scratch", "from scratch (old path: TWN scales, no distillation), same total epochs"),
     ("quant-no-distill", "init-from, learned per-channel steps, no distillation"),

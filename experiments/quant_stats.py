@@ -61,6 +61,7 @@ STUDENTS = {
 }
 # lever ablations (proxy, seed 0): the quant row with one lever changed
 LEVERS = {  # in order of importance: a run cut short by the budget loses the last ones
+    "fp32-continued": ("fp32", NEW_DEFAULTS, True),  # control: the FP32 run fine-tuned the same way
     "quant-no-distill": ("quant", ['quant.weight_scale="lsq-channel"', "train.distill_weight=0.0"], True),
     "quant-stat-scale": ("quant", ['quant.weight_scale="stat"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
     "quant-vth-channel": ("quant", NEW_DEFAULTS + ['quant.learn_threshold="channel"'], True),
@@ -146,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--levers", action="store_true", help="also run the lever ablations (proxy, seed 0)")
     ap.add_argument("--only-levers", action="store_true")
+    ap.add_argument("--students", default=",".join(STUDENTS), help="which of the student rows to run")
     ap.add_argument("--smoke", action="store_true", help="2 steps per run, 200 test images (checks the script)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
             teacher = out / name / f"seed{seed}" / "fp32"
             run_one(teacher, f"{recipe}:fp32", base + [f"train.seed={seed}", f"train.epochs={DATASETS[name]['fp32_epochs']}"], data, log)
             student_base = base + [f"train.seed={seed}", f'train.init_from="{teacher}"', f'train.distill_teacher="{teacher}"'] + FINETUNE
-            todo = {} if args.only_levers else dict(STUDENTS)
+            wanted = [w.strip() for w in args.students.split(",") if w.strip()]
+            todo = {} if args.only_levers else {k: v for k, v in STUDENTS.items() if k in wanted}
             if (args.levers or args.only_levers) and name == "proxy" and seed == 0:
                 todo.update({k: (v[0], v[1]) for k, v in LEVERS.items()})
             for student, (mode, extra) in todo.items():

@@ -93,6 +93,7 @@ def _evaluate(model, program, x_codes, y, T, static, n_ref=1000, batch=250):
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="closing.json")
+    ap.add_argument("--mnist", default=None, help="MNIST IDX folder (default $SPQUANT_DATA/mnist)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--event-steps", type=int, default=300)
     ap.add_argument("--event-train", type=int, default=2000)
@@ -105,8 +106,9 @@ def main(argv=None) -> dict:
     out = {}
     outdir = Path(args.out).resolve().parent
     from spquant.data.idx import read_idx
+    from spquant.data.roots import data_root
 
-    d = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+    d = data_root("mnist", args.mnist)
     xtr, ytr = read_idx(d / "train-images-idx3-ubyte.gz")[:, None], read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64)
     xte, yte = read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None], read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
     spec = QuantSpec(mode="quant")

@@ -33,19 +33,21 @@ from torch.nn import functional as F  # noqa: E402
 
 from spquant.data.detection import collate_detection  # noqa: E402
 from spquant.detect.loss import YOLOLoss, build_targets  # noqa: E402
-from spquant.detect.train import build_detection_data, build_detector, evaluate_detector, load_recipe  # noqa: E402
+from spquant.train import load_config  # noqa: E402
+from spquant.train.data import load_split  # noqa: E402
+from spquant.train.loop import evaluate  # noqa: E402
 
 OUT = ROOT / "runs" / "detect-ablations"
 
 # name: (recipe overrides, extra options)
 ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "base": ([], {}),
-    "cls5": (["loss.lambda_cls=5.0"], {}),
+    "cls5": (["detect.lambda_cls=5.0"], {}),
     "head3": (["model.head_kernel=3"], {}),
-    "head3_clsonly": (["model.head_kernel=3", "loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
-    "head3_cls5": (["model.head_kernel=3", "loss.lambda_cls=5.0"], {}),
-    "clsonly": (["loss.lambda_coord=0.0", "loss.lambda_obj=0.0", "loss.lambda_noobj=0.0"], {}),
-    "coord1": (["loss.lambda_coord=1.0"], {}),
+    "head3_clsonly": (["model.head_kernel=3", "detect.lambda_coord=0.0", "detect.lambda_obj=0.0", "detect.lambda_noobj=0.0"], {}),
+    "head3_cls5": (["model.head_kernel=3", "detect.lambda_cls=5.0"], {}),
+    "clsonly": (["detect.lambda_coord=0.0", "detect.lambda_obj=0.0", "detect.lambda_noobj=0.0"], {}),
+    "coord1": (["detect.lambda_coord=1.0"], {}),
     "focal": ([], {"cls_loss": "focal"}),
     "lr1e-3": ([], {"lr": 1e-3}),
     "shift4": ([], {"shift": 4}),
@@ -55,7 +57,7 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "fullres": (["data.options.downsample=1", "model.input=[64, 64]",
                  "model.plan=[16, 'M', 32, 'M', 64, 'M', 128, 'M', 128]",
                  "model.anchors=[[11.0, 20.0], [18.0, 20.0]]"], {}),
-    "train12k": (["data.train_samples=12000"], {}),
+    "train12k": (["data.train_subset=12000"], {}),
 }
 
 
@@ -117,21 +119,21 @@ def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
 
 def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
     overrides, opts = ABLATIONS[name]
-    cfg = load_recipe(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+    cfg = load_config(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_ds, test_ds = build_detection_data(cfg, "train"), build_detection_data(cfg, "test")
-    model = build_detector(cfg)
+    train_ds, test_ds = load_split(cfg, "train").dataset, load_split(cfg, "test").dataset
+    model = cfg.build_model()
     loss_cls = FocalClassLoss if opts.get("cls_loss") == "focal" else YOLOLoss
-    loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg["loss"])
-    lr = opts.get("lr", cfg["train"]["lr"])
+    loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg.detect.loss_weights())
+    lr = opts.get("lr", cfg.train.lr)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gate_w = 0.0
     if model.spec.pruned:
         from spquant.prune import gate_loss, prune_loss_weight
 
         gate_w = prune_loss_weight(model.spec)
-    bs = cfg["train"]["batch_size"]
+    bs = cfg.train.batch_size
     start, step, history = time.time(), 0, []
     model.train()
     while step < steps:
@@ -155,7 +157,7 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
                 history.append({"step": step, **{k: round(v, 4) for k, v in parts.items()}})
                 print(name, step, history[-1], f"{time.time() - start:.0f} s", flush=True)
     train_s = time.time() - start
-    metrics, _, _ = evaluate_detector(model, test_ds, cfg)
+    metrics = evaluate(model, load_split(cfg, "test"), cfg)
     row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
            "overrides": overrides + extra_overrides, "opts": opts,
            "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],

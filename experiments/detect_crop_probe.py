@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from spquant.detect.train import build_detection_data, load_recipe  # noqa: E402
+from spquant.train import load_config  # noqa: E402
+from spquant.train.data import load_split  # noqa: E402
 
 
 def crops(ds, size: int, time_bins: bool):
@@ -44,17 +45,17 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = load_recipe("detect-moving-digits:fp32", a.set)
+    cfg = load_config("detect-moving-digits:fp32", a.set)
     spiking = a.spiking is not None
-    xtr, ytr = crops(build_detection_data(cfg, "train"), a.size, a.time_bins or spiking)
-    xte, yte = crops(build_detection_data(cfg, "test"), a.size, a.time_bins or spiking)
+    xtr, ytr = crops(load_split(cfg, "train").dataset, a.size, a.time_bins or spiking)
+    xte, yte = crops(load_split(cfg, "test").dataset, a.size, a.time_bins or spiking)
     c = xtr.shape[1]
     if spiking:  # the detector's backbone on [T, B, 2, s, s] crops, mean spike rate -> linear
         from spquant.models import QuantSpec, SpikingYOLO
 
-        T = cfg["model"]["T"]
+        T = cfg.model.T
         xtr, xte = (v.reshape(len(v), T, 2, a.size, a.size).transpose(0, 1) for v in (xtr, xte))
-        plan = [p for p in cfg["model"]["plan"]]
+        plan = [p for p in cfg.model.plan]
         yolo = SpikingYOLO(10, input_size=(a.size, a.size), plan=plan, spec=QuantSpec(mode=a.spiking))
         feat = yolo.features
 

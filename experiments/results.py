@@ -8,6 +8,7 @@ events), the integer-interpreter row, and the ablations on the event data.
 Every row is one ``spquant train`` run (``runs/results/<row>``), so an interrupted invocation
 continues where it stopped (``--resume`` semantics of spquant.train). RESULTS.md and the plots in
 docs/img/results_*.png are written from the run folders only: no number is typed by hand.
+Full MNIST is read from ``$SPQUANT_DATA/mnist`` (or ``--set data.root=...``).
 The same script runs the paper-scale recipes unchanged on a GPU machine: ``--scale paper``
 (VGG-9 width 1.0 at 48x48, T = 10, the recipes' epochs) with ``--set run.device=cuda``.
 """
@@ -109,7 +110,7 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
         # record the wall time spent so far even if this invocation is interrupted
         record_path.write_text(json.dumps({"row": row[0], "wall_seconds": before, "complete": False}))
         print(f"\n== {row[0]}: {row[1]}\n   {command_for(row, overrides)}", flush=True)
-        train(config, run_dir, resume=(run_dir / "checkpoints").is_dir())
+        train(config, run_dir, resume=True)  # resume: fresh when no checkpoint yet
         record = {"row": row[0], "label": row[1], "command": command_for(row, overrides), "overrides": overrides,
                   "budget": budget, "wall_seconds": before + time.time() - t0, "complete": True,
                   "threads": torch.get_num_threads()}
@@ -133,7 +134,7 @@ def integer_row(run: dict, max_ref: int = 200) -> dict:
     from spquant.train.data import load_split
 
     loaded = load_run(run["dir"])
-    model, config = loaded["model"].eval(), loaded["config"]
+    model, config = loaded.model.eval(), loaded.config
     enc = input_encoding(config)
     program = fold_model(model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"])
     spq = Path(run["dir"]) / "model.spq"
@@ -230,7 +231,7 @@ def layer_stats(run: dict, n: int = 500) -> dict:
     from spquant.train.data import load_split
 
     loaded = load_run(run["dir"])
-    model, config = loaded["model"], loaded["config"]
+    model, config = loaded.model, loaded.config
     test = load_split(config, "test")
     batches = [test.batch(torch.arange(s, min(s + 100, n)), config.model.T)[0] for s in range(0, n, 100)]
     return collect_prune_stats(model, batches)

@@ -1,30 +1,22 @@
-"""Comparison tables and plots of training runs (``spquant report``).
+"""Comparison tables and plots of training runs (``spquant report``), classifiers and detectors.
 
-Every run folder written by ``spquant train`` holds ``run.json`` with its config and metrics,
-including the memory accounting of docs/method.md#memory (weight memory = parameters x weight bits, membrane
+Every run folder written by ``spquant train`` holds its config and metrics (read with
+:func:`spquant.train.load_run`), including the memory accounting of docs/method.md#memory (weight
+memory = parameters x weight bits, membrane
 memory = LIF neurons of one sample at one step x stored bits; MB = 10^6 bytes). The numbers come
 from :mod:`spquant.cost`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from spquant.cost import MeasuredCost, measure_cost
+from spquant.cost.summary import model_summary
 
-__all__ = ["load_run", "measured_cost_from_run", "report_rows", "markdown_table", "write_report"]
-
-
-def load_run(run_dir) -> dict:
-    p = Path(run_dir) / "run.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished spquant run (no run.json); train it first or --resume it")
-    d = json.loads(p.read_text())
-    d["dir"] = str(run_dir)
-    return d
+__all__ = ["measured_cost_from_run", "report_rows", "markdown_table", "write_report"]
 
 
 def measured_cost_from_run(
@@ -43,20 +35,14 @@ def measured_cost_from_run(
     pairs). With a split, the first ``max_batches`` batches of ``batch_size`` samples are used
     (``max_batches=None``: the whole split).
     """
-    try:
-        from spquant.train import load_run
-    except ImportError as exc:  # pragma: no cover - spquant.train is part of the package now
-        raise RuntimeError(
-            "measured cost from a run folder needs spquant.train (checkpoint loader); use "
-            "spquant.cost.measure_cost(model, batches) on a loaded model instead"
-        ) from exc
+    from spquant.train import load_run
     from spquant.train.checkpoint import CheckpointError
 
     try:
         run = load_run(run_dir, checkpoint=checkpoint, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as exc:
         raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
-    model, config = run["model"], run["config"]
+    model, config = run.model, run.config
     if data is None:
         data = "test"
     if isinstance(data, str):
@@ -72,32 +58,45 @@ def measured_cost_from_run(
     return measure_cost(model, data, max_batches=max_batches, device=device)
 
 
-def report_rows(runs: list[dict]) -> list[dict]:
-    """One row per run; ``drop`` is against the FP32 run of the same data and model (if present)."""
+def _summary(run) -> dict:
+    """A run's metrics; the memory figures are computed from its model when the run has none
+    (a run written before the summary was stored)."""
+    m = dict(run.metrics)
+    if m.get("total_mb") is None:
+        m.update(model_summary(run.model, run.config))
+    return m
+
+
+def report_rows(runs: list) -> list[dict]:
+    """One row per :class:`~spquant.train.Run`; ``drop`` (accuracy, or mAP@0.5 for detectors) is
+    against the FP32 run of the same task, data and model among them (if present)."""
+    metrics = [_summary(r) for r in runs]
+    key = lambda r: (r.config.task, r.config.data.dataset, r.config.model.name)  # noqa: E731
     fp32 = {}
-    for r in runs:
-        key = (r["config"]["data"]["dataset"], r["config"]["model"]["name"])
-        if r["metrics"].get("mode") == "fp32" and key not in fp32:
-            fp32[key] = r
+    for r, m in zip(runs, metrics):
+        if r.config.quant.mode == "fp32" and key(r) not in fp32:
+            fp32[key(r)] = m
     rows = []
-    for r in runs:
-        m = r["metrics"]
-        key = (r["config"]["data"]["dataset"], r["config"]["model"]["name"])
-        base = fp32.get(key)
+    for r, m in zip(runs, metrics):
+        base = fp32.get(key(r))
+        head = "mAP50" if r.config.task == "detect" else "test_accuracy"
         rows.append({
-            "run": r["config"].get("name", Path(r["dir"]).name),
-            "dir": r["dir"],
-            "mode": m.get("mode"),
+            "run": r.config.name if r.config.name != "custom" else r.dir.name,
+            "dir": str(r.dir),
+            "task": r.config.task,
+            "mode": r.config.quant.mode,
             "weight_bits": m.get("weight_bits"),
             "membrane_bits": m.get("membrane_bits"),
             "membrane_levels": m.get("membrane_levels"),
             "weight_mb": m.get("weight_mb"),
             "membrane_mb": m.get("membrane_mb"),
             "total_mb": m.get("total_mb"),
-            "memory_x": (base["metrics"]["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
+            "memory_x": (base["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
             "flops_reduction": m.get("flops_reduction"),
             "accuracy": m.get("test_accuracy"),
-            "drop": (base["metrics"]["test_accuracy"] - m["test_accuracy"]) if base else None,
+            "mAP50": m.get("mAP50"),
+            "mAP50_95": m.get("mAP50_95"),
+            "drop": (base[head] - m[head]) if base and m.get(head) is not None else None,
             "steps": m.get("steps"),
         })
     return rows
@@ -115,22 +114,37 @@ def _f(v, fmt):
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| run | mode | W / U bits | weight MB | membrane MB | total MB | memory reduction | FLOPs reduction | accuracy | drop |\n"
-    head += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    """Accuracy columns for classifiers, mAP columns for detectors (both when the rows mix them)."""
+    cls = any(r["task"] == "classify" for r in rows)
+    det = any(r["task"] == "detect" for r in rows)
+    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "FLOPs reduction"]
+    cols += ["accuracy"] * cls + ["mAP@0.5", "mAP@[.5:.95]"] * det + ["drop"]
+    head = "| " + " | ".join(cols) + " |\n| --- | --- | --- |" + " ---: |" * (len(cols) - 3) + "\n"
     body = ""
     for r in rows:
-        body += (
-            f"| {r['run']} | {r['mode']} | {_bits(r)} | {_f(r['weight_mb'], '.4f')} | {_f(r['membrane_mb'], '.4f')} | "
-            f"{_f(r['total_mb'], '.4f')} | {_f(r['memory_x'], '.2f')}x | {_f(r['flops_reduction'], '.2f')}{'x' if r['flops_reduction'] else ''} | "
-            f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} % | "
-            f"{_f(None if r['drop'] is None else 100 * r['drop'], '+.2f')}{' pp' if r['drop'] is not None else ''} |\n"
-        )
-    note = "\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: FP32 accuracy minus this run's, in percentage points.\n"
+        cells = [r["run"], r["mode"], _bits(r), _f(r["weight_mb"], ".4f"), _f(r["membrane_mb"], ".4f"), _f(r["total_mb"], ".4f"),
+                 f"{_f(r['memory_x'], '.2f')}x", _f(r["flops_reduction"], ".2f") + ("x" if r["flops_reduction"] else "")]
+        if cls:
+            cells.append(f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} %")
+        if det:
+            cells += [_f(r["mAP50"], ".4f"), _f(r["mAP50_95"], ".4f")]
+        if r["drop"] is None:
+            cells.append("-")
+        elif r["task"] == "detect":
+            cells.append(f"{r['drop']:+.4f} mAP")
+        else:
+            cells.append(f"{100 * r['drop']:+.2f} pp")
+        body += "| " + " | ".join(cells) + " |\n"
+    note = ("\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). "
+            "MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: the FP32 "
+            "run's accuracy (percentage points) or mAP@0.5 minus this run's.\n")
     return head + body + note
 
 
 def write_report(run_dirs: list, out: str | None = None, plot: bool = True) -> tuple[str, list[str]]:
     """Markdown report of ``run_dirs`` (written to ``out`` if given, plus ``out`` .png plot)."""
+    from spquant.train.run import load_run
+
     runs = [load_run(d) for d in run_dirs]
     rows = report_rows(runs)
     md = "# spquant report\n\n" + markdown_table(rows)
@@ -159,9 +173,10 @@ def _plot(rows, png: Path):
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     names = [r["run"] for r in rows]
-    ax[0].bar(names, [100 * (r["accuracy"] or 0) for r in rows], color=["#777" if r["mode"] == "fp32" else "#2a7" for r in rows])
-    ax[0].set_ylabel("test accuracy (%)")
-    lo = min(100 * (r["accuracy"] or 0) for r in rows)
+    score = [100 * ((r["mAP50"] if r["task"] == "detect" else r["accuracy"]) or 0) for r in rows]
+    ax[0].bar(names, score, color=["#777" if r["mode"] == "fp32" else "#2a7" for r in rows])
+    ax[0].set_ylabel("test accuracy / mAP@0.5 (%)")
+    lo = min(score)
     ax[0].set_ylim(max(0, lo - 5), 100)
     ax[1].bar(names, [r["total_mb"] or 0 for r in rows], color="#37a")
     ax[1].set_ylabel("weight + membrane memory (MB)")

@@ -322,9 +322,9 @@ def test_measured_cost_from_run_and_cli(tmp_path, capsys):
     assert c.samples == 20 and c.T == 2
     # the same numbers as measure_cost on the loaded model and the run's own test split
     run = load_run(run_dir)
-    split = load_split(run["config"], "test")
+    split = load_split(run.config, "test")
     batches = [split.batch(torch.arange(s, s + 10), 2)[0] for s in (0, 10)]
-    ref = measure_cost(run["model"], batches)
+    ref = measure_cost(run.model, batches)
     assert c.kept_macs == ref.kept_macs and c.sops == ref.sops and c.flops_reduction == ref.flops_reduction
     assert cli_main(["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "12", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

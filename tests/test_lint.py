@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PATHS = ["spquant", "tests", "benchmarks", "experiments"]
 
 
 def test_ruff_check_is_clean():
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "spquant", "tests", "benchmarks", "experiments"],
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *PATHS],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -203,9 +203,9 @@ def _load_digits(source: str, split: str, mnist_root=None):
         xtr, ytr, xte, yte = load_embedded_mnist()
         return (xtr, ytr) if split == "train" else (xte, yte)
     from spquant.data.idx import load_idx_split
+    from spquant.data.roots import data_root
 
-    root = mnist_root or os.environ.get("SPQUANT_MNIST", str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"))
-    return load_idx_split(root, split)
+    return load_idx_split(data_root("mnist", mnist_root), split)
 
 
 def _place(canvas: np.ndarray, digit: np.ndarray, px: float, py: float) -> None:
@@ -273,7 +273,7 @@ class MovingDigits(Dataset):
 
     Args: the fields of :class:`MovingDigitsConfig` as keywords, plus ``cache_dir`` (None = no
     cache; default ``$SPQUANT_CACHE`` or ``~/.cache/spquant``) and ``mnist_root`` (for
-    ``source='mnist'``; default ``$SPQUANT_MNIST`` or ``../shared/data/mnist`` next to the project).
+    ``source='mnist'``; default ``$SPQUANT_DATA/mnist``).
     ``num_classes`` is 10; ``events(i)`` regenerates the raw events of sample ``i``.
     """
 

@@ -4,7 +4,7 @@ Takes, for every digit, the first 600 training images and the first 100 test ima
 of the original MNIST IDX files — deterministic, no randomness — and stores them as uint8 with
 ``np.savez_compressed``. Run:
 
-    python -m spquant.data.make_assets --mnist ../shared/data/mnist
+    python -m spquant.data.make_assets --mnist $SPQUANT_DATA/mnist
 """
 
 from __future__ import annotations

@@ -3,56 +3,94 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
-__all__ = ["register", "load_run_model", "load_dataset"]
+__all__ = ["register", "load_dataset", "program_config"]
 
 
-def load_run_model(run: str):
-    """(model in eval mode, its training config) of a run folder written by ``spquant train``."""
-    from spquant.train import load_run
-
-    loaded = load_run(run)
-    return loaded["model"].eval(), loaded["config"]
+class RunDataError(ValueError):
+    """``spquant run --data`` names nothing the recipe system can load, or data that does not fit."""
 
 
-def load_dataset(spec: str, limit: int | None, T: int):
+# names 'spquant run --data' has always accepted, as data sections of the run's config
+_ALIASES = {
+    "mnist-embedded": {"dataset": "mnist", "source": "embedded"},
+    "mnist-events": {"dataset": "mnist-dvs", "source": "embedded"},
+}
+
+
+def program_config(program):
+    """The training config stored in a .spq file by ``spquant export`` (None for older files)."""
+    from spquant.train.config import config_from_dict
+
+    raw = (program.meta or {}).get("config")
+    return None if raw is None else config_from_dict(raw, "the .spq file's training config")
+
+
+def _data_config(config, spec: str | None, overrides: list[str]):
+    """The run's config with the data section ``spec`` names: None (the run's own data), a recipe
+    (NAME[:VARIANT] or FILE.toml: its data set, source, root and options), a dataset name, or an
+    alias (mnist-embedded, mnist-events). Preprocessing (encoding, resize, T, input size, channels)
+    stays the run's: the model was trained on it."""
+    from spquant.train.config import (
+        CLASSIFY_DATASETS,
+        DETECT_DATASETS,
+        ConfigError,
+        config_from_dict,
+        load_config,
+        parse_overrides,
+    )
+
+    raw = config.to_dict()
+    data = raw["data"]
+    if spec in _ALIASES:
+        data.update(_ALIASES[spec], root="", options={})
+    elif spec in CLASSIFY_DATASETS + DETECT_DATASETS:
+        data.update(dataset=spec, root="", options={})
+        data["source"] = "full" if spec in ("mnist", "mnist-dvs") else data["source"]
+    elif spec is not None:
+        try:
+            other = load_config(spec).data
+        except ConfigError as e:
+            raise RunDataError(f"--data {spec!r} is no .npz file, recipe or dataset name: {e}") from None
+        data.update(dataset=other.dataset, source=other.source, root=other.root, cache=other.cache, options=dict(other.options))
+    for key, value in parse_overrides(overrides):
+        data[key.removeprefix("data.")] = value
+    return config_from_dict(raw, f"--data {spec or 'of the run'}")
+
+
+def load_dataset(spec: str | None, limit: int | None, config=None, overrides: list[str] = ()):
     """(codes, labels, static) for ``spquant run --data``.
 
-    ``mnist`` (full MNIST test set from ``--mnist-dir``/../shared/data/mnist, else the embedded
-    1,000-image subset), ``mnist-embedded``, ``mnist-events`` (emulated N-MNIST-like events,
-    polarity3 frames), or an ``.npz`` file with ``x`` (uint8 codes [N, C, H, W] static or
-    [N, T, C, H, W] frames) and ``y`` (labels [N]).
+    ``spec``: an ``.npz`` file with ``x`` (uint8 codes [N, C, H, W] static or [N, T, C, H, W]
+    frames) and ``y`` (labels [N]); else the test split that the recipe system loads for the run's
+    ``config`` (see :func:`_data_config`), preprocessed exactly as in training.
     """
-    if spec.endswith(".npz"):
+    if spec is not None and spec.endswith(".npz"):
         with np.load(spec, allow_pickle=False) as z:
             x, y = z["x"], z["y"]
-    elif spec in ("mnist", "mnist-embedded"):
-        x = None
-        if spec == "mnist":
-            from pathlib import Path
-
-            from spquant.data.idx import read_idx
-
-            d = Path(os.environ.get("SPQUANT_MNIST", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"))
-            if (d / "t10k-images-idx3-ubyte.gz").is_file():
-                x, y = read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None], read_idx(d / "t10k-labels-idx1-ubyte.gz")
-        if x is None:
-            from spquant.data.embedded import load_embedded_mnist
-
-            _, _, x, y = load_embedded_mnist()
-            x = x[:, None]
-    elif spec == "mnist-events":
-        from spquant.data.loader import mnist_frames
-
-        x, y = mnist_frames("test", T=T, encoding="events", limit=limit)
-        x, y = x.numpy(), y.numpy()
     else:
-        raise SystemExit(f"spquant run: unknown --data {spec!r}")
+        if config is None:
+            raise RunDataError("this .spq file holds no training config (it was exported by an older spquant); "
+                               "pass --data FILE.npz with x codes and y labels")
+        cfg = _data_config(config, spec, list(overrides))
+        if cfg.task != "classify":
+            raise RunDataError("this program is a detector: its data are scored by mAP (spquant run does so itself)")
+        from spquant.train.data import load_split
+
+        if limit:
+            cfg = _data_config(cfg, None, [f"data.test_subset={limit}"])
+        split = load_split(cfg, "test")
+        from spquant.deploy.program import input_encoding
+
+        enc = input_encoding(cfg)
+        if abs(split.scale - enc["input_scale"]) > 1e-12:
+            raise RunDataError(f"data scale {split.scale} differs from the model's input scale {enc['input_scale']}")
+        x, y = split.inputs.numpy(), split.labels.numpy()
+        if np.issubdtype(x.dtype, np.floating) and not np.array_equal(x, np.round(x)):
+            raise RunDataError("the data are not integer codes (area-resized event frames?)")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return np.asarray(x), np.asarray(y).astype(np.int64), np.asarray(x).ndim == 4
@@ -65,29 +103,48 @@ def _pad_to(x: np.ndarray, shape) -> np.ndarray:
     if (h, w) == (H, W):
         return x
     if h > H or w > W:
-        raise SystemExit(f"spquant run: data {h}x{w} is larger than the model input {H}x{W}")
+        raise RunDataError(f"data {h}x{w} is larger than the model input {H}x{W}")
     ph, pw = (H - h) // 2, (W - w) // 2
     pad = [(0, 0)] * (x.ndim - 2) + [(ph, H - h - ph), (pw, W - w - pw)]
     return np.pad(x, pad)
 
 
-def cmd_export(args) -> int:
-    from spquant.deploy.program import DeployError, input_encoding
-    from spquant.deploy.targets.spq import export, file_report
+def _project_errors() -> tuple:
+    from spquant.train.checkpoint import CheckpointError
 
-    model, config = load_run_model(args.run)
+    return (CheckpointError, OSError, ValueError)  # ConfigError, DeployError, ModelFileError are ValueErrors
+
+
+def _err(msg: str) -> int:
+    import sys
+
+    print(f"spquant: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_export(args) -> int:
+    from spquant.deploy.program import input_encoding
+    from spquant.deploy.targets.spq import file_report
+    from spquant.train.run import load_run
+
     try:
-        enc = input_encoding(config)
-    except DeployError as e:
-        print(f"spquant export: {e}", file=sys.stderr)
-        return 2
-    if args.input_shape:
-        enc["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
-    if args.input_bits is not None:
-        enc["input_bits"] = args.input_bits
-    if args.input_scale is not None:
-        enc["input_scale"] = args.input_scale
-    export(model, args.output, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"], frac_bits=args.frac_bits)
+        run = load_run(args.run)
+        enc = input_encoding(run.config)
+        if args.input_shape:
+            enc["input_shape"] = tuple(int(s) for s in args.input_shape.split(","))
+        if args.input_bits is not None:
+            enc["input_bits"] = args.input_bits
+        if args.input_scale is not None:
+            enc["input_scale"] = args.input_scale
+        from spquant.deploy.fold import fold_model
+        from spquant.deploy.targets.spq import save
+
+        program = fold_model(run.model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"],
+                             frac_bits=args.frac_bits)
+        program.meta = {**program.meta, "config": run.config.to_dict()}  # 'spquant run' preprocesses data as in training
+        save(program, args.output)
+    except _project_errors() as e:
+        return _err(f"cannot export {args.run}: {e}")
     print(json.dumps(file_report(args.output), indent=2))
     return 0
 
@@ -96,19 +153,26 @@ def cmd_run(args) -> int:
     from spquant.deploy.interpreter import Interpreter
     from spquant.deploy.targets.spq import file_report, load
 
-    program = load(args.model)
+    try:
+        program = load(args.model)
+        config = program_config(program)
+        if config is not None and config.task == "detect":
+            return _run_detector(args, program, config)
+        x, y, static = load_dataset(args.data, args.limit, config, args.overrides)
+        x = _pad_to(x, program.input["shape"])
+    except _project_errors() as e:
+        return _err(str(e))
+    T = args.T or (config.model.T if config is not None else 4)
     interp = Interpreter(program)
-    x, y, static = load_dataset(args.data, args.limit, args.T)
-    x = _pad_to(x, program.input["shape"])
     if not static:
         x = np.moveaxis(x, 1, 0)  # [N, T, ...] -> [T, N, ...]
-    res = {"model": args.model, "data": args.data, "T": args.T if static else int(x.shape[0]), "path": args.path}
+    res = {"model": args.model, "data": args.data or "the run's own test split", "T": T if static else int(x.shape[0]), "path": args.path}
     correct, n, t0 = 0, 0, time.perf_counter()
     ops = {}
     N = x.shape[0] if static else x.shape[1]
     for i in range(0, N, args.batch_size):
         xb = x[i:i + args.batch_size] if static else x[:, i:i + args.batch_size]
-        pred = interp.predict(xb, T=args.T if static else None, path=args.path)
+        pred = interp.predict(xb, T=T if static else None, path=args.path)
         correct += int((pred == y[i:i + args.batch_size]).sum())
         n += len(pred)
         if args.path == "reference":
@@ -119,6 +183,42 @@ def cmd_run(args) -> int:
     if ops:
         res["ops_per_sample"] = {k: v / max(n, 1) for k, v in ops.items()}
     res["file"] = file_report(args.model)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _run_detector(args, program, config) -> int:
+    """mAP of an integer detector on the test split its run's config (or --data) names."""
+    import torch
+
+    from spquant.deploy.detection import evaluate_integer_detector
+    from spquant.deploy.interpreter import Interpreter
+    from spquant.deploy.targets.spq import file_report
+    from spquant.train.data import load_split
+
+    if args.data is not None and args.data.endswith(".npz"):
+        raise RunDataError("a detector is scored on a detection data set (boxes), not on an .npz of labels")
+    cfg = _data_config(config, args.data, list(args.overrides) + ([f"data.test_subset={args.limit}"] if args.limit else []))
+    split = load_split(cfg, "test")
+    interp = Interpreter(program)
+
+    def batches():
+        for s in range(0, len(split), args.batch_size):
+            x, boxes = split.batch(torch.arange(s, min(s + args.batch_size, len(split))), cfg.model.T)
+            codes = x.numpy()
+            if not np.array_equal(codes, np.round(codes)):
+                raise RunDataError("the detection frames are not integer codes")
+            yield codes.astype(np.int64), boxes
+
+    d = cfg.detect
+    t0 = time.perf_counter()
+    m = evaluate_integer_detector(lambda c: interp.run(c, path=args.path), program, batches(), d.conf_threshold, d.nms_iou,
+                                  d.max_det)
+    dt = time.perf_counter() - t0
+    res = {"model": args.model, "data": args.data or "the run's own test split", "T": cfg.model.T, "path": args.path,
+           "samples": m["samples"], "mAP50": float(m["mAP50"]), "mAP50_95": float(m["mAP50_95"]),
+           "seconds": round(dt, 3), "samples_per_s": round(m["samples"] / dt, 1) if dt else None,
+           "file": file_report(args.model)}
     print(json.dumps(res, indent=2))
     return 0
 
@@ -137,8 +237,12 @@ def register(subparsers) -> None:
     r = subparsers.add_parser("run", help="run a .spq model with the integer interpreter",
                               description="Accuracy, op counts (reference path), file size and samples/s of a .spq model.")
     r.add_argument("model", help=".spq file")
-    r.add_argument("--data", default="mnist", help="mnist | mnist-embedded | mnist-events | FILE.npz (x codes, y labels)")
-    r.add_argument("--T", type=int, default=4, help="time steps for static inputs (direct encoding)")
+    r.add_argument("--data", default=None, help="the test split to score: a recipe (NAME[:VARIANT] or FILE.toml), a dataset "
+                   "name (root: $SPQUANT_DATA/<dataset>), mnist-embedded, mnist-events, or FILE.npz (x codes, y labels); "
+                   "default: the run's own data. Preprocessing is always the run's (stored in the .spq file)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="override a data key of the run's config, e.g. --set data.root=/data/mnist")
+    r.add_argument("--T", type=int, default=None, help="time steps for static inputs (default: the run's model.T)")
     r.add_argument("--limit", type=int, default=None, help="first N samples only")
     r.add_argument("--batch-size", type=int, default=256)
     r.add_argument("--path", choices=("fast", "reference"), default="fast", help="interpreter path (reference also counts ops)")

@@ -344,14 +344,18 @@ def input_encoding(config) -> dict:
     """How a run's inputs become integer codes: shape (C, H, W), code bits and the float value of code 1.
 
     Static images are uint8 pixels with scale 1/255 (as in training); event frames are integer
-    counts with scale 1. Raises :class:`DeployError` for inputs with no exact integer form.
+    counts with scale 1. Raises :class:`DeployError` for inputs with no exact integer form: a run
+    trained on area-resized event frames (fractional counts).
     """
+    from spquant.train.data import integer_inputs
+
     shape = (config.model.in_channels, *config.model.input)
     if config.data.encoding == "direct":
         return {"input_shape": shape, "input_bits": 8, "input_scale": 1 / 255}
-    if config.data.resize == "resize" and tuple(config.model.input) != (34, 34):
+    if not integer_inputs(config):
         raise DeployError(
-            "this run was trained on area-resized (non-integer) event frames; "
-            "train with data.resize='crop' (or the native 34x34 input) for integer deployment"
+            f"this run was trained on area-resized event frames (data.resize={config.data.resize!r}: fractional "
+            "counts), which integer inputs cannot represent; train with data.resize='crop' or 'pad' (integer counts) "
+            "for integer deployment"
         )
     return {"input_shape": shape, "input_bits": 8, "input_scale": 1.0}

@@ -80,56 +80,7 @@ class DeploySim(nn.Module):
         T, B = x.shape[:2]
         env = {self.program.input["name"]: x}
         for n in self.program.nodes:
-            a = env[n["inputs"][0]]
-            op = n["op"]
-            if op in ("conv", "linear"):
-                flat = a.reshape(T * B, *a.shape[2:])
-                w = self._arr(n["weight"])
-                if op == "conv":
-                    acc = Fn.conv2d(flat, w, stride=n["stride"], padding=n["padding"])
-                    shape = (1, -1, 1, 1)
-                else:
-                    acc = flat @ w.T
-                    shape = (1, -1)
-                S = int(n["shift"])
-                r = 2.0 ** (S - 1) if S > 0 else 0.0
-                cur = torch.floor((acc * self._arr(n["M"]).view(shape) + self._arr(n["B"]).view(shape) + r) / 2.0**S)
-                y = cur.reshape(T, B, *cur.shape[1:])
-            elif op == "scale_current":
-                y = a * float(n["K"])
-            elif op == "add":
-                y = a + env[n["inputs"][1]]
-            elif op == "channel_gate":
-                cnt = a.reshape(T * B, a.shape[2], -1).sum(-1)
-                d = cnt.max(dim=1, keepdim=True).values - cnt
-                kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
-                hi = torch.floor(d / 2.0**kb)
-                lo = d - hi * 2.0**kb
-                E = torch.floor((self._arr(n["exp_hi"])[hi.long()] * self._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe)
-                y = (E @ self._arr(n["A"]).T >= 0).to(torch.float64).reshape(T, B, -1)
-            elif op in ("lif", "lif_pruned"):
-                V = self._arr(n["V"])
-                V = V.view(-1, *([1] * (a.dim() - 3))) if V.numel() > 1 else V.view(())
-                if op == "lif_pruned":
-                    gate = env[n["inputs"][1]] if len(n["inputs"]) > 1 else None
-                    y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), gate=gate, prior=n)
-                else:
-                    y, _ = lif_seq_sim(a, V, self.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
-            elif op == "sumpool":
-                k = int(n["kernel"])
-                C, H, W = a.shape[2:]
-                y = a.reshape(T, B, C, H // k, k, W // k, k).sum(dim=(4, 6))
-            elif op == "maxpool":
-                k = int(n["kernel"])
-                C, H, W = a.shape[2:]
-                y = a.reshape(T, B, C, H // k, k, W // k, k).amax(dim=(4, 6))
-            elif op == "gsumpool":
-                y = a.sum(dim=(3, 4))
-            elif op == "flatten":
-                y = a.reshape(T, B, -1)
-            else:  # pragma: no cover
-                raise DeployError(f"unknown op {op!r}")
-            env[n["output"]] = y
+            env[n["output"]] = _SIM_OPS[n["op"]](self, n, env[n["inputs"][0]], env, T, B)
         return env
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,6 +95,90 @@ class DeploySim(nn.Module):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.integer_logits(x).sum(0).argmax(-1)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# one handler per program op: (sim, node, first input, all tensors, T, B) -> output
+# ------------------------------------------------------------------------------------------------
+def _sim_affine(sim: DeploySim, n: dict, a: torch.Tensor, env: dict, T: int, B: int) -> torch.Tensor:
+    flat = a.reshape(T * B, *a.shape[2:])
+    w = sim._arr(n["weight"])
+    if n["op"] == "conv":
+        acc = Fn.conv2d(flat, w, stride=n["stride"], padding=n["padding"])
+        shape = (1, -1, 1, 1)
+    else:
+        acc = flat @ w.T
+        shape = (1, -1)
+    S = int(n["shift"])
+    r = 2.0 ** (S - 1) if S > 0 else 0.0
+    cur = torch.floor((acc * sim._arr(n["M"]).view(shape) + sim._arr(n["B"]).view(shape) + r) / 2.0**S)
+    return cur.reshape(T, B, *cur.shape[1:])
+
+
+def _sim_scale_current(sim, n, a, env, T, B):
+    return a * float(n["K"])
+
+
+def _sim_add(sim, n, a, env, T, B):
+    return a + env[n["inputs"][1]]
+
+
+def _sim_channel_gate(sim, n, a, env, T, B):
+    cnt = a.reshape(T * B, a.shape[2], -1).sum(-1)
+    d = cnt.max(dim=1, keepdim=True).values - cnt
+    kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
+    hi = torch.floor(d / 2.0**kb)
+    lo = d - hi * 2.0**kb
+    E = torch.floor((sim._arr(n["exp_hi"])[hi.long()] * sim._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe)
+    return (E @ sim._arr(n["A"]).T >= 0).to(torch.float64).reshape(T, B, -1)
+
+
+def _sim_lif(sim, n, a, env, T, B):
+    V = sim._arr(n["V"])
+    V = V.view(-1, *([1] * (a.dim() - 3))) if V.numel() > 1 else V.view(())
+    F, k, lb, ub = sim.program.frac_bits, int(n["tau_shift"]), int(n["lb"]), int(n["ub"])
+    if n["op"] == "lif_pruned":
+        gate = env[n["inputs"][1]] if len(n["inputs"]) > 1 else None
+        y, _ = lif_seq_sim(a, V, F, k, lb, ub, gate=gate, prior=n)
+    else:
+        y, _ = lif_seq_sim(a, V, F, k, lb, ub)
+    return y
+
+
+def _sim_sumpool(sim, n, a, env, T, B):
+    k = int(n["kernel"])
+    C, H, W = a.shape[2:]
+    return a.reshape(T, B, C, H // k, k, W // k, k).sum(dim=(4, 6))
+
+
+def _sim_maxpool(sim, n, a, env, T, B):
+    k = int(n["kernel"])
+    C, H, W = a.shape[2:]
+    return a.reshape(T, B, C, H // k, k, W // k, k).amax(dim=(4, 6))
+
+
+def _sim_gsumpool(sim, n, a, env, T, B):
+    return a.sum(dim=(3, 4))
+
+
+def _sim_flatten(sim, n, a, env, T, B):
+    return a.reshape(T, B, -1)
+
+
+_SIM_OPS = {
+    "conv": _sim_affine,
+    "linear": _sim_affine,
+    "scale_current": _sim_scale_current,
+    "add": _sim_add,
+    "channel_gate": _sim_channel_gate,
+    "lif": _sim_lif,
+    "lif_pruned": _sim_lif,
+    "sumpool": _sim_sumpool,
+    "maxpool": _sim_maxpool,
+    "gsumpool": _sim_gsumpool,
+    "flatten": _sim_flatten,
+}
 
 
 def deploy_sim(model: nn.Module, input_shape, **fold_kwargs) -> DeploySim:

@@ -46,7 +46,7 @@ def build_targets(targets, anchors: torch.Tensor, grid: tuple[int, int], stride:
     sy, sx = stride
     idx, txy, twh, cls, whs = [], [], [], [], []
     for b, t in enumerate(targets):
-        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 5)
+        t = torch.as_tensor(t, dtype=torch.float32, device=anchors.device).reshape(-1, 5)
         if t.shape[0] == 0:
             continue
         w = (t[:, 2] - t[:, 0]).clamp(min=1e-3)
@@ -63,14 +63,16 @@ def build_targets(targets, anchors: torch.Tensor, grid: tuple[int, int], stride:
         cls.append(t[:, 4].long())
         whs.append(wh)
     if not idx:
-        z = torch.zeros(0, 2)
-        return {"index": torch.zeros(0, 4, dtype=torch.long), "txy": z, "twh": z, "cls": torch.zeros(0, dtype=torch.long), "wh": z}
+        z = torch.zeros(0, 2, device=anchors.device)
+        return {"index": torch.zeros(0, 4, dtype=torch.long, device=anchors.device), "txy": z, "twh": z,
+                "cls": torch.zeros(0, dtype=torch.long, device=anchors.device), "wh": z}
     out = {"index": torch.cat(idx), "txy": torch.cat(txy), "twh": torch.cat(twh), "cls": torch.cat(cls), "wh": torch.cat(whs)}
     # one target per slot: when several boxes pick the same (image, anchor, cell), the later one wins
     i = out["index"]
     slot = ((i[:, 0] * anchors.shape[0] + i[:, 1]) * Gh + i[:, 2]) * Gw + i[:, 3]
     n = slot.numel()
-    last = torch.full((int(slot.max()) + 1,), -1, dtype=torch.long).scatter_reduce(0, slot, torch.arange(n), "amax")
+    last = torch.full((int(slot.max()) + 1,), -1, dtype=torch.long, device=slot.device)
+    last = last.scatter_reduce(0, slot, torch.arange(n, device=slot.device), "amax")
     keep = torch.sort(last[last >= 0]).values
     return {k: v[keep] for k, v in out.items()}
 
@@ -105,20 +107,21 @@ class YOLOLoss(nn.Module):
         sy, sx = self.stride
         tg = build_targets(targets, self.anchors, (Gh, Gw), self.stride)
         b, a, gy, gx = tg["index"].unbind(1) if tg["index"].numel() else (tg["index"][:, 0],) * 4
-        obj_mask = torch.zeros(B, A, Gh, Gw, dtype=torch.bool)
+        obj_mask = torch.zeros(B, A, Gh, Gw, dtype=torch.bool, device=pred.device)
         obj_mask[b, a, gy, gx] = True
 
         # ignore rule: slots whose predicted box already fits a ground truth well
         noobj_mask = ~obj_mask
         with torch.no_grad():
-            ys, xs = torch.meshgrid(torch.arange(Gh, dtype=pred.dtype), torch.arange(Gw, dtype=pred.dtype), indexing="ij")
+            ys, xs = torch.meshgrid(torch.arange(Gh, dtype=pred.dtype, device=pred.device),
+                                    torch.arange(Gw, dtype=pred.dtype, device=pred.device), indexing="ij")
             cx = (xs + torch.sigmoid(pred[..., 1])) * sx
             cy = (ys + torch.sigmoid(pred[..., 2])) * sy
             w = self.anchors[:, 0].view(1, A, 1, 1) * torch.exp(pred[..., 3].clamp(max=10))
             h = self.anchors[:, 1].view(1, A, 1, 1) * torch.exp(pred[..., 4].clamp(max=10))
             boxes = cxcywh_to_xyxy(torch.stack([cx, cy, w, h], -1))
             for i, t in enumerate(targets):
-                t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 5)
+                t = torch.as_tensor(t, dtype=torch.float32, device=pred.device).reshape(-1, 5)
                 if t.shape[0]:
                     best = box_iou(boxes[i].reshape(-1, 4), t[:, :4]).max(1).values.view(A, Gh, Gw)
                     noobj_mask[i] &= best <= self.ignore_threshold

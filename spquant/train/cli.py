@@ -15,13 +15,16 @@ _CONFIG_HELP = """\
 CONFIG is a TOML file or the name of a shipped recipe: {recipes}.
 Recipes have variants: NAME:fp32, NAME:quant (2-bit/4-bit weights, ternary membrane) and
 NAME:spquant (+ spatial-channel pruning), e.g. 'mnist:quant' or 'vgg9-cifar10dvs:spquant'.
-Sections: [model] name width plan input in_channels classes T; [quant] mode weight_bits
+Top-level: name description task (classify | detect). Sections: [model] name width plan input
+in_channels classes T anchors; [quant] mode weight_bits
 first_bits last_bits weight_scale membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
-prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment;
+prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment cache
+options={{...}} (root: '' = $SPQUANT_DATA/<dataset>);
 [train] epochs batch_size lr optimizer momentum schedule weight_decay threshold_lr seed lam phi
 prune_loss_weight max_steps init_from init_calib_batches distill_teacher distill_weight
 distill_temperature; [run] log_every checkpoint_every keep_checkpoints device threads
-progress tensorboard. See docs/training.md."""
+progress tensorboard; [detect] lambda_coord lambda_obj lambda_noobj lambda_cls ignore_threshold
+conf_threshold nms_iou max_det. See docs/training.md."""
 
 
 def _recipes() -> str:
@@ -38,7 +41,9 @@ def register(subparsers) -> None:
         formatter_class=fmt,
         description=textwrap.dedent(
             """\
-            Train a spiking network from a recipe and write the run folder OUT:
+            Train a spiking network (classifier or detector) from a recipe and write the run folder OUT
+            (written only once config, model and data have loaded; an existing run is refused
+            unless --resume or --overwrite):
               config.json     the resolved config
               metrics.jsonl   one JSON record per log step / evaluation (TensorBoard too if installed)
               checkpoints/    step-N.safetensors + step-N.json, written atomically
@@ -55,6 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, value parsed as TOML (repeatable): --set train.lr=3e-4 --set quant.mode=quant")
     p.add_argument("--out", "-o", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest valid checkpoint (exact: same final weights as an uninterrupted run)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT (deletes its run files first)")
     p.add_argument("--init-from", metavar="RUN", help="start from the weights of a finished (FP32) run folder: exact load, "
                    "BN recalibrated, gates opened (sets train.init_from)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides run.device")
@@ -62,7 +68,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("eval", help="evaluate a trained run on its test set", formatter_class=fmt,
-                              description="Evaluate RUN_DIR's final model (or its newest checkpoint) on the test split of its data; prediction = argmax of the mean logits over T.")
+                              description="Evaluate RUN_DIR's final model (or its newest checkpoint) on the test split of its data: accuracy (argmax of the mean logits over T) for classifiers, VOC mAP@0.5 and COCO mAP@[.5:.95] for detectors.")
     e.add_argument("run_dir")
     e.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="override data keys, e.g. --data source=full --data test_subset=0")
     e.add_argument("--checkpoint", action="store_true", help="use the newest checkpoint instead of model.safetensors")
@@ -101,9 +107,16 @@ def _err(msg: str) -> int:
     return 2
 
 
-def cmd_train(args) -> int:
+def _project_errors() -> tuple:
     from spquant.train.checkpoint import CheckpointError
-    from spquant.train.config import ConfigError, load_config, recipe_task
+    from spquant.train.config import ConfigError
+
+    # data and config faults are ValueError / OSError (missing files, no data root)
+    return (ConfigError, CheckpointError, OSError, ValueError, NotImplementedError)
+
+
+def cmd_train(args) -> int:
+    from spquant.train.config import load_config
     from spquant.train.loop import train
 
     overrides = list(args.overrides)
@@ -112,20 +125,19 @@ def cmd_train(args) -> int:
     if args.init_from:
         overrides.append(f"train.init_from={json.dumps(str(args.init_from))}")  # a TOML basic string
     try:
-        if recipe_task(args.config) == "detect":
-            import argparse
-
-            from spquant.detect.cli import _train as train_detector
-
-            return train_detector(argparse.Namespace(recipe=args.config, out=args.out, set=overrides))
         cfg = load_config(args.config, overrides)
-        res = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
-    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, NotImplementedError) as e:
+        res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None)
+    except _project_errors() as e:
         return _err(str(e))
     if res.run_dir is not None and _rank() == 0:
-        m = res.metrics
-        print(f"{cfg.name}: test accuracy {100 * m['test_accuracy']:.2f} % after {m['steps']} steps -> {args.out}")
+        print(f"{cfg.name}: {_headline(res.metrics)} after {res.metrics['steps']} steps -> {args.out}")
     return 0
+
+
+def _headline(m: dict) -> str:
+    if "mAP50" in m:
+        return f"test mAP@0.5 {m['mAP50']:.4f}, mAP@[.5:.95] {m['mAP50_95']:.4f}"
+    return f"test accuracy {100 * m['test_accuracy']:.2f} %"
 
 
 def _rank() -> int:
@@ -135,27 +147,26 @@ def _rank() -> int:
 
 
 def cmd_eval(args) -> int:
-
-    from spquant.train import checkpoint as ck
-    from spquant.train.config import ConfigError, config_from_dict, parse_overrides
+    from spquant.train.config import config_from_dict, parse_overrides
     from spquant.train.data import load_split
-    from spquant.train.loop import evaluate, load_run
+    from spquant.train.loop import evaluate
+    from spquant.train.run import load_run
 
     run = Path(args.run_dir)
     try:
         loaded = load_run(run, checkpoint=args.checkpoint, device=args.device)
-        raw = loaded["config"].to_dict()
+        raw = loaded.config.to_dict()
         for key, value in parse_overrides(args.data):
             raw.setdefault("data", {})[key.removeprefix("data.")] = value
         cfg = config_from_dict(raw, str(run))
-        model = loaded["model"]
-        device = next(model.parameters()).device
-        test = load_split(cfg, "test")
-        ev = evaluate(model, test, cfg.model.T, cfg.train.eval_batch_size, device)
-    except (ConfigError, ck.CheckpointError, FileNotFoundError, NotImplementedError) as e:
+        device = next(loaded.model.parameters()).device
+        ev = evaluate(loaded.model, load_split(cfg, "test"), cfg, device)
+    except _project_errors() as e:
         return _err(str(e))
     if args.json:
         print(json.dumps(ev))
+    elif "mAP50" in ev:
+        print(f"{run}: test mAP@0.5 {ev['mAP50']:.4f}, mAP@[.5:.95] {ev['mAP50_95']:.4f} on {ev['samples']} samples")
     else:
         print(f"{run}: test accuracy {100 * ev['accuracy']:.2f} % on {ev['samples']} samples (loss {ev['loss']:.4f})")
     return 0
@@ -166,7 +177,7 @@ def cmd_report(args) -> int:
 
     try:
         md, messages = write_report(args.run_dirs, args.out, plot=not args.no_plot)
-    except FileNotFoundError as e:
+    except _project_errors() as e:
         return _err(str(e))
     print(md)
     for m in messages:
@@ -181,8 +192,6 @@ def available_modes() -> list[str]:
 
 def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subset=0, progress=True) -> tuple[str, float]:
     """Train the demo variants into OUT/<mode> and return (markdown table, seconds)."""
-    import shutil
-
     from spquant.report import write_report
     from spquant.train.config import load_config
     from spquant.train.loop import train
@@ -198,10 +207,8 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
     for mode in todo:
         cfg = load_config(f"demo:{mode}", extra)
         d = Path(out) / mode
-        if d.exists():
-            shutil.rmtree(d)
         print(f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
-        train(cfg, d, progress=progress)
+        train(cfg, d, progress=progress, overwrite=True)
         dirs.append(d)
     md, messages = write_report(dirs, str(Path(out) / "report.md"))
     return md, time.perf_counter() - t0

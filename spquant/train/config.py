@@ -1,7 +1,9 @@
 """Training recipes: TOML files validated into frozen dataclasses.
 
-A recipe has the sections ``[model]``, ``[quant]``, ``[data]``, ``[train]`` and ``[run]`` (every key
-optional; the defaults are below) plus optional ``[variants.NAME]`` tables of dotted overrides, e.g.::
+A recipe has a top-level ``task`` (``classify``, the default, or ``detect``), the sections
+``[model]``, ``[quant]``, ``[data]``, ``[train]``, ``[run]`` and, for detection, ``[detect]`` (every
+key optional; the defaults are below) plus optional ``[variants.NAME]`` tables of dotted overrides,
+e.g.::
 
     [variants.quant]
     "quant.mode" = "quant"
@@ -38,6 +40,8 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "RunConfig",
+    "DetectConfig",
+    "TASKS",
     "load_config",
     "list_recipes",
     "parse_overrides",
@@ -51,7 +55,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. ``plan`` overrides VGG-9's layer plan (channel counts and "A" for 2x2 pooling)."""
+    """The network. ``plan`` overrides the layer plan of VGG-9 (channel counts and "A" for 2x2
+    average pooling) or of the YOLO backbone ("M" for 2x2 max pooling)."""
 
     name: str = "vgg9"
     width: float = 1.0
@@ -60,40 +65,56 @@ class ModelConfig:
     classes: int = 10
     T: int = 4
     plan: tuple | None = None
+    anchors: tuple | None = None  # detectors: [[w, h], ...] in input pixels (None = the model's default)
+    head_kernel: int = 1  # detectors: kernel of the head conv (1 = YOLOv2's 1x1; 3 reads neighbouring cells)
 
     def __post_init__(self):
         from spquant.models import MODELS
 
         _choice("model.name", self.name, sorted(MODELS))
         _positive("model.T", self.T)
+        _positive("model.in_channels", self.in_channels)
+        _positive("model.classes", self.classes)
+        if self.anchors is not None:
+            ok = all(isinstance(a, (list, tuple)) and len(a) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in a)
+                     for a in self.anchors)
+            if not ok or not self.anchors:
+                raise ConfigError(f"model.anchors must be a list of [w, h] pairs > 0, got {list(self.anchors)}")
+            object.__setattr__(self, "anchors", tuple(tuple(float(v) for v in a) for a in self.anchors))
         _positive("model.width", self.width)
         if len(self.input) != 2:
             raise ConfigError(f"model.input must be [H, W], got {list(self.input)}")
         if self.plan is not None:
             for item in self.plan:
-                if not (item == "A" or (isinstance(item, int) and item > 0)):
-                    raise ConfigError(f"model.plan items must be positive channel counts or \"A\", got {item!r}")
+                if not (item in ("A", "M") or (isinstance(item, int) and item > 0)):
+                    raise ConfigError(f"model.plan items must be positive channel counts, \"A\" (average) or \"M\" "
+                                      f"(max pooling, detectors), got {item!r}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The data. ``dataset``: ``mnist`` (static images, direct encoding), ``mnist-dvs`` (events from
-    the emulator, frames), ``synthetic`` (random class templates, for tests).
-    ``source``: ``embedded`` (the 6000/1000 subset inside spquant), ``full`` (IDX files under
-    ``root``) or a directory holding the IDX files."""
+    the emulator, frames), ``synthetic`` (random class templates, for tests), the detection sets
+    ``moving-digits`` and ``gen1``, and the paper's sets.
+    ``source``: ``embedded`` (the 6000/1000 MNIST subset inside spquant) or ``full`` (the files
+    under the data root). ``root``: the dataset's folder; '' = ``$SPQUANT_DATA/<dataset>``
+    (:mod:`spquant.data.roots`). ``options``: keyword arguments of the detection data sets
+    (:class:`spquant.data.detection.MovingDigits`, :class:`~spquant.data.detection.Gen1DetectionFrames`);
+    ``train_subset`` / ``test_subset`` are the sample counts of a generated set (moving-digits)."""
 
     dataset: str = "mnist"
     source: str = "embedded"
-    root: str = "../shared/data/mnist"
+    root: str = ""
     encoding: str = "direct"  # 'direct' (static, repeated T times) or 'events'
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
     resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
     augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
-    cache: str = ""  # directory for encoded frames ('' = <root>/../cache or none for embedded)
+    cache: str = ""  # directory for encoded frames ('' = the default cache folder)
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _choice("data.dataset", self.dataset, ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"])
+        _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
         _choice("data.encoding", self.encoding, ["direct", "events"])
         _choice("data.resize", self.resize, ["pad", "crop", "resize"])
         _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
@@ -177,16 +198,63 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class DetectConfig:
+    """Detection only: the YOLOv2 loss weights (:class:`spquant.detect.YOLOLoss`) and decoding
+    (confidence threshold, NMS IoU, detections per image) for mAP."""
+
+    lambda_coord: float = 5.0
+    lambda_obj: float = 1.0
+    lambda_noobj: float = 0.5
+    lambda_cls: float = 1.0
+    ignore_threshold: float = 0.6
+    conf_threshold: float = 0.05
+    nms_iou: float = 0.45
+    max_det: int = 100
+
+    def __post_init__(self):
+        for k in ("lambda_coord", "lambda_obj", "lambda_noobj", "lambda_cls"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"detect.{k} must be >= 0, got {getattr(self, k)}")
+        for k in ("ignore_threshold", "conf_threshold", "nms_iou"):
+            if not 0 <= getattr(self, k) <= 1:
+                raise ConfigError(f"detect.{k} must be in [0, 1], got {getattr(self, k)}")
+        _positive("detect.max_det", self.max_det)
+
+    def loss_weights(self) -> dict:
+        return {k: getattr(self, k) for k in ("lambda_coord", "lambda_obj", "lambda_noobj", "lambda_cls", "ignore_threshold")}
+
+
+TASKS = ("classify", "detect")
+CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"]
+DETECT_DATASETS = ["moving-digits", "gen1"]
+
+
+@dataclass(frozen=True)
 class Config:
-    """A whole recipe. ``quant`` is a :class:`spquant.models.QuantSpec`."""
+    """A whole recipe. ``quant`` is a :class:`spquant.models.QuantSpec`; ``task`` is 'classify'
+    or 'detect' (a detector: ``model.name = "yolo"``, a detection data set, ``[detect]``)."""
 
     name: str = "custom"
     description: str = ""
+    task: str = "classify"
     model: ModelConfig = field(default_factory=ModelConfig)
     quant: QuantSpec = field(default_factory=QuantSpec)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def __post_init__(self):
+        _choice("task", self.task, TASKS)
+        detector = self.model.name == "yolo"
+        if (self.task == "detect") != detector:
+            raise ConfigError(f"task {self.task!r} does not fit model.name {self.model.name!r} (detection uses 'yolo', "
+                              "classification any other model)")
+        if (self.task == "detect") != (self.data.dataset in DETECT_DATASETS):
+            raise ConfigError(f"task {self.task!r} does not fit data.dataset {self.data.dataset!r} (detection sets: "
+                              f"{', '.join(DETECT_DATASETS)})")
+        if self.task == "detect" and self.data.augment != "none":
+            raise ConfigError("data.augment is not supported for detection (boxes would have to move too)")
 
     @property
     def mode(self) -> str:
@@ -202,14 +270,25 @@ class Config:
 
         kw = dict(num_classes=self.model.classes, in_channels=self.model.in_channels, input_size=tuple(self.model.input), width=self.model.width, spec=self.quant)
         if self.model.plan is not None:
-            if self.model.name != "vgg9":
-                raise ConfigError("model.plan is only supported by vgg9")
+            if self.model.name not in ("vgg9", "yolo"):
+                raise ConfigError("model.plan is only supported by vgg9 and yolo")
             kw["plan"] = tuple(self.model.plan)
-        return build_model(self.model.name, **kw)
+        if self.model.anchors is not None:
+            if self.model.name != "yolo":
+                raise ConfigError("model.anchors is only for detectors (model.name = 'yolo')")
+            kw["anchors"] = [list(a) for a in self.model.anchors]
+        if self.model.name == "yolo":
+            kw["head_kernel"] = self.model.head_kernel
+        elif self.model.head_kernel != 1:
+            raise ConfigError("model.head_kernel is only for detectors (model.name = 'yolo')")
+        try:
+            return build_model(self.model.name, **kw)
+        except ValueError as e:  # e.g. an input size the model cannot take
+            raise ConfigError(f"config {self.name}: cannot build model {self.model.name!r}: {e}") from None
 
 
-SECTIONS = {"model": ModelConfig, "quant": QuantSpec, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
-TOP_KEYS = {"name": str, "description": str}
+SECTIONS = {"model": ModelConfig, "quant": QuantSpec, "data": DataConfig, "train": TrainConfig, "run": RunConfig, "detect": DetectConfig}
+TOP_KEYS = {"name": str, "description": str, "task": str}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +406,10 @@ def config_from_dict(raw: dict, where: str = "<dict>") -> Config:
             kwargs[key] = _coerce(value, TOP_KEYS[key], key, where)
         else:
             kwargs[key] = _build_section(SECTIONS[key], value, key, where)
-    return Config(**kwargs)
+    try:
+        return Config(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"config error in {where}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,15 +499,6 @@ def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] |
         for key, value in pairs:
             _apply(raw, key, value, f"{where} (--set {key})")
     return config_from_dict(raw, where)
-
-
-def recipe_task(spec: str | Path) -> str:
-    """The recipe's top-level ``task``: 'classify' (default) or 'detect' (see spquant.detect)."""
-    text, where, _ = _locate(str(spec))
-    try:
-        return tomllib.loads(text).get("task", "classify")
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config error in {where}: invalid TOML: {e}") from None
 
 
 def variants_of(spec: str) -> list[str]:

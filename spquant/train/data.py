@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TensorData", "load_split", "synthetic_split", "resolve_root"]
+__all__ = ["TensorData", "DatasetData", "load_split", "synthetic_split", "integer_inputs"]
 
 
 @dataclass
@@ -66,15 +66,36 @@ def _augment(x: torch.Tensor, how: str, g: torch.Generator | None, static: bool)
     return out.reshape(x.shape)
 
 
-def resolve_root(root: str) -> Path:
-    """A data root: absolute, relative to the working directory, or relative to the project root
-    (the folder above the ``spquant`` package), in that order."""
-    p = Path(os.path.expanduser(root))
-    if p.is_absolute() or p.exists():
-        return p
-    project = Path(__file__).resolve().parents[2]
-    cand = project / p
-    return cand if cand.exists() else p
+class DatasetData:
+    """A map-style data set (``ds[i] -> (inputs, target)``) with the :class:`TensorData` interface:
+    ``batch(idx, T)`` gathers the samples and collates them (detection: frames ``[T, B, C, H, W]``
+    and a list of ``[n, 5]`` box tensors)."""
+
+    static = False
+
+    def __init__(self, dataset, collate):
+        self.dataset, self.collate = dataset, collate
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        if augment != "none":
+            raise ValueError(f"data.augment={augment!r} is not supported for this data set")
+        x, target = self.collate([self.dataset[int(i)] for i in idx])
+        if x.shape[0] != T:
+            raise ValueError(f"frames have T={x.shape[0]} but the model is configured with T={T}")
+        return x.float(), target
+
+
+def _root(d) -> Path:
+    from spquant.data.roots import data_root
+
+    return data_root(d.dataset, d.root)
+
+
+def _cache_dir(d) -> str | None:
+    return str(Path(os.path.expanduser(d.cache))) if d.cache else None
 
 
 def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
@@ -117,8 +138,9 @@ def _mnist_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
         return (xtr, ytr) if split == "train" else (xte, yte)
     from spquant.data.idx import load_idx_split
 
-    root = resolve_root(data_cfg.root if data_cfg.source == "full" else data_cfg.source)
-    return load_idx_split(root, split)
+    if data_cfg.source != "full":
+        raise ValueError(f"data.source must be 'embedded' or 'full', got {data_cfg.source!r} (the folder goes in data.root)")
+    return load_idx_split(_root(data_cfg), split)
 
 
 def synthetic_split(n: int, classes: int, shape: tuple[int, int, int], seed: int, split: str, T: int | None = None) -> TensorData:
@@ -136,9 +158,20 @@ def synthetic_split(n: int, classes: int, shape: tuple[int, int, int], seed: int
     return TensorData(frames, y, static=False)
 
 
-def load_split(config, split: str) -> TensorData:
-    """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model`` and in memory."""
+def integer_inputs(config) -> bool:
+    """Whether the run's event frames stay integer counts after fitting them to ``model.input``
+    (what an exact integer export needs): area resizing makes fractions."""
+    d = config.data
+    if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1"):
+        return True
+    return d.resize != "resize"
+
+
+def load_split(config, split: str) -> TensorData | DatasetData:
+    """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model``."""
     d, m = config.data, config.model
+    if d.dataset in ("moving-digits", "gen1"):
+        return _detection_split(config, split)
     n_limit = d.train_subset if split == "train" else d.test_subset
     size = tuple(m.input)
     if d.dataset == "synthetic":
@@ -174,15 +207,41 @@ def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
     d, m = config.data, config.model
     if m.in_channels not in (2, 3):
         raise ValueError(f"mnist-dvs frames have 2 (count) or 3 (polarity colour) channels; model.in_channels is {m.in_channels}")
-    source = d.source
-    if source == "full":
-        source = str(resolve_root(d.root))
-    elif source != "embedded":
-        source = str(resolve_root(source))
-    size = None if tuple(m.input) == (34, 34) or d.resize == "crop" else tuple(m.input)
+    if d.source not in ("embedded", "full"):
+        raise ValueError(f"data.source must be 'embedded' or 'full', got {d.source!r} (the folder goes in data.root)")
+    source = "embedded" if d.source == "embedded" else str(_root(d))
+    size = tuple(m.input) if d.resize == "resize" and tuple(m.input) != (34, 34) else None  # area resize in the loader
     frames, labels = mnist_frames(split, T=m.T, source=source, encoding="events", mode="count2" if m.in_channels == 2 else "polarity3",
-                                  size=size, cache_dir=str(resolve_root(d.cache)) if d.cache else None, progress=config.run.progress)
+                                  size=size, cache_dir=_cache_dir(d), progress=config.run.progress)
     frames, labels = _subset(frames, labels.to(torch.int64), n_limit, config.train.seed)
-    if d.resize == "crop":
-        frames = _fit(frames, tuple(m.input), "crop")
+    if size is None:
+        frames = _fit(frames, tuple(m.input), d.resize)
     return TensorData(frames, labels, static=False)
+
+
+def _detection_split(config, split: str) -> DatasetData:
+    """Detection data (frames + boxes): moving MNIST digits or Prophesee Gen1. ``data.options`` are the
+    data set's own keyword arguments; a wrong one is a config error naming the data set."""
+    from spquant.data.detection import Gen1DetectionFrames, MovingDigits, collate_detection
+    from spquant.train.config import ConfigError
+
+    d, m = config.data, config.model
+    n = d.train_subset if split == "train" else d.test_subset
+    opts = dict(d.options)
+    try:
+        if d.dataset == "moving-digits":
+            if not n:
+                raise ConfigError(f"data.{split}_subset must give the number of generated moving-digits samples")
+            if d.source not in ("embedded", "full"):
+                raise ConfigError(f"data.source must be 'embedded' or 'full', got {d.source!r}")
+            mnist_root = str(_root(d)) if d.source == "full" else None
+            ds = MovingDigits(cache_dir=_cache_dir(d) or "default", mnist_root=mnist_root, num_samples=n, split=split, T=m.T,
+                              source="mnist" if d.source == "full" else "embedded", **opts)
+        else:
+            ds = Gen1DetectionFrames(_root(d), split, T=m.T, input_size=tuple(m.input), **opts)
+            if n and n < len(ds):
+                keep = np.random.default_rng(config.train.seed).choice(len(ds), n, replace=False)
+                ds = torch.utils.data.Subset(ds, sorted(keep.tolist()))
+    except TypeError as e:  # an unknown data.options key
+        raise ConfigError(f"data.options of {d.dataset!r}: {e}") from None
+    return DatasetData(ds, collate_detection)

@@ -1,4 +1,5 @@
-"""The training loop: TET loss (+ gate loss in spquant mode), Adam/SGD with a cosine schedule,
+"""The training loop, one for every task (:mod:`spquant.train.tasks`: classification with the TET
+loss, detection with the YOLO loss; + gate loss in spquant mode), Adam/SGD with a cosine schedule,
 thresholds in their own parameter group, step-granular atomic checkpoints with exact resume, and
 DDP through ``torchrun``.
 
@@ -27,11 +28,14 @@ import torch
 from torch import nn
 
 from spquant.train import checkpoint as ckpt
-from spquant.train.config import Config, config_from_dict
+from spquant.train.config import Config, ConfigError, config_from_dict
 from spquant.train.data import TensorData, load_split
-from spquant.train.loss import distill_loss, resolve_phi, tet_loss
+from spquant.train.device import resolve_device
+from spquant.train.loss import distill_loss
+from spquant.train.run import prepare_run_dir
+from spquant.train.tasks import task_for
 
-__all__ = ["TrainResult", "train", "load_run", "set_threads", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
+__all__ = ["TrainResult", "train", "set_threads", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
 
 
 @dataclass
@@ -58,34 +62,6 @@ def set_threads(threads: int = 0) -> int:
         if busy:
             torch.set_num_threads(1)
     return torch.get_num_threads()
-
-
-def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> dict:
-    """A trained run: ``{"model", "config", "metrics", "dir"}`` from ``model.safetensors`` (or the
-    newest valid checkpoint with ``checkpoint=True``). Used by ``spquant eval`` and ``spquant cost``."""
-    run_dir = Path(run_dir)
-    if checkpoint:
-        latest = ckpt.latest_checkpoint(run_dir)
-        if latest is None:
-            raise ckpt.CheckpointError(f"no valid checkpoint in {run_dir / 'checkpoints'}")
-        tensors, meta = ckpt.load_checkpoint(latest)
-    else:
-        tensors, meta = ckpt.load_model_file(run_dir / "model.safetensors")
-    config = config_from_dict(meta["config"], str(run_dir))
-    model = config.build_model()
-    ckpt.restore_model(model, tensors, str(run_dir))
-    model.to(resolve_device(device)).eval()
-    return {"model": model, "config": config, "metrics": meta.get("metrics", {}), "dir": str(run_dir)}
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but CUDA is not available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _is_threshold(name: str) -> bool:
@@ -178,28 +154,15 @@ class _Dist:
             dist.destroy_process_group()
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: TensorData, T: int, batch_size: int = 500, device="cpu", lam: float = 0.0, dist: _Dist | None = None) -> dict:
-    """Accuracy (prediction = argmax of the mean logits over T) and mean CE loss of the mean logits."""
+def evaluate(model: nn.Module, data, config: Config, device="cpu", dist: _Dist | None = None) -> dict:
+    """Test metrics of ``model`` on ``data`` as ``config.task`` defines them (classification:
+    ``accuracy``, ``loss``, ``samples``; detection: ``mAP50``, ``mAP50_95``, ..., ``samples``)."""
     was_training = model.training
     model.eval()
-    n = len(data)
-    idx_all = torch.arange(n)
-    if dist is not None and dist.world > 1:
-        idx_all = idx_all[dist.rank :: dist.world]
-    correct = loss_sum = 0.0
-    for s in range(0, len(idx_all), batch_size):
-        idx = idx_all[s : s + batch_size]
-        x, y = data.batch(idx, T)
-        x, y = x.to(device), y.to(device)
-        out = model(x).mean(0)
-        correct += float((out.argmax(-1) == y).sum())
-        loss_sum += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
-    count = float(len(idx_all))
-    if dist is not None:
-        correct, loss_sum, count = dist.all_sum([correct, loss_sum, count])
-    model.train(was_training)
-    return {"accuracy": correct / max(count, 1.0), "loss": loss_sum / max(count, 1.0), "samples": int(count)}
+    try:
+        return task_for(config).evaluate(model, data, config.train.eval_batch_size, device, dist)
+    finally:
+        model.train(was_training)
 
 
 def _calibration_batches(train_data: TensorData, config: Config, device):
@@ -294,12 +257,14 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True)
 
-    def update(self, step_in_epoch: int, loss: float, acc: float, sps: float):
+    def update(self, step_in_epoch: int, loss: float, acc: float | None, sps: float):
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", sps=f"{sps:.0f}", refresh=False)
+            extra = {} if acc is None else {"acc": f"{acc:.3f}"}
+            self.bar.set_postfix(loss=f"{loss:.3f}", **extra, sps=f"{sps:.0f}", refresh=False)
             self.bar.update(1)
         elif self.enabled and (step_in_epoch % self.log_every == 0 or step_in_epoch == self.total):
-            print(f"{self.desc} step {step_in_epoch}/{self.total} loss {loss:.4f} acc {acc:.3f} {sps:.0f} samples/s", file=sys.stderr, flush=True)
+            acc_text = "" if acc is None else f" acc {acc:.3f}"
+            print(f"{self.desc} step {step_in_epoch}/{self.total} loss {loss:.4f}{acc_text} {sps:.0f} samples/s", file=sys.stderr, flush=True)
 
     def close(self, note: str = ""):
         if self.bar is not None:
@@ -312,15 +277,24 @@ class _Progress:
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = False, data: tuple[TensorData, TensorData] | None = None, progress: bool | None = None) -> TrainResult:
-    """Train ``config`` and write the run to ``out_dir`` (config.json, metrics.jsonl, checkpoints/,
-    model.safetensors + model.json, run.json). ``resume=True`` continues from the newest valid
-    checkpoint in ``out_dir`` (the saved config must match). ``data`` = (train, test) replaces the
-    config's data (tests). Returns the trained model and the final metrics."""
+def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = False, data: tuple | None = None,
+          progress: bool | None = None, overwrite: bool = False) -> TrainResult:
+    """Train ``config`` and write the run to ``out_dir`` (see :mod:`spquant.train.run`).
+
+    ``resume=True`` continues from the newest valid checkpoint in ``out_dir`` (the saved config
+    must match); an ``out_dir`` that already holds a run is refused unless ``resume`` or
+    ``overwrite`` (which deletes that run's files first). Nothing is written until the config,
+    the model and the data have loaded. ``data`` = (train, test) replaces the config's data
+    (tests). The final metrics include the cost summary of :func:`spquant.cost.model_summary`.
+    Returns the trained model and the final metrics."""
     r_cfg = config.run
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if resume and run_dir is None:
+        raise ValueError("resume needs an output folder")
+    if run_dir is not None:  # refuse before anything runs; only rank 0 deletes on --overwrite
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite and int(os.environ.get("RANK", "0")) == 0)
     set_threads(r_cfg.threads)
     dist = _Dist(r_cfg.device)
-    run_dir = Path(out_dir) if out_dir is not None else None
     show = r_cfg.progress if progress is None else progress
     show = show and dist.main
     try:
@@ -333,12 +307,11 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     t_cfg, r_cfg, m_cfg = config.train, config.run, config.model
     cfg_dict = config.to_dict()
     device = dist.device
+    task = task_for(config)
 
     # resume: load the newest valid checkpoint; its config must be the one asked for
     start = None
     if resume:
-        if run_dir is None:
-            raise ValueError("resume needs an output folder")
         latest = ckpt.latest_checkpoint(run_dir)
         if latest is not None:
             tensors, meta = ckpt.load_checkpoint(latest)
@@ -347,11 +320,6 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
                 diff = sorted(f"{s}.{k}" for s in cfg_dict if isinstance(cfg_dict[s], dict) for k in set(cfg_dict[s]) | set(saved.get(s, {})) if cfg_dict[s].get(k) != saved.get(s, {}).get(k))
                 raise ckpt.CheckpointError(f"cannot resume {run_dir}: its checkpoint was made with a different config (differs in {diff or 'top-level keys'})")
             start = (tensors, meta)
-    if run_dir is not None and dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if start is None and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step-*.json")) and not resume:
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
-        ckpt.atomic_write(run_dir / "config.json", ckpt._json_bytes(cfg_dict))
 
     torch.manual_seed(t_cfg.seed)
     model = config.build_model().to(device)
@@ -362,6 +330,14 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     else:
         train_data, test_data = data
     n = len(train_data)
+    if n == 0:
+        raise ValueError(f"the training split of {config.data.dataset!r} is empty")
+
+    # config, model and data have loaded: now the run folder may be written
+    if run_dir is not None and dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write(run_dir / "config.json", ckpt._json_bytes(cfg_dict))
+
     per_rank = math.ceil(n / dist.world)
     steps_per_epoch = math.ceil(per_rank / t_cfg.batch_size)
     total_steps = steps_per_epoch * t_cfg.epochs
@@ -376,6 +352,9 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     teacher = None
     if t_cfg.distill_teacher and t_cfg.distill_weight > 0:
         from spquant.train.init_from import load_teacher
+
+        if config.task != "classify":
+            raise ConfigError(f"train.distill_teacher: distillation is defined for classification, not task {config.task!r}")
 
         teacher = load_teacher(t_cfg.distill_teacher, config, device)
 
@@ -417,12 +396,12 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         while step_in_epoch < steps_per_epoch and global_step < total_steps:
             idx = order[step_in_epoch * t_cfg.batch_size : (step_in_epoch + 1) * t_cfg.batch_size]
             x, y = train_data.batch(idx, m_cfg.T, config.data.augment, _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank))
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), task.to_device(y, device)
             f = lr_factor(global_step, total_steps, t_cfg.schedule)
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * f
             out = ddp_model(x)
-            loss = tet_loss(out, y, t_cfg.lam, resolve_phi(t_cfg.phi, model))
+            loss, parts = task.loss(model, out, y)
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(x)
@@ -437,16 +416,18 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
             optimizer.step()
             step_in_epoch += 1
             global_step += 1
-            with torch.no_grad():
-                acc = float((out.detach().mean(0).argmax(-1) == y).float().mean())
+            acc = task.train_score(out, y)
             lv = float(loss.detach())
             loss_avg = lv if seen == 0 else 0.9 * loss_avg + 0.1 * lv
-            acc_avg = acc if seen == 0 else 0.9 * acc_avg + 0.1 * acc
+            if acc is not None:
+                acc_avg = acc if seen == 0 else 0.9 * acc_avg + 0.1 * acc
             seen += len(idx)
             sps = seen * dist.world / max(time.perf_counter() - t0, 1e-9)
-            prog.update(step_in_epoch, loss_avg, acc_avg, sps)
+            prog.update(step_in_epoch, loss_avg, None if acc is None else acc_avg, sps)
             if global_step % r_cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
-                rec = {"kind": "train", "step": global_step, "epoch": epoch, "loss": lv, "acc": acc, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps}
+                rec = {"kind": "train", "step": global_step, "epoch": epoch, "loss": lv, **parts, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps}
+                if acc is not None:
+                    rec["acc"] = acc
                 if g_loss is not None:
                     rec["gate_loss"] = float(g_loss.detach())
                 logger.log(rec)
@@ -458,19 +439,20 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
 
                 os.kill(os.getpid(), signal.SIGKILL)
         # end of epoch (or of the step budget): evaluate, checkpoint
-        ev = evaluate(model, test_data, m_cfg.T, t_cfg.eval_batch_size, device, dist=dist)
+        ev = evaluate(model, test_data, config, device, dist=dist)
         last_eval = ev
-        prog.close(f"test acc {ev['accuracy']:.4f}")
-        logger.log({"kind": "eval", "step": global_step, "epoch": epoch, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]})
+        prog.close(task.summary(ev))
+        logger.log({"kind": "eval", "step": global_step, "epoch": epoch, **task.run_metrics(ev)})
         best = {"test": ev, "epoch": epoch}
         if step_in_epoch == steps_per_epoch:
             epoch, step_in_epoch = epoch + 1, 0
         save(epoch, step_in_epoch, best)
     train_time = time.perf_counter() - t_start
     if last_eval is None:  # resumed a finished run
-        last_eval = evaluate(model, test_data, m_cfg.T, t_cfg.eval_batch_size, device, dist=dist)
+        last_eval = evaluate(model, test_data, config, device, dist=dist)
 
-    metrics = {"test_accuracy": last_eval["accuracy"], "test_loss": last_eval["loss"], "steps": global_step, "epochs": epoch, "train_seconds_this_session": train_time, "world_size": dist.world}
+    metrics = {"task": config.task, "mode": config.quant.mode, **task.run_metrics(last_eval), "steps": global_step, "epochs": epoch,
+               "train_seconds_this_session": train_time, "world_size": dist.world}
     if dist.world > 1:
         metrics["ddp_max_param_diff"] = _param_divergence(model, dist)
     if run_dir is not None and dist.main:

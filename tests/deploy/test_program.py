@@ -14,7 +14,8 @@ from .helpers import tiny_model
 def _programs():
     vgg = tiny_model("vgg", size=16, prune={}).eval()
     resnet = tiny_model("resnet", size=16).eval()
-    yolo = SpikingYOLO(2, in_channels=2, input_size=(16, 16), plan=(4, "M", 4), spec=QuantSpec(mode="quant")).eval()
+    spec = QuantSpec(mode="quant")
+    yolo = SpikingYOLO(2, in_channels=2, input_size=(16, 16), plan=(4, "M", 4), spec=spec).eval()
     return [
         fold_model(vgg, (1, 16, 16)),
         fold_model(resnet, (1, 16, 16)),
@@ -49,3 +50,20 @@ def test_unknown_op_is_refused_by_analysis_and_by_the_loader(tmp_path, monkeypat
         save(bad, tmp_path / "bad.spq")
     with pytest.raises(ModelFileError, match="unknown op 'mystery'"):
         load(tmp_path / "bad.spq")
+
+
+def test_every_consumer_table_handles_exactly_the_table_ops():
+    from spquant.deploy.sim import _SIM_OPS
+    from spquant.deploy.targets.nir import _NIR_OPS
+
+    assert set(_SIM_OPS) == set(OPS)
+    assert set(_NIR_OPS) == set(OPS)
+
+
+def test_nir_refuses_max_pooling_by_name():
+    pytest.importorskip("nir")
+    from spquant.deploy.targets.nir import to_nir
+
+    detector = _programs()[2]
+    with pytest.raises(DeployError, match="NIR has no max-pooling node"):
+        to_nir(detector)

@@ -1,6 +1,7 @@
 """spquant train -> eval -> report end to end on a tiny run, help texts, the demo smoke test."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,9 +43,44 @@ def test_errors_are_clean(tmp_path, capsys):
     assert main(["train", "--config", "mnsit", "--out", str(tmp_path / "x")]) == 2
     assert "did you mean 'mnist'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "not a finished spquant run" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "not a finished spquant run" in capsys.readouterr().err
+
+
+def test_no_data_root_is_a_clean_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Without data.root and $SPQUANT_DATA the error names both, and no half-made run folder is left."""
+    monkeypatch.delenv("SPQUANT_DATA", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "mnist:quant", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "data.root" in err and "SPQUANT_DATA" in err and "mnist" in err
+    assert not out.exists()
+    monkeypatch.setenv("SPQUANT_DATA", str(tmp_path / "nowhere"))
+    assert main(["train", "--config", "mnist:quant", "--out", str(out), "--no-progress"]) == 2
+    assert str(tmp_path / "nowhere" / "mnist") in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_data_root_resolution(tmp_path, monkeypatch):
+    from spquant.data.roots import DataRootError, data_root
+
+    monkeypatch.delenv("SPQUANT_DATA", raising=False)
+    with pytest.raises(DataRootError, match="data.root.*SPQUANT_DATA"):
+        data_root("cifar10")
+    monkeypatch.setenv("SPQUANT_DATA", str(tmp_path))
+    assert data_root("cifar10") == tmp_path / "cifar10"
+    assert data_root("mnist-dvs") == tmp_path / "mnist"  # the emulator reads MNIST's files
+    assert data_root("cifar10", "/elsewhere/c10") == Path("/elsewhere/c10")  # data.root wins
+
+
+def test_library_and_recipes_never_point_into_shared():
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "spquant"
+    bad = [f"{p.relative_to(root)}:{i + 1}" for p in [*root.rglob("*.py"), *root.rglob("*.toml")]
+           for i, line in enumerate(p.read_text().splitlines()) if re.search(r"[./\\]shared[/\\\"']", line)]
+    assert not bad, f"paths into a shared data folder: {bad}"
 
 
 @pytest.mark.parametrize("cmd", ["train", "eval", "report", "demo"])

@@ -1,5 +1,0 @@
-import sys
-
-from spquant.detect.cli import main
-
-sys.exit(main())

@@ -38,15 +38,14 @@ class InitFromError(ckpt.CheckpointError):
     """The run to start from (or the teacher) does not fit the model being trained."""
 
 
-def _read_run(run_dir) -> tuple[dict[str, torch.Tensor], dict]:
+def _read_run(run_dir):
+    """The finished run in ``run_dir`` through the one :func:`~spquant.train.run.load_run`."""
+    from spquant.train.run import load_run
+
     run_dir = Path(run_dir)
-    path = run_dir / "model.safetensors"
-    if not path.is_file():
+    if not (run_dir / "model.safetensors").is_file():
         raise InitFromError(f"{run_dir}: no model.safetensors (is it a finished spquant run folder?)")
-    tensors, meta = ckpt.load_model_file(path)
-    if "config" not in meta:
-        raise InitFromError(f"{path.with_suffix('.json')}: no config in the sidecar")
-    return tensors, meta
+    return load_run(run_dir)
 
 
 def _check_same_network(config, saved: dict, where: str) -> None:
@@ -103,12 +102,11 @@ def init_from_run(model: nn.Module, config, run_dir, calib_batches=(), open_bias
     docstring. ``calib_batches``: iterable of training inputs for the BN recalibration (none: the
     FP32 statistics are kept). Returns a summary (tensors copied, added, gates opened, batches)."""
     from spquant.quant import _ScaledQuantizer
-    from spquant.train.config import config_from_dict
 
     run_dir = Path(run_dir)
-    tensors, meta = _read_run(run_dir)
-    saved_cfg = config_from_dict(meta["config"], str(run_dir))
-    _check_same_network(config, saved_cfg.to_dict(), str(run_dir))
+    run = _read_run(run_dir)
+    _check_same_network(config, run.config.to_dict(), str(run_dir))
+    tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
     state = model.state_dict()
     copied, broadcast = [], []
     with torch.no_grad():
@@ -143,17 +141,14 @@ def init_from_run(model: nn.Module, config, run_dir, calib_batches=(), open_bias
 
 def load_teacher(run_dir, config, device="cpu") -> nn.Module:
     """The frozen FP32 (or any) teacher network of a run folder, in eval mode, for distillation."""
-    from spquant.train.config import config_from_dict
-
     run_dir = Path(run_dir)
-    tensors, meta = _read_run(run_dir)
-    t_cfg = config_from_dict(meta["config"], str(run_dir))
+    run = _read_run(run_dir)
+    t_cfg = run.config
     if t_cfg.model.classes != config.model.classes:
         raise InitFromError(f"{run_dir}: teacher has {t_cfg.model.classes} classes, the student {config.model.classes}")
     if tuple(t_cfg.model.input) != tuple(config.model.input) or t_cfg.model.in_channels != config.model.in_channels:
         raise InitFromError(f"{run_dir}: teacher input {t_cfg.model.in_channels}x{list(t_cfg.model.input)} differs from the student's")
-    teacher = t_cfg.build_model()
-    ckpt.restore_model(teacher, tensors, str(run_dir))
+    teacher = run.model
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

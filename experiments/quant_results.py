@@ -74,7 +74,7 @@ def _noise(ds: list[float]) -> str:
     if len(ds) < 2:
         return "one seed"
     half = T95.get(len(ds), 2.0) * statistics.stdev(ds) / math.sqrt(len(ds))
-    return "within noise" if abs(statistics.mean(ds)) <= half else "significant"
+    return "contains 0: within noise" if abs(statistics.mean(ds)) <= half else "excludes 0"
 
 
 def dataset_table(runs: Path, name: str) -> list[str]:
@@ -82,7 +82,7 @@ def dataset_table(runs: Path, name: str) -> list[str]:
     if not seeds:
         return []
     lines = [f"### {name} ({len(seeds)} seed(s): {', '.join(seeds)})", "",
-             "| row | accuracy % (mean +- sd) | drop vs its FP32 parent, pt (mean +- sd) | 95 % CI of the drop | "
+             "| row | accuracy % (mean +- sd) | drop vs its FP32 parent, pt (mean +- sd; negative = better) | 95 % t-interval of the drop | "
              "memory reduction as deployed | paper's 2-bit / packed convention | FLOPs reduction |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for key, label in ROWS:
@@ -122,7 +122,7 @@ def lever_table(runs: Path) -> list[str]:
         return []
     lines = ["### Levers (proxy, seed 0; compare the differences with the seed spread above)", "",
              f"FP32 parent: {100 * fp['metrics']['test_accuracy']:.2f} %.", "",
-             "| variant | accuracy % | vs new defaults, pt | drop vs FP32, pt | memory reduction as deployed |",
+             "| variant | accuracy % | vs new defaults, pt | drop vs FP32 parent, pt (negative = better) | memory reduction as deployed |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for key, label in LEVER_ROWS:
         r = _run(base / key)

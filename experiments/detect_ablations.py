@@ -46,6 +46,8 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "head3": (["model.head_kernel=3"], {}),
     "head3_clsonly": (["model.head_kernel=3", "detect.lambda_coord=0.0", "detect.lambda_obj=0.0", "detect.lambda_noobj=0.0"], {}),
     "head3_cls5": (["model.head_kernel=3", "detect.lambda_cls=5.0"], {}),
+    "pretrain400": ([], {"pretrain": 400}),
+    "clsfirst200": ([], {"cls_first": 200}),
     "clsonly": (["detect.lambda_coord=0.0", "detect.lambda_obj=0.0", "detect.lambda_noobj=0.0"], {}),
     "coord1": (["detect.lambda_coord=1.0"], {}),
     "focal": ([], {"cls_loss": "focal"}),
@@ -100,6 +102,14 @@ class FocalClassLoss(YOLOLoss):
         return total, parts
 
 
+def parts_cls(loss_fn, model, x, boxes) -> torch.Tensor:
+    """The class cross-entropy alone (summed over responsible slots, divided by the batch)."""
+    pred = model(x)
+    tg = build_targets(boxes, loss_fn.anchors, pred.shape[2:4], loss_fn.stride)
+    b, a, gy, gx = tg["index"].unbind(1)
+    return F.cross_entropy(pred[b, a, gy, gx][:, 5:], tg["cls"], reduction="sum") / pred.shape[0]
+
+
 @torch.no_grad()
 def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
     """Fraction of test boxes whose responsible slot's arg-max class is the box's class."""
@@ -117,13 +127,56 @@ def slot_class_accuracy(model, ds, batch_size: int = 64) -> float:
     return hit / max(n, 1)
 
 
-def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
-    overrides, opts = ABLATIONS[name]
-    cfg = load_config(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+def digit_crops(ds, size: int = 16):
+    """[T, N, 2, size, size] event-count crops centred on every box of ``ds`` and their classes [N]."""
+    xs, ys = [], []
+    for i in range(len(ds)):
+        frames, boxes = ds[i]
+        pad = torch.nn.functional.pad(frames, (size, size, size, size))
+        for b in boxes:
+            cx, cy = int((b[0] + b[2]) / 2) + size, int((b[1] + b[3]) / 2) + size
+            xs.append(pad[:, :, cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2])
+            ys.append(int(b[4]))
+    return torch.stack(xs, 1), torch.tensor(ys)
+
+
+def pretrain_backbone(model, train_ds, steps: int, seed: int, lr: float = 2e-3, batch: int = 64, log=print) -> dict:
+    """Classification pre-training of the detector's backbone on digit crops (the boxes of the
+    training set): backbone spike rate, global mean, a linear classifier (dropped afterwards)."""
+    x, y = digit_crops(train_ds)
+    fc = torch.nn.Linear(model.head.in_channels, model.num_classes)
+    params = list(model.features.parameters()) + list(fc.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    g = np.random.default_rng(seed + 1)
+    start, hits, seen = time.time(), 0, 0
+    model.train()
+    for step in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.from_numpy(g.integers(0, len(y), batch))
+        logits = fc(model.features(x[:, idx]).mean((0, 3, 4)))
+        loss = F.cross_entropy(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= steps - 50:
+            hits += int((logits.argmax(1) == y[idx]).sum())
+            seen += batch
+    info = {"pretrain_steps": steps, "pretrain_s": round(time.time() - start, 1), "pretrain_crops": len(y),
+            "pretrain_train_acc_last50": hits / max(seen, 1)}
+    log(f"pre-training: {info}")
+    return info
+
+
+def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=print):
+    """Train the recipe's detector for ``steps`` Adam steps (cosine lr); returns (model, data, history).
+    ``opts['pretrain']``: steps of backbone pre-training on digit crops first (:func:`pretrain_backbone`);
+    ``opts['cls_first']``: the first that many steps train the class loss alone."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_ds, test_ds = load_split(cfg, "train").dataset, load_split(cfg, "test").dataset
     model = cfg.build_model()
+    pre = pretrain_backbone(model, train_ds, opts["pretrain"], seed, log=log) if opts.get("pretrain") else {}
     loss_cls = FocalClassLoss if opts.get("cls_loss") == "focal" else YOLOLoss
     loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg.detect.loss_weights())
     lr = opts.get("lr", cfg.train.lr)
@@ -147,6 +200,8 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
             if opts.get("shift"):
                 x, boxes = shift_batch(x, boxes, opts["shift"], rng)
             loss, parts = loss_fn(model(x), boxes)
+            if step < opts.get("cls_first", 0):
+                loss = loss_fn.lambda_cls * parts_cls(loss_fn, model, x, boxes)
             if gate_w:
                 loss = loss + gate_w * gate_loss(model)
             opt.zero_grad(set_to_none=True)
@@ -154,17 +209,28 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
             opt.step()
             step += 1
             if step % 100 == 0:
-                history.append({"step": step, **{k: round(v, 4) for k, v in parts.items()}})
-                print(name, step, history[-1], f"{time.time() - start:.0f} s", flush=True)
-    train_s = time.time() - start
+                history.append({"step": step, "s": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}})
+                log(f"{model.spec.mode} {step}/{steps} {history[-1]}")
+    info = {"history": history, "train_s": round(time.time() - start, 1), **pre}
+    if pre:
+        info["train_s"] = round(info["train_s"] + pre["pretrain_s"], 1)
+    return model.eval(), (train_ds, test_ds), info
+
+
+def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
+    overrides, opts = ABLATIONS[name]
+    cfg = load_config(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
+    model, (train_ds, test_ds), info = train_detector_steps(cfg, steps, opts, seed, log=lambda m: print(name, m, flush=True))
+    history = info["history"]
     metrics = evaluate(model, load_split(cfg, "test"), cfg)
-    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": round(train_s, 1),
+    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": info["train_s"],
            "overrides": overrides + extra_overrides, "opts": opts,
            "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],
            "slot_class_acc": slot_class_accuracy(model, test_ds),
            "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
            "last": history[-1] if history else {}}
     OUT.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), OUT / f"{name}-{mode}-{steps}.pt")
     with open(OUT / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from spquant.errors import SpquantError
+
 # Each module defines register(subparsers) adding its sub-commands; handlers are set with
 # parser.set_defaults(func=callable(args) -> int | None).
 COMMAND_MODULES: list[str] = [
@@ -49,7 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SpquantError as e:  # bad input: one line, no traceback
+        print(f"spquant {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing or unreadable file named on the command line
+        if e.filename is None:
+            raise
+        print(f"spquant {args.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def measured_cost_from_run(
     try:
         run = load_run(run_dir, checkpoint=checkpoint, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as exc:
-        raise RuntimeError(f"cannot load run {run_dir}: {exc}") from exc
+        raise CheckpointError(f"cannot load run {run_dir}: {exc}") from exc
     model, config = run.model, run.config
     if data is None:
         data = "test"
@@ -93,6 +93,11 @@ def report_rows(runs: list) -> list[dict]:
             "total_mb": m.get("total_mb"),
             "memory_x": (base["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
             "flops_reduction": m.get("flops_reduction"),
+            "dense_mac_reduction": m.get("dense_mac_reduction", m.get("flops_reduction")),
+            "effective_op_reduction": m.get("effective_op_reduction"),
+            "paper_convention_reduction": m.get("paper_convention_reduction"),
+            "paper_convention_batch_sizes": m.get("paper_convention_batch_sizes"),
+            "kept_fraction": m.get("kept_fraction"),
             "accuracy": m.get("test_accuracy"),
             "mAP50": m.get("mAP50"),
             "mAP50_95": m.get("mAP50_95"),
@@ -117,13 +122,20 @@ def markdown_table(rows: list[dict]) -> str:
     """Accuracy columns for classifiers, mAP columns for detectors (both when the rows mix them)."""
     cls = any(r["task"] == "classify" for r in rows)
     det = any(r["task"] == "detect" for r in rows)
-    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "FLOPs reduction"]
+    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "kept fraction",
+            "dense MAC reduction", "effective op reduction", "authors' convention (B)"]
     cols += ["accuracy"] * cls + ["mAP@0.5", "mAP@[.5:.95]"] * det + ["drop"]
     head = "| " + " | ".join(cols) + " |\n| --- | --- | --- |" + " ---: |" * (len(cols) - 3) + "\n"
     body = ""
     for r in rows:
         cells = [r["run"], r["mode"], _bits(r), _f(r["weight_mb"], ".4f"), _f(r["membrane_mb"], ".4f"), _f(r["total_mb"], ".4f"),
-                 f"{_f(r['memory_x'], '.2f')}x", _f(r["flops_reduction"], ".2f") + ("x" if r["flops_reduction"] else "")]
+                 f"{_f(r['memory_x'], '.2f')}x", _f(r.get("kept_fraction"), ".3f")]
+        for key in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction"):
+            v = r.get(key)
+            cells.append(_f(v, ".2f") + ("x" if v else ""))
+        bs = r.get("paper_convention_batch_sizes") or []
+        if bs:
+            cells[-1] += f" (B={','.join(map(str, bs))})"
         if cls:
             cells.append(f"{_f(None if r['accuracy'] is None else 100 * r['accuracy'], '.2f')} %")
         if det:
@@ -137,7 +149,10 @@ def markdown_table(rows: list[dict]) -> str:
         body += "| " + " | ".join(cells) + " |\n"
     note = ("\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). "
             "MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: the FP32 "
-            "run's accuracy (percentage points) or mAP@0.5 minus this run's.\n")
+            "run's accuracy (percentage points) or mAP@0.5 minus this run's. Dense MAC reduction = dense / (kept MACs + "
+            "predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + "
+            "membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as "
+            "written, at the evaluation batch size B (docs/pruning_and_cost.md).\n")
     return head + body + note
 
 

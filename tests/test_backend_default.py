@@ -76,3 +76,20 @@ def test_spec_built_model_fused_equals_reference(mode, one_thread):
     assert grads["fused"].keys() == grads["reference"].keys() and grads["fused"]
     for name, g in grads["reference"].items():
         assert torch.allclose(grads["fused"][name], g, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("fold_time", [True, False])
+@pytest.mark.parametrize("mode", ["quant", "spquant"])
+def test_weights_quantized_once_per_forward_not_per_step(mode, fold_time, one_thread):
+    """Every weight quantizer (convs, classifier, gate predictors) runs once per forward for any T."""
+    from spquant.quant import _WeightQuantizer
+
+    net = VGG9(5, in_channels=2, input_size=(16, 16), plan=(8, "A", 16, "A"),
+               spec=QuantSpec(mode, fold_time=fold_time)).train()
+    calls = {}
+    quantizers = [m for m in net.modules() if isinstance(m, _WeightQuantizer)]
+    assert len(quantizers) >= 3
+    for q in quantizers:
+        q.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
+    net(torch.rand(5, 2, 2, 16, 16))
+    assert calls and all(n == 1 for n in calls.values()), calls

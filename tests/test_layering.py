@@ -25,6 +25,8 @@ LAYERS = [
 
 # module prefix -> layer; the longest matching prefix wins
 OWNER = {
+    "spquant.errors": "data",  # the project's error classes: importable from every layer
+    "spquant.fileio": "data",  # atomic writes: importable from every layer
     "spquant.data": "data",
     "spquant.quant": "quant",
     "spquant.neuron": "neuron",

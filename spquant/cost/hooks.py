@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spquant.cost.paper import PaperTerms, paper_convention_terms
 from spquant.layers import ConvBNLIF
 from spquant.neuron import SpikingNeuron
 from spquant.prune import ChannelGate, GateRecorder, LayerRecord, MembranePrior
@@ -93,7 +94,14 @@ class _Counter:
         self.T: int | None = None
         self.B: int | None = None
         self.lif_neurons: dict[str, int] = {}  # per sample per step
+        self.paper = PaperTerms()  # the authors' convention, summed over gated layers and batches
+        self.paper_batch_sizes: set[int] = set()
         self.handles = []
+        self._saved_record = []
+        for m in model.modules():  # gated layers record their stored membrane codes (zero fraction)
+            if isinstance(m, ConvBNLIF) and isinstance(m.neuron, SpikingNeuron):
+                self._saved_record.append((m.neuron, m.neuron.record))
+                m.neuron.record = True
         excluded = _excluded_modules(model)
         self.handles.append(model.register_forward_pre_hook(self._top_pre))
         for name, m in model.named_modules():
@@ -112,6 +120,10 @@ class _Counter:
             h.remove()
         self.handles = []
         self.recorder.close()
+        for neuron, rec in self._saved_record:
+            neuron.record = rec
+            neuron.last_membrane = None
+        self._saved_record = []
 
     # -- hooks --------------------------------------------------------------------------------
     def _top_pre(self, mod, inputs):
@@ -200,3 +212,26 @@ class _Counter:
             lc._add("overhead_macs", t, overhead)
             lc._add("neurons", t, n_out)
             lc._add("skipped_updates", t, n_out - kept)
+        if gated:
+            self._paper(mod, rec, per, gate)
+
+    def _paper(self, mod, rec: LayerRecord, kvol: int, gate):
+        T, B, C, H, W = rec.keep.shape
+        active = torch.ones(T, B, C, dtype=torch.bool, device=rec.keep.device)
+        if rec.gate is not None:
+            active &= rec.gate
+        for t in range(1, T):
+            pc = rec.prior_channel[t] if t < len(rec.prior_channel) else None
+            if pc is not None:
+                active[t] &= pc.reshape(B, C)
+        mem = getattr(mod.neuron, "last_membrane", None)
+        if mem is not None and mem.shape[0] == T:
+            zeros = [float((mem[t] == 0).float().mean()) for t in range(T)]
+        else:  # FP32 membrane: no stored codes, nothing counted as a zero code
+            zeros = [0.0] * T
+        x = rec.x
+        pred_in = (int(x.shape[2]), int(x.shape[3]), int(x.shape[4])) if gate is not None and gate.learned else None
+        self.paper = self.paper + paper_convention_terms(
+            B, T, C, H, W, kvol, [float(active[t].float().mean()) for t in range(T)], int(active.sum()), zeros, pred_in
+        )
+        self.paper_batch_sizes.add(B)

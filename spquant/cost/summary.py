@@ -48,6 +48,12 @@ def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_
         mc = measure_cost(model, batches)
         out["flops_reduction"] = float(mc.flops_reduction)
         out["effective_reduction"] = float(mc.effective_reduction)
+        out["dense_mac_reduction"] = float(mc.dense_mac_reduction)
+        out["effective_op_reduction"] = float(mc.effective_op_reduction)
+        out["paper_convention_reduction"] = float(mc.paper_convention_reduction)
+        out["paper_convention_batch_sizes"] = list(mc.paper_convention.get("batch_sizes", []))
+        out["kept_fraction"] = float(mc.kept_fraction)
+        out["kept_fraction_by_layer"] = {k: float(v) for k, v in mc.kept_fraction_by_layer.items()}
         total_updates = mc.membrane_updates + mc.skipped_updates
         out["skipped_update_fraction"] = float(mc.skipped_updates / total_updates) if total_updates else 0.0
     return out

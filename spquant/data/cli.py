@@ -3,6 +3,7 @@
     spquant data fetch NAME --root DIR        download + verify + unpack (or say what to put where)
     spquant data emulate mnist --root DIR     MNIST -> emulated N-MNIST-like events, cached on disk
     spquant data info FILE                    format, sensor size, event count and time span of a file
+    spquant data prepare RECIPE [--set k=v]   events -> frames once, into the on-disk frame cache
 """
 
 from __future__ import annotations
@@ -44,6 +45,20 @@ def register(subparsers) -> None:
     e.add_argument("--threshold", type=float, default=None, help="contrast threshold (ON and OFF)")
     e.set_defaults(func=cmd_emulate)
 
+    pr = sub.add_parser("prepare", help="turn a recipe's data set into frames once, into the on-disk cache",
+                        description="Reads every recording of the recipe's data set once and writes its frames "
+                        "(the recipe's T, size, polarity encoding, binning, fit) into a memory-mapped cache that "
+                        "training streams from. Interrupt it freely: a rerun resumes. The data set folder is "
+                        "data.root, else $SPQUANT_DATA/<dataset>; the cache folder data.cache, else "
+                        "$SPQUANT_CACHE/frames (default ~/.cache/spquant/frames).")
+    pr.add_argument("recipe", help="recipe name (e.g. vgg9-cifar10dvs, nmnist) or path to a .toml file")
+    pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key, e.g. --set data.root=/data/cifar10-dvs (repeatable)")
+    pr.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    pr.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_prepare)
+
     i = sub.add_parser("info", help="describe an event file")
     i.add_argument("path")
     i.set_defaults(func=cmd_info)
@@ -55,7 +70,7 @@ def cmd_fetch(args) -> int:
         dest = fetch(args.name, args.root, force=args.force, timeout=args.timeout)
     except FetchError as e:
         print(f"spquant data fetch {args.name}: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{args.name}: ready in {dest}")
     return 0
 
@@ -94,7 +109,7 @@ def cmd_emulate(args) -> int:
                 x, y = load_idx_split(root, split)
         except (EventFileError, ValueError) as err:
             print(f"spquant data emulate: {err}", file=sys.stderr)
-            return 1
+            return 2
         if args.limit is not None:
             x, y = x[:args.limit], y[:args.limit]
         t0 = time.perf_counter()
@@ -116,10 +131,40 @@ def cmd_info(args) -> int:
         rec = read_recording(args.path)
     except (EventFileError, ImportError) as e:
         print(f"spquant data info: {e}", file=sys.stderr)
-        return 1
+        return 2
     ev = rec.events
     span = int(ev["t"][-1] - ev["t"][0])
     print(f"{args.path}: {fmt}, sensor {rec.sensor_size or 'unknown'}, {ev.size} events, t {int(ev['t'][0])}.."
           f"{int(ev['t'][-1])} us ({span / 1e6:.3f} s), x < {int(ev['x'].max()) + 1}, y < {int(ev['y'].max()) + 1}, "
           f"ON {ev['p'].mean() * 100:.1f} %")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from spquant.data.events import EventFileError
+    from spquant.data.prepare import DATASETS, FrameSpec, default_cache_root, prepare
+    from spquant.data.roots import DataRootError, data_root
+    from spquant.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.recipe, args.overrides)
+        d = config.data
+        if d.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset {d.dataset!r} has no frame cache to prepare (it is generated or "
+                              f"emulated on the fly); 'spquant data prepare' knows {', '.join(DATASETS)}")
+        spec = FrameSpec.from_config(config)
+        root = data_root(d.dataset, d.root)
+        cache_root = Path(d.cache).expanduser() if d.cache else default_cache_root()
+        splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+        t0 = time.perf_counter()
+        info = prepare(d.dataset, root, spec, cache_root, splits=splits, workers=args.workers,
+                       progress=not args.no_progress)
+    except (ConfigError, DataRootError, EventFileError, ValueError, OSError) as e:
+        print(f"spquant data prepare: {e}", file=sys.stderr)
+        return 2
+    dt = time.perf_counter() - t0
+    for s, meta in info.index["splits"].items():
+        print(f"{s}: {meta['shape'][0]} samples, frames {meta['shape'][1:]} {meta['dtype']}")
+    done = f"{info.made} samples framed in {dt:.1f} s" if info.made else "already complete"
+    print(f"cache: {info.path} ({done})")
     return 0

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,11 +41,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spquant.data.events import EventFileError, SensorSize
+from spquant.data.events import EventFileError, Recording, SensorSize, finish_events
 from spquant.data.idx import load_idx_split
 from spquant.data.readers._io import read_bytes
 from spquant.data.readers.aedat2 import read_aedat2
 from spquant.data.readers.aedat3 import read_aedat31, read_gesture_labels
+from spquant.data.readers.aedat4 import read_aedat4
 from spquant.data.readers.atis import read_atis_bin
 from spquant.data.readers.prophesee import decode_dat_records, memmap_prophesee_dat, read_gen1_boxes
 
@@ -166,8 +168,69 @@ class NCaltech101(EventFolderDataset):
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an .npz whose arrays declare more bytes than its members hold (checked from the .npy
+    headers before anything is allocated; deflated members may expand at most 1000-fold)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1000 * max(info.compress_size, 1):
+                    raise EventFileError(path, f"member {info.filename} claims {info.file_size} bytes from "
+                                         f"{info.compress_size} compressed: refused")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version} in {info.filename}")
+                    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if need > info.file_size:
+                        raise EventFileError(path, f"array {info.filename} declares {need} bytes but its member "
+                                             f"holds {info.file_size}: truncated or forged")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
+
+
+def read_spikingjelly_npz(path) -> np.ndarray:
+    """One SpikingJelly ``events_np/<class>/<name>.npz`` file (arrays ``t, x, y, p`` of equal length,
+    stored in SpikingJelly's convention) as an event array. Loaded without pickle."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EventFileError(path, "no such file")
+    _check_npz_sizes(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in "txyp" if k not in z.files]
+            if missing:
+                raise EventFileError(path, f"SpikingJelly event file lacks arrays {missing} (has {z.files})")
+            cols = {k: np.asarray(z[k]) for k in "txyp"}
+    except (ValueError, OSError, EOFError) as e:  # zip or npy damage, or object arrays
+        raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
+    n = cols["t"].shape
+    if any(c.ndim != 1 or c.shape != n or c.dtype.kind not in "iub" for c in cols.values()):
+        raise EventFileError(path, "arrays t, x, y, p must be 1-D integer arrays of one length")
+    if n[0] and (cols["x"].min() < 0 or cols["y"].min() < 0 or cols["x"].max() > 0xFFFF or cols["y"].max() > 0xFFFF):
+        raise EventFileError(path, "x / y outside 0..65535")
+    return finish_events(path, cols["x"].astype(np.uint16), cols["y"].astype(np.uint16), cols["t"].astype(np.int64),
+                         cols["p"].astype(np.uint8), CIFAR10DVS.sensor_size)
+
+
 class CIFAR10DVS(EventFolderDataset):
-    """CIFAR10-DVS: ``root/<class>/**/*.aedat`` (AEDAT 2.0, DVS128 addresses, 128x128).
+    """CIFAR10-DVS (128x128 DVS128 recordings of moving CIFAR-10 pictures) in any of three layouts:
+
+    * ``'aedat2'``: the original release, ``root/<class>/**/*.aedat`` (AEDAT 2.0);
+    * ``'aedat4'``: the AEDAT 4 mirror tonic downloads, ``root/[CIFAR10DVS/]<class>/*.aedat4``
+      (needs the optional ``aedat`` package);
+    * ``'npz'``: SpikingJelly's converted copy, ``root/events_np/<class>/*.npz``.
+
+    ``layout='auto'`` takes the first of these that has files. Events come out in SpikingJelly's
+    orientation (upright pictures, p = 1 ON): the AEDAT 2.0 files are read with
+    ``convention='spikingjelly'`` (see :mod:`spquant.data.readers.aedat2`), the npz files are already
+    in it, and the AEDAT 4 mirror is taken as stored (tonic reads it the same way).
 
     Splits: ``split_mode='authors'`` (random 90/10, seed 42, default) or ``'per_class'`` (first 90 %
     of every class by sorted file name).
@@ -175,22 +238,40 @@ class CIFAR10DVS(EventFolderDataset):
 
     sensor_size = (128, 128)
     classes = CIFAR10_CLASSES
+    LAYOUTS = ("aedat2", "aedat4", "npz")
+
+    @staticmethod
+    def find_files(root, layout: str = "auto") -> tuple[str, list[Path], list[int]]:
+        """(layout, files, labels) of the first layout with recordings (every class must have some)."""
+        root = Path(root)
+        globs = {"aedat2": [(root, "**/*.aedat")],
+                 "aedat4": [(root, "*.aedat4"), (root / "CIFAR10DVS", "*.aedat4")],
+                 "npz": [(root / "events_np", "*.npz")]}
+        if layout != "auto" and layout not in globs:
+            raise ValueError(f"layout must be 'auto' or one of {list(globs)}, got {layout!r}")
+        for name in (globs if layout == "auto" else [layout]):
+            for base, pattern in globs[name]:
+                per_class = [sorted((base / c).glob(pattern)) for c in CIFAR10_CLASSES]
+                if any(per_class):
+                    missing = [c for c, fs in zip(CIFAR10_CLASSES, per_class) if not fs]
+                    if missing:
+                        _missing(base, f"CIFAR10-DVS ({name}) classes {missing}",
+                                 f"unzip <class>.zip so that every class folder {base}/<class>/ holds its recordings")
+                    files = [f for fs in per_class for f in fs]
+                    labels = [i for i, fs in enumerate(per_class) for _ in fs]
+                    return name, files, labels
+        _missing(root, "CIFAR10-DVS recordings", f"unzip <class>.zip into {root}/<class>/ for every class of "
+                 f"{CIFAR10_CLASSES} (AEDAT 2.0 '.aedat'; or tonic's '.aedat4' mirror; or SpikingJelly's "
+                 "events_np/<class>/*.npz) ('spquant data fetch cifar10-dvs --root DIR')")
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, split_mode: str = "authors",
-                 seed: int = 42):
-        files, labels, missing = [], [], []
-        for i, c in enumerate(CIFAR10_CLASSES):
-            fs = sorted((Path(root) / c).rglob("*.aedat"))
-            if not fs:
-                missing.append(c)
-            files += fs
-            labels += [i] * len(fs)
-        if missing:
-            _missing(root, f"CIFAR10-DVS classes {missing}",
-                     f"unzip <class>.zip into {root}/<class>/ for every class of {CIFAR10_CLASSES} "
-                     "('spquant data fetch cifar10dvs --root DIR')")
+                 seed: int = 42, layout: str = "auto"):
+        self.layout, files, labels = self.find_files(root, layout)
         files, labels = _split_files(root, files, labels, split, split_mode, 0.9, seed)
-        super().__init__(files, labels, lambda f: read_aedat2(f, layout="dvs128"), transform)
+        readers = {"aedat2": lambda f: read_aedat2(f, layout="dvs128", convention="spikingjelly"),
+                   "aedat4": lambda f: read_aedat4(f, sensor_size=self.sensor_size),
+                   "npz": lambda f: Recording(read_spikingjelly_npz(f), self.sensor_size)}
+        super().__init__(files, labels, readers[self.layout], transform)
 
 
 class DVSGesture(Dataset):
@@ -209,7 +290,7 @@ class DVSGesture(Dataset):
         trials = base / ("trials_to_train.txt" if split == "train" else "trials_to_test.txt")
         if not trials.is_file():
             _missing(base, trials.name, f"unpack DvsGesture.tar.gz so that {base}/{trials.name}, the .aedat files and "
-                     "their _labels.csv files exist (see 'spquant data fetch dvsgesture')")
+                     "their _labels.csv files exist (see 'spquant data fetch dvs128-gesture')")
         names = [ln.strip() for ln in trials.read_text().splitlines() if ln.strip()]
         self.samples: list[tuple[Path, int, int, int]] = []
         for name in names:
@@ -246,6 +327,7 @@ class Gen1Detection(Dataset):
 
     sensor_size = (304, 240)
     classes = ["car", "pedestrian"]
+    name = "Gen1"
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, window_us: int = 50_000,
                  window_events: int | None = None):
@@ -259,8 +341,8 @@ class Gen1Detection(Dataset):
                 _missing(folder, box.name, f"every <name>_td.dat in {folder} needs its <name>_bbox.npy")
             pairs.append((td, box))
         if not pairs:
-            _missing(folder, "Gen1 recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
-                     "(see 'spquant data fetch gen1')")
+            _missing(folder, f"{self.name} recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
+                     f"(see 'spquant data fetch {self.name.lower()}')")
         self.pairs = pairs
         self.samples: list[tuple[int, int]] = []  # (pair index, timestamp)
         self._boxes = []
@@ -286,46 +368,164 @@ class Gen1Detection(Dataset):
         return (self.transform(ev) if self.transform else ev), boxes
 
 
+class Megapixel1Detection(Gen1Detection):
+    """The Prophesee 1-Megapixel automotive detection set (Perot et al. 2020; 1280x720 Gen4 sensor,
+    ``EventCD`` DAT records of type 12): the same layout as Gen1, ``root/{train,val,test}/<name>_td.dat``
+    + ``<name>_bbox.npy``, and the same windows. Classes 0-6 as released: pedestrian, two wheeler, car,
+    truck, bus, traffic sign, traffic light."""
+
+    sensor_size = (1280, 720)
+    classes = ["pedestrian", "two wheeler", "car", "truck", "bus", "traffic sign", "traffic light"]
+    name = "1Mpx"
+
+
 # ------------------------------------------------------------------ static images
+class _ArrayStandIn:
+    """What the CIFAR unpickler makes instead of an ndarray: it only records the pickled state;
+    :func:`_to_array` checks it and builds the array from the raw bytes."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _DtypeStandIn:
+    """A dtype by name from the allowed list; its pickled state only contributes the byte order."""
+
+    def __init__(self, code: str):
+        self.code, self.order = code, "<"
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"unexpected dtype state {str(state)[:80]}")
+        if any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("structured or sub-array dtypes are not part of a CIFAR batch")
+        self.order = "<" if state[1] in ("|", "=") else state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order)
+
+
+class _NDArrayClass:
+    """Stands for ``numpy.ndarray`` as the first argument of ``_reconstruct``."""
+
+
+_CIFAR_DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8")
+MAX_CIFAR_BATCH_BYTES = 1 << 30
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NDArrayClass:
+        raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    return _ArrayStandIn()
+
+
+def _dtype(code, align=False, copy=True):
+    if isinstance(code, bytes):
+        code = code.decode("latin-1")
+    if code not in _CIFAR_DTYPES:
+        raise pickle.UnpicklingError(f"dtype {str(code)[:20]!r} is not part of a CIFAR batch (integer dtypes only)")
+    return _DtypeStandIn(code)
+
+
+def _scalar(dtype, data=None):
+    if not isinstance(dtype, _DtypeStandIn) or not isinstance(data, bytes) or len(data) != dtype.numpy().itemsize:
+        raise pickle.UnpicklingError("malformed numpy scalar")
+    return int(np.frombuffer(data, dtype.numpy())[0])
+
+
+def _codecs_encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin-1 text")
+    return text.encode("latin-1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only what CIFAR-10's python batches need: builtin containers/str/bytes/int (opcodes,
-    no globals), numpy array reconstruction and ``_codecs.encode`` (bytes in protocol-2 pickles written
-    by Python 3). Any other global (os.system, eval, builtins, ...) is refused."""
+    """Unpickles only what CIFAR-10's python batches hold: builtin containers, str, bytes and int
+    (opcodes, no globals) and numpy integer arrays/scalars. The numpy globals are replaced by
+    stand-ins that record the pickled state; nothing of numpy runs on the file's data, so no object
+    dtypes, structured dtypes or dtype flags reach numpy. Any other global is refused."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _NDArrayClass,
+        ("numpy", "dtype"): _dtype,
+        ("numpy.core.multiarray", "scalar"): _scalar,
+        ("numpy._core.multiarray", "scalar"): _scalar,
+        ("_codecs", "encode"): _codecs_encode,  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not needed by CIFAR-10 batches)")
+        try:
+            return self.ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not part of a CIFAR-10 batch)") from None
+
+
+def _to_array(path, value, what: str) -> np.ndarray:
+    """Check the state recorded by :class:`_ArrayStandIn` and build the array from its bytes."""
+    st = getattr(value, "state", None)
+    if not (isinstance(st, tuple) and len(st) == 5 and isinstance(st[1], tuple) and isinstance(st[2], _DtypeStandIn)
+            and isinstance(st[4], bytes) and len(st[1]) <= 4
+            and all(isinstance(n, int) and 0 <= n <= MAX_CIFAR_BATCH_BYTES for n in st[1])):
+        raise EventFileError(path, f"CIFAR-10 {what!r} is not a plain integer array")
+    shape, dtype, raw = st[1], st[2].numpy(), st[4]
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw):
+        raise EventFileError(path, f"CIFAR-10 {what!r}: shape {shape} needs {count * dtype.itemsize} bytes, "
+                             f"the pickle holds {len(raw)}")
+    return np.frombuffer(raw, dtype).reshape(shape, order="F" if st[3] else "C")
 
 
 def load_cifar10_batch(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python batch safely: images uint8 ``[N, 3, 32, 32]`` and labels int64 ``[N]``."""
+    """Read one CIFAR-10 python batch safely: images uint8 ``[N, 3, 32, 32]`` and labels int64 ``[N]``.
+
+    Only a dict with ``data`` (uint8 array [N, 3072]) and ``labels`` (N integers 0..9, a list or an
+    integer array) is accepted; anything else raises :class:`EventFileError`.
+    """
     path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_CIFAR_BATCH_BYTES:
+        raise EventFileError(path, f"{os.path.getsize(path)} bytes is too large for a CIFAR-10 batch")
     data = read_bytes(path)
+    try:  # walk the opcodes first: a corrupt length would make the unpickler allocate it up front
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as e:  # genops reports malformed opcodes and lengths as ValueError and others
+        raise EventFileError(path, f"not a CIFAR-10 batch: corrupt pickle ({str(e)[:200]})") from None
     try:
         d = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise EventFileError(path, f"unsafe or invalid pickle: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise EventFileError(path, f"not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # the C unpickler reports malformed opcodes with many exception types
+        raise EventFileError(path, f"not a CIFAR-10 batch ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(d, dict):
         raise EventFileError(path, "not a CIFAR-10 batch: the pickle does not hold a dict")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    if not all(isinstance(k, (bytes, str)) for k in d):
+        raise EventFileError(path, "not a CIFAR-10 batch: dict keys must be strings")
+    d = {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in d or "labels" not in d:
-        raise EventFileError(path, f"not a CIFAR-10 batch: keys {sorted(d)} lack 'data' / 'labels'")
-    x, y = d["data"], np.asarray(d["labels"])
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise EventFileError(path, f"not a CIFAR-10 batch: keys {sorted(d)[:10]} lack 'data' / 'labels'")
+    x = _to_array(path, d["data"], "data")
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
         raise EventFileError(path, "CIFAR-10 'data' must be a uint8 array [N, 3072]")
-    if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
-        raise EventFileError(path, f"CIFAR-10 'labels' must be {x.shape[0]} integers")
-    return x.reshape(-1, 3, 32, 32).copy(), y.astype(np.int64)
+    labels = d["labels"]
+    if isinstance(labels, _ArrayStandIn):
+        y = _to_array(path, labels, "labels").astype(np.int64)
+    elif isinstance(labels, list) and all(type(v) is int for v in labels):
+        if any(not 0 <= v <= 9 for v in labels):
+            raise EventFileError(path, "CIFAR-10 labels must be 0..9")
+        y = np.asarray(labels, dtype=np.int64)
+    else:
+        raise EventFileError(path, "CIFAR-10 'labels' must be a list or array of integers")
+    if y.shape != (x.shape[0],):
+        raise EventFileError(path, f"CIFAR-10 'labels' must be {x.shape[0]} integers, got shape {y.shape}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
+        raise EventFileError(path, f"CIFAR-10 labels must be 0..9, found {int(y.min())}..{int(y.max())}")
+    return x.reshape(-1, 3, 32, 32).copy(), y
 
 
 class _InMemoryImages(Dataset):

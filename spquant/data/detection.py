@@ -398,14 +398,12 @@ class Gen1DetectionFrames(Dataset):
     def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
                  T: int = 1, input_size: tuple[int, int] = (240, 304), benchmark: str = "gen1",
                  min_diag: float | None = None, min_side: float | None = None, skip_us: int | None = None):
-        from spquant.data.datasets import Gen1Detection
+        from spquant.data.datasets import Gen1Detection, Megapixel1Detection
 
         if benchmark not in BENCHMARKS:
             raise ValueError(f"benchmark must be one of {sorted(BENCHMARKS)}, got {benchmark!r}")
         bench = BENCHMARKS[benchmark]
-        raw_cls = Gen1Detection
-        if tuple(Gen1Detection.sensor_size) != bench["sensor"]:
-            raw_cls = type("PropheseeDetection", (Gen1Detection,), {"sensor_size": bench["sensor"], "classes": list(bench["classes"])})
+        raw_cls = {"gen1": Gen1Detection, "1mpx": Megapixel1Detection}[benchmark]
         self.raw = raw_cls(root, split, window_us=window_us, window_events=events_per_window)
         self.benchmark, self.num_classes, self.classes = benchmark, len(bench["classes"]), bench["classes"]
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T

@@ -13,24 +13,15 @@ by ``t`` (stable, so events with equal timestamps keep their file order).
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 
+from spquant.errors import EventFileError
+
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
 
 SensorSize = tuple[int, int]  # (width, height)
-
-
-class EventFileError(ValueError):
-    """A file could not be read as events: the message names the file and what is wrong."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        where = f"{self.path}: " if self.path is not None else ""
-        super().__init__(f"{where}{problem}")
 
 
 class Recording(NamedTuple):
@@ -76,7 +67,7 @@ def finish_events(
     """Validate decoded columns and assemble a sorted event array (used by every reader).
 
     Raises :class:`EventFileError` (naming ``path``) when the stream is empty, a coordinate lies
-    outside ``sensor_size`` (width, height), or a polarity is not 0/1.
+    outside ``sensor_size`` (width, height), a timestamp is negative or a polarity is not 0/1.
     """
     n = int(np.asarray(t).shape[0])
     if n == 0 and not allow_empty:
@@ -90,6 +81,8 @@ def finish_events(
                 f"event coordinates outside the declared sensor size {w}x{h} "
                 f"(max x = {xmax}, max y = {ymax})",
             )
+    if n and int(np.min(t)) < 0:
+        raise EventFileError(path, f"negative timestamp {int(np.min(t))} us (corrupt time field)")
     if n and int(np.max(p)) > 1:
         raise EventFileError(path, f"polarity values must be 0 or 1, found {int(np.max(p))}")
     if n and (np.max(x) > 0xFFFF or np.max(y) > 0xFFFF):

@@ -8,7 +8,7 @@ to download by hand and where to put them; data sets that need a registration (D
 Prophesee Gen1) always get those instructions.
 
 >>> sorted(SOURCES)[:3]
-['cifar10', 'cifar10dvs', 'dvsgesture']
+['1mpx', 'cifar10', 'cifar10-dvs']
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class FetchError(RuntimeError):
-    """A data set could not be fetched; the message says what to put where."""
+from spquant.errors import FetchError
 
 
 @dataclass(frozen=True)
@@ -108,17 +106,17 @@ SOURCES: dict[str, Source] = {
                                      "36b5c52a-b49d-4853-addb-a836a8883e49/file_downloaded",),
                   "66201824eabb0239c7ab992480b50ba3", extract_to=""),),
         licence="CC BY-SA 4.0"),
-    "cifar10dvs": Source(
-        "CIFAR10-DVS", "cifar10dvs", "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671",
-        "cifar10dvs/<class>/.../cifar10_<class>_<id>.aedat (AEDAT 2.0)",
+    "cifar10-dvs": Source(
+        "CIFAR10-DVS", "cifar10-dvs", "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671",
+        "cifar10-dvs/<class>/.../cifar10_<class>_<id>.aedat (AEDAT 2.0)",
         tuple(Resource(f"{c}.zip", (f"https://ndownloader.figshare.com/files/{fid}",), md5, extract_to=c)
               for c, fid, md5 in _CIFAR10DVS), licence="CC BY 4.0"),
-    "dvsgesture": Source(
-        "DVS128 Gesture", "dvsgesture", "https://research.ibm.com/interactive/dvsgesture/",
-        "dvsgesture/DvsGesture/user<NN>_<lighting>.aedat + user<NN>_<lighting>_labels.csv + "
+    "dvs128-gesture": Source(
+        "DVS128 Gesture", "dvs128-gesture", "https://research.ibm.com/interactive/dvsgesture/",
+        "dvs128-gesture/DvsGesture/user<NN>_<lighting>.aedat + user<NN>_<lighting>_labels.csv + "
         "trials_to_train.txt + trials_to_test.txt",
         manual="download DvsGesture.tar.gz from the IBM page (requires accepting its licence) and unpack it so that "
-               "ROOT/dvsgesture/DvsGesture/ holds the .aedat files, their _labels.csv files and trials_to_train.txt / "
+               "ROOT/dvs128-gesture/DvsGesture/ holds the .aedat files, their _labels.csv files and trials_to_train.txt / "
                "trials_to_test.txt", licence="CC BY 4.0"),
     "gen1": Source(
         "Prophesee Gen1 Automotive Detection", "gen1",
@@ -126,6 +124,12 @@ SOURCES: dict[str, Source] = {
         "gen1/{train,val,test}/<name>_td.dat + <name>_bbox.npy",
         manual="request the data set from Prophesee (registration required), unpack the archives so that "
                "ROOT/gen1/train, ROOT/gen1/val and ROOT/gen1/test each hold pairs <name>_td.dat + <name>_bbox.npy"),
+    "1mpx": Source(
+        "Prophesee 1 Megapixel Automotive Detection", "1mpx",
+        "https://www.prophesee.ai/2020/11/24/automotive-megapixel-event-based-dataset/",
+        "1mpx/{train,val,test}/<name>_td.dat + <name>_bbox.npy",
+        manual="request the data set from Prophesee (registration required), unpack the archives so that "
+               "ROOT/1mpx/train, ROOT/1mpx/val and ROOT/1mpx/test each hold pairs <name>_td.dat + <name>_bbox.npy"),
 }
 
 

@@ -26,41 +26,87 @@ IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def _read_maybe_gz(path) -> bytes:
-    path = os.fspath(path)
-    data = read_bytes(path)
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise EventFileError(path, f"corrupt or truncated gzip data ({e})") from None
-    return data
+MAX_IDX_BYTES = 1 << 34  # 16 GiB of data: far above any IDX data set
+GZIP_MAX_RATIO = 1100  # deflate cannot expand more than 1032:1; a header promising more is corrupt
 
 
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored shape (native byte order)."""
-    data = _read_maybe_gz(path)
-    return parse_idx(data, path)
-
-
-def parse_idx(data: bytes, path=None) -> np.ndarray:
-    """Parse the bytes of an IDX file (see :func:`read_idx`)."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise EventFileError(path, f"not an IDX file: the first two bytes must be zero, got {data[:4]!r}")
-    code, ndim = data[2], data[3]
+def _header(head: bytes, path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header length) from the first bytes of an IDX file, checked."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise EventFileError(path, f"not an IDX file: the first two bytes must be zero, got {head[:4]!r}")
+    code, ndim = head[2], head[3]
     if code not in IDX_TYPES:
         raise EventFileError(path, f"not an IDX file: unknown element type 0x{code:02X}")
-    if ndim == 0 or len(data) < 4 + 4 * ndim:
+    if ndim == 0 or len(head) < 4 + 4 * ndim:
         raise EventFileError(path, f"IDX header truncated or has {ndim} dimensions")
-    shape = tuple(int(v) for v in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    shape = tuple(int(v) for v in np.frombuffer(head, ">u4", count=ndim, offset=4))
     dtype = IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    body = len(data) - 4 - 4 * ndim
+    expected = dtype.itemsize
+    for s in shape:
+        expected *= s
+    if expected > MAX_IDX_BYTES:
+        raise EventFileError(path, f"IDX header declares shape {shape} ({expected} bytes), over the {MAX_IDX_BYTES}-byte limit")
+    return shape, dtype, 4 + 4 * ndim
+
+
+def _check_body(path, shape, expected: int, body: int) -> None:
     if body != expected:
         raise EventFileError(
             path, f"IDX header says shape {shape} ({expected} bytes of data) but the file holds {body} bytes"
             + (" (truncated)" if body < expected else " (trailing bytes)"))
-    arr = np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored shape (native byte order).
+
+    The header is read and checked first (for gzip: inflated alone); then at most the declared
+    number of bytes is read or inflated, so a corrupt header cannot make the reader allocate more
+    than the data it promises (and a gzip cannot promise more than deflate can expand to).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        read_bytes(path)  # raises the reader's error for a missing path or a folder
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic != b"\x1f\x8b":
+        with open(path, "rb") as f:
+            head = f.read(4 + 4 * 255)
+        shape, dtype, hlen = _header(head, path)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else 0
+        _check_body(path, shape, expected, size - hlen)
+        with open(path, "rb") as f:
+            data = f.read()
+        return parse_idx(data, path)
+    try:
+        with gzip.open(path, "rb") as g:
+            head = g.read(4)
+            if len(head) == 4 and head[0] == 0 and head[1] == 0:
+                head += g.read(4 * head[3])
+            shape, dtype, hlen = _header(head, path)
+            expected = dtype.itemsize
+            for s in shape:
+                expected *= s
+            if expected > GZIP_MAX_RATIO * size:
+                raise EventFileError(path, f"IDX header declares {expected} bytes of data, more than a {size}-byte "
+                                     "gzip file can hold (corrupt header)")
+            body = g.read(expected + 1)
+            if len(body) > expected:
+                raise EventFileError(path, f"IDX header says shape {shape} ({expected} bytes of data) but the "
+                                     "file holds more (trailing bytes)")
+            g.read(1)  # reach the end of the member so the CRC-32 and length are checked
+    except (OSError, EOFError, zlib.error) as e:
+        raise EventFileError(path, f"corrupt or truncated gzip data ({e})") from None
+    _check_body(path, shape, expected, len(body))
+    return parse_idx(head[:hlen] + body, path)
+
+
+def parse_idx(data: bytes, path=None) -> np.ndarray:
+    """Parse the bytes of an IDX file (see :func:`read_idx`)."""
+    shape, dtype, hlen = _header(data, path)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    _check_body(path, shape, expected, len(data) - hlen)
+    arr = np.frombuffer(data, dtype, offset=hlen).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 

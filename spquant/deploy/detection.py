@@ -21,7 +21,7 @@ import torch
 
 from spquant.deploy.program import DeployError, Program
 
-__all__ = ["detection_meta", "head_from_integer", "decode_integer", "evaluate_integer_detector"]
+__all__ = ["detection_meta", "head_from_integer", "decode_integer", "evaluate_integer_detector", "score_detector"]
 
 
 def detection_meta(program: Program) -> dict:
@@ -96,3 +96,43 @@ def evaluate_integer_detector(run, program: Program, batches, conf_threshold: fl
     metrics["samples"] = len(gts)
     metrics["detections"] = dets
     return metrics
+
+
+def score_detector(program: Program, dataset, batch_size: int = 64, path: str = "fast", limit: int | None = None,
+                   conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100) -> dict:
+    """Run a folded detector with the integer interpreter over a detection data set
+    (``dataset[i] -> (frames [T, C, H, W] event counts, boxes [n, 5])``) and score it.
+
+    Returns mAP@0.5 (VOC), COCO mAP@[.5:.95], AP@0.5 (COCO rules), the number of samples and
+    detections, and with ``path='reference'`` the executed operation counts per sample. Frames
+    must be integer counts within the program's input range (what the model was trained on).
+    """
+    from spquant.data.detection import collate_detection
+    from spquant.deploy.interpreter import Interpreter, OpCounts
+
+    detection_meta(program)
+    interp = Interpreter(program)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    ops = OpCounts()
+
+    def batches():
+        for i in range(0, n, batch_size):
+            x, boxes = collate_detection([dataset[j] for j in range(i, min(n, i + batch_size))])
+            codes = program.encode_input(x)
+            if not np.array_equal(codes, x.numpy()):
+                raise DeployError("detection frames are not integer counts within the model's input range "
+                                  f"0..{program.input['max']}; the integer model cannot see them exactly")
+            yield codes, boxes
+
+    def run(codes):
+        out = interp.run(codes, path=path)
+        if path == "reference":
+            for k, v in interp.last_counts.as_dict().items():
+                setattr(ops, k, getattr(ops, k) + v)
+        return out
+
+    m = evaluate_integer_detector(run, program, batches(), conf_threshold, nms_iou, max_det)
+    res = {k: m[k] for k in ("mAP50", "mAP50_95", "AP50_coco", "samples", "n_det")}
+    if path == "reference":
+        res["ops_per_sample"] = {k: v / max(n, 1) for k, v in ops.as_dict().items()}
+    return res

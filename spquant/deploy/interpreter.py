@@ -16,6 +16,7 @@ Two paths with identical results:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -83,7 +84,7 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
     shape = tuple(cur.shape if static else cur.shape[1:])
     if static:
         cur = cur.contiguous()
-        out = torch.empty((steps,) + shape, dtype=torch.bool)
+        out = torch.empty((steps,) + shape, dtype=torch.bool, device=cur.device)
     else:  # keep the input's memory layout (e.g. channels_last from the convolution)
         out = torch.empty_like(cur, dtype=torch.bool)
     m = torch.zeros_like(out[0], dtype=torch.int8) if m0 is None else m0.to(torch.int8)
@@ -117,8 +118,8 @@ def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: 
     lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
     half = 1 << (F - 1)
     extra = (1,) * (cur.dim() - 3)
-    m = torch.zeros(cur.shape[1:], dtype=torch.int64)
-    out = torch.empty(cur.shape, dtype=torch.bool)
+    m = torch.zeros(cur.shape[1:], dtype=torch.int64, device=cur.device)
+    out = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
     for t in range(T):
         i_t = cur[t]
         keep = None
@@ -183,14 +184,34 @@ class Interpreter:
     ``run(codes, T=None, path='fast')`` returns the integer logits ``[T, B, classes]`` (int64
     numpy); ``run_all`` returns every named tensor too (for parity checks). ``predict`` =
     argmax of the sum over T.
+
+    ``device``: where the fast path computes (``'cpu'`` default, or e.g. ``'cuda'``); results come
+    back as CPU arrays either way. On CUDA the convolutions and matrix products run without cuDNN and
+    TF32 (cuBLAS GEMMs), so that every float operation on integers stays exact as on the CPU.
     """
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, device: str | torch.device = "cpu"):
         self.program = program
+        self.device = torch.device(device)
         self.info = analyze(program)  # raises DeployError on any unprovable bound
         self.F = program.frac_bits
         self.last_counts: OpCounts | None = None
         self._torch = {}
+        # skipping: a gated conv whose current feeds only a pruned LIF is computed inside the LIF's
+        # time loop, for the channels the gate and the channel prior keep (see _skip_conv_lif)
+        self.skipping = True
+        self.skip_paths: dict[str, str] = {}  # conv name -> 'gather' | 'dense' (set by calibrate)
+        users: dict[str, list] = {}
+        for n in program.nodes:
+            for name in n["inputs"]:
+                users.setdefault(name, []).append(n)
+        self._fused: dict[str, dict] = {}  # conv output name -> the lif_pruned node that consumes it
+        for n in program.nodes:
+            u = users.get(n["output"], [])
+            if n["op"] == "conv" and len(u) == 1 and u[0]["op"] == "lif_pruned" and u[0]["inputs"][0] == n["output"] \
+                    and n["output"] != program.output:
+                self._fused[n["output"]] = u[0]
+        self._conv_of = {self._fused[k]["name"]: n for n in program.nodes for k in [n["output"]] if k in self._fused}
         F = self.F
         # fan-in of the conv/linear node that produces each current (for the kept-MAC count)
         self._producer = {n["output"]: int(np.prod(program.arrays[n["weight"]].shape[1:]))
@@ -228,10 +249,25 @@ class Interpreter:
                     # a float32 current needs no saturation when u = I + m*leak stays below 2^24
                     "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F) < 2**24,
                 }
+        for params in self._torch.values():
+            for key, value in params.items():
+                if isinstance(value, torch.Tensor):
+                    params[key] = value.to(self.device)
+
+    def _exact_math(self):
+        """On CUDA: no cuDNN (its Winograd/FFT algorithms round) and no TF32, for the fast path."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.backends.cudnn.flags(enabled=False, allow_tf32=False))
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", previous)
+        return stack
 
     # -- input handling ----------------------------------------------------------------------
     def _check_input(self, codes, T):
-        x = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        x = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if not np.issubdtype(x.dtype, np.integer):
             if not np.all(np.floor(x) == x):
                 raise DeployError("interpreter input must be integer codes; use program.encode_input(x) first")
@@ -338,8 +374,12 @@ class Interpreter:
     # -- fast path ---------------------------------------------------------------------------
     @torch.no_grad()
     def run_all_fast(self, codes, T: int | None = None, keep_all: bool = True) -> dict[str, torch.Tensor]:
+        with self._exact_math():
+            return self._run_all_fast(codes, T, keep_all)
+
+    def _run_all_fast(self, codes, T, keep_all):
         x, static = self._check_input(codes, T)
-        xt = torch.from_numpy(np.ascontiguousarray(x))
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         if static:
             Bn = xt.shape[0]
         else:
@@ -348,14 +388,37 @@ class Interpreter:
         # a value is (tensor, static): static tensors have no T axis and stand for T equal steps
         env: dict[str, tuple[torch.Tensor, bool]] = {self.program.input["name"]: (xt, static)}
         last_use = {}
+        index = {n["name"]: i for i, n in enumerate(self.program.nodes)}
         for i, n in enumerate(self.program.nodes):
             for name in n["inputs"]:
                 last_use[name] = i
+        if self.skipping:  # a deferred conv reads its input at the LIF that consumes it
+            for lif_name, conv in self._conv_of.items():
+                for name in conv["inputs"]:
+                    last_use[name] = max(last_use[name], index[lif_name])
         for i, n in enumerate(self.program.nodes):
             op = n["op"]
             a, st = env[n["inputs"][0]]
+            if op == "lif_pruned" and self.skipping and n["name"] in self._conv_of and (keep_all or isinstance(a, tuple)):
+                gate = None
+                if len(n["inputs"]) > 1:
+                    g, stg = env[n["inputs"][1]]
+                    gate = g.expand(T, *g.shape) if stg else g
+                conv = self._conv_of[n["name"]]
+                xin, stx = env[conv["inputs"][0]]
+                env[n["output"]] = (self._skip_conv_lif(xin, stx, T, conv, n, gate), False)
+                if not keep_all:
+                    for name in n["inputs"]:
+                        if last_use.get(name) == i and name != self.program.output:
+                            env.pop(name, None)
+                    for name in conv["inputs"]:
+                        if last_use.get(name) == i and name != self.program.output:
+                            env.pop(name, None)
+                continue
             lead = a.shape[:1] if st else a.shape[:2]
-            if op in ("conv", "linear"):
+            if op == "conv" and self.skipping and n["output"] in self._fused and not keep_all:
+                y = (("deferred", a), st)  # computed by the pruned LIF that consumes it
+            elif op in ("conv", "linear"):
                 p = self._torch[n["name"]]
                 flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
                 if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
@@ -418,7 +481,10 @@ class Interpreter:
             elif op == "maxpool":
                 k = int(n["kernel"])
                 flat = a.reshape(-1, *a.shape[len(lead):])
-                flat = flat.to(torch.float32) if flat.dtype == torch.uint8 else flat  # max_pool2d has no uint8 kernel
+                if flat.dtype == torch.uint8:  # max_pool2d has no uint8 kernel
+                    flat = flat.to(torch.float32)
+                elif not flat.is_floating_point() and flat.device.type != "cpu":  # nor integer ones on CUDA
+                    flat = flat.to(torch.float64)  # exact: |values| < 2^53 (analyze)
                 pooled = Fn.max_pool2d(flat, k).to(a.dtype)  # a max of integers is one of them: exact
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "gsumpool":
@@ -439,19 +505,186 @@ class Interpreter:
             result[name] = v
         return result
 
+    # -- skipping: gated conv + pruned LIF ----------------------------------------------------
+    def _skip_conv_lif(self, x: torch.Tensor, static: bool, T: int, nc: dict, nl: dict, gate) -> torch.Tensor:
+        """Spikes [T, B, O, H', W'] (uint8) of a gated conv + pruned LIF, computing only what is kept.
+
+        Two exact paths (``skip_paths[conv name]``, chosen per layer by :meth:`calibrate`):
+
+        * ``union`` (default): the output channels the gate keeps for at least one sample and step
+          are gathered; the convolution (all steps at once) and the LIF loop run on those channels
+          only, the LIF in float32 where the bounds prove every value is an integer below 2^24.
+          A channel the gate never keeps gets no current at any step: its state stays 0 and it
+          spikes iff 0 > V_c, filled in without computing.
+        * ``gather``: per step, the channels kept by the gate AND the channel prior (which needs
+          m_{t-1}) are gathered per sample into a batched im2col matmul over the K = max kept
+          channels of a sample, padded with a zero row.
+
+        Both apply the spatial prior and the channel prior exactly as the dense path does; every
+        value is an integer within the bounds ``analyze`` proved, so float sums are exact in any
+        order and the epilogue is the conv path's, element for element: bit-identical.
+        """
+        pc, pl = self._torch[nc["name"]], self._torch[nl["name"]]
+        O, Ho, Wo = self.info[nc["output"]]["shape"]
+        B = x.shape[0] if static else x.shape[1]
+        if gate is None:
+            gate = torch.ones(T, B, O, dtype=torch.bool)
+        if self.skip_paths.get(nc["name"], "union") == "gather":
+            return self._skip_gather(x, static, T, nc, nl, gate, pc, pl, O, Ho, Wo, B)
+        F = self.F
+        gate = gate.to(torch.bool)
+        union = gate.reshape(-1, O).any(0)
+        U = int(union.sum())
+        V_all = pl["V"].reshape(-1)
+        out = torch.empty(T, B, O, Ho, Wo, dtype=torch.bool)
+        if U < O:  # never kept: no current, state 0, spike iff 0 > V_c
+            off = ~union
+            v_off = V_all[off] if V_all.numel() > 1 else V_all.expand(int(off.sum()))
+            out[:, :, off] = (v_off < 0).view(1, 1, -1, 1, 1)
+        if U == 0:
+            return out.view(torch.uint8)
+        idx = union.nonzero().flatten()
+        key = ("union", tuple(idx.tolist()))
+        cache = pc.setdefault("union_cache", {})
+        if key not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            cache[key] = (_layout(pc["w"][idx].contiguous()), pc["Ms"][idx].view(1, -1, 1, 1), pc["BRs"][idx].view(1, -1, 1, 1),
+                          pc["M"][idx].view(1, -1, 1, 1), pc["BR"][idx].view(1, -1, 1, 1))
+        w, Ms, BRs, M, BR = cache[key]
+        flat = x.reshape(-1, *x.shape[-3:]).to(pc["dtype"])
+        acc = Fn.conv2d(_layout(flat), w, stride=nc["stride"], padding=nc["padding"])
+        if pc["epi"] == "f32":
+            cur = acc.mul_(Ms).add_(BRs).floor_()
+        else:
+            cur = (acc.to(torch.int64) * M + BR) >> nc["shift"]
+        cur = cur.reshape(*((B,) if static else (T, B)), U, Ho, Wo)
+        V = V_all[idx].view(-1, 1, 1) if V_all.numel() > 1 else V_all.view(())
+        lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])
+        if pl["f32"]:
+            if cur.dtype != torch.float32 or not pl["noclamp"]:
+                cur = cur.clamp(pl["imin"], pl["imax"]).to(torch.float32)
+            V = V.to(torch.float32)
+            m = torch.zeros(B, U, Ho, Wo, dtype=torch.float32)
+            leak, inv, half = float(1 << (F - tau)), 2.0 ** -F, float(1 << (F - 1))
+        else:
+            cur = cur.to(torch.int64)
+            V = V.to(torch.int64)
+            m = torch.zeros(B, U, Ho, Wo, dtype=torch.int64)
+        g = gate[:, :, idx].unsqueeze(-1).unsqueeze(-1)  # [T, B, U, 1, 1]
+        hw = Ho * Wo
+        for t in range(T):
+            i_t = cur if static else cur[t]
+            keep = g[t]
+            if t > 0 and nl["prior_channel"]:
+                keep = keep & (m.reshape(B, U, hw).sum(-1) >= nl["prior_channel_min"]).view(B, U, 1, 1)
+            if t > 0 and nl["prior_spatial"]:
+                keep = keep & (m > nl["prior_spatial_level"])
+            i_t = i_t * keep
+            if pl["f32"]:  # exact: integers below 2^24 (the LIF bound), power-of-two scalings
+                u = m.mul(leak).add_(i_t)
+                s = torch.gt(u, V)
+                m = u.add(half).mul_(inv).floor_().clamp_(lb, ub).masked_fill_(s, 0)
+            else:
+                u = i_t + (m << (F - tau) if F >= tau else m)
+                s = torch.gt(u, V)
+                m = ((u + (1 << (F - 1))) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+            out[t][:, idx] = s
+        return out.view(torch.uint8)
+
+    def _skip_gather(self, x, static, T, nc, nl, gate, pc, pl, O, Ho, Wo, B) -> torch.Tensor:
+        F = self.F
+        k, stride, pad = int(nc["kernel"]), int(nc["stride"]), int(nc["padding"])
+        if "w2p" not in pc:
+            w2 = pc["w"].contiguous().reshape(O, -1)
+            pc["w2p"] = torch.cat([w2, w2.new_zeros(1, w2.shape[1])])  # row O: the padding row
+            for key in ("Ms", "BRs", "M", "BR"):
+                pc[key + "p"] = torch.cat([pc[key], pc[key].new_zeros(1)])
+        dt = pc["dtype"]
+        flat = x.reshape(-1, *x.shape[-3:]).to(dt)
+        cols = Fn.unfold(flat, k, padding=pad, stride=stride)  # [N, C*k*k, L]
+        L = cols.shape[-1]
+        lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])
+        half = 1 << (F - 1)
+        V = pl["V"].to(torch.int64)
+        V = V.view(1, -1, 1) if V.numel() > 1 else V.view(())
+        m = torch.zeros(B, O, L, dtype=torch.int64)
+        out = torch.empty(T, B, O, L, dtype=torch.bool)
+        arange = torch.arange(O)
+        for t in range(T):
+            cols_t = cols if static else cols[t * B:(t + 1) * B]
+            keep = gate[t].to(torch.bool)
+            if t > 0 and nl["prior_channel"]:
+                keep = keep & (m.sum(-1) >= nl["prior_channel_min"])
+            cnt = keep.sum(1)
+            K = int(cnt.max()) if B else 0
+            if K == 0:
+                cur = torch.zeros(B, O, L, dtype=dt)
+            else:
+                # kept channels first (ascending), padded with the zero row O
+                order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :K]
+                idx = torch.where(arange[:K].unsqueeze(0) < cnt.unsqueeze(1), order, O)
+                acc = torch.bmm(pc["w2p"][idx], cols_t)  # [B, K, L]
+                if pc["epi"] == "f32":
+                    part = acc.mul_(pc["Msp"][idx].unsqueeze(-1)).add_(pc["BRsp"][idx].unsqueeze(-1)).floor_()
+                else:
+                    part = (acc.to(torch.int64) * pc["Mp"][idx].unsqueeze(-1) + pc["BRp"][idx].unsqueeze(-1)) >> nc["shift"]
+                cur = torch.zeros(B, O + 1, L, dtype=part.dtype).scatter_(1, idx.unsqueeze(-1).expand(B, K, L), part)[:, :O]
+            if pl["f32"]:
+                if cur.dtype != torch.float32 or not pl["noclamp"]:
+                    cur = cur.clamp(pl["imin"], pl["imax"]).to(torch.float32)
+            cur = cur * keep.unsqueeze(-1)  # after the saturation, as the dense path does
+            if t > 0 and nl["prior_spatial"]:
+                cur = cur * (m > nl["prior_spatial_level"])
+            u = cur.to(torch.int64) + (m << (F - tau) if F >= tau else m)
+            s = torch.gt(u, V, out=out[t])
+            m = ((u + half) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+        return out.view(torch.uint8).reshape(T, B, O, Ho, Wo)
+
+    @torch.no_grad()
+    def calibrate(self, codes, T: int | None = None, repeats: int = 3) -> dict[str, str]:
+        """Time the exact paths of every skipping layer on ``codes`` and keep the fastest per layer
+        (``skip_paths``); results never depend on the choice. Returns the choice per conv node."""
+        names = [self._conv_of[k]["name"] for k in self._conv_of]
+        best: dict[str, tuple[float, str]] = {}
+        for path in ("union", "gather"):
+            self.skip_paths = {n: path for n in names}
+            self.run_all_fast(codes, T, keep_all=False)  # warm-up
+            times: dict[str, list] = {n: [] for n in names}
+            orig = self._skip_conv_lif
+
+            def timed(x, st, T_, nc, nl, gate, _orig=orig, _times=times):
+                t0 = time.perf_counter()
+                r = _orig(x, st, T_, nc, nl, gate)
+                _times[nc["name"]].append(time.perf_counter() - t0)
+                return r
+
+            self._skip_conv_lif = timed
+            try:
+                for _ in range(repeats):
+                    self.run_all_fast(codes, T, keep_all=False)
+            finally:
+                del self._skip_conv_lif
+            for n in names:
+                med = sorted(times[n])[len(times[n]) // 2]
+                if n not in best or med < best[n][0]:
+                    best[n] = (med, path)
+        self.skip_paths = {n: p for n, (_, p) in best.items()}
+        return dict(self.skip_paths)
+
     # -- public ------------------------------------------------------------------------------
     def run(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:
         """Integer logits [T, B, classes] (int64, fixed point with F fractional bits)."""
         if path == "fast":
             out = self.run_all_fast(codes, T, keep_all=False)[self.program.output]
-            return out.to(torch.int64).numpy()
+            return out.to(torch.int64).cpu().numpy()
         if path == "reference":
             return self.run_all_reference(codes, T)[self.program.output]
         raise ValueError(f"path must be 'fast' or 'reference', got {path!r}")
 
     def run_all(self, codes, T: int | None = None, path: str = "fast") -> dict[str, np.ndarray]:
         if path == "fast":
-            return {k: v.to(torch.int64).numpy() for k, v in self.run_all_fast(codes, T).items()}
+            return {k: v.to(torch.int64).cpu().numpy() for k, v in self.run_all_fast(codes, T).items()}
         return {k: np.asarray(v, dtype=np.int64) for k, v in self.run_all_reference(codes, T).items()}
 
     def predict(self, codes, T: int | None = None, path: str = "fast") -> np.ndarray:

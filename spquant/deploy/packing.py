@@ -22,13 +22,10 @@ import math
 
 import numpy as np
 
+from spquant.errors import PackingError
 from spquant.quant import packed_bits_per_value
 
 __all__ = ["packing_for", "pack_codes", "unpack_codes", "packed_nbytes", "weight_levels", "max_code_for", "PackingError"]
-
-
-class PackingError(ValueError):
-    pass
 
 
 def weight_levels(bits: int) -> int:

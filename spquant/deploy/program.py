@@ -47,13 +47,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from spquant.errors import DeployError
+
 __all__ = ["OPS", "OpSpec", "Program", "DeployError", "analyze", "input_encoding", "INT64_LIMIT"]
 
 INT64_LIMIT = 2**62  # every intermediate must stay below this in magnitude (margin under 2^63)
-
-
-class DeployError(ValueError):
-    """A model (or program) that cannot be folded into integer arithmetic, with the reason."""
 
 
 @dataclass

@@ -88,6 +88,7 @@ class SpikingNeuron(nn.Module):
         else:
             self.register_buffer("threshold", v)
         self.record = False
+        self.last_membrane: torch.Tensor | None = None
         self.reset_stats()
 
     # -- statistics --------------------------------------------------------------------------
@@ -104,6 +105,8 @@ class SpikingNeuron(nn.Module):
     def _record(self, spikes: torch.Tensor, mem: torch.Tensor | None) -> None:
         self.stats["spikes"] += int(spikes.sum().item())
         self.stats["neuron_steps"] += spikes.numel()
+        # stored codes m_t of every step of the last forward (the cost counter reads them)
+        self.last_membrane = mem.detach() if mem is not None else None
         if mem is not None and self.membrane is not None:
             levels = torch.arange(self.membrane.lb, self.membrane.ub + 1)
             counts = torch.bincount((mem.to(torch.int64) - self.membrane.lb).flatten(), minlength=len(levels))

@@ -117,19 +117,35 @@ def _compact_mask(keep: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
+class _Workspace:
+    """Step-sized scratch tensors, allocated once per backward call and reused by every step (a fresh
+    tensor per op and step costs an allocation and, for large ones, page faults on first touch)."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like, self.bufs = like, {}
+
+    def __call__(self, name: str, dtype=None) -> torch.Tensor:
+        buf = self.bufs.get(name)
+        if buf is None:
+            buf = self.bufs[name] = torch.empty_like(self.like, dtype=dtype, memory_format=torch.contiguous_format)
+        return buf
+
+
+def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor, ws: _Workspace) -> torch.Tensor:
     """dm * Q'(r). For the stacked surrogate of :class:`IntegerMembrane` this is
     ``k * sum_c sigmoid_backward(dm, sigmoid(k r - k c))``: the same maths as
-    ``dm * membrane.derivative(r)`` in about 10 element-wise passes instead of 16."""
+    ``dm * membrane.derivative(r)`` in about 10 element-wise passes instead of 16, in scratch buffers."""
     if type(membrane) is not IntegerMembrane or membrane.grad != "stacked":
         return dm * membrane.derivative(r)
     k = membrane.k
-    kr = r * k
-    total = None
-    for c in membrane.surrogate.boundaries:
-        sg = torch.sigmoid_(kr - k * c)
-        term = torch.ops.aten.sigmoid_backward(dm, sg)
-        total = term if total is None else total.add_(term)
+    kr = torch.mul(r, k, out=ws("kr"))
+    total = ws("dq")
+    for i, c in enumerate(membrane.surrogate.boundaries):
+        z = torch.sub(kr, k * c, out=ws("z")).sigmoid_()
+        if i == 0:
+            torch.ops.aten.sigmoid_backward.grad_input(dm, z, grad_input=total)
+        else:
+            total.add_(torch.ops.aten.sigmoid_backward.grad_input(dm, z, grad_input=z))
     return total.mul_(k)
 
 
@@ -308,14 +324,19 @@ class _FusedLIF(torch.autograd.Function):
 
 
 def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape):
-    """The BPTT loop of the module docstring, eager, in place where it can be."""
+    """The BPTT loop of the module docstring, eager, in scratch buffers reused over the steps. The
+    triangle surrogate and the threshold path are computed in place here; any other surrogate goes
+    through :func:`spquant.neuron.surrogate.spike_backward` (the single implementation of the maths,
+    which the compiled kernel and the reference use)."""
     tau, membrane, surrogate = ctx.tau, ctx.membrane, ctx.surrogate
+    ws = _Workspace(u_all[0])
+    triangle = type(surrogate) is Triangle
     grad_th = None
     dm = None
     for t in reversed(range(u_all.shape[0])):
         u = u_all[t]
-        x = u - threshold
-        s = x > 0
+        x = torch.sub(u, threshold, out=ws("x"))
+        s = torch.gt(x, 0, out=ws("s", torch.bool))
         gs = grad_spikes[t]
         if grad_mems is not None:
             dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
@@ -324,20 +345,33 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
             if membrane is None:
                 dr = dm
             else:
-                r = u.masked_fill(s, 0)
-                dr = _membrane_grad(membrane, r, dm)
-            ds = torch.addcmul(gs, dr, u, value=-1)  # gs - dr * u
+                r = ws("r").copy_(u).masked_fill_(s, 0)  # (1 - s) u
+                dr = _membrane_grad(membrane, r, dm, ws)
+            ds = torch.addcmul(gs, dr, u, value=-1, out=ws("ds"))  # gs - dr * u
         else:
             ds = gs
-        # the spike's surrogate and the threshold path (docs/method.md#learnable-threshold): one implementation
-        dx, dv = spike_backward(x, ds, surrogate, th_shape)
+        if triangle:  # dx = ds * max(0, gamma - |x|) / gamma^2
+            g = surrogate.gamma
+            d = torch.abs(x, out=ws("d")).neg_().add_(g).clamp_min_(0)
+            if g != 1.0:
+                d.div_(g * g)
+            dx = d.mul_(ds)
+            dv = None
+            if th_shape is not None:  # - sum(dx (1 + sigmoid(x) 1[x >= 0])), summed to V_th's shape
+                w = torch.sigmoid(x, out=ws("w")).masked_fill_(torch.lt(x, 0, out=ws("neg", torch.bool)), 0)
+                if len(th_shape) == 0 or threshold.numel() == 1:
+                    dv = -(dx.sum() + torch.dot(dx.view(-1), w.view(-1))).reshape(th_shape)
+                else:
+                    dv = sum_to_shape(torch.addcmul(dx, dx, w, out=w), th_shape).neg()
+        else:
+            dx, dv = spike_backward(x, ds, surrogate, th_shape)
         if dv is not None:
             grad_th = dv if grad_th is None else grad_th.add_(dv)
         if dm is not None:
             torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx
         else:
             du.copy_(dx)
-        dm = du * tau
+        dm = torch.mul(du, tau, out=ws("dm"))
     return grad_th
 
 

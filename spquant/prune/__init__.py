@@ -25,7 +25,17 @@ membrane-level histogram. The same recording machinery (:class:`GateRecorder`) f
 All options with their defaults are in :data:`PRUNE_DEFAULTS`; see ``docs/pruning_and_cost.md``.
 """
 
-from spquant.prune.gate import ChannelGate, build_gate, gate_loss, gate_modules, mass_target
+from spquant.prune.gate import (
+    ChannelGate,
+    budget_gap,
+    build_gate,
+    channel_importance,
+    gate_loss,
+    gate_modules,
+    mass_target,
+    set_training_progress,
+    topk_target,
+)
 from spquant.prune.options import (
     PRUNE_DEFAULTS,
     PRUNE_OPTION_DOCS,
@@ -43,6 +53,10 @@ __all__ = [
     "resolve_prune_options",
     "prune_loss_weight",
     "mass_target",
+    "topk_target",
+    "channel_importance",
+    "budget_gap",
+    "set_training_progress",
     "ChannelGate",
     "MembranePrior",
     "build_gate",

@@ -11,7 +11,17 @@ from torch.nn import functional as F
 
 from spquant.prune.options import resolve_prune_options
 
-__all__ = ["mass_target", "ChannelGate", "build_gate", "gate_modules", "gate_loss"]
+__all__ = [
+    "mass_target",
+    "topk_target",
+    "channel_importance",
+    "budget_gap",
+    "ChannelGate",
+    "build_gate",
+    "gate_modules",
+    "gate_loss",
+    "set_training_progress",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,6 +49,54 @@ def mass_target(importance: torch.Tensor, mass: float = 0.85, dim: int = -1) -> 
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     keep = keep * (total > 0).float()
     return keep.movedim(-1, dim).to(importance.dtype if importance.is_floating_point() else torch.float32)
+
+
+@torch.no_grad()
+def topk_target(importance: torch.Tensor, keep: float, dim: int = -1) -> torch.Tensor:
+    """{0,1} target keeping the ``round(keep * C)`` most important entries along ``dim`` (at least one).
+
+    The budget target: unlike :func:`mass_target` its kept fraction is fixed by ``keep``, whatever
+    the shape of the importance distribution. Ties are broken by ``topk``'s order.
+
+    >>> topk_target(torch.tensor([0.1, 0.7, 0.05, 0.3]), 0.5).tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    >>> topk_target(torch.tensor([[3.0, 1.0, 2.0]]), 0.1).tolist()   # never fewer than one
+    [[1.0, 0.0, 0.0]]
+    """
+    imp = importance.detach().float().movedim(dim, -1)
+    C = imp.shape[-1]
+    k = max(1, min(C, int(round(keep * C))))
+    idx = imp.topk(k, dim=-1).indices
+    target = torch.zeros_like(imp).scatter(-1, idx, 1.0)
+    return target.movedim(-1, dim)
+
+
+def channel_importance(current: torch.Tensor, signal: str = "max_abs") -> torch.Tensor:
+    """Per-channel importance [T, B, C] of an ungated current [T, B, C, H, W] (detached).
+
+    ``max_abs``: max over space of |I| (the method's rule); ``l1``: mean over space of |I|;
+    ``pos_l1``: mean over space of max(I, 0) (only positive current pushes a neuron towards a spike).
+    """
+    c = current.detach()
+    if signal == "max_abs":
+        return c.abs().amax(dim=(3, 4))
+    if signal == "l1":
+        return c.abs().mean(dim=(3, 4))
+    if signal == "pos_l1":
+        return c.clamp_min(0).mean(dim=(3, 4))
+    raise ValueError(f"unknown importance signal {signal!r}; known: max_abs, l1, pos_l1")
+
+
+def budget_gap(p: torch.Tensor, g: torch.Tensor, keep: float) -> torch.Tensor:
+    """Squared gap between the kept fraction of a layer's channels and ``keep``.
+
+    The value uses the binarized gates ``g`` (the fraction actually kept), the gradient flows to the
+    probabilities ``p`` (straight-through): ``kept = mean(p) + (mean(g) - mean(p)).detach()``.
+    Every channel of a layer costs the same MACs, so the channel fraction is the MAC fraction.
+    """
+    soft = p.mean()
+    kept = soft + (g.detach().mean() - soft).detach()
+    return (kept - keep) ** 2
 
 
 class _BinarizeSTE(torch.autograd.Function):
@@ -80,6 +138,15 @@ class ChannelGate(nn.Module):
         self.c_in, self.c_out = int(c_in), int(c_out)
         self.learned = bool(opt["learned_gate"])
         self.mass = float(opt["mass"])
+        self.keep = float(opt["keep"])
+        target = opt["gate_target"]
+        self.target_kind = ("budget" if self.keep < 1.0 else "mass") if target == "auto" else target
+        imp = opt["importance"]
+        self.importance = ("pos_l1" if self.target_kind == "budget" else "max_abs") if imp == "auto" else imp
+        self.budget_weight = float(opt["budget_weight"])
+        self.layer_keep = max(self.keep, float(opt["min_keep"]))  # per-layer floor
+        self.warmup = float(opt["warmup"]) if self.keep < 1.0 else 0.0
+        self.progress = 1.0  # fraction of training done; set by set_training_progress
         self.binarize_at = float(opt["binarize_at"])
         self.input_scale = bool(opt["input_scale"])
         self.temperature = float(opt["softmax_temperature"])
@@ -116,8 +183,8 @@ class ChannelGate(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"c_in={self.c_in}, c_out={self.c_out}, learned={self.learned}, mass={self.mass}, "
-            f"spatial={self.spatial}"
+            f"c_in={self.c_in}, c_out={self.c_out}, learned={self.learned}, target={self.target_kind}, "
+            f"keep={self.layer_keep}, mass={self.mass}, spatial={self.spatial}"
         )
 
     # -- predictor ----------------------------------------------------------------------------
@@ -158,11 +225,21 @@ class ChannelGate(nn.Module):
             logits = self.logits(xin)
             p = torch.sigmoid(logits)
             g = _BinarizeSTE.apply(p, self.binarize_at)
-            gate = g.reshape(T, B, self.c_out, 1, 1)
+            if self.training and self.progress < self.warmup:
+                # open-gate warm-up: the network trains unpruned while the predictor learns its target
+                gate = torch.ones(T, B, self.c_out, 1, 1, dtype=current.dtype, device=current.device)
+            else:
+                gate = g.reshape(T, B, self.c_out, 1, 1)
             if want_loss:
-                importance = current.detach().abs().amax(dim=(3, 4))  # [T, B, C_out]
-                target = mass_target(importance, self.mass)
-                losses.append(F.binary_cross_entropy_with_logits(logits, target))
+                importance = channel_importance(current, self.importance)  # [T, B, C_out]
+                if self.target_kind == "budget":
+                    target = topk_target(importance, self.layer_keep)
+                    loss = F.binary_cross_entropy_with_logits(logits, target)
+                    loss = loss + self.budget_weight * budget_gap(p, g, self.layer_keep)
+                else:
+                    target = mass_target(importance, self.mass)
+                    loss = F.binary_cross_entropy_with_logits(logits, target)
+                losses.append(loss)
                 self.last_target = target
             else:
                 self.last_target = None
@@ -224,8 +301,15 @@ def gate_modules(model: nn.Module) -> list[ChannelGate]:
     return [m for m in model.modules() if isinstance(m, ChannelGate)]
 
 
+def set_training_progress(model: nn.Module, fraction: float) -> None:
+    """Tell every gate of ``model`` how far training is (0..1); drives the open-gate warm-up."""
+    for g in gate_modules(model):
+        g.progress = float(fraction)
+
+
 def gate_loss(model: nn.Module) -> torch.Tensor:
-    """MEAN over the gates of ``model`` of their BCE losses from the last forward (0-dim zero if none).
+    """MEAN over the gates of ``model`` of their losses from the last forward (0-dim zero if none):
+    BCE against the target, plus ``budget_weight`` x the budget gap with the budget target.
 
     Only gates that computed a loss (training mode, or ``compute_loss=True``) count. The trainer
     adds ``prune_loss_weight(spec) * gate_loss(model)`` to the task loss.

@@ -10,6 +10,12 @@ __all__ = ["PRUNE_DEFAULTS", "PRUNE_OPTION_DOCS", "validate_prune_options", "res
 PRUNE_DEFAULTS: dict[str, Any] = {
     # learned channel gate
     "learned_gate": True,
+    "keep": 1.0,
+    "gate_target": "auto",
+    "importance": "auto",
+    "budget_weight": 4.0,
+    "warmup": 0.2,
+    "min_keep": 0.1,
     "mass": 0.85,
     "loss_weight": 1.0,
     "binarize_at": 0.5,
@@ -34,6 +40,17 @@ PRUNE_DEFAULTS: dict[str, Any] = {
 
 PRUNE_OPTION_DOCS: dict[str, str] = {
     "learned_gate": "use the learned channel-gate predictor (docs/method.md#channel-gate)",
+    "keep": "target fraction of the dense MACs kept per gated layer (0, 1]; 1.0 = the mass target "
+    "alone (no budget); below 1 the gate is trained towards keeping this fraction of its channels",
+    "gate_target": "'auto' (budget when keep < 1, else mass), 'budget' (top-k by importance + budget "
+    "loss), 'mass' (the method's mass-0.85 BCE target)",
+    "importance": "channel importance of the target: 'max_abs' (max over space of |I|), 'l1' (mean "
+    "|I|), 'pos_l1' (mean max(I, 0)); 'auto' = pos_l1 for the budget target (measured best, see "
+    "docs/pruning_and_cost.md), max_abs for the mass target (the method's rule)",
+    "budget_weight": "weight of the budget term (gap between kept fraction and keep) in the gate loss",
+    "warmup": "fraction of training during which the gates are held open (predictors still learn) "
+    "when keep < 1",
+    "min_keep": "per-layer floor: no gated layer is asked to keep less than this fraction",
     "mass": "self-supervised target: keep the smallest set of channels holding this fraction of the "
     "max-|current| mass (docs/method.md#mass-target), in (0, 1]",
     "loss_weight": "weight of gate_loss(model) in the training loss (gate_loss is the MEAN over gates)",
@@ -62,6 +79,10 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
 
 _BOOL_KEYS = {"learned_gate", "input_scale", "detach_input", "channel_prior", "spatial_prior", "spatial_gate"}
 _FLOAT_KEYS = {
+    "keep",
+    "budget_weight",
+    "warmup",
+    "min_keep",
     "mass",
     "loss_weight",
     "binarize_at",
@@ -76,6 +97,7 @@ _FLOAT_KEYS = {
 _INT_KEYS = {"spatial_block"}
 _OPTIONAL_FLOAT_KEYS = {"spatial_prior_level"}
 _OPTIONAL_BITS_KEYS = {"predictor_bits"}
+_CHOICE_KEYS = {"gate_target": ("auto", "budget", "mass"), "importance": ("auto", "max_abs", "l1", "pos_l1")}
 
 
 def validate_prune_options(options: dict | None) -> dict:
@@ -104,6 +126,8 @@ def validate_prune_options(options: dict | None) -> dict:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif key in _OPTIONAL_BITS_KEYS:
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and (value == 32 or 2 <= value <= 16))
+        elif key in _CHOICE_KEYS:
+            ok = value in _CHOICE_KEYS[key]
         elif key in _OPTIONAL_FLOAT_KEYS:
             ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
         else:  # pragma: no cover - every key is in one of the sets
@@ -115,6 +139,9 @@ def validate_prune_options(options: dict | None) -> dict:
         "mass": (0.0, 1.0, False, True),
         "spatial_mass": (0.0, 1.0, False, True),
         "binarize_at": (0.0, 1.0, False, False),
+        "keep": (0.0, 1.0, False, True),
+        "warmup": (0.0, 1.0, True, False),
+        "min_keep": (0.0, 1.0, True, True),
     }
     for key, (lo, hi, lo_in, hi_in) in ranges.items():
         v = merged[key]
@@ -123,8 +150,9 @@ def validate_prune_options(options: dict | None) -> dict:
     for key in ("softmax_temperature", "spatial_temperature"):
         if isinstance(merged[key], (int, float)) and merged[key] <= 0:
             bad.append(f"{key}={merged[key]!r} (must be > 0)")
-    if isinstance(merged["loss_weight"], (int, float)) and merged["loss_weight"] < 0:
-        bad.append(f"loss_weight={merged['loss_weight']!r} (must be >= 0)")
+    for key in ("loss_weight", "budget_weight"):
+        if isinstance(merged[key], (int, float)) and merged[key] < 0:
+            bad.append(f"{key}={merged[key]!r} (must be >= 0)")
     if isinstance(merged["spatial_block"], int) and merged["spatial_block"] < 1:
         bad.append(f"spatial_block={merged['spatial_block']!r} (must be >= 1)")
     if bad:

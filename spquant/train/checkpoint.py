@@ -4,11 +4,13 @@ A checkpoint is two files in ``RUN/checkpoints/``::
 
     step-00000120.safetensors   model.* (state_dict), optim.<param>.<key> (optimizer state), rng.*
     step-00000120.json          config, versions, epoch / step, optimizer param groups, metrics,
-                                and the SHA-256 of the .safetensors file
+                                the SHA-256 of the .safetensors file and the integrity hash
 
 Each file is written to a temporary name, fsync'ed and renamed over the target (``os.replace``),
 and the JSON — written last — is the commit record: a checkpoint counts only if its JSON exists
-and the hash of its tensor file matches. A run killed at any point (SIGKILL mid-write included)
+and its ``integrity`` hash matches: SHA-256 over the tensor file's hash and the canonical JSON of
+the sidecar itself (every field but ``integrity``), so an edit of either file is detected. The
+sidecar's config is then validated like a recipe (:func:`spquant.train.config.config_from_dict`). A run killed at any point (SIGKILL mid-write included)
 therefore leaves either the previous checkpoint or the new one, never a torn one. Loading never
 executes code (safetensors + json only).
 """
@@ -17,15 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from spquant.errors import CheckpointError
+from spquant.fileio import _test_hook, atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -40,12 +43,10 @@ __all__ = [
     "versions",
 ]
 
-FORMAT = "spquant-checkpoint/1"
+FORMAT = "spquant-checkpoint/2"
+MAX_SIDECAR_BYTES = 64 << 20
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.safetensors$")
 _STEP = re.compile(r"step-(\d+)\.json$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, torn, corrupted or does not fit the model/config."""
 
 
 def versions() -> dict:
@@ -55,44 +56,6 @@ def versions() -> dict:
     from spquant import __version__
 
     return {"spquant": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "safetensors": safetensors.__version__, "python": platform.python_version()}
-
-
-def _test_hook(name: str) -> None:
-    """Test hook: SPQUANT_TEST_KILL_AT=<name> kills this process with SIGKILL at that point."""
-    if os.environ.get("SPQUANT_TEST_KILL_AT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, os.replace, fsync dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            _test_hook("mid-write")
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # not supported everywhere (e.g. Windows)
-        pass
 
 
 def _json_bytes(obj) -> bytes:
@@ -142,7 +105,7 @@ def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, config: d
         "metrics": metrics or {},
     }
     json_path = ck_dir / f"{name}.json"
-    atomic_write(json_path, _json_bytes(meta))
+    atomic_write(json_path, _sealed_json(meta))
     # prune old checkpoints (JSON first so a half-deleted one is never taken as valid)
     for old in _checkpoint_jsons(ck_dir)[keep:]:
         old.unlink(missing_ok=True)
@@ -157,35 +120,108 @@ def _checkpoint_jsons(ck_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def _canonical(meta: dict) -> bytes:
+    body = {k: v for k, v in meta.items() if k != "integrity"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _integrity(meta: dict) -> str:
+    """SHA-256 binding the sidecar (all fields but ``integrity``) to its tensor file's hash."""
+    h = hashlib.sha256(FORMAT.encode() + b"\0")
+    h.update(str(meta.get("sha256")).encode() + b"\0")
+    h.update(_canonical(meta))
+    return h.hexdigest()
+
+
+def _sealed_json(meta: dict) -> bytes:
+    """The sidecar's bytes with its ``integrity`` field (computed over what a reader will parse)."""
+    meta = json.loads(_json_bytes(meta))
+    meta["integrity"] = _integrity(meta)
+    return _json_bytes(meta)
+
+
+def _read_sidecar(json_path: Path) -> dict:
+    try:
+        size = json_path.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise CheckpointError(f"checkpoint sidecar {json_path} is {size} bytes, over the {MAX_SIDECAR_BYTES}-byte limit")
+        raw = json_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint sidecar {json_path}: {e.strerror}") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise CheckpointError(f"checkpoint sidecar {json_path} is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint sidecar {json_path} is not a JSON object")
+    if meta.get("format") != FORMAT:
+        fmt = str(meta.get("format"))[:60]
+        raise CheckpointError(f"{json_path}: unknown checkpoint format {fmt!r} (expected {FORMAT}; "
+                              "checkpoints of spquant-checkpoint/1 carry no sidecar integrity hash: re-train)")
+    for key in ("tensors", "sha256", "integrity"):
+        if not isinstance(meta.get(key), str):
+            raise CheckpointError(f"{json_path}: sidecar field {key!r} missing or not a string")
+    if not _TENSOR_NAME.match(meta["tensors"]):
+        raise CheckpointError(f"{json_path}: sidecar names the tensor file {meta['tensors'][:80]!r}; expected a "
+                              "plain '<name>.safetensors' in the same folder")
+    if _integrity(meta) != meta["integrity"]:
+        raise CheckpointError(f"{json_path}: sidecar integrity hash mismatch (the JSON was edited or corrupted)")
+    return meta
+
+
+def _check_sidecar_fields(json_path: Path, meta: dict) -> None:
+    """Types of the fields the trainer reads back (an edit that kept the hash valid is still refused
+    when it does not fit)."""
+    want = {"step": int, "state": dict, "optimizer": dict, "config": dict, "metrics": dict}
+    for key, tp in want.items():
+        if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
+            raise CheckpointError(f"{json_path}: sidecar field {key!r} must be {tp.__name__}, got {type(meta[key]).__name__}")
+    if isinstance(meta.get("step"), int) and not 0 <= meta["step"] < 2**62:
+        raise CheckpointError(f"{json_path}: sidecar step {meta['step']} out of range")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{json_path}: the sidecar holds no config table")
+    if "state" in meta:
+        for key in ("epoch", "step_in_epoch", "global_step"):
+            if key not in meta["state"]:
+                continue
+            v = meta["state"][key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62:
+                raise CheckpointError(f"{json_path}: sidecar state.{key} must be an integer >= 0, got {v!r:.40}")
+
+
 def load_checkpoint(json_path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, sidecar) of a checkpoint; CheckpointError if missing, torn or corrupted."""
+    """(tensors, sidecar) of a checkpoint; CheckpointError if missing, torn, modified or corrupted."""
     json_path = Path(json_path)
     if not json_path.is_file():
         raise CheckpointError(f"checkpoint not found: {json_path}")
-    try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint sidecar {json_path} is not valid JSON: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: unknown checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    meta = _read_sidecar(json_path)
+    _check_sidecar_fields(json_path, meta)
     tpath = json_path.parent / meta["tensors"]
     if not tpath.is_file():
         raise CheckpointError(f"checkpoint tensors missing: {tpath}")
-    blob = tpath.read_bytes()
+    try:
+        blob = tpath.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint tensors {tpath}: {e.strerror}") from None
     if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
         raise CheckpointError(f"checkpoint tensors {tpath} do not match their sidecar (torn or modified file)")
-    return st_load(blob), meta
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors reports a malformed header as SafetensorError
+        raise CheckpointError(f"checkpoint tensors {tpath} are not a valid safetensors file ({str(e)[:200]})") from None
+    return tensors, meta
 
 
 def latest_checkpoint(run_dir) -> Path | None:
-    """The newest valid checkpoint's JSON in ``RUN/checkpoints`` (torn ones are skipped), or None."""
+    """The newest valid checkpoint's JSON in ``RUN/checkpoints`` (torn or modified ones are skipped),
+    or None."""
     ck_dir = Path(run_dir) / "checkpoints"
     if not ck_dir.is_dir():
         return None
     for p in _checkpoint_jsons(ck_dir):
         try:
             load_checkpoint(p)
-        except (CheckpointError, KeyError, OSError):
+        except CheckpointError:
             continue
         return p
     return None
@@ -211,26 +247,29 @@ def restore_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], wher
 
 
 def restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    om = meta["optimizer"]
-    state: dict = {}
-    for key, val in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = val
-    for key, val in om.get("scalars", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = val
     try:
+        om = meta["optimizer"]
+        state: dict = {}
+        for key, val in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = val
+        for key, val in om.get("scalars", {}).items():
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = val
         optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"optimizer state does not fit: {e}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"optimizer state does not fit: {str(e)[:200]}") from None
 
 
 def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    try:
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint RNG state does not fit: {str(e)[:200]}") from None
 
 
 def save_model(path, model: torch.nn.Module, sidecar: dict) -> None:
@@ -238,8 +277,8 @@ def save_model(path, model: torch.nn.Module, sidecar: dict) -> None:
     path = Path(path)
     blob = st_save(_model_tensors(model), metadata={"format": FORMAT})
     atomic_write(path, blob)
-    meta = {"format": FORMAT, "tensors": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "versions": versions(), **sidecar}
-    atomic_write(path.with_suffix(".json"), _json_bytes(meta))
+    meta = {**sidecar, "format": FORMAT, "tensors": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "versions": versions()}
+    atomic_write(path.with_suffix(".json"), _sealed_json(meta))
 
 
 def load_model_file(path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import tomllib
 import types
 import typing
@@ -31,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from spquant.errors import ConfigError
 from spquant.models.common import MODES, QuantSpec
 
 __all__ = [
@@ -47,10 +50,6 @@ __all__ = [
     "parse_overrides",
     "config_from_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A recipe that cannot be used: unknown key, wrong type, bad value or missing file."""
 
 
 @dataclass(frozen=True)
@@ -109,15 +108,36 @@ class DataConfig:
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
     resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
-    augment: str = "none"  # 'none', 'shift' (random shift up to 2 px), 'crop-flip' (CIFAR style)
+    augment: str = "none"  # '+'-joined: flip, roll, crop, shift, nda ('crop-flip' = crop+flip); docs/data.md
     cache: str = ""  # directory for encoded frames ('' = the default cache folder)
     options: dict = field(default_factory=dict)
+    # event-frame preprocessing of the prepared data sets (spquant.data.prepare; docs/data.md)
+    bins: str = "time"  # events -> model.T frames by equal 'time' spans or equal event 'count's
+    polarity: str = "auto"  # 'count2' | 'polarity3' | 'auto' (model.in_channels 2 -> count2, 3 -> polarity3)
+    integer: bool = False  # frames must stay integer counts (refuses data.resize='resize' of event frames)
+    split: str = "authors"  # sets without an official split: 'authors' (seeded random) | 'per_class'
+    layout: str = "auto"  # CIFAR10-DVS files: 'auto' | 'aedat2' | 'aedat4' | 'npz' (SpikingJelly)
+    roll_px: int = 5  # augment 'roll' / 'nda': largest circular shift, pixels
+    crop_pad: int = 4  # augment 'crop': zero padding before the random crop, pixels
+    workers: int = 0  # DataLoader worker processes reading the frame cache
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
         _choice("data.encoding", self.encoding, ["direct", "events"])
         _choice("data.resize", self.resize, ["pad", "crop", "resize"])
-        _choice("data.augment", self.augment, ["none", "shift", "crop-flip"])
+        from spquant.data.transforms import parse_augment
+
+        try:
+            parse_augment(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"data.augment: {e}") from None
+        _choice("data.bins", self.bins, ["time", "count"])
+        _choice("data.polarity", self.polarity, ["auto", "count2", "polarity3"])
+        _choice("data.split", self.split, ["authors", "per_class"])
+        _choice("data.layout", self.layout, ["auto", "aedat2", "aedat4", "npz"])
+        for k in ("roll_px", "crop_pad", "workers"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"data.{k} must be >= 0, got {getattr(self, k)}")
         for k in ("train_subset", "test_subset"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"data.{k} must be >= 0 (0 = all), got {getattr(self, k)}")
@@ -225,7 +245,8 @@ class DetectConfig:
 
 
 TASKS = ("classify", "detect")
-CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10"]
+CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10", "nmnist",
+                     "dvs128-gesture"]
 DETECT_DATASETS = ["moving-digits", "gen1"]
 
 
@@ -264,6 +285,27 @@ class Config:
         """Plain dict, TOML/JSON friendly (None is written as the string "none")."""
         return _none_str(dataclasses.asdict(self))
 
+    def count_values(self) -> int | None:
+        """Number of values in the state dict of :meth:`build_model`'s model, counted without
+        allocating it (built on the meta device, initialisers skipped); None if that fails."""
+        import contextlib
+        from unittest import mock
+
+        import torch
+
+        inits = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+        try:
+            with contextlib.ExitStack() as stack:
+                for n in inits:  # random init on meta tensors would import the compiler stack
+                    stack.enter_context(mock.patch.object(torch.nn.init, n, lambda t, *a, **k: t))
+                with torch.device("meta"):
+                    model = self.build_model()
+            return sum(v.numel() for v in model.state_dict().values())
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - a model that cannot be built on meta: no estimate
+            return None
+
     def build_model(self):
         """The model this recipe trains (on CPU, freshly initialised)."""
         from spquant.models import build_model
@@ -283,7 +325,7 @@ class Config:
             raise ConfigError("model.head_kernel is only for detectors (model.name = 'yolo')")
         try:
             return build_model(self.model.name, **kw)
-        except ValueError as e:  # e.g. an input size the model cannot take
+        except (ValueError, TypeError) as e:  # e.g. an input size the model cannot take
             raise ConfigError(f"config {self.name}: cannot build model {self.model.name!r}: {e}") from None
 
 
@@ -394,7 +436,13 @@ def _build_section(cls, raw: dict, section: str, where: str):
 
 
 def config_from_dict(raw: dict, where: str = "<dict>") -> Config:
-    """Validate a parsed recipe (``variants`` must already be applied/removed)."""
+    """Validate a parsed recipe (``variants`` must already be applied/removed).
+
+    The one validator for recipes, ``--set`` overrides and the configs stored in run folders: types,
+    choices, and the value ranges of :data:`LIMITS` (finite numbers, sane sizes).
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {where}: a recipe must be a table, got {type(raw).__name__}")
     kwargs: dict[str, Any] = {}
     known = set(SECTIONS) | set(TOP_KEYS)
     for key, value in raw.items():
@@ -407,17 +455,152 @@ def config_from_dict(raw: dict, where: str = "<dict>") -> Config:
         else:
             kwargs[key] = _build_section(SECTIONS[key], value, key, where)
     try:
-        return Config(**kwargs)
+        cfg = Config(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"config error in {where}: {e}") from None
+    check_limits(cfg, where)
+    return cfg
+
+
+# (lo, hi) inclusive bounds of numeric settings; every float must also be finite. The upper bounds
+# are far above any sensible run and keep a typo (or an edited run folder) from asking for
+# terabytes or running for hours.
+LIMITS: dict[str, tuple[float, float]] = {
+    "model.width": (1e-6, 16.0),
+    "model.input": (1, 4096),
+    "model.in_channels": (1, 4096),
+    "model.classes": (1, 100_000),
+    "model.T": (1, 4096),
+    "model.plan": (1, 65_536),
+    "quant.membrane_lb": (-(2**15), 0),
+    "quant.membrane_ub": (0, 2**15),
+    "quant.membrane_k": (1e-6, 1e6),
+    "quant.tau": (0.0, 1.0),
+    "quant.threshold": (1e-9, 1e9),
+    "quant.surrogate_param": (-1e9, 1e9),
+    "data.train_subset": (0, 2**40),
+    "data.test_subset": (0, 2**40),
+    "train.epochs": (1, 1_000_000),
+    "train.batch_size": (1, 1 << 20),
+    "train.eval_batch_size": (1, 1 << 20),
+    "train.lr": (1e-12, 1e3),
+    "train.momentum": (0.0, 1.0),
+    "train.weight_decay": (0.0, 1e3),
+    "train.threshold_lr": (1e-12, 1e3),
+    "train.seed": (0, 2**63 - 1),
+    "train.lam": (0.0, 1.0),
+    "train.phi": (-1e9, 1e9),
+    "train.prune_loss_weight": (0.0, 1e9),
+    "train.max_steps": (0, 2**40),
+    "run.log_every": (1, 2**40),
+    "run.checkpoint_every": (0, 2**40),
+    "run.keep_checkpoints": (1, 1_000_000),
+    "run.threads": (-1, 4096),
+    "quant.prune.*": (-1e9, 1e9),
+    "model.head_kernel": (1, 15),
+    "model.anchors": (1e-6, 1e5),
+    "detect.max_det": (1, 100_000),
+    "detect.lambda_coord": (0.0, 1e6),
+    "detect.lambda_obj": (0.0, 1e6),
+    "detect.lambda_noobj": (0.0, 1e6),
+    "detect.lambda_cls": (0.0, 1e6),
+}
+
+
+def _check_number(key: str, value, where: str, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config error in {where}: {key} must be a finite number, got {value}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"config error in {where}: {key} = {value} is outside the allowed range [{lo:g}, {hi:g}]")
+
+
+def check_limits(cfg: Config, where: str = "<config>") -> None:
+    """Raise ConfigError when a numeric setting is not finite or outside :data:`LIMITS`."""
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            key, value = f"{section}.{f.name}", getattr(obj, f.name)
+            if key == "quant.prune":
+                for k, v in value.items():
+                    _check_number(f"quant.prune.{k}", v, where, *LIMITS["quant.prune.*"])
+                continue
+            lo, hi = LIMITS.get(key, (-(2**53), 2**53))
+            if key == "model.anchors" and value is not None:  # [[w, h], ...]
+                if not all(isinstance(a, (list, tuple)) and len(a) == 2 for a in value):
+                    raise ConfigError(f"config error in {where}: model.anchors must be [[w, h], ...], got {value!r:.80}")
+                value = [v for a in value for v in a]
+            for v in (value if isinstance(value, (list, tuple)) else (value,)):
+                _check_number(key, v, where, lo, hi)
+    q = cfg.quant
+    _choice("quant.backend", q.backend, ["reference", "fused"])
+    _choice("quant.membrane_grad", q.membrane_grad, ["stacked", "ste"])
+    if isinstance(q.learn_threshold, str):
+        _choice("quant.learn_threshold", q.learn_threshold, ["layer", "channel"])
+    if not q.membrane_lb < q.membrane_ub:
+        raise ConfigError(f"config error in {where}: quant.membrane_lb ({q.membrane_lb}) must be below "
+                          f"quant.membrane_ub ({q.membrane_ub})")
 
 
 # ---------------------------------------------------------------------------------------------
+MAX_RECIPE_BYTES = 1 << 20
+MAX_KEY_PARTS = 16
+MAX_NESTING = 32
+
+
+def parse_toml(text: str | bytes, where: str) -> dict:
+    """Parse recipe text (bytes must be UTF-8) into a dict; ConfigError for anything malformed,
+    oversized (over MAX_RECIPE_BYTES), too deeply nested (MAX_NESTING) or with dotted keys of more
+    than MAX_KEY_PARTS parts (the TOML parser is slow on those)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_RECIPE_BYTES:
+            raise ConfigError(f"config error in {where}: {len(text)} bytes is over the {MAX_RECIPE_BYTES}-byte limit")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config error in {where}: not UTF-8 text (byte {e.start})") from None
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"config error in {where}: {len(text)} characters is over the {MAX_RECIPE_BYTES} limit")
+    _check_shape(text, where)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config error in {where}: invalid TOML: {e}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"config error in {where}: invalid TOML: {str(e)[:200]}") from None
+    return raw
+
+
+_TOML_STRING = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"")
+_TOML_FLOAT = re.compile(r"\d[\d_]*\.\d")
+
+
+def _check_shape(text: str, where: str) -> None:
+    """Refuse dotted keys of MAX_KEY_PARTS parts or more and nesting deeper than MAX_NESTING on one
+    line before the TOML parser sees them (its time grows with the square of a key's parts). Dots
+    and brackets are counted outside strings and number literals: a cheap over-estimate."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if "." not in line and "[" not in line and "{" not in line:
+            continue
+        line = _TOML_FLOAT.sub("0", _TOML_STRING.sub("s", line))
+        if line.count(".") >= MAX_KEY_PARTS:
+            raise ConfigError(f"config error in {where}: line {lineno}: a dotted key of more than "
+                              f"{MAX_KEY_PARTS} parts")
+        if line.count("[") + line.count("{") > MAX_NESTING:
+            raise ConfigError(f"config error in {where}: line {lineno} nests arrays/tables deeper than {MAX_NESTING}")
+
+
 def _parse_value(text: str):
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"--set value of {len(text)} characters is too long")
+    _check_shape(text, "--set")
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"--set value {text[:60]!r}...: {str(e)[:200]}") from None
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
@@ -438,13 +621,15 @@ def _apply(raw: dict, key: str, value, where: str) -> None:
         return
     if parts[0] not in SECTIONS:
         raise _unknown(parts[0], set(SECTIONS) | set(TOP_KEYS), where)
-    node = raw.setdefault(parts[0], {})
-    for p in parts[1:-1]:  # nested tables, e.g. quant.prune.loss_weight
+    if len(parts) < 2:
+        raise ConfigError(f"config error in {where}: override {key!r} must name section.key")
+    if len(parts) > MAX_KEY_PARTS or any(not p for p in parts):
+        raise ConfigError(f"config error in {where}: override key {key[:80]!r} is not section.key")
+    node = raw
+    for p in parts[:-1]:  # nested tables, e.g. quant.prune.loss_weight
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"config error in {where}: {key}: {p} is not a table")
-    if len(parts) < 2:
-        raise ConfigError(f"config error in {where}: override {key!r} must name section.key")
     node[parts[-1]] = value
 
 
@@ -463,7 +648,12 @@ def _locate(spec: str) -> tuple[str, str, str | None]:
     if p.suffix == ".toml" or p.is_file():
         if not p.is_file():
             raise ConfigError(f"config file not found: {spec}")
-        return p.read_text(), str(p), None
+        try:
+            with open(p, "rb") as f:
+                data = f.read(MAX_RECIPE_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"config file {spec}: cannot read ({e.strerror})") from None
+        return data, str(p), None
     name, _, variant = spec.partition(":")
     recipes = list_recipes()
     if name not in recipes and not variant:
@@ -482,17 +672,18 @@ def _locate(spec: str) -> tuple[str, str, str | None]:
 def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] | None = None) -> Config:
     """Load a recipe by file path or name (``NAME[:VARIANT]``), apply ``--set`` overrides, validate."""
     text, where, variant = _locate(str(spec))
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config error in {where}: invalid TOML: {e}") from None
+    raw = parse_toml(text, where)
     variants = raw.pop("variants", {}) or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ConfigError(f"config error in {where}: [variants] must hold tables of dotted overrides")
     if variant is not None:
         if variant not in variants:
             raise ConfigError(f"config error in {where}: no variant {variant!r}; variants: {', '.join(sorted(variants)) or 'none'}")
         for key, value in variants[variant].items():
             _apply(raw, key, value, f"{where} [variants.{variant}]")
         raw.setdefault("name", Path(where.split()[-1]).stem)
+        if not isinstance(raw["name"], str):
+            raise ConfigError(f"config error in {where}: name must be a string, got {raw['name']!r}")
         raw["name"] = f"{raw['name']}:{variant}"
     if overrides:
         pairs = parse_overrides(overrides) if isinstance(overrides[0], str) else overrides
@@ -503,8 +694,11 @@ def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] |
 
 def variants_of(spec: str) -> list[str]:
     """Variant names defined by a recipe (e.g. ['fp32', 'quant', 'spquant'])."""
-    text, _, _ = _locate(spec.partition(":")[0])
-    return sorted((tomllib.loads(text).get("variants") or {}).keys())
+    text, where, _ = _locate(spec.partition(":")[0])
+    variants = parse_toml(text, where).get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"config error in {where}: [variants] must be a table")
+    return sorted(variants)
 
 
 assert set(MODES) == {"fp32", "quant", "spquant"}

@@ -50,20 +50,12 @@ class TensorData:
         return x.transpose(0, 1).contiguous(), y
 
 
-def _augment(x: torch.Tensor, how: str, g: torch.Generator | None, static: bool) -> torch.Tensor:
-    """Random shift (pad 2 + crop) or crop+flip (pad 4 + crop + horizontal flip), per sample."""
-    pad = 2 if how == "shift" else 4
-    H, W = x.shape[-2:]
-    B = x.shape[0]
-    flat = x.reshape(B, -1, H, W)
-    padded = F.pad(flat, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)
-    out = torch.stack([padded[i, :, dy[i] : dy[i] + H, dx[i] : dx[i] + W] for i in range(B)])
-    if how == "crop-flip":
-        flip = torch.rand(B, generator=g) < 0.5
-        out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)
-    return out.reshape(x.shape)
+def _augment(x: torch.Tensor, how: str, g: torch.Generator | None, static: bool, **kw) -> torch.Tensor:
+    """``data.augment`` per sample (:func:`spquant.data.transforms.augment_batch`: shift, crop, flip,
+    roll, nda and their '+' combinations; ``kw``: roll_px, crop_pad)."""
+    from spquant.data.transforms import augment_batch
+
+    return augment_batch(x, how, g, **kw)
 
 
 class DatasetData:
@@ -73,19 +65,24 @@ class DatasetData:
 
     static = False
 
-    def __init__(self, dataset, collate):
-        self.dataset, self.collate = dataset, collate
+    def __init__(self, dataset, collate, augmentable: bool = False, augment_kw: dict | None = None):
+        self.dataset, self.collate, self.augmentable = dataset, collate, augmentable
+        self.augment_kw = augment_kw or {}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
-        if augment != "none":
+        if augment != "none" and not self.augmentable:
             raise ValueError(f"data.augment={augment!r} is not supported for this data set")
         x, target = self.collate([self.dataset[int(i)] for i in idx])
         if x.shape[0] != T:
             raise ValueError(f"frames have T={x.shape[0]} but the model is configured with T={T}")
-        return x.float(), target
+        x = x.float()
+        if augment != "none":  # per sample: [T, B, ...] -> [B, T, ...] and back
+            x = _augment(x.transpose(0, 1), augment, generator, static=False, **self.augment_kw)
+            x = x.transpose(0, 1).contiguous()
+        return x, target
 
 
 def _root(d) -> Path:
@@ -167,8 +164,9 @@ def integer_inputs(config) -> bool:
     return d.resize != "resize"
 
 
-def load_split(config, split: str) -> TensorData | DatasetData:
-    """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model``."""
+def load_split(config, split: str, progress: bool | None = None) -> TensorData | DatasetData:
+    """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model``; ``progress``
+    (None = ``run.progress``) shows the bar of a frame cache being made."""
     d, m = config.data, config.model
     if d.dataset in ("moving-digits", "gen1"):
         return _detection_split(config, split)
@@ -190,6 +188,15 @@ def load_split(config, split: str) -> TensorData | DatasetData:
         return TensorData(x, y, static=True, scale=1 / 255)
     if d.dataset == "mnist-dvs":
         return _mnist_dvs(config, split, n_limit)
+    from spquant.data.prepare import DATASETS as FRAME_DATASETS
+
+    if d.dataset in FRAME_DATASETS:
+        # the on-disk frame cache (made on first use, or by 'spquant data prepare'), read sample by
+        # sample from its memory map; augmentation happens per batch with the loop's generator
+        from spquant.data.prepare import collate_frames, load_frames
+
+        return DatasetData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
+                           augment_kw={"roll_px": d.roll_px, "crop_pad": d.crop_pad})
     raise NotImplementedError(
         f"dataset {d.dataset!r}: its readers are in spquant.data but the in-memory training adapter is not "
         "wired yet; the paper recipes parse and build their models (see docs/training.md)"

@@ -326,7 +326,7 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     optimizer = build_optimizer(model, t_cfg)
 
     if data is None:
-        train_data, test_data = load_split(config, "train"), load_split(config, "test")
+        train_data, test_data = load_split(config, "train", show), load_split(config, "test", show)
     else:
         train_data, test_data = data
     n = len(train_data)
@@ -398,6 +398,10 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
             x, y = train_data.batch(idx, m_cfg.T, config.data.augment, _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank))
             x, y = x.to(device, non_blocking=True), task.to_device(y, device)
             f = lr_factor(global_step, total_steps, t_cfg.schedule)
+            if gate is not None:
+                from spquant.prune import set_training_progress
+
+                set_training_progress(model, global_step / max(1, total_steps))
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * f
             out = ddp_model(x)

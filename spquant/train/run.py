@@ -106,6 +106,11 @@ def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> Run:
     if not isinstance(meta.get("config"), dict):
         raise ckpt.CheckpointError(f"{run_dir}: the sidecar holds no config")
     config = config_from_dict(meta["config"], str(run_dir))
+    stored = sum(v.numel() for k, v in tensors.items() if k.startswith("model."))
+    needed = config.count_values()
+    if needed is not None and needed != stored:  # checked before allocating what the config asks for
+        raise ckpt.CheckpointError(f"{run_dir}: the config describes a model of {needed} values, the tensor file "
+                                   f"holds {stored}")
     model = config.build_model()
     ckpt.restore_model(model, tensors, str(run_dir))
     model.to(resolve_device(device)).eval()

@@ -86,18 +86,18 @@ def test_manual_datasets_and_unknown(tmp_path):
         fetch("gen1", tmp_path)
     with pytest.raises(FetchError, match="unknown data set 'nope'"):
         fetch("nope", tmp_path)
-    assert "cifar10dvs/airplane.zip" in manual_instructions("cifar10dvs", "R").replace("\\", "/")
+    assert "cifar10-dvs/airplane.zip" in manual_instructions("cifar10-dvs", "R").replace("\\", "/")
 
 
 def test_cli_fetch_and_info(tmp_path, capsys, fake_sources, shared_events):
     assert main(["data", "fetch", "fake", "--root", str(tmp_path)]) == 0
     assert "ready in" in capsys.readouterr().out
-    assert main(["data", "fetch", "gen1", "--root", str(tmp_path)]) == 1
+    assert main(["data", "fetch", "gen1", "--root", str(tmp_path)]) == 2
     assert "registration" in capsys.readouterr().err
     assert main(["data", "info", str(shared_events / "sample_nmnist.bin")]) == 0
     assert "4325 events" in capsys.readouterr().out
     (tmp_path / "bad.bin").write_bytes(b"123")
-    assert main(["data", "info", str(tmp_path / "bad.bin")]) == 1
+    assert main(["data", "info", str(tmp_path / "bad.bin")]) == 2
     assert "truncated" in capsys.readouterr().err
 
 
@@ -115,7 +115,7 @@ def test_cli_emulate(tmp_path, capsys):
     ds = sd.EmulatedEvents(out, "train")
     assert len(ds) == 6 and ds[5][1] == 5
     np.testing.assert_array_equal(ds[2][0], sd.emulate(x[2]))  # same as the in-memory emulator
-    assert main(["data", "emulate", "mnist", "--root", str(tmp_path / "none"), "--out", str(out)]) == 1
+    assert main(["data", "emulate", "mnist", "--root", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
     assert main(["data"]) == 2
 

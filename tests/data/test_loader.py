@@ -1,4 +1,4 @@
-"""Emulated-event cache, FrameCache batches and mnist_frames."""
+"""Emulated-event cache and mnist_frames."""
 
 from __future__ import annotations
 
@@ -62,30 +62,6 @@ def test_emulated_mnist_caches_by_parameters(tmp_path, monkeypatch):
     assert len(calls) == 2 and c.dir != a.dir
 
 
-def test_frame_cache_static_and_frames():
-    imgs = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
-    labels = torch.arange(10)
-    fc = sd.FrameCache(imgs, labels, batch_size=4, T=3, seed=1)
-    batches = list(fc)
-    assert len(fc) == 3 and [b[1].shape[0] for b in batches] == [4, 4, 2]
-    x, y = batches[0]
-    assert x.shape == (3, 4, 1, 2, 2) and x.dtype == torch.float32
-    assert torch.allclose(x[2, :, 0, 0, 0], y.float() / 255)  # pixel value = label / 255, all steps equal
-    seen = torch.cat([b[1] for b in batches])
-    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
-    again = torch.cat([b[1] for b in sd.FrameCache(imgs, labels, batch_size=4, T=3, seed=1)])
-    assert torch.equal(seen, again)  # seeded
-    assert not torch.equal(seen, torch.cat([b[1] for b in fc]))  # next epoch: new order
-    frames = torch.zeros(6, 5, 2, 3, 3, dtype=torch.uint8)
-    frames[:, 4, 1, 2, 2] = 1
-    fx, fy = next(iter(sd.FrameCache(frames, torch.zeros(6), batch_size=6, shuffle=False, drop_last=True)))
-    assert fx.shape == (5, 6, 2, 3, 3) and fx[4, :, 1, 2, 2].eq(1).all() and fx.sum() == 6
-    with pytest.raises(ValueError, match="need T"):
-        sd.FrameCache(imgs, labels)
-    with pytest.raises(ValueError, match="labels"):
-        sd.FrameCache(imgs, labels[:3], T=2)
-
-
 def test_mnist_frames_direct_and_events(tmp_path):
     x, y = sd.mnist_frames("test", T=4, encoding="direct")
     assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.uint8 and y.shape == (1000,)
@@ -103,11 +79,6 @@ def test_mnist_frames_direct_and_events(tmp_path):
     np.testing.assert_array_equal(fe[4].numpy(), sd.to_frames(ds.events_of(4), (34, 34), 5).astype(np.uint8))
     fc, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48))
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16
-    xb, yb = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False)))
-    assert xb.shape == (5, 3, 3, 34, 34) and xb.dtype == torch.float32
-    xs, _ = next(iter(sd.FrameCache(fe, ye, batch_size=3, shuffle=False, size=(17, 17))))
-    assert xs.shape == (5, 3, 3, 17, 17)
-    assert torch.allclose(xs, sd.resize(xb, (17, 17)))
 
 
 def test_mnist_frames_full_source(shared_mnist, monkeypatch, tmp_path):

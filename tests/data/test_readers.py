@@ -279,7 +279,7 @@ def test_gen1_boxes(tmp_path):
     sd.write_gen1_boxes(tmp_path / "new_bbox.npy", b)
     np.testing.assert_array_equal(sd.read_gen1_boxes(tmp_path / "new_bbox.npy"), b)
     np.save(tmp_path / "obj_bbox.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(EventFileError, match=r"obj_bbox\.npy.*not a plain numpy box file"):
+    with pytest.raises(EventFileError, match=r"obj_bbox\.npy.*not a Gen1 box array"):
         sd.read_gen1_boxes(tmp_path / "obj_bbox.npy")
     np.save(tmp_path / "f_bbox.npy", np.zeros(2, dtype=[("ts", "<u8"), ("x", "<f4")]))
     with pytest.raises(EventFileError, match="missing"):
@@ -309,7 +309,7 @@ def test_aedat4_truncated_real_file(tmp_path, shared_events):
     pytest.importorskip("aedat", reason="optional extra spquant[aedat] not installed")
     data = (shared_events / "sample.aedat4").read_bytes()
     (tmp_path / "cut.aedat4").write_bytes(data[:400_000])
-    with pytest.raises(EventFileError, match=r"cut\.aedat4: corrupt or truncated AEDAT 4 packet"):
+    with pytest.raises(EventFileError, match=r"cut\.aedat4: .*(corrupt or truncated|truncated file)"):
         sd.read_aedat4(tmp_path / "cut.aedat4")
 
 

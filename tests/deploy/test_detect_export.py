@@ -15,6 +15,7 @@ from spquant.deploy.detection import (
     detection_meta,
     evaluate_integer_detector,
     head_from_integer,
+    score_detector,
 )
 from spquant.deploy.targets.spq import ModelFileError, load, save
 from spquant.detect import YOLOLoss, evaluate
@@ -116,6 +117,13 @@ def test_interpreter_map_equals_deploy_sim_map(data):
     # and the metric is the ordinary one of those detections
     again = evaluate(m_int["detections"], [b.numpy() for b in boxes], 10)
     assert again["mAP50"] == m_int["mAP50"]
+    # what 'spquant run' calls on a detection data set: the same numbers, plus executed op counts
+    samples = [(x[:, i], boxes[i]) for i in range(24)]
+    scored = score_detector(program, samples, batch_size=10, path="reference", conf_threshold=0.01)
+    assert scored["mAP50"] == m_int["mAP50"] and scored["mAP50_95"] == m_int["mAP50_95"] and scored["samples"] == 24
+    assert 0 < scored["ops_per_sample"]["sops"] < scored["ops_per_sample"]["dense_macs"]
+    with pytest.raises(DeployError, match="integer counts"):
+        score_detector(program, [(x[:, 0] + 0.5, boxes[0])])
 
 
 def test_fp32_detector_is_refused_and_bad_meta_is_caught(data, tmp_path):

@@ -9,8 +9,15 @@ on the camera:
 * ``'davis240'`` / ``'davis346'`` (DAVIS240 240x180, DAVIS346 346x260): p = bit 11, x = bits 12-21,
   y = bits 22-30, bit 31 set = APS/IMU sample and bit 10 set = external event, both dropped.
 
-Coordinates are returned as stored (jAER's raw addresses; e.g. DVS128 x runs right-to-left as seen
-by the camera), not flipped.
+``convention`` (DVS128 layout only) says how address bits become x, y and p:
+
+* ``'raw'`` (default): x = bits 1-7, y = bits 8-14, p = bit 0, exactly as stored. In jAER's DVS128
+  convention bit 0 = 1 is an OFF event, so here p = 1 means OFF, unlike spquant's usual p = 1 ON.
+* ``'spikingjelly'``: x = 127 - (bits 8-14), y = 127 - (bits 1-7), p = 1 - bit 0 -- what SpikingJelly
+  returns for CIFAR10-DVS (upright pictures, p = 1 ON). The CIFAR10-DVS data set uses this one.
+* ``'tonic'``: x = bits 8-14, y = bits 1-7, p = bit 0 -- what ``tonic.io.read_dvs_128`` returns.
+
+The tests pin all three against SpikingJelly and tonic reading the same file.
 
 >>> import tempfile, os
 >>> from spquant.data.events import make_events
@@ -31,6 +38,7 @@ from spquant.data.readers._io import body_as, read_bytes, split_text_header
 
 MAGIC = "#!AER-DAT2.0"
 LAYOUTS: dict[str, SensorSize] = {"dvs128": (128, 128), "davis240": (240, 180), "davis346": (346, 260)}
+CONVENTIONS = ("raw", "spikingjelly", "tonic")
 EVENT = np.dtype([("addr", ">u4"), ("t", ">u4")])
 
 
@@ -42,13 +50,26 @@ def _unwrap32(t: np.ndarray) -> np.ndarray:
     return t
 
 
-def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = None) -> Recording:
-    """Read an AEDAT 2.0 file. ``layout``: 'dvs128' (default), 'davis240' or 'davis346'.
+def _dvs128_axes(x, y, p, convention: str):
+    """Raw DVS128 address fields -> (x, y, p) in ``convention`` (an involution for each convention)."""
+    if convention == "spikingjelly":
+        return 127 - y, 127 - x, 1 - p
+    if convention == "tonic":
+        return y, x, p
+    return x, y, p
+
+
+def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = None,
+                convention: str = "raw") -> Recording:
+    """Read an AEDAT 2.0 file. ``layout``: 'dvs128' (default), 'davis240' or 'davis346';
+    ``convention`` (dvs128): 'raw', 'spikingjelly' or 'tonic' (see the module docstring).
 
     ``sensor_size`` overrides the layout's size for the bounds check.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown AEDAT 2.0 address layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    if convention not in CONVENTIONS or (convention != "raw" and layout != "dvs128"):
+        raise ValueError(f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}")
     data = read_bytes(path)
     lines, offset = split_text_header(data, b"#", path)
     if not lines or not lines[0].startswith(MAGIC):
@@ -61,8 +82,7 @@ def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = N
     if layout == "dvs128":
         keep = (addr >> 31) == 0
         p = addr & 1
-        x = (addr >> 1) & 0x7F
-        y = (addr >> 8) & 0x7F
+        x, y, p = _dvs128_axes((addr >> 1) & 0x7F, (addr >> 8) & 0x7F, p, convention)
     else:
         keep = ((addr >> 31) == 0) & (((addr >> 10) & 1) == 0)
         p = (addr >> 11) & 1
@@ -73,16 +93,22 @@ def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = N
     return Recording(events, size)
 
 
-def write_aedat2(path, events: np.ndarray, layout: str = "dvs128") -> None:
-    """Write events as an AEDAT 2.0 file with the given address layout."""
+def write_aedat2(path, events: np.ndarray, layout: str = "dvs128", convention: str = "raw") -> None:
+    """Write events as an AEDAT 2.0 file with the given address layout; ``events`` are in
+    ``convention`` (dvs128), so ``read_aedat2(..., convention=c)`` returns them unchanged."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}")
-    x = events["x"].astype(np.uint32)
-    y = events["y"].astype(np.uint32)
-    p = events["p"].astype(np.uint32)
+    if convention not in CONVENTIONS or (convention != "raw" and layout != "dvs128"):
+        raise ValueError(f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}")
+    x = events["x"].astype(np.int64)
+    y = events["y"].astype(np.int64)
+    p = events["p"].astype(np.int64)
     w, h = LAYOUTS[layout]
     if x.size and (x.max() >= w or y.max() >= h):
         raise ValueError(f"coordinates do not fit the {layout} sensor {w}x{h}")
+    if layout == "dvs128":
+        x, y, p = _dvs128_axes(x, y, p, convention)
+    x, y, p = x.astype(np.uint32), y.astype(np.uint32), p.astype(np.uint32)
     if layout == "dvs128":
         addr = p | (x << 1) | (y << 8)
     else:

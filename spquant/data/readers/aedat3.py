@@ -80,7 +80,14 @@ def read_aedat31(path, sensor_size: SensorSize | None = None) -> Recording:
         if int(h["type"]) == POLARITY_TYPE:
             if ev_size != POLARITY_EVENT.itemsize:
                 raise EventFileError(path, f"polarity packet at offset {pos} has event size {ev_size}, expected 8")
+            if int(h["ts_overflow"]) < 0:
+                raise EventFileError(path, f"polarity packet at offset {pos} has a negative timestamp overflow "
+                                     f"counter ({int(h['ts_overflow'])})")
             ev = np.frombuffer(data, POLARITY_EVENT, count=num, offset=start)
+            if num and int(ev["t"].min()) < 0:
+                bad = int(np.argmax(ev["t"] < 0))
+                raise EventFileError(path, f"event {bad} of the packet at offset {pos} has bit 31 of its 31-bit "
+                                     "timestamp set (corrupt event)")
             chunks_d.append(ev["data"])
             chunks_t.append(ev["t"].astype(np.int64) + (int(h["ts_overflow"]) << 31))
         pos = start + length

@@ -1,12 +1,14 @@
 """AEDAT 4 files (iniVation DV) through the optional ``aedat`` package (``pip install spquant[aedat]``).
 
 Reads every event packet of the file's first event stream (or ``stream_id``); the sensor size comes
-from the stream description.
+from the stream description. The header and packet lengths are checked against the file size
+before the decoder runs.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 
@@ -28,6 +30,45 @@ def _import_aedat():
     return aedat
 
 
+def _io_header_table_position(head: bytes) -> int:
+    """``dataTablePosition`` of the IOHeader flatbuffer (-1 when absent); ValueError if malformed."""
+    root = struct.unpack_from("<I", head, 0)[0]
+    vtable = root - struct.unpack_from("<i", head, root)[0]
+    vt_size = struct.unpack_from("<H", head, vtable)[0]
+    if vt_size < 4 + 2 * 2 or vtable < 0:
+        return -1
+    field = struct.unpack_from("<H", head, vtable + 4 + 2)[0]  # field 1: dataTablePosition (int64)
+    return struct.unpack_from("<q", head, root + field)[0] if field else -1
+
+
+def _check_layout(path: str) -> None:
+    """Walk the file's length fields before the decoder does: the IOHeader length and every
+    packet's size must fit the file (a corrupt length would make the decoder allocate it)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    start = len(MAGIC) + 2  # magic and CR LF
+    if size < start + 4 or data[len(MAGIC):start] != b"\r\n":
+        raise EventFileError(path, "truncated AEDAT 4 file: no header length after the version line")
+    hlen = struct.unpack_from("<I", data, start)[0]
+    pos = start + 4 + hlen
+    if pos > size:
+        raise EventFileError(path, f"AEDAT 4 header length {hlen} runs past the end of the {size}-byte file")
+    try:
+        table = _io_header_table_position(data[start + 4:pos])
+    except struct.error:
+        raise EventFileError(path, "corrupt AEDAT 4 header (its offsets point outside it)") from None
+    end = table if pos <= table <= size else size
+    while pos < end:
+        if end - pos < 8:
+            raise EventFileError(path, f"truncated AEDAT 4 packet header at offset {pos}")
+        plen = struct.unpack_from("<I", data, pos + 4)[0]
+        if plen > end - pos - 8:
+            raise EventFileError(path, f"AEDAT 4 packet at offset {pos} declares {plen} bytes, only {end - pos - 8} "
+                                 "are left (corrupt length or truncated file)")
+        pos += 8 + plen
+
+
 def read_aedat4(path, stream_id: int | None = None, sensor_size: SensorSize | None = None) -> Recording:
     """Read the polarity events of an AEDAT 4 file."""
     path = os.fspath(path)
@@ -37,6 +78,7 @@ def read_aedat4(path, stream_id: int | None = None, sensor_size: SensorSize | No
         if f.read(len(MAGIC)) != MAGIC:
             raise EventFileError(path, f"not an AEDAT 4 file: it must start with {MAGIC.decode()!r}")
     aedat = _import_aedat()
+    _check_layout(path)
     try:
         decoder = aedat.Decoder(path)
         streams = decoder.id_to_stream()

@@ -7,7 +7,8 @@ is left unknown for others), then one byte event type and one byte event size, t
 (bits 28-31). Event types with this 2D packing: 0 (``Event2D``: ATIS Gen1, N-CARS) and 12
 (``EventCD``: Metavision / EVK4 / IMX636 recordings, the 1-Megapixel automotive set).
 
-Box files ``*_bbox.npy`` are plain numpy structured arrays (loaded with ``allow_pickle=False``) with
+Box files ``*_bbox.npy`` are plain numpy structured arrays (header checked against the file size, no
+pickle) with
 fields ``ts`` (older files: ``t``), ``x, y, w, h, class_id`` and optionally ``confidence``,
 ``track_id``.
 
@@ -125,26 +126,92 @@ def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None
         f.write(head.encode() + bytes([event_type, DAT_EVENT.itemsize]) + rec.tobytes())
 
 
+MAX_BOX_CLASS = 255
+MAX_BOX_COORD = 1e6  # pixels; boxes may stick out of the frame a little, not by millions
+
+
+def _read_npy_structured(path: str) -> np.ndarray:
+    """A 1-D structured array from a ``.npy`` file, validated before anything is allocated: the
+    header's dtype must hold only integer/float fields and its row count must match the file size."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(min(size, 1 << 16))
+        if head[:2] == b"PK":
+            raise EventFileError(path, "is a .npz archive, not a .npy box array")
+        if len(head) < 10 or head[:6] != b"\x93NUMPY":
+            raise EventFileError(path, f"not a .npy file (starts with {head[:8]!r})")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except Exception as e:  # numpy's header parser raises many kinds on malformed text
+            raise EventFileError(path, f"corrupt .npy header ({type(e).__name__}: {str(e)[:200]})") from None
+        offset = f.tell()
+    if dtype.names is None or len(shape) != 1 or fortran:
+        raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array, header says {dtype} {shape}")
+    for name in dtype.names:
+        sub = dtype.fields[name][0]
+        if sub.kind not in "iuf" or sub.shape:
+            raise EventFileError(path, f"box field {name!r} has type {sub}; only integer and float fields are allowed")
+    rows = int(shape[0])
+    if dtype.itemsize == 0 or rows * dtype.itemsize != size - offset:
+        raise EventFileError(path, f"header declares {rows} rows of {dtype.itemsize} bytes but the file holds "
+                             f"{size - offset} bytes after the header (truncated or padded)")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    return np.frombuffer(data, dtype=dtype, count=rows)
+
+
+def _check_box_values(path, arr: np.ndarray, src: dict) -> None:
+    def col(name):
+        return arr[src[name]]
+
+    for name in ("x", "y", "w", "h") + (("confidence",) if "confidence" in src else ()):
+        v = col(name)
+        if v.size and not np.all(np.isfinite(v.astype(np.float64))):
+            raise EventFileError(path, f"box field {name!r} holds NaN or infinite values")
+        if v.size and float(np.abs(v.astype(np.float64)).max()) > MAX_BOX_COORD:
+            raise EventFileError(path, f"box field {name!r} has a value beyond {MAX_BOX_COORD:g}")
+    for name in ("w", "h"):
+        if col(name).size and float(col(name).min()) < 0:
+            raise EventFileError(path, f"box field {name!r} is negative ({float(col(name).min())})")
+    for name, hi in (("ts", 2**62), ("class_id", MAX_BOX_CLASS), ("track_id", 2**32 - 1)):
+        if name not in src or not col(name).size:
+            continue
+        v = col(name).astype(np.float64) if col(name).dtype.kind == "f" else col(name)
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v) & (v == np.floor(v))):
+            raise EventFileError(path, f"box field {name!r} holds non-integer values")
+        lo_v, hi_v = float(v.min()), float(v.max())
+        if lo_v < 0 or hi_v > hi:
+            raise EventFileError(path, f"box field {name!r} has values in [{lo_v:g}, {hi_v:g}], outside 0..{hi}")
+
+
 def read_gen1_boxes(path) -> np.ndarray:
     """Read a Gen1 ``*_bbox.npy`` box file as a structured array with fields ``BOX_DTYPE``.
 
     Older files name the timestamp ``t``; it is returned as ``ts``. Missing ``confidence`` /
-    ``track_id`` are filled with 1.0 / 0. Boxes are sorted by ``ts`` (stable).
+    ``track_id`` are filled with 1.0 / 0. Boxes are sorted by ``ts`` (stable). Every value is
+    range-checked before the cast (class ids 0..255, ``ts`` and ids >= 0, finite coordinates,
+    sizes >= 0); any fault raises :class:`EventFileError`.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EventFileError(path, "no such file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise EventFileError(path, f"not a plain numpy box file ({e})") from None
+    arr = _read_npy_structured(path)
     names = arr.dtype.names or ()
     src = {n: n for n in names}
     if "ts" not in src and "t" in src:
         src["ts"] = "t"
     missing = [f for f in BOX_FIELDS if f not in src]
-    if arr.ndim != 1 or missing:
+    if missing:
         raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array with fields {BOX_FIELDS}, missing {missing}")
+    _check_box_values(path, arr, src)
     out = np.zeros(arr.shape[0], BOX_DTYPE)
     for f in BOX_DTYPE.names:
         if f in src:

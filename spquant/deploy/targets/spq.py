@@ -25,7 +25,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import zlib
 
 import numpy as np
@@ -40,6 +39,8 @@ from spquant.deploy.packing import (
     weight_levels,
 )
 from spquant.deploy.program import OPS, DeployError, Program, analyze
+from spquant.errors import ModelFileError
+from spquant.fileio import atomic_write
 
 __all__ = ["ModelFileError", "save", "load", "export", "MAGIC", "VERSION", "file_report"]
 
@@ -50,14 +51,6 @@ MAX_MANIFEST = 64 << 20
 MAX_ELEMENTS = 1 << 31
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
 _INT_ENC = {"int8": np.dtype("i1"), "int16le": np.dtype("<i2"), "int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
-
-
-class ModelFileError(ValueError):
-    """A .spq file that is missing, truncated, corrupt, of another version, or inconsistent."""
-
-    def __init__(self, path, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,22 +95,11 @@ def _encode(program: Program) -> bytes:
 
 
 def save(program: Program, path) -> int:
-    """Write ``program`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+    """Write ``program`` to ``path`` atomically (temp file in the same folder, fsync, rename; the
+    file gets the permissions the umask gives).
     Returns the file size in bytes."""
     data = _encode(program)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".spq-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
     return len(data)
 
 
@@ -211,7 +193,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             raise ValueError(f"node {i} is not an object")
         name = _str(n.get("name"), f"node {i} name")
         op = n.get("op")
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             raise ValueError(f"node {name!r}: unknown op {op!r}")
         ins = n.get("inputs")
         if not isinstance(ins, list) or len(ins) not in OPS[op].arity:
@@ -227,7 +209,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             _int(n.get(key), f"node {name!r} {key}", lo, hi)
         for key in OPS[op].arrays:
             ref = n.get(key)
-            if ref not in blobs:
+            if not isinstance(ref, str) or ref not in blobs:
                 raise ValueError(f"node {name!r}: {key} blob {ref!r} missing")
             if ref in used:
                 raise ValueError(f"node {name!r}: blob {ref!r} used twice")
@@ -247,6 +229,10 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         raise ValueError(f"unreferenced blob(s) {sorted(unused)}")
     if man.get("output") != nodes[-1].get("output"):
         raise ValueError("manifest 'output' is not the last node's output")
+    if not isinstance(man.get("meta", {}), dict):
+        raise ValueError("manifest 'meta' must be an object")
+    if not isinstance(man.get("accounting", {}), dict):
+        raise ValueError("manifest 'accounting' must be an object")
 
 
 def _decode(data: bytes, path) -> Program:
@@ -269,12 +255,12 @@ def _decode(data: bytes, path) -> Program:
         raise ModelFileError(path, "manifest checksum mismatch (corrupt file)")
     try:
         man = json.loads(mbytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ModelFileError(path, f"manifest is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise ModelFileError(path, f"manifest is not valid JSON ({str(e)[:200]})") from None
     try:
         _validate_manifest(man, blen)
-    except ValueError as e:
-        raise ModelFileError(path, f"invalid manifest: {e}") from None
+    except (ValueError, TypeError) as e:  # TypeError: a JSON list or object where a name belongs
+        raise ModelFileError(path, f"invalid manifest: {str(e)[:300]}") from None
     body = memoryview(data)[HEADER.size + mlen:]
     arrays = {}
     for name, b in man["blobs"].items():
@@ -307,7 +293,7 @@ def _decode(data: bytes, path) -> Program:
         raise ModelFileError(path, "accounting.weight_params does not match the weight blobs")
     try:
         analyze(program)
-    except (DeployError, KeyError, IndexError, ValueError) as e:
+    except (DeployError, KeyError, IndexError, ValueError, TypeError) as e:
         raise ModelFileError(path, f"inconsistent program: {e}") from None
     return program
 

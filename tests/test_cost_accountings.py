@@ -1,0 +1,132 @@
+"""The three accountings (dense MAC, effective op, authors' convention) against brute-force counting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spquant.cost import measure_cost
+from spquant.cost.paper import paper_convention_reduction, paper_convention_terms
+from spquant.layers import ConvBNLIF
+from spquant.models import VGG9, QuantSpec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_paper_convention_hand_example():
+    # one gated layer: B=2, T=2, output [2, 2, 4, 3, 3], C_in*k^2 = 2*9, predictor input 2x5x5
+    # conv_dense = B*T*(C_out*H)*kvol = 2*2*12*18 = 864; conv_kept = 2*(1.0+0.5)*12*18 = 648
+    # mem_dense = T * B*(B*T*C_out)*H*W = 2 * 2*16*9 = 576
+    # mem_kept = B*12*9*(1-0.5) + B*12*9*(1-0.25) = 108 + 162 = 270; predictor = 2*2*4*5*5 = 400
+    t = paper_convention_terms(2, 2, 4, 3, 3, 18, [1.0, 0.5], 12, [0.5, 0.25], (2, 5, 5))
+    assert t.as_dict() == {"conv_dense": 864.0, "conv_kept": 648.0, "mem_dense": 576.0, "mem_kept": 270.0,
+                           "predictor": 400.0}
+    assert paper_convention_reduction([t]) == pytest.approx((864 + 576) / (648 + 270 + 400))
+    # a second batch adds term by term
+    assert paper_convention_reduction([t, t]) == pytest.approx((864 + 576) / (648 + 270 + 400))
+    with pytest.raises(ValueError):
+        paper_convention_terms(2, 3, 4, 3, 3, 18, [1.0, 0.5], 12, [0.5, 0.25])
+
+
+def _tiny_net(seed=0):
+    torch.manual_seed(seed)
+    spec = QuantSpec(mode="spquant", prune={"channel_prior_threshold": -0.3})
+    net = VGG9(3, in_channels=2, input_size=(6, 6), width=1.0, plan=[4, 5], spec=spec).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, ConvBNLIF):
+                m.gate.predictor.weight.normal_(0, 2.0)  # random gates: some channels off
+                m.gate.predictor.bias.normal_(0, 1.0)
+                m.bn.weight.uniform_(0.5, 3.0)
+                m.bn.bias.uniform_(-1.0, 1.0)
+    return net
+
+
+def _brute_force(net, x):
+    """Count by loops over every output element, from the layer inputs, gates and stored membranes."""
+    captured = {}
+
+    def grab(name):
+        def hook(mod, inputs, output):
+            captured[name] = (inputs[0].detach(), mod.gate.last_gate.clone(), mod.neuron.last_membrane.clone())
+        return hook
+
+    blocks = [(n, m) for n, m in net.named_modules() if isinstance(m, ConvBNLIF)]
+    hs = [m.register_forward_hook(grab(n)) for n, m in blocks]
+    lin_in = {}
+    hs.append(net.classifier.register_forward_hook(lambda m, i, o: lin_in.setdefault("x", i[0].detach())))
+    for _, m in blocks:
+        m.neuron.record = True
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    T, B = x.shape[:2]
+    c = dict(dense=0, kept=0, sops=0, over=0, updates=0, skipped=0, gdense=0, gkept=0)
+    per_layer = {}
+    paper = []
+    for name, m in blocks:
+        xi, gate, mem = captured[name]
+        _, _, cin, H, W = xi.shape
+        cout = m.conv.out_channels
+        lkept = ldense = 0
+        zeros, act_frac, act_entries = [], [], 0
+        for t in range(T):
+            zeros.append(float((mem[t] == 0).float().mean()))
+            chan_on = 0
+            for b in range(B):
+                for o in range(cout):
+                    g = bool(gate[t, b, o] > 0.5)
+                    if t > 0:  # channel prior from the stored state m_{t-1}
+                        g = g and float(mem[t - 1, b, o].mean()) >= -0.3
+                    chan_on += int(g)
+                    act_entries += int(g)
+                    for i in range(H):
+                        for j in range(W):
+                            keep = g and (t == 0 or float(mem[t - 1, b, o, i, j]) > -1)
+                            ldense += cin * 9
+                            c["updates"] += int(keep)
+                            c["skipped"] += int(not keep)
+                            if not keep:
+                                continue
+                            lkept += cin * 9
+                            for ci in range(cin):
+                                for di in (-1, 0, 1):
+                                    for dj in (-1, 0, 1):
+                                        ii, jj = i + di, j + dj
+                                        if 0 <= ii < H and 0 <= jj < W and xi[t, b, ci, ii, jj] != 0:
+                                            c["sops"] += 1
+            act_frac.append(chan_on / (B * cout))
+            c["over"] += B * (cin * H * W + 3 * cin + cin * cout + 2 * cout) + (B * cout * H * W if t > 0 else 0)
+        c["dense"] += ldense
+        c["kept"] += lkept
+        c["gdense"] += ldense
+        c["gkept"] += lkept
+        per_layer[name] = lkept / ldense
+        paper.append(paper_convention_terms(B, T, cout, H, W, cin * 9, act_frac, act_entries, zeros, (cin, H, W)))
+    xl = lin_in["x"].reshape(T, B, -1)
+    lin = net.classifier
+    c["dense"] += T * B * lin.in_features * lin.out_features
+    lin_sops = int((xl != 0).sum()) * lin.out_features
+    n = B
+    dense = c["dense"] / n
+    return {
+        "dense_mac_reduction": dense / ((c["kept"] + T * B * lin.in_features * lin.out_features + c["over"]) / n),
+        "effective_op_reduction": dense / ((c["sops"] + lin_sops + c["updates"] + c["over"]) / n),
+        "paper_convention_reduction": paper_convention_reduction(paper),
+        "kept_fraction": c["gkept"] / c["gdense"],
+        "kept_fraction_by_layer": per_layer,
+    }
+
+
+def test_three_accountings_agree_with_brute_force_counting():
+    net = _tiny_net()
+    x = (torch.rand(3, 4, 2, 6, 6) < 0.4).float()
+    expected = _brute_force(net, x)
+    got = measure_cost(net, [x])
+    assert 0.05 < got.kept_fraction < 0.95  # the random gates and the priors really prune
+    for key in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction", "kept_fraction"):
+        assert getattr(got, key) == pytest.approx(expected[key], rel=1e-6), key  # float32 zero fractions
+    assert got.kept_fraction_by_layer == pytest.approx(expected["kept_fraction_by_layer"], rel=1e-9)
+    assert got.paper_convention["batch_sizes"] == [4]
+    assert got.paper_convention["label"] == "authors' convention"

@@ -37,6 +37,7 @@ LEVER_ROWS = [
     ("quant-vth-channel", "new defaults + learned per-channel thresholds"),
     ("quant-ternary-first-last", "new defaults, ternary first conv and classifier"),
     ("quant-4bit-first-last", "new defaults, 4-bit first conv and classifier"),
+    ("spquant-keep-0.5", "SpQuant-SNN, new defaults, gates opened then trained to a 0.5 MAC budget (quant.prune.keep)"),
 ]
 
 
@@ -122,18 +123,21 @@ def lever_table(runs: Path) -> list[str]:
         return []
     lines = ["### Levers (proxy, seed 0; compare the differences with the seed spread above)", "",
              f"FP32 parent: {100 * fp['metrics']['test_accuracy']:.2f} %.", "",
-             "| variant | accuracy % | vs new defaults, pt | drop vs FP32 parent, pt (negative = better) | memory reduction as deployed |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| variant | accuracy % | vs new defaults, pt | drop vs FP32 parent, pt (negative = better) | "
+             "memory reduction as deployed | FLOPs reduction |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for key, label in LEVER_ROWS:
         r = _run(base / key)
         if r is None:
-            lines.append(f"| {label} | not run | | | |")
+            lines.append(f"| {label} | not run | | | | |")
             continue
         a = 100 * r["metrics"]["test_accuracy"]
         d = _deployed(base / key)
         mem = f"{d['reduction']:.2f}x" if d else "n/a"
+        fl = r["metrics"].get("flops_reduction")
+        fl = f"{fl:.2f}x" if fl else "1.00x (dense)"
         lines.append(f"| {label} | {a:.2f} | {a - 100 * ref['metrics']['test_accuracy']:+.2f} | "
-                     f"{100 * fp['metrics']['test_accuracy'] - a:+.2f} | {mem} |")
+                     f"{100 * fp['metrics']['test_accuracy'] - a:+.2f} | {mem} | {fl} |")
     return lines + [""]
 
 

@@ -69,6 +69,7 @@ LEVERS = {  # in order of importance: a run cut short by the budget loses the la
     "quant-scratch": ("quant", ["quant.weight_scale=\"stat\"", "train.distill_weight=0.0"], False),
     "quant-lsq-layer": ("quant", ['quant.weight_scale="lsq-layer"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
     "quant-4bit-first-last": ("quant", NEW_DEFAULTS + ["quant.first_bits=4", "quant.last_bits=4"], True),
+    "spquant-keep-0.5": ("spquant", NEW_DEFAULTS + ["quant.prune.keep=0.5"], True),  # gates opened, then to the budget
 }
 
 

@@ -102,6 +102,12 @@ def _boxes_check(b) -> None:
         assert bool(np.all(b["ts"][1:] >= b["ts"][:-1])), "not sorted"
 
 
+def _labels_check(lab) -> None:
+    if lab.size:
+        assert int(lab["label"].min()) >= 0, "negative label"
+        assert bool(np.all(lab["end"] > lab["start"])), "segment ends before it starts"
+
+
 def _cifar_check(res) -> None:
     x, y = res
     assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, 32, 32), "bad image array"
@@ -523,6 +529,10 @@ def build_seeds() -> dict[str, Target]:
             ev = _events(60, *size, 10 + k, t0=100 * k, span=30_000)
             raw.append({"x.raw": _file_bytes(writer, "x.raw", ev, size)})
         targets["metavision_raw"] = Target("metavision_raw", raw, "x.raw", rd.read_recording, _events_check)
+
+    labels_csv = b"class,startTime_usec,endTime_usec\n1,100,2000\n11,2500,9000\n4,9000,12000\n"
+    targets["gesture_labels"] = Target("gesture_labels", [{"u_labels.csv": labels_csv}], "u_labels.csv",
+                                       rd.read_gesture_labels, _labels_check, weight=0.3)
 
     r = np.random.default_rng(3)
     boxes = np.zeros(6, rd.prophesee.BOX_DTYPE)

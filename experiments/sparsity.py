@@ -114,6 +114,8 @@ def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     fast = interp.run(codes[:, :32] if not test.static else codes[:32], t_arg, path="fast")
     out["fast_equals_reference_32"] = bool(np.array_equal(ref, fast))
     skipping = getattr(interp, "skipping", None)
+    if skipping is not None:
+        out["skip_paths"] = interp.calibrate(codes, t_arg, repeats=2)
     fns = {"fast": lambda: interp.run(codes, t_arg, path="fast")}
     if skipping is not None:
         def no_skip():
@@ -187,6 +189,28 @@ def section(runs, measured, budget, args) -> list[str]:
             m = measured.get(r["row"])
             if m:
                 L.append(f"| {r['label']} | " + " | ".join(f"{m['kept_fraction_by_layer'].get(k, 1.0):.3f}" for k in names) + " |")
+    L += ["", "Targets (accuracy within 1.0 pt of the FP32 SNN and 0.5 pt of the Quant-SNN of this budget):", ""]
+    if fp and q:
+        ok = [r for r in runs if r["row"] in measured
+              and r["metrics"]["test_accuracy"] >= fp["metrics"]["test_accuracy"] - 0.010 - 1e-9
+              and r["metrics"]["test_accuracy"] >= q["metrics"]["test_accuracy"] - 0.005 - 1e-9]
+        if ok:
+            best_d = max(ok, key=lambda r: measured[r["row"]]["dense_mac_reduction"])
+            best_e = max(ok, key=lambda r: measured[r["row"]]["effective_op_reduction"])
+            d, e = measured[best_d["row"]]["dense_mac_reduction"], measured[best_e["row"]]["effective_op_reduction"]
+            L.append(f"* rows within the accuracy bounds: {', '.join(r['label'] for r in ok)}")
+            L.append(f"* `dense_mac_reduction` >= 2.5x: best {d:.2f}x ({best_d['label']}): {'met' if d >= 2.5 else '**missed**'}")
+            L.append(f"* `effective_op_reduction` >= 8x: best {e:.2f}x ({best_e['label']}): {'met' if e >= 8 else '**missed**'}")
+        else:
+            L.append("* no SpQuant row is within the accuracy bounds: both reduction targets **missed** at this budget")
+    for r in runs:
+        m = measured.get(r["row"])
+        if m and "fast_vs_no_skip" in m:
+            L.append(f"* {r['label']}: interpreter fast path {m['fast_vs_no_skip']:.2f}x vs skipping disabled (target 2x: "
+                     f"{'met' if m['fast_vs_no_skip'] >= 2 else '**missed**'}), {m['fast_vs_torch']:.2f}x vs PyTorch float eval "
+                     f"(target 3x: {'met' if m['fast_vs_torch'] >= 3 else '**missed**'}), bit-identical to the reference on "
+                     f"32 samples: {m['fast_equals_reference_32']}; skipping paths chosen: "
+                     f"{', '.join(sorted(set(m.get('skip_paths', {}).values()))) or '-'}")
     L += ["", "![sparsity_pareto](docs/img/sparsity_pareto.png)", "", "Commands:", "", "```"]
     L += [r["command"] for r in runs] + ["```", "", END]
     return L

@@ -152,6 +152,8 @@ def cmd_prepare(args) -> int:
         if d.dataset not in DATASETS:
             raise ConfigError(f"data.dataset {d.dataset!r} has no frame cache to prepare (it is generated or "
                               f"emulated on the fly); 'spquant data prepare' knows {', '.join(DATASETS)}")
+        if d.source == "embedded" and d.dataset == "mnist":
+            raise ConfigError("data.source 'embedded' has no frame cache to prepare (the MNIST subset ships inside spquant)")
         spec = FrameSpec.from_config(config)
         root = data_root(d.dataset, d.root)
         cache_root = Path(d.cache).expanduser() if d.cache else default_cache_root()

@@ -385,7 +385,7 @@ class Gen1DetectionFrames(Dataset):
         root: folder with ``train/``, ``val/``, ``test/`` of ``*_td.dat`` + ``*_bbox.npy`` pairs.
         split: 'train', 'val' or 'test'.
         events_per_window: window = the last N events up to the label time (default 25,000); or
-        window_us: window = the last ``window_us`` microseconds (set ``events_per_window=None``).
+        window_us: window = the last ``window_us`` microseconds (set ``events_per_window`` to None or 0).
         T: time bins per window (equal time spans of the window).
         input_size: (H, W) of the frames; the sensor (304x240 Gen1, 1280x720 1 Mpx) is scaled down by
             one factor for both axes when it does not fit (``scale = min(1, H / h, W / w)``, never
@@ -404,6 +404,7 @@ class Gen1DetectionFrames(Dataset):
             raise ValueError(f"benchmark must be one of {sorted(BENCHMARKS)}, got {benchmark!r}")
         bench = BENCHMARKS[benchmark]
         raw_cls = {"gen1": Gen1Detection, "1mpx": Megapixel1Detection}[benchmark]
+        events_per_window = events_per_window or None  # 0 (a TOML recipe has no None): time windows
         self.raw = raw_cls(root, split, window_us=window_us, window_events=events_per_window)
         self.benchmark, self.num_classes, self.classes = benchmark, len(bench["classes"]), bench["classes"]
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T

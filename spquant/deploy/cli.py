@@ -78,22 +78,45 @@ def load_dataset(spec: str | None, limit: int | None, config=None, overrides: li
         cfg = _data_config(config, spec, list(overrides))
         if cfg.task != "classify":
             raise RunDataError("this program is a detector: its data are scored by mAP (spquant run does so itself)")
+        from spquant.deploy.program import input_encoding
         from spquant.train.data import load_split
 
         if limit:
             cfg = _data_config(cfg, None, [f"data.test_subset={limit}"])
         split = load_split(cfg, "test")
-        from spquant.deploy.program import input_encoding
-
         enc = input_encoding(cfg)
-        if abs(split.scale - enc["input_scale"]) > 1e-12:
-            raise RunDataError(f"data scale {split.scale} differs from the model's input scale {enc['input_scale']}")
-        x, y = split.inputs.numpy(), split.labels.numpy()
-        if np.issubdtype(x.dtype, np.floating) and not np.array_equal(x, np.round(x)):
-            raise RunDataError("the data are not integer codes (area-resized event frames?)")
+        x, y = _codes(split, cfg, enc["input_scale"])
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return np.asarray(x), np.asarray(y).astype(np.int64), np.asarray(x).ndim == 4
+
+
+def _codes(split, cfg, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer input codes ([N, C, H, W] static, [N, T, C, H, W] frames) and labels of a test split,
+    exactly the inputs the model saw in training divided by the input scale."""
+    import torch
+
+    from spquant.train.data import TensorData
+
+    if isinstance(split, TensorData):
+        if abs(split.scale - scale) > 1e-12:
+            raise RunDataError(f"data scale {split.scale} differs from the model's input scale {scale}")
+        x, y = split.inputs.numpy(), split.labels.numpy()
+        if np.issubdtype(x.dtype, np.floating) and not np.array_equal(x, np.round(x)):
+            raise RunDataError("the data are not integer codes (area-resized event frames?)")
+        return x, y
+    xs, ys = [], []
+    for s in range(0, len(split), 256):
+        x, y = split.batch(torch.arange(s, min(s + 256, len(split))), cfg.model.T)
+        codes = x.double() / scale
+        rounded = codes.round()
+        if float((codes - rounded).abs().max()) > 1e-3:
+            raise RunDataError("the data are not integer codes at the model's input scale (area-resized event frames?)")
+        xs.append(rounded[0] if cfg.data.encoding == "direct" else rounded.transpose(0, 1))
+        ys.append(y)
+    x = torch.cat(xs).numpy()
+    x = x.astype(np.uint8 if x.min() >= 0 and x.max() <= 255 else np.int32)
+    return x, torch.cat(ys).numpy()
 
 
 def _pad_to(x: np.ndarray, shape) -> np.ndarray:

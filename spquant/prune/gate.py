@@ -146,6 +146,7 @@ class ChannelGate(nn.Module):
         self.budget_weight = float(opt["budget_weight"])
         self.layer_keep = max(self.keep, float(opt["min_keep"]))  # per-layer floor
         self.warmup = float(opt["warmup"]) if self.keep < 1.0 else 0.0
+        self.ramp = float(opt["ramp"]) if self.keep < 1.0 else 0.0
         self.progress = 1.0  # fraction of training done; set by set_training_progress
         self.binarize_at = float(opt["binarize_at"])
         self.input_scale = bool(opt["input_scale"])
@@ -161,6 +162,9 @@ class ChannelGate(nn.Module):
             self.predictor = nn.Conv2d(self.c_in, self.c_out, 1, bias=True)
             nn.init.normal_(self.predictor.weight, 0.0, float(opt["init_std"]))
             nn.init.constant_(self.predictor.bias, float(opt["init_bias"]))
+            if self.keep < 1.0 and float(opt["init_spread"]) > 0:
+                with torch.no_grad():
+                    self.predictor.bias.add_((torch.rand(self.c_out) - 0.5) * float(opt["init_spread"]))
         self.spatial = bool(opt["spatial_gate"])
         self.block = int(opt["spatial_block"])
         self.spatial_mass = float(opt["spatial_mass"])
@@ -186,6 +190,14 @@ class ChannelGate(nn.Module):
             f"c_in={self.c_in}, c_out={self.c_out}, learned={self.learned}, target={self.target_kind}, "
             f"keep={self.layer_keep}, mass={self.mass}, spatial={self.spatial}"
         )
+
+    def current_keep(self) -> float:
+        """The layer's target now: 1 during the warm-up, then linearly down to ``layer_keep`` over
+        the ramp (outside training, or after the ramp: ``layer_keep``)."""
+        if not self.training or self.ramp <= 0:
+            return self.layer_keep
+        done = (self.progress - self.warmup) / self.ramp
+        return 1.0 - (1.0 - self.layer_keep) * min(1.0, max(0.0, done))
 
     # -- predictor ----------------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,9 +245,10 @@ class ChannelGate(nn.Module):
             if want_loss:
                 importance = channel_importance(current, self.importance)  # [T, B, C_out]
                 if self.target_kind == "budget":
-                    target = topk_target(importance, self.layer_keep)
+                    k = self.current_keep()
+                    target = topk_target(importance, k)
                     loss = F.binary_cross_entropy_with_logits(logits, target)
-                    loss = loss + self.budget_weight * budget_gap(p, g, self.layer_keep)
+                    loss = loss + self.budget_weight * budget_gap(p, g, k)
                 else:
                     target = mass_target(importance, self.mass)
                     loss = F.binary_cross_entropy_with_logits(logits, target)

@@ -15,6 +15,8 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "importance": "auto",
     "budget_weight": 4.0,
     "warmup": 0.2,
+    "ramp": 0.3,
+    "init_spread": 6.0,
     "min_keep": 0.1,
     "mass": 0.85,
     "loss_weight": 1.0,
@@ -50,6 +52,9 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
     "budget_weight": "weight of the budget term (gap between kept fraction and keep) in the gate loss",
     "warmup": "fraction of training during which the gates are held open (predictors still learn) "
     "when keep < 1",
+    "ramp": "fraction of training, after the warm-up, over which the target falls linearly from 1 to keep",
+    "init_spread": "when keep < 1, the predictor biases start spread uniformly over init_bias +- init_spread/2 "
+    "(a common shift then turns channels off one by one instead of all at once)",
     "min_keep": "per-layer floor: no gated layer is asked to keep less than this fraction",
     "mass": "self-supervised target: keep the smallest set of channels holding this fraction of the "
     "max-|current| mass (docs/method.md#mass-target), in (0, 1]",
@@ -80,6 +85,8 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
 _BOOL_KEYS = {"learned_gate", "input_scale", "detach_input", "channel_prior", "spatial_prior", "spatial_gate"}
 _FLOAT_KEYS = {
     "keep",
+    "ramp",
+    "init_spread",
     "budget_weight",
     "warmup",
     "min_keep",
@@ -141,6 +148,8 @@ def validate_prune_options(options: dict | None) -> dict:
         "binarize_at": (0.0, 1.0, False, False),
         "keep": (0.0, 1.0, False, True),
         "warmup": (0.0, 1.0, True, False),
+        "ramp": (0.0, 1.0, True, True),
+        "init_spread": (0.0, 100.0, True, True),
         "min_keep": (0.0, 1.0, True, True),
     }
     for key, (lo, hi, lo_in, hi_in) in ranges.items():

@@ -247,7 +247,7 @@ class DetectConfig:
 TASKS = ("classify", "detect")
 CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10", "nmnist",
                      "dvs128-gesture"]
-DETECT_DATASETS = ["moving-digits", "gen1"]
+DETECT_DATASETS = ["moving-digits", "gen1", "1mpx"]
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def integer_inputs(config) -> bool:
     """Whether the run's event frames stay integer counts after fitting them to ``model.input``
     (what an exact integer export needs): area resizing makes fractions."""
     d = config.data
-    if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1"):
+    if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1", "1mpx"):
         return True
     return d.resize != "resize"
 
@@ -168,7 +168,7 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
     """The ``split`` ('train' or 'test') of ``config.data``, fitted to ``config.model``; ``progress``
     (None = ``run.progress``) shows the bar of a frame cache being made."""
     d, m = config.data, config.model
-    if d.dataset in ("moving-digits", "gen1"):
+    if d.dataset in ("moving-digits", "gen1", "1mpx"):
         return _detection_split(config, split)
     n_limit = d.train_subset if split == "train" else d.test_subset
     size = tuple(m.input)
@@ -245,6 +245,7 @@ def _detection_split(config, split: str) -> DatasetData:
             ds = MovingDigits(cache_dir=_cache_dir(d) or "default", mnist_root=mnist_root, num_samples=n, split=split, T=m.T,
                               source="mnist" if d.source == "full" else "embedded", **opts)
         else:
+            opts.setdefault("benchmark", d.dataset)  # the sensor, classes and box filter of Gen1 or 1 Mpx
             ds = Gen1DetectionFrames(_root(d), split, T=m.T, input_size=tuple(m.input), **opts)
             if n and n < len(ds):
                 keep = np.random.default_rng(config.train.seed).choice(len(ds), n, replace=False)

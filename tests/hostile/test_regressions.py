@@ -171,6 +171,42 @@ def test_event_files_hostile(tmp_path, name):
     assert str(p) in str(e.value)
 
 
+LABEL_CASES = {
+    "non_utf8": (b"class,startTime_usec,endTime_usec\n1,1\xa7,2\n", "not UTF-8"),
+    "integer_beyond_int64": (b"class,startTime_usec,endTime_usec\n1,1,1" + b"0" * 30 + b"\n", "huge"),
+    "ragged_row": (b"class,startTime_usec,endTime_usec\n1,1\n", "exactly 3 fields"),
+    "negative_time": (b"class,startTime_usec,endTime_usec\n1,-5,10\n", "negative"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_CASES))
+def test_gesture_labels_hostile(tmp_path, name):
+    data, match = LABEL_CASES[name]
+    p = tmp_path / "user01_labels.csv"
+    p.write_bytes(data)
+    with pytest.raises(EventFileError, match=match) as e:
+        rd.read_gesture_labels(p)
+    assert str(p) in str(e.value)
+
+
+def test_aedat4_non_utf8_stream_description_in_a_subprocess(tmp_path):
+    """The aedat decoder aborts the process (SIGABRT) on a stream description that is not UTF-8;
+    the reader must refuse it first. Run in a subprocess so a regression cannot kill the suite."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("aedat")
+    data = fuzz._aedat4_bytes(make_events([1, 2], [3, 4], [10, 20], [1, 0]), (64, 48))
+    p = tmp_path / "x.aedat4"
+    p.write_bytes(data.replace(b"originalModuleName", b"originalModule\xe1ame", 1))
+    code = ("import sys\nfrom spquant.data.readers import read_recording\nfrom spquant.errors import EventFileError\n"
+            "try:\n    read_recording(sys.argv[1])\nexcept EventFileError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "not UTF-8" in r.stdout and str(p) in r.stdout
+
+
 # ------------------------------------------------------------------------------ IDX
 def test_idx_gzip_header_checked_before_inflating(tmp_path):
     """A gzip whose IDX header declares 256 MiB of pixels is refused from the header and the file size."""

@@ -19,6 +19,7 @@ skipped. The loop runs once per packet (thousands per file), never per event.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 
@@ -134,18 +135,27 @@ def read_gesture_labels(path) -> np.ndarray:
     ``start`` and ``end`` (us).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise EventFileError(path, "no such file")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EventFileError(path, f"gesture label file is not UTF-8 text (byte {e.start})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise EventFileError(path, f"gesture label file is not valid CSV ({e})") from None
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows or [c.strip() for c in rows[0]] != ["class", "startTime_usec", "endTime_usec"]:
         raise EventFileError(path, "gesture label file must start with the header 'class,startTime_usec,endTime_usec'")
     out = np.zeros(len(rows) - 1, dtype=[("label", "<i8"), ("start", "<i8"), ("end", "<i8")])
+    if any(len(r) != 3 for r in rows[1:]):
+        raise EventFileError(path, "gesture label file has a row without exactly 3 fields")
     try:
-        vals = np.array([[int(c) for c in r] for r in rows[1:]], dtype=np.int64).reshape(-1, 3)
+        ints = [[int(c) for c in r] for r in rows[1:]]
     except ValueError as e:
-        raise EventFileError(path, f"gesture label file has a non-integer or incomplete row ({e})") from None
+        raise EventFileError(path, f"gesture label file has a non-integer field ({str(e)[:80]})") from None
+    if any(not 0 <= v < 2**62 for r in ints for v in r):
+        raise EventFileError(path, "gesture label file has a negative or huge value")
+    vals = np.array(ints, dtype=np.int64).reshape(-1, 3)
     if vals.size and (vals[:, 0].min() < 1 or np.any(vals[:, 2] <= vals[:, 1])):
         raise EventFileError(path, "gesture labels must be >= 1 and every segment must end after it starts")
     out["label"], out["start"], out["end"] = vals[:, 0] - 1, vals[:, 1], vals[:, 2]

@@ -30,15 +30,25 @@ def _import_aedat():
     return aedat
 
 
-def _io_header_table_position(head: bytes) -> int:
-    """``dataTablePosition`` of the IOHeader flatbuffer (-1 when absent); ValueError if malformed."""
+def _io_header_fields(head: bytes) -> tuple[int, bytes | None]:
+    """(``dataTablePosition`` or -1, ``infoNode`` bytes or None) of the IOHeader flatbuffer;
+    struct.error when an offset points outside it."""
     root = struct.unpack_from("<I", head, 0)[0]
     vtable = root - struct.unpack_from("<i", head, root)[0]
+    if vtable < 0:
+        raise struct.error("vtable outside the header")
     vt_size = struct.unpack_from("<H", head, vtable)[0]
-    if vt_size < 4 + 2 * 2 or vtable < 0:
-        return -1
-    field = struct.unpack_from("<H", head, vtable + 4 + 2)[0]  # field 1: dataTablePosition (int64)
-    return struct.unpack_from("<q", head, root + field)[0] if field else -1
+    fields = [struct.unpack_from("<H", head, vtable + 4 + 2 * i)[0] for i in range(max(0, (vt_size - 4) // 2))]
+    table = struct.unpack_from("<q", head, root + fields[1])[0] if len(fields) > 1 and fields[1] else -1
+    info = None
+    if len(fields) > 2 and fields[2]:  # field 2: infoNode, a string (uint32 length, bytes)
+        at = root + fields[2]
+        start = at + struct.unpack_from("<I", head, at)[0]
+        n = struct.unpack_from("<I", head, start)[0]
+        if start + 4 + n > len(head):
+            raise struct.error("infoNode string runs past the header")
+        info = head[start + 4:start + 4 + n]
+    return table, info
 
 
 def _check_layout(path: str) -> None:
@@ -55,9 +65,14 @@ def _check_layout(path: str) -> None:
     if pos > size:
         raise EventFileError(path, f"AEDAT 4 header length {hlen} runs past the end of the {size}-byte file")
     try:
-        table = _io_header_table_position(data[start + 4:pos])
+        table, info = _io_header_fields(data[start + 4:pos])
     except struct.error:
         raise EventFileError(path, "corrupt AEDAT 4 header (its offsets point outside it)") from None
+    try:  # the decoder hands the stream description to Python as text (and aborts if it is not UTF-8)
+        if info is not None:
+            info.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EventFileError(path, f"corrupt AEDAT 4 header: the stream description is not UTF-8 (byte {e.start})") from None
     end = table if pos <= table <= size else size
     while pos < end:
         if end - pos < 8:

@@ -182,19 +182,25 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
     return step
 
 
-def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False) -> dict:
+def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False, clock: str = "wall") -> dict:
     """Median seconds per call for each closure, measured round-robin so that machine noise hits
-    every variant alike (on a loaded machine single timings vary by +-15 %). ``raw=True``: the lists of
-    per-round times instead of medians (for per-round ratios, see :func:`ratio_stats`)."""
+    every variant alike (on a loaded machine single timings vary by +-15 % and more). ``raw=True``:
+    the lists of per-round times instead of medians (for per-round ratios, see :func:`ratio_stats`).
+    ``clock``: ``'wall'`` (perf_counter), ``'cpu'`` (this process's CPU time: with one thread it
+    does not count the time other processes hold the cores, so it is far steadier on a busy machine)
+    or ``'both'`` (raw only: ``{'wall': ..., 'cpu': ...}``)."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
-    times = {k: [] for k in steps}
+    wall = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
     for _ in range(rounds):
         for k, fn in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - t0)
+    times = {"wall": wall, "cpu": cpu}.get(clock, {"wall": wall, "cpu": cpu})
     if raw:
         return times
     return {k: statistics.median(v) for k, v in times.items()}

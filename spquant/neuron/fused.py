@@ -336,7 +336,8 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
     for t in reversed(range(u_all.shape[0])):
         u = u_all[t]
         x = torch.sub(u, threshold, out=ws("x"))
-        s = torch.gt(x, 0, out=ws("s", torch.bool))
+        # 1 - s_t as a float 0./1. mask: multiplying by it is much faster than masked_fill_ on CPUs
+        no_spike = torch.le(x, 0, out=ws("no_spike"))
         gs = grad_spikes[t]
         if grad_mems is not None:
             dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
@@ -345,7 +346,7 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
             if membrane is None:
                 dr = dm
             else:
-                r = ws("r").copy_(u).masked_fill_(s, 0)  # (1 - s) u
+                r = torch.mul(u, no_spike, out=ws("r"))  # (1 - s) u
                 dr = _membrane_grad(membrane, r, dm, ws)
             ds = torch.addcmul(gs, dr, u, value=-1, out=ws("ds"))  # gs - dr * u
         else:
@@ -358,7 +359,7 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
             dx = d.mul_(ds)
             dv = None
             if th_shape is not None:  # - sum(dx (1 + sigmoid(x) 1[x >= 0])), summed to V_th's shape
-                w = torch.sigmoid(x, out=ws("w")).masked_fill_(torch.lt(x, 0, out=ws("neg", torch.bool)), 0)
+                w = torch.sigmoid(x, out=ws("w")).mul_(torch.ge(x, 0, out=ws("nonneg")))
                 if len(th_shape) == 0 or threshold.numel() == 1:
                     dv = -(dx.sum() + torch.dot(dx.view(-1), w.view(-1))).reshape(th_shape)
                 else:
@@ -368,7 +369,7 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
         if dv is not None:
             grad_th = dv if grad_th is None else grad_th.add_(dv)
         if dm is not None:
-            torch.add(dx, dr.masked_fill_(s, 0), out=du)  # dr * (1 - s) + dx
+            torch.add(dx, dr.mul_(no_spike), out=du)  # dr * (1 - s) + dx
         else:
             du.copy_(dx)
         dm = torch.mul(du, tau, out=ws("dm"))

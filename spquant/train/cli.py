@@ -19,7 +19,7 @@ Top-level: name description task (classify | detect). Sections: [model] name wid
 in_channels classes T anchors; [quant] mode weight_bits
 first_bits last_bits membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
 prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment cache
-options={{...}} bins polarity integer split layout roll_px crop_pad workers (root: '' =
+options={{...}} bins polarity integer split layout roll_px crop_pad (root: '' =
 $SPQUANT_DATA/<dataset>; event-frame keys: docs/data.md);
 [train] epochs batch_size lr optimizer momentum schedule weight_decay threshold_lr seed lam phi
 prune_loss_weight max_steps; [run] log_every checkpoint_every keep_checkpoints device threads

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spquant.neuron import LIF
+from spquant.neuron import LIF, SpikingNeuron
 from spquant.neuron.fused import spikes_saved_compactly
 from spquant.quant import IdentityWeight
 
@@ -99,7 +99,7 @@ class ConvBNLIF(nn.Module):
         stride: int = 1,
         padding: int | None = None,
         weight_quant: nn.Module | None = None,
-        neuron: LIF | None = None,
+        neuron: SpikingNeuron | None = None,
         fold_time: bool = True,
         gate: nn.Module | None = None,
     ):

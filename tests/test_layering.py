@@ -36,7 +36,6 @@ OWNER = {
     "spquant.models": "models",
     "spquant.cost": "cost",
     "spquant.detect": "detect",
-    "spquant.detect.train": "train",  # the detection trainer is a train-layer piece
     "spquant.train": "train",
     "spquant.deploy": "deploy",
     "spquant.report": "report",

@@ -119,7 +119,6 @@ class DataConfig:
     layout: str = "auto"  # CIFAR10-DVS files: 'auto' | 'aedat2' | 'aedat4' | 'npz' (SpikingJelly)
     roll_px: int = 5  # augment 'roll' / 'nda': largest circular shift, pixels
     crop_pad: int = 4  # augment 'crop': zero padding before the random crop, pixels
-    workers: int = 0  # DataLoader worker processes reading the frame cache
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
@@ -135,7 +134,7 @@ class DataConfig:
         _choice("data.polarity", self.polarity, ["auto", "count2", "polarity3"])
         _choice("data.split", self.split, ["authors", "per_class"])
         _choice("data.layout", self.layout, ["auto", "aedat2", "aedat4", "npz"])
-        for k in ("roll_px", "crop_pad", "workers"):
+        for k in ("roll_px", "crop_pad"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"data.{k} must be >= 0, got {getattr(self, k)}")
         for k in ("train_subset", "test_subset"):

@@ -73,9 +73,25 @@ class DatasetData:
         return len(self.dataset)
 
     def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        return self.finish(*self.collate([self.dataset[int(i)] for i in idx]), T, augment, generator)
+
+    def batches(self, index_lists, workers: int = 0):
+        """The collated ``(inputs, target)`` of each index list, in order; ``workers`` > 0 reads them in
+        DataLoader worker processes (the same samples in the same order: the run stays exact)."""
+        if workers <= 0:
+            for idx in index_lists:
+                yield self.collate([self.dataset[int(i)] for i in idx])
+            return
+        from torch.utils.data import DataLoader
+
+        sampler = [[int(i) for i in idx] for idx in index_lists]
+        yield from DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate)
+
+    def finish(self, x, target, T: int, augment: str = "none", generator: torch.Generator | None = None):
+        """A collated batch as the model takes it: float inputs ``[T, B, ...]``, augmented in the main
+        process with the loop's generator."""
         if augment != "none" and not self.augmentable:
             raise ValueError(f"data.augment={augment!r} is not supported for this data set")
-        x, target = self.collate([self.dataset[int(i)] for i in idx])
         if x.shape[0] != T:
             raise ValueError(f"frames have T={x.shape[0]} but the model is configured with T={T}")
         x = x.float()
@@ -161,6 +177,10 @@ def integer_inputs(config) -> bool:
     d = config.data
     if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1", "1mpx"):
         return True
+    from spquant.data.prepare import EVENT_DATASETS, frames_are_integer
+
+    if d.dataset in EVENT_DATASETS:  # the frame cache knows (integer shrinks are sum-pooled)
+        return frames_are_integer(config)
     return d.resize != "resize"
 
 
@@ -188,9 +208,16 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
         return TensorData(x, y, static=True, scale=1 / 255)
     if d.dataset == "mnist-dvs":
         return _mnist_dvs(config, split, n_limit)
-    from spquant.data.prepare import DATASETS as FRAME_DATASETS
+    if d.dataset == "cifar10":  # static images, small enough to hold (uint8 codes, like MNIST)
+        from spquant.data.datasets import CIFAR10
 
-    if d.dataset in FRAME_DATASETS:
+        ds = CIFAR10(_root(d), split)
+        x, y = torch.from_numpy(ds.images), torch.from_numpy(ds.labels)
+        x, y = _subset(x, y, n_limit, config.train.seed)
+        return TensorData(_fit(x, size, d.resize), y, static=True, scale=1 / 255)
+    from spquant.data.prepare import EVENT_DATASETS
+
+    if d.dataset in EVENT_DATASETS:
         # the on-disk frame cache (made on first use, or by 'spquant data prepare'), read sample by
         # sample from its memory map; augmentation happens per batch with the loop's generator
         from spquant.data.prepare import collate_frames, load_frames

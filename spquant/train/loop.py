@@ -393,9 +393,19 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         order = epoch_order(n, t_cfg.seed, epoch, dist.rank, dist.world)
         prog.start(f"[{config.name}] epoch {epoch + 1}/{t_cfg.epochs}", steps_per_epoch, step_in_epoch)
         seen, t0, loss_avg, acc_avg = 0, time.perf_counter(), 0.0, 0.0
+        bs = t_cfg.batch_size
+        last = min(steps_per_epoch, step_in_epoch + total_steps - global_step)
+        prefetch = None
+        if config.data.workers > 0 and hasattr(train_data, "batches"):  # worker processes read ahead
+            prefetch = train_data.batches([order[s * bs : (s + 1) * bs] for s in range(step_in_epoch, last)],
+                                          config.data.workers)
         while step_in_epoch < steps_per_epoch and global_step < total_steps:
-            idx = order[step_in_epoch * t_cfg.batch_size : (step_in_epoch + 1) * t_cfg.batch_size]
-            x, y = train_data.batch(idx, m_cfg.T, config.data.augment, _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank))
+            idx = order[step_in_epoch * bs : (step_in_epoch + 1) * bs]
+            gen = _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank)
+            if prefetch is not None:
+                x, y = train_data.finish(*next(prefetch), m_cfg.T, config.data.augment, gen)
+            else:
+                x, y = train_data.batch(idx, m_cfg.T, config.data.augment, gen)
             x, y = x.to(device, non_blocking=True), task.to_device(y, device)
             f = lr_factor(global_step, total_steps, t_cfg.schedule)
             if gate is not None:

@@ -138,3 +138,11 @@ def test_cli_train_eval_report_on_a_detection_run(tmp_path, capsys):
     assert set(ev) >= {"mAP50", "mAP50_95", "samples"}
     assert main(["report", str(tmp_path / "run"), "--no-plot"]) == 0
     assert "| mAP@0.5 | mAP@[.5:.95] |" in capsys.readouterr().out
+
+
+def test_worker_processes_read_the_same_batches(tmp_path):
+    """data.workers > 0 reads batches in DataLoader worker processes: the same weights as in-process."""
+    a = train(tiny("quant", tmp_path, "train.max_steps=3"), None).model.state_dict()
+    b = train(tiny("quant", tmp_path, "train.max_steps=3", "data.workers=2"), None).model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -38,7 +38,8 @@ SMALL = ["train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=4", "
          "data.test_subset=4", "run.progress=false", "run.tensorboard=false", "run.threads=1", "run.log_every=1"]
 EXTRA = {
     "detect-moving-digits": ["data.options.steps=4", "model.T=2"],
-    "yolo-gen1": ["data.options.events_per_window=200"],
+    "yolo-gen1": ["data.options.events_per_window=200", "model.input=[128, 160]"],  # sensor scaled down by half
+    "yolo-1mpx": ["model.input=[96, 160]"],
 }
 
 
@@ -84,6 +85,9 @@ def _writers() -> dict:
                               ("dvs128-gesture", "write_dvs128_gesture")):
             if hasattr(fake_layouts, name):
                 out[dataset] = lambda folder, f=getattr(fake_layouts, name): f(folder)
+        if hasattr(fake_layouts, "write_prophesee_detection"):  # 1 Mpx: 1280x720, CD events of type 12
+            out["1mpx"] = lambda folder: fake_layouts.write_prophesee_detection(
+                folder, sensor=(1280, 720), event_type=12, recordings=1, events=20_000, classes=7)
     return out
 
 

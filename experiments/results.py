@@ -390,6 +390,11 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
     lines += ["```", "", f"Training wall time summed over the rows: {total / 60:.1f} min (two rows ran in parallel on the 2 cores); "
               f"this RESULTS.md pass (integer interpreter rows, statistics, plots): {(time.time() - started) / 60:.1f} min.", ""]
     path = ROOT / "RESULTS.md"
+    # the section written by experiments/quant_results.py (its own runs) is kept as it is
+    old = path.read_text() if path.is_file() else ""
+    start, end = "<!-- quant_results:start -->", "<!-- quant_results:end -->"
+    if start in old and end in old:
+        lines += [old[old.index(start):old.index(end) + len(end)], ""]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)

@@ -17,6 +17,8 @@ __all__ = [
     "TernaryWeight",
     "SAWBWeight",
     "IdentityWeight",
+    "LSQWeight",
+    "BinaryWeight",
     "weight_quantizer",
     "packed_bits_per_value",
     "round_half_up",
@@ -211,7 +213,7 @@ class _WeightQuantizer(nn.Module):
         with torch.no_grad():
             codes, scale = self.codes_and_scale(w.detach())
         dtype = torch.int8 if self.bits <= 8 else torch.int16
-        return codes.to(dtype), float(scale)
+        return codes.to(dtype), float(scale.detach()) if isinstance(scale, torch.Tensor) else float(scale)
 
     @property
     def max_code(self) -> int:
@@ -331,10 +333,220 @@ class IdentityWeight(_WeightQuantizer):
         raise TypeError("IdentityWeight (FP32) has no integer codes; choose TernaryWeight or SAWBWeight")
 
 
-def weight_quantizer(bits: int | None) -> nn.Module:
-    """The quantizer for a bit width: None/32 -> identity, 2 -> ternary, 3..16 -> SAWB."""
+class _LearnedStep(torch.autograd.Function):
+    """LSQ fake quantization: forward ``codes * s`` exactly, LSQ gradients for ``w`` and ``s``."""
+
+    @staticmethod
+    def forward(ctx, w, s, n, grad_scale):
+        v = w / s
+        codes = round_half_up(v).clamp(-n, n)
+        ctx.save_for_backward(v, codes)
+        ctx.n, ctx.grad_scale, ctx.s_shape = n, grad_scale, s.shape
+        return codes * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, codes = ctx.saved_tensors
+        inside = (v >= -ctx.n) & (v <= ctx.n)
+        grad_w = grad * inside.to(grad.dtype)
+        # d(codes * s)/ds = round(v) - v inside the range, the clamped code outside it
+        ds = grad * torch.where(inside, codes - v, codes) * ctx.grad_scale
+        grad_s = ds.sum_to_size(ctx.s_shape) if ctx.s_shape != ds.shape else ds
+        return grad_w, grad_s, None, None
+
+
+class _SignWithScale(torch.autograd.Function):
+    """Binary fake quantization ``s * sign(w)`` (sign(0) = +1): STE for ``w``, sum for ``s``."""
+
+    @staticmethod
+    def forward(ctx, w, s, grad_scale):
+        codes = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+        ctx.save_for_backward(codes)
+        ctx.grad_scale, ctx.s_shape = grad_scale, s.shape
+        return codes * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        (codes,) = ctx.saved_tensors
+        ds = grad * codes * ctx.grad_scale
+        grad_s = ds.sum_to_size(ctx.s_shape) if ctx.s_shape != ds.shape else ds
+        return grad, grad_s, None
+
+
+class _ScaledQuantizer(_WeightQuantizer):
+    """Base of the quantizers with a learned step ``s`` (one per layer, or one per output channel).
+
+    ``s`` is created with the right shape at construction (``channels`` for per-channel) and
+    initialised from the weights on the first forward (a buffer ``initialized`` records that, so a
+    loaded model keeps its trained steps). ``init_from_weight`` sets it explicitly."""
+
+    def __init__(self, per_channel: bool = False, channels: int | None = None, learn: bool = True):
+        super().__init__()
+        if per_channel and not channels:
+            raise ValueError(f"{type(self).__name__}: per-channel scales need channels=C")
+        self.per_channel = bool(per_channel)
+        shape = (int(channels),) if per_channel else ()
+        self.learn = bool(learn)
+        if self.learn:
+            self.step = nn.Parameter(torch.ones(shape))
+        else:
+            self.register_buffer("step", torch.ones(shape))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def _step_for(self, w: torch.Tensor) -> torch.Tensor:
+        if self.per_channel:
+            if w.shape[0] != self.step.shape[0]:
+                raise ValueError(f"{type(self).__name__}: {self.step.shape[0]} channel steps, weight {tuple(w.shape)}")
+            return self.step.view(-1, *([1] * (w.dim() - 1)))
+        return self.step
+
+    def _reduce_dims(self, w: torch.Tensor) -> tuple[int, ...]:
+        return tuple(range(1, w.dim())) if self.per_channel else tuple(range(w.dim()))
+
+    def initial_step(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_from_weight(self, w: torch.Tensor) -> None:
+        """Set the step(s) from the weight statistics (see ``initial_step``)."""
+        s = self.initial_step(w.detach()).to(self.step.dtype).reshape(self.step.shape)
+        s = torch.where(s > 0, s, torch.full_like(s, 1e-8))
+        self.step.copy_(s)
+        self.initialized.fill_(True)
+
+    def _maybe_init(self, w: torch.Tensor) -> None:
+        if not bool(self.initialized):
+            self.init_from_weight(w)
+
+    def _grad_scale(self, w: torch.Tensor) -> float:
+        per_step = w.numel() // max(self.step.numel(), 1)
+        return 1.0 / math.sqrt(max(per_step, 1) * max(self.max_code, 1))
+
+    def to_int(self, w: torch.Tensor):
+        """(codes int8/int16, scale): a float for one step per layer, a float32 tensor [C] per channel."""
+        with torch.no_grad():
+            self._maybe_init(w)
+            codes, scale = self.codes_and_scale(w.detach())
+        dtype = torch.int8 if self.bits <= 8 else torch.int16
+        if self.per_channel:
+            return codes.to(dtype), scale.detach().reshape(-1).clone()
+        return codes.to(dtype), float(scale.detach()) if isinstance(scale, torch.Tensor) else float(scale)
+
+
+class LSQWeight(_ScaledQuantizer):
+    r"""Weights with a learned step size (LSQ, Esser et al. 2020), ternary or b-bit symmetric.
+
+    ``codes = clamp(round(W / s), -n, n)``, ``W_q = codes * s`` with ``n = 2^(b-1) - 1`` (ternary:
+    b = 2, n = 1). Gradients: straight-through for ``W`` inside the range (0 outside), and for
+    ``s`` the LSQ gradient ``round(v) - v`` (inside) or ``+-n`` (outside), scaled by
+    ``1 / sqrt(N n)`` with ``N`` the weights per step. The step starts from the statistic of the
+    fixed quantizer of the same bits (ternary: the TWN scale ``a``; b-bit: ``alpha / n`` of
+    SAWB), so an FP32 model starts from the codes the fixed quantizer would give it.
+
+    Example::
+
+        >>> import torch
+        >>> q = LSQWeight(bits=2)
+        >>> codes, scale = q.to_int(torch.tensor([0.9, -0.02, -0.5, 0.3]))
+        >>> codes.tolist(), round(scale, 4)
+        ([1, 0, -1, 1], 0.5667)
+    """
+
+    def __init__(self, bits: int = 2, per_channel: bool = False, channels: int | None = None):
+        if not 2 <= int(bits) <= 16:
+            raise ValueError(f"LSQWeight bits must be in 2..16, got {bits}")
+        super().__init__(per_channel, channels, learn=True)
+        self.bits = int(bits)
+
+    @property
+    def max_code(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def initial_step(self, w: torch.Tensor) -> torch.Tensor:
+        dims = self._reduce_dims(w)
+        absw = w.abs()
+        if self.bits == 2:  # TWN: mean |W| above 0.05 max|W|
+            mask = absw > 0.05 * absw.amax(dim=dims, keepdim=True)
+            return (absw * mask).sum(dim=dims) / mask.sum(dim=dims).clamp_min(1)
+        return 2 * absw.mean(dim=dims) / self.max_code  # SAWB 'mean' clip alpha = 2 mean|W|
+
+    def codes_and_scale(self, w):
+        s = self._step_for(w)
+        codes = round_half_up(w / s).clamp(-self.max_code, self.max_code)
+        return codes, s
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        self._maybe_init(w)
+        return _LearnedStep.apply(w, self._step_for(w), float(self.max_code), self._grad_scale(w))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+class BinaryWeight(_ScaledQuantizer):
+    r"""1-bit weights with a scale, as in Q-SNN: ``W_q = s * sign(W)`` (sign(0) = +1), codes {-1, +1}.
+
+    ``learn=True`` (default) trains ``s`` (one per layer or per output channel, initialised to
+    mean|W|; gradient ``sum(dL/dW_q * sign(W))`` scaled like LSQ); ``learn=False`` recomputes
+    ``s = mean|W|`` every forward (XNOR-Net). Straight-through gradient for ``W``.
+
+    Example::
+
+        >>> import torch
+        >>> codes, scale = BinaryWeight().to_int(torch.tensor([0.9, -0.02, 0.0, 0.3]))
+        >>> codes.tolist(), round(scale, 4)
+        ([1, -1, 1, 1], 0.305)
+    """
+
+    bits = 1
+
+    def __init__(self, per_channel: bool = False, channels: int | None = None, learn: bool = True):
+        super().__init__(per_channel, channels, learn=learn)
+
+    @property
+    def max_code(self) -> int:
+        return 1
+
+    def initial_step(self, w: torch.Tensor) -> torch.Tensor:
+        return w.abs().mean(dim=self._reduce_dims(w))
+
+    def codes_and_scale(self, w):
+        if not self.learn:
+            self.init_from_weight(w)
+        codes = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+        return codes, self._step_for(w)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.learn:
+            with torch.no_grad():
+                self.init_from_weight(w)
+            return _SignWithScale.apply(w, self._step_for(w).detach(), 0.0)
+        self._maybe_init(w)
+        return _SignWithScale.apply(w, self._step_for(w), self._grad_scale(w))
+
+    def extra_repr(self) -> str:
+        return f"per_channel={self.per_channel}, learn={self.learn}"
+
+
+WEIGHT_SCALES = ("stat", "lsq-layer", "lsq-channel")
+
+
+def weight_quantizer(bits: int | None, scale: str = "stat", channels: int | None = None) -> nn.Module:
+    """The quantizer for a bit width: None/32 -> identity, 1 -> binary, 2 -> ternary, 3..16 -> SAWB.
+
+    ``scale``: ``'stat'`` (the scale is a statistic of the weights: TWN / SAWB / mean|W| for
+    binary), ``'lsq-layer'`` or ``'lsq-channel'`` (a learned step per layer or per output channel:
+    :class:`LSQWeight`, or :class:`BinaryWeight` with a learned scale; per channel needs
+    ``channels``)."""
+    if scale not in WEIGHT_SCALES:
+        raise ValueError(f"weight scale must be one of {WEIGHT_SCALES}, got {scale!r}")
     if bits is None or bits == 32:
         return IdentityWeight()
+    per_channel = scale == "lsq-channel"
+    if bits == 1:
+        return BinaryWeight(per_channel=per_channel, channels=channels, learn=scale != "stat")
+    if scale != "stat":
+        return LSQWeight(bits=bits, per_channel=per_channel, channels=channels)
     if bits == 2:
         return TernaryWeight()
     return SAWBWeight(bits=bits)

@@ -85,9 +85,9 @@ def _writers() -> dict:
                               ("dvs128-gesture", "write_dvs128_gesture")):
             if hasattr(fake_layouts, name):
                 out[dataset] = lambda folder, f=getattr(fake_layouts, name): f(folder)
-        if hasattr(fake_layouts, "write_prophesee_detection"):  # 1 Mpx: 1280x720, CD events of type 12
+        if hasattr(fake_layouts, "write_prophesee_detection"):  # 1 Mpx: type-12 DAT records, 1280x720
             out["1mpx"] = lambda folder: fake_layouts.write_prophesee_detection(
-                folder, sensor=(1280, 720), event_type=12, recordings=1, events=20_000, classes=7)
+                folder, sensor=(1280, 720), event_type=12, recordings=1, events=20_000, classes=3)
     return out
 
 

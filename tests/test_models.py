@@ -58,7 +58,9 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="unknown quantization option"):
         QuantSpec.from_dict({"mode": "quant", "wbits": 2})
     with pytest.raises(ValueError, match="weight_bits"):
-        QuantSpec("quant", weight_bits=1)
+        QuantSpec("quant", weight_bits=0)
+    with pytest.raises(ValueError, match="weight_scale"):
+        QuantSpec("quant", weight_scale="lsq")
     with pytest.raises(ValueError, match="unknown model"):
         build_model("alexnet")
     assert QuantSpec.from_dict(QuantSpec("quant", weight_bits=4).to_dict()) == QuantSpec("quant", weight_bits=4)

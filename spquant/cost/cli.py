@@ -3,6 +3,11 @@
     spquant cost --model vgg9 --input 3x48x48 --T 10 --wbits 2 --ubits 1.58 [--width W] [--classes N] [--json]
     spquant cost --checkpoint RUN [--data test|train] [--batches N] [--batch-size B] [--json]   (measured)
 
+Quantized models also get their memory *as deployed*: the integer program the model folds into
+(packed weight codes, per-channel fixed-point multipliers and biases, integer thresholds and gate
+tables at the bit widths their values need, the packed membrane), beside the paper's convention
+(spquant.deploy.memory). ``--spq FILE`` counts an exported .spq model.
+
 MB = 10^6 bytes. ``--ubits 1.58`` means a ternary membrane: reported at the paper's 2-bit
 convention and at our packed 1.6 bits. ``--ubits 32`` is an FP32 membrane; an integer b in 2..16
 is a signed b-bit grid.
@@ -66,10 +71,40 @@ def _bits_arg(text: str):
     return int(text)
 
 
+def deployed_for_model(model, input_shape):
+    """Memory as deployed of a live quantized model (folded in eval mode), or None for FP32 models."""
+    from spquant.deploy.fold import fold_model
+    from spquant.deploy.memory import deployed_memory
+    from spquant.deploy.program import DeployError
+
+    spec = getattr(model, "spec", None)
+    if spec is None or not spec.quantized:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        return deployed_memory(fold_model(model, tuple(input_shape)))
+    except DeployError:
+        return None
+    finally:
+        model.train(was_training)
+
+
 def run_cost(args: argparse.Namespace) -> int:
     from spquant.cost import format_measured, format_static, static_cost
+    from spquant.deploy.memory import deployed_memory, format_deployed
     from spquant.report import measured_cost_from_run
 
+    if getattr(args, "spq", None):
+        from spquant.deploy.targets.spq import ModelFileError, load
+
+        try:
+            mem = deployed_memory(load(args.spq))
+        except ModelFileError as exc:
+            print(f"spquant cost: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(mem.to_dict(), indent=2) if args.json else format_deployed(mem, str(args.spq)))
+        return 0
     if args.checkpoint:
         try:
             cost = measured_cost_from_run(
@@ -78,7 +113,15 @@ def run_cost(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             print(f"spquant cost: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(cost.to_dict(), indent=2) if args.json else format_measured(cost, str(args.checkpoint)))
+        mem = _deployed_for_run(args.checkpoint, args.latest)
+        if args.json:
+            d = cost.to_dict()
+            d["deployed"] = mem.to_dict() if mem is not None else None
+            print(json.dumps(d, indent=2))
+        else:
+            print(format_measured(cost, str(args.checkpoint)))
+            if mem is not None:
+                print(format_deployed(mem, str(args.checkpoint)))
         return 0
     from spquant.models import build_model
 
@@ -91,14 +134,26 @@ def run_cost(args: argparse.Namespace) -> int:
         return 2
     model = build_model(args.model, num_classes=args.classes, in_channels=shape[0], input_size=shape[1:], width=args.width, spec=spec)
     cost = static_cost(model, shape, bn=args.bn, gate_bits=args.gate_bits)
+    mem = deployed_for_model(model, shape)
     if args.json:
         d = cost.to_dict()
+        d["deployed"] = mem.to_dict() if mem is not None else None
         d.update(model=args.model, T=args.T, dense_macs_all_steps=cost.dense_macs * args.T, spec=spec.to_dict(), width=args.width, classes=args.classes)
         print(json.dumps(d, indent=2))
     else:
         print(format_static(cost, f"{args.model} (W{args.wbits}/U{args.ubits:g}, width {args.width:g}, {args.classes} classes)"))
         print(f"  dense MACs, T={args.T}     {cost.dense_macs * args.T:,} per sample")
+        if mem is not None:
+            print(format_deployed(mem, "fresh instance (widths of untrained parameters)"))
     return 0
+
+
+def _deployed_for_run(run_dir, latest: bool):
+    from spquant.train import load_run
+
+    loaded = load_run(run_dir, checkpoint=latest)
+    cfg = loaded["config"]
+    return deployed_for_model(loaded["model"], (cfg.model.in_channels, *cfg.model.input))
 
 
 def register(subparsers) -> None:
@@ -111,7 +166,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", choices=("vgg9", "resnet19"), default="vgg9")
     p.add_argument("--input", type=parse_input, default=None, help="CxHxW (default 3x48x48 for vgg9, 3x32x32 for resnet19)")
     p.add_argument("--T", type=int, default=1, help="time steps (dense MACs over T steps are also printed)")
-    p.add_argument("--wbits", type=int, default=2, help="weight bits of hidden layers (2 = ternary, 32 = FP32)")
+    p.add_argument("--wbits", type=int, default=2, help="weight bits of hidden layers (1 = binary, 2 = ternary, 32 = FP32)")
     p.add_argument("--ubits", type=float, default=1.58, help="membrane bits: 1.58 = ternary, 2..16, 32 = FP32")
     p.add_argument("--first-bits", type=_bits_arg, default=8, help="bits of the first conv (default 8; 'none' = FP32)")
     p.add_argument("--last-bits", type=_bits_arg, default=8, help="bits of the classifier (default 8; 'none' = FP32)")
@@ -126,4 +181,5 @@ def register(subparsers) -> None:
     p.add_argument("--batches", type=int, default=10, help="batches for the measured cost (default 10)")
     p.add_argument("--batch-size", type=int, default=100, help="samples per batch for the measured cost")
     p.add_argument("--latest", action="store_true", help="use the run's newest checkpoint instead of model.safetensors")
+    p.add_argument("--spq", default=None, metavar="FILE", help="memory as deployed of an exported .spq integer model")
     p.set_defaults(func=run_cost)

@@ -19,10 +19,11 @@ the 'polarity3' colouring is 0/1; crop and pad keep integers) and float16 after 
 
 Reading: :class:`FrameDataset` (a torch Dataset over the memory map, with the recipe's train-time
 augmentation) and :func:`frame_loader` (a DataLoader with worker processes that yields
-``x [T, B, C, H, W]`` float32, ``y [B]``). The run pipeline calls::
+``x [T, B, C, H, W]`` float32, ``y [B]``). :func:`load_frames` does it for a recipe (the run
+pipeline's ``load_split`` calls it)::
 
     spec = FrameSpec.from_config(config)
-    cache = prepare(config.data.dataset, root, spec, cache_root, workers=config.data.workers)
+    cache = prepare(config.data.dataset, root, spec, cache_root)
     train = FrameDataset(cache, "train", T=spec.T, augment=spec.augment)
     for x, y in frame_loader(train, batch_size=64, shuffle=True, workers=2, seed=0): ...
 
@@ -61,8 +62,8 @@ from torch.utils.data import DataLoader, Dataset
 from spquant.data.events import EventFileError
 from spquant.data.transforms import FITS, FRAME_MODES, augment_batch, fit_frames, parse_augment, to_frames
 
-__all__ = ["FrameSpec", "DATASETS", "open_source", "prepare", "FrameDataset", "frame_loader", "collate_frames",
-           "cache_key", "CacheInfo", "open_cache", "default_cache_root", "load_frames"]
+__all__ = ["FrameSpec", "DATASETS", "EVENT_DATASETS", "open_source", "prepare", "FrameDataset", "frame_loader", "collate_frames",
+           "cache_key", "CacheInfo", "open_cache", "default_cache_root", "load_frames", "frames_are_integer"]
 
 CACHE_FORMAT = 1
 SHARD = 64  # samples per shard (one completion marker each)
@@ -79,8 +80,9 @@ class FrameSpec:
     * ``size``: (H, W) of the stored frames (None = the sensor's); ``fit``: how frames reach it,
       ``'resize'`` (area / bilinear: fractional values), ``'crop'`` or ``'pad'`` (centred; integers
       stay integers).
-    * ``integer``: require integer frames (refuses a ``'resize'`` that would make fractions), so the
-      integer-only deployment sees exactly what training saw.
+    * ``integer``: require integer frames, so the integer-only deployment sees exactly what training
+      saw: a ``'resize'`` must then shrink by whole factors and is done as sum pooling (counts are
+      added, 128x128 -> 64x64 sums 2x2 blocks); any other resize is refused.
     * ``split_mode``, ``seed``: split of the sets without an official one ('authors' / 'per_class').
     * ``layout``: CIFAR10-DVS on-disk layout ('auto', 'aedat2', 'aedat4', 'npz').
     * ``augment`` (+ ``roll_px``, ``crop_pad``): train-time augmentation
@@ -152,11 +154,12 @@ def _source_factories() -> dict[str, tuple[Callable, bool, tuple[str, ...]]]:
                                                        layout=sp.layout), False, ("train", "test")),
         "dvs128-gesture": (lambda r, s, sp: ds.DVSGesture(r, s), False, ("train", "test")),
         "cifar10": (lambda r, s, sp: ds.CIFAR10(r, s), True, ("train", "test")),
-        "mnist": (lambda r, s, sp: ds.MNIST(r, s), True, ("train", "test")),
     }
 
 
-DATASETS = ("nmnist", "ncaltech101", "cifar10-dvs", "dvs128-gesture", "cifar10", "mnist")
+DATASETS = ("nmnist", "ncaltech101", "cifar10-dvs", "dvs128-gesture", "cifar10")
+# the event data sets that training streams from the cache (static CIFAR-10 is small: held in memory)
+EVENT_DATASETS = ("nmnist", "ncaltech101", "cifar10-dvs", "dvs128-gesture")
 
 
 def open_source(dataset: str, root, split: str, spec: FrameSpec):
@@ -184,11 +187,36 @@ def _frame_shape(source, spec: FrameSpec, static: bool) -> tuple[tuple[int, ...]
         return (chw[0], h, w), np.dtype(np.float16 if resized else np.uint8)
     sw, sh = _sensor_of(source)
     h, w = spec.size or (sh, sw)
-    resized = (h, w) != (sh, sw) and spec.fit == "resize"
-    if resized and spec.integer:
-        raise ValueError(f"integer frames cannot be resized from the {sh}x{sw} sensor to {h}x{w}: use fit 'crop' or "
-                         "'pad' (data.resize), or set data.integer = false")
-    return (spec.T, FRAME_MODES[spec.polarity], h, w), np.dtype(np.float16 if resized else np.uint8)
+    return (spec.T, FRAME_MODES[spec.polarity], h, w), np.dtype(np.uint8 if _integer_fit(spec, (sw, sh)) else np.float16)
+
+
+def _integer_fit(spec: FrameSpec, sensor: tuple[int, int]) -> bool:
+    """Whether the frames stay integers: no resize, crop / pad, or (``integer``) a shrink by whole
+    factors, done as sum pooling. ``integer`` with any other resize is refused."""
+    sw, sh = sensor
+    h, w = spec.size or (sh, sw)
+    if (h, w) == (sh, sw) or spec.fit != "resize":
+        return True
+    if spec.integer:
+        if sh % h or sw % w:
+            raise ValueError(f"integer frames cannot be resized from the {sh}x{sw} sensor to {h}x{w} (not a whole "
+                             "shrink factor): use data.resize 'crop' or 'pad', a size that divides the sensor, or "
+                             "data.integer = false")
+        return True
+    return False
+
+
+def frames_are_integer(config) -> bool:
+    """Whether a recipe's prepared frames are integers (what an exact integer export needs), from its
+    settings and the data set's sensor size alone (no files are read)."""
+    from spquant.data import datasets as ds
+
+    sensors = {"nmnist": ds.NMNIST, "ncaltech101": ds.NCaltech101, "cifar10-dvs": ds.CIFAR10DVS,
+               "dvs128-gesture": ds.DVSGesture}
+    cls = sensors.get(config.data.dataset)
+    if cls is None:
+        return True  # static images: uint8 pixels
+    return _integer_fit(FrameSpec.from_config(config), tuple(cls.sensor_size))
 
 
 def make_frames(sample, source, spec: FrameSpec, static: bool, shape, dtype) -> np.ndarray:
@@ -202,10 +230,15 @@ def make_frames(sample, source, spec: FrameSpec, static: bool, shape, dtype) -> 
             x = fit_frames(x, shape[-2:], spec.fit)
         return x.numpy().astype(dtype, copy=False)
     w, h = _sensor_of(source)
-    integer_dtype = np.uint8 if dtype == np.uint8 else np.float32
-    fr = to_frames(sample, (w, h), spec.T, spec.polarity, bins=spec.bins, dtype=integer_dtype)
-    if fr.shape[-2:] != tuple(shape[-2:]):
-        fr = fit_frames(torch.from_numpy(fr), shape[-2:], spec.fit).numpy()
+    H, W = shape[-2:]
+    if dtype == np.uint8 and spec.fit == "resize" and (H, W) != (h, w):  # integer shrink: sum pooling
+        fr = to_frames(sample, (w, h), spec.T, spec.polarity, bins=spec.bins, dtype=np.int64)
+        fr = fr.reshape(*fr.shape[:2], H, h // H, W, w // W).sum(axis=(3, 5))
+        return np.minimum(fr, 255).astype(np.uint8)
+    fr = to_frames(sample, (w, h), spec.T, spec.polarity, bins=spec.bins,
+                   dtype=np.uint8 if dtype == np.uint8 else np.float32)
+    if fr.shape[-2:] != (H, W):
+        fr = fit_frames(torch.from_numpy(fr), (H, W), spec.fit).numpy()
     return fr.astype(dtype, copy=False)
 
 

@@ -65,7 +65,9 @@ class _Folder:
         bits = int(wq.bits)
         codes = codes.to(torch.int64).numpy()
         cout = codes.shape[0]
-        mult = np.full(cout, float(s_w) * self.scales[x], dtype=np.float64)
+        # one weight scale per layer (a float) or per output channel (learned per-channel steps)
+        s_w = np.asarray(s_w.detach().double().numpy() if isinstance(s_w, torch.Tensor) else s_w, dtype=np.float64)
+        mult = np.broadcast_to(s_w.reshape(-1), (cout,)).astype(np.float64) * self.scales[x]
         bias = np.zeros(cout, dtype=np.float64)
         if layer.bias is not None:
             bias = layer.bias.detach().double().numpy().copy()

@@ -242,7 +242,7 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {
     "conv": OpSpec(
         ints={
-            "bits": (2, 16),
+            "bits": (1, 16),
             "max_code": (1, 32767),
             "shift": (0, 62),
             "kernel": (1, 64),
@@ -253,7 +253,7 @@ OPS: dict[str, OpSpec] = {
         bounds=_bounds_affine,
     ),
     "linear": OpSpec(
-        ints={"bits": (2, 16), "max_code": (1, 32767), "shift": (0, 62)},
+        ints={"bits": (1, 16), "max_code": (1, 32767), "shift": (0, 62)},
         arrays=("weight", "M", "B"),
         bounds=_bounds_affine,
     ),

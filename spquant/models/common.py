@@ -26,7 +26,9 @@ class QuantSpec:
           membrane on the grid [membrane_lb, membrane_ub];
           ``'spquant'`` — quant + spatial-channel pruning (``prune``) + learnable threshold.
     first_bits / last_bits: precision of the first conv and the classifier in quantized modes
-    (None = FP32).
+    (None = FP32). Bits: 1 = binary (sign with a scale), 2 = ternary, 3..16 = symmetric uniform.
+    weight_scale: ``'stat'`` (scale from weight statistics: TWN / SAWB / mean|W|), ``'lsq-layer'``
+    or ``'lsq-channel'`` (learned step sizes, one per layer or per output channel).
     backend: the LIF kernel, ``'fused'`` (default, see :mod:`spquant.neuron.fused`) or ``'reference'``
     (autograd through the readable loop; bit-identical forward, the oracle of the tests).
     """
@@ -35,6 +37,7 @@ class QuantSpec:
     weight_bits: int = 2
     first_bits: int | None = 8
     last_bits: int | None = 8
+    weight_scale: str = "stat"
     membrane_lb: int = -1
     membrane_ub: int = 1
     membrane_k: float = 2.0
@@ -55,8 +58,12 @@ class QuantSpec:
             raise ValueError(f"unknown surrogate {self.surrogate!r}; choose one of {sorted(SURROGATES)}")
         for name in ("weight_bits", "first_bits", "last_bits"):
             bits = getattr(self, name)
-            if bits is not None and not (bits == 32 or 2 <= bits <= 16):
-                raise ValueError(f"{name} must be 2..16, 32 or None, got {bits}")
+            if bits is not None and not (bits == 32 or 1 <= bits <= 16):
+                raise ValueError(f"{name} must be 1..16, 32 or None, got {bits}")
+        from spquant.quant import WEIGHT_SCALES
+
+        if self.weight_scale not in WEIGHT_SCALES:
+            raise ValueError(f"weight_scale must be one of {WEIGHT_SCALES}, got {self.weight_scale!r}")
         if self.backend not in ("fused", "reference"):
             raise ValueError(f"backend must be 'fused' or 'reference', got {self.backend!r}")
         if not isinstance(self.prune, dict):
@@ -81,8 +88,9 @@ class QuantSpec:
             return None
         return {"first": self.first_bits, "hidden": self.weight_bits, "last": self.last_bits}[position]
 
-    def weight_quant(self, position: str = "hidden") -> nn.Module:
-        return weight_quantizer(self.bits_for(position))
+    def weight_quant(self, position: str = "hidden", channels: int | None = None) -> nn.Module:
+        """The weight quantizer of a layer; ``channels`` = its output channels (per-channel scales)."""
+        return weight_quantizer(self.bits_for(position), self.weight_scale, channels)
 
     def membrane(self) -> IntegerMembrane | None:
         if not self.quantized:
@@ -120,7 +128,7 @@ class QuantSpec:
 
             gate = build_gate(c_in, c_out, self.prune)
             neuron.prior = build_prior(self.prune)
-        return ConvBNLIF(c_in, c_out, kernel_size, stride=stride, weight_quant=self.weight_quant(position), neuron=neuron,
+        return ConvBNLIF(c_in, c_out, kernel_size, stride=stride, weight_quant=self.weight_quant(position, c_out), neuron=neuron,
                          fold_time=self.fold_time, gate=gate)
 
     def to_dict(self) -> dict:

@@ -22,12 +22,12 @@ class SpikingBasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, spec: QuantSpec):
         super().__init__()
         self.conv1 = spec.conv_block(c_in, c_out, stride=stride)
-        self.conv2 = QConv2d(c_out, c_out, 3, padding=1, weight_quant=spec.weight_quant())
+        self.conv2 = QConv2d(c_out, c_out, 3, padding=1, weight_quant=spec.weight_quant(channels=c_out))
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module | None = None
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
-                QConv2d(c_in, c_out, 1, stride=stride, padding=0, weight_quant=spec.weight_quant()), nn.BatchNorm2d(c_out)
+                QConv2d(c_in, c_out, 1, stride=stride, padding=0, weight_quant=spec.weight_quant(channels=c_out)), nn.BatchNorm2d(c_out)
             )
         self.neuron2 = spec.neuron(channels=c_out)
 
@@ -55,7 +55,7 @@ class ResNet19(SpikingClassifier):
         self.spec = spec = spec or QuantSpec()
         widths = [_scaled(c, width) for c in (128, 256, 512)]
         stem_neuron = spec.neuron(channels=widths[0])
-        self.stem = ConvBNLIF(in_channels, widths[0], 3, weight_quant=spec.weight_quant("first"), neuron=stem_neuron, fold_time=spec.fold_time)
+        self.stem = ConvBNLIF(in_channels, widths[0], 3, weight_quant=spec.weight_quant("first", widths[0]), neuron=stem_neuron, fold_time=spec.fold_time)
         layers = []
         c_in = widths[0]
         for stage, (c_out, n) in enumerate(zip(widths, blocks)):
@@ -66,9 +66,9 @@ class ResNet19(SpikingClassifier):
         self.layers = nn.Sequential(*layers)
         self.pool = SeqModule(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
         hidden = _scaled(256, width)
-        self.fc1 = QLinear(c_in, hidden, weight_quant=spec.weight_quant())
+        self.fc1 = QLinear(c_in, hidden, weight_quant=spec.weight_quant(channels=hidden))
         self.fc1_neuron = spec.neuron(channels=hidden)
-        self.fc2 = QLinear(hidden, num_classes, weight_quant=spec.weight_quant("last"))
+        self.fc2 = QLinear(hidden, num_classes, weight_quant=spec.weight_quant("last", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

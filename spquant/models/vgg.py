@@ -56,7 +56,7 @@ class VGG9(SpikingClassifier):
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
         self.flatten = SeqModule(nn.Flatten())
-        self.classifier = QLinear(c_in * h * w, num_classes, weight_quant=self.spec.weight_quant("last"))
+        self.classifier = QLinear(c_in * h * w, num_classes, weight_quant=self.spec.weight_quant("last", num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -89,8 +89,9 @@ class SpikingYOLO(nn.Module):
         self.features = nn.Sequential(*layers)
         if head_kernel < 1 or head_kernel % 2 == 0:
             raise ValueError(f"head_kernel must be a positive odd number, got {head_kernel}")
-        self.head = QConv2d(c_in, self.num_anchors * (5 + self.num_classes), head_kernel, padding=head_kernel // 2,
-                            bias=True, weight_quant=self.spec.weight_quant("last"))
+        head_out = self.num_anchors * (5 + self.num_classes)
+        self.head = QConv2d(c_in, head_out, head_kernel, padding=head_kernel // 2,
+                            bias=True, weight_quant=self.spec.weight_quant("last", head_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -17,12 +17,13 @@ Recipes have variants: NAME:fp32, NAME:quant (2-bit/4-bit weights, ternary membr
 NAME:spquant (+ spatial-channel pruning), e.g. 'mnist:quant' or 'vgg9-cifar10dvs:spquant'.
 Top-level: name description task (classify | detect). Sections: [model] name width plan input
 in_channels classes T anchors; [quant] mode weight_bits
-first_bits last_bits membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
+first_bits last_bits weight_scale membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
 prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment cache
-options={{...}} bins polarity integer split layout roll_px crop_pad workers (root: '' =
+options={{...}} bins polarity integer split layout roll_px crop_pad (root: '' =
 $SPQUANT_DATA/<dataset>; event-frame keys: docs/data.md);
 [train] epochs batch_size lr optimizer momentum schedule weight_decay threshold_lr seed lam phi
-prune_loss_weight max_steps; [run] log_every checkpoint_every keep_checkpoints device threads
+prune_loss_weight max_steps init_from init_calib_batches distill_teacher distill_weight
+distill_temperature; [run] log_every checkpoint_every keep_checkpoints device threads
 progress tensorboard; [detect] lambda_coord lambda_obj lambda_noobj lambda_cls ignore_threshold
 conf_threshold nms_iou max_det. See docs/training.md."""
 
@@ -61,6 +62,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", "-o", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest valid checkpoint (exact: same final weights as an uninterrupted run)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in OUT (deletes its run files first)")
+    p.add_argument("--init-from", metavar="RUN", help="start from the weights of a finished (FP32) run folder: exact load, "
+                   "BN recalibrated, gates opened (sets train.init_from)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides run.device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -120,6 +123,8 @@ def cmd_train(args) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"run.device={args.device}")
+    if args.init_from:
+        overrides.append(f"train.init_from={json.dumps(str(args.init_from))}")  # a TOML basic string
     try:
         cfg = load_config(args.config, overrides)
         res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None)

@@ -119,7 +119,7 @@ class DataConfig:
     layout: str = "auto"  # CIFAR10-DVS files: 'auto' | 'aedat2' | 'aedat4' | 'npz' (SpikingJelly)
     roll_px: int = 5  # augment 'roll' / 'nda': largest circular shift, pixels
     crop_pad: int = 4  # augment 'crop': zero padding before the random crop, pixels
-    workers: int = 0  # DataLoader worker processes reading the frame cache
+    workers: int = 0  # DataLoader worker processes reading map-style data sets (0: the main process)
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
@@ -148,7 +148,12 @@ class TrainConfig:
     """Optimisation. ``threshold_lr``: lr of the learnable thresholds (None = ``lr``).
     ``lam``/``phi``: TET loss (phi a number, 'one' or 'threshold'). ``prune_loss_weight``: weight of
     the gate predictor loss in spquant mode (None = spquant.prune's default). ``max_steps`` stops
-    early (0 = no limit; for tests and smoke runs)."""
+    early (0 = no limit; for tests and smoke runs).
+    ``init_from``: a finished FP32 run folder to start from (exact weight load, BN recalibrated on
+    ``init_calib_batches`` training batches, gates opened; see spquant.train.init_from).
+    ``distill_teacher``: a run folder whose network is the frozen teacher; the loss becomes
+    ``(1 - distill_weight) * TET + distill_weight * KD`` with KD the per-step KL divergence at
+    ``distill_temperature`` (see spquant.train.loss.distill_loss)."""
 
     epochs: int = 1
     batch_size: int = 64
@@ -164,6 +169,11 @@ class TrainConfig:
     phi: str | float = "one"
     prune_loss_weight: float | None = None
     max_steps: int = 0
+    init_from: str = ""
+    init_calib_batches: int = 20
+    distill_teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         _choice("train.optimizer", self.optimizer, ["adam", "sgd"])
@@ -178,6 +188,11 @@ class TrainConfig:
             _choice("train.phi", self.phi, ["one", "threshold"])
         if self.max_steps < 0:
             raise ConfigError("train.max_steps must be >= 0")
+        if self.init_calib_batches < 0:
+            raise ConfigError("train.init_calib_batches must be >= 0")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"train.distill_weight must be in [0, 1], got {self.distill_weight}")
+        _positive("train.distill_temperature", self.distill_temperature)
 
 
 @dataclass(frozen=True)
@@ -456,6 +471,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "model.in_channels": (1, 4096),
     "model.classes": (1, 100_000),
     "model.T": (1, 4096),
+    "data.workers": (0, 256),
     "model.plan": (1, 65_536),
     "quant.membrane_lb": (-(2**15), 0),
     "quant.membrane_ub": (0, 2**15),

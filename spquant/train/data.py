@@ -177,6 +177,10 @@ def integer_inputs(config) -> bool:
     d = config.data
     if d.encoding == "direct" or d.dataset in ("synthetic", "moving-digits", "gen1", "1mpx"):
         return True
+    from spquant.data.prepare import EVENT_DATASETS, frames_are_integer
+
+    if d.dataset in EVENT_DATASETS:  # the frame cache knows (integer shrinks are sum-pooled)
+        return frames_are_integer(config)
     return d.resize != "resize"
 
 
@@ -204,9 +208,16 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
         return TensorData(x, y, static=True, scale=1 / 255)
     if d.dataset == "mnist-dvs":
         return _mnist_dvs(config, split, n_limit)
-    from spquant.data.prepare import DATASETS as FRAME_DATASETS
+    if d.dataset == "cifar10":  # static images, small enough to hold (uint8 codes, like MNIST)
+        from spquant.data.datasets import CIFAR10
 
-    if d.dataset in FRAME_DATASETS:
+        ds = CIFAR10(_root(d), split)
+        x, y = torch.from_numpy(ds.images), torch.from_numpy(ds.labels)
+        x, y = _subset(x, y, n_limit, config.train.seed)
+        return TensorData(_fit(x, size, d.resize), y, static=True, scale=1 / 255)
+    from spquant.data.prepare import EVENT_DATASETS
+
+    if d.dataset in EVENT_DATASETS:
         # the on-disk frame cache (made on first use, or by 'spquant data prepare'), read sample by
         # sample from its memory map; augmentation happens per batch with the loop's generator
         from spquant.data.prepare import collate_frames, load_frames

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from spquant.train import checkpoint as ckpt
-from spquant.train.config import Config, config_from_dict
-from spquant.train.data import load_split
+from spquant.train.config import Config, ConfigError, config_from_dict
+from spquant.train.data import TensorData, load_split
 from spquant.train.device import resolve_device
+from spquant.train.loss import distill_loss
 from spquant.train.run import prepare_run_dir
 from spquant.train.tasks import task_for
 
@@ -68,10 +69,14 @@ def _is_threshold(name: str) -> bool:
 
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
-    """Adam or SGD; learnable thresholds get their own group (lr ``threshold_lr``, no weight decay)."""
+    """Adam or SGD; learnable thresholds get their own group (lr ``threshold_lr``, no weight decay),
+    learned quantizer steps too (lr ``lr``, no weight decay: decay would shrink the step, not the weights)."""
     thr = [p for n, p in model.named_parameters() if p.requires_grad and _is_threshold(n)]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_threshold(n)]
+    steps = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("weight_quant.step")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_threshold(n) and not n.endswith("weight_quant.step")]
     groups = [{"params": rest, "lr": t.lr, "weight_decay": t.weight_decay, "name": "weights"}]
+    if steps:
+        groups.append({"params": steps, "lr": t.lr, "weight_decay": 0.0, "name": "quantizer_steps"})
     if thr:
         groups.append({"params": thr, "lr": t.threshold_lr if t.threshold_lr is not None else t.lr, "weight_decay": 0.0, "name": "thresholds"})
     for g in groups:
@@ -158,6 +163,15 @@ def evaluate(model: nn.Module, data, config: Config, device="cpu", dist: _Dist |
         return task_for(config).evaluate(model, data, config.train.eval_batch_size, device, dist)
     finally:
         model.train(was_training)
+
+
+def _calibration_batches(train_data: TensorData, config: Config, device):
+    """The first ``train.init_calib_batches`` training batches of a fixed order (seeded), no augmentation."""
+    t = config.train
+    order = epoch_order(len(train_data), t.seed, -1)
+    for i in range(min(t.init_calib_batches, math.ceil(len(train_data) / t.batch_size))):
+        x, _ = train_data.batch(order[i * t.batch_size:(i + 1) * t.batch_size], config.model.T)
+        yield x.to(device)
 
 
 def _gate_loss_fn(config: Config):
@@ -330,6 +344,20 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     if t_cfg.max_steps:
         total_steps = min(total_steps, t_cfg.max_steps)
 
+    init_summary = None
+    if start is None and t_cfg.init_from:
+        from spquant.train.init_from import init_from_run
+
+        init_summary = init_from_run(model, config, t_cfg.init_from, _calibration_batches(train_data, config, device))
+    teacher = None
+    if t_cfg.distill_teacher and t_cfg.distill_weight > 0:
+        from spquant.train.init_from import load_teacher
+
+        if config.task != "classify":
+            raise ConfigError(f"train.distill_teacher: distillation is defined for classification, not task {config.task!r}")
+
+        teacher = load_teacher(t_cfg.distill_teacher, config, device)
+
     epoch, step_in_epoch, global_step = 0, 0, 0
     best = {}
     if start is not None:
@@ -342,6 +370,9 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         best = meta.get("metrics", {})
 
     logger = _Logger(run_dir, dist.main, r_cfg.tensorboard, keep_until_step=global_step if start is not None else None)
+    if init_summary is not None:
+        logger.log({"kind": "init_from", "step": 0, **{k: v for k, v in init_summary.items() if k != "added"},
+                    "added": len(init_summary["added"])})
     prog = _Progress(show, r_cfg.log_every)
     gate = _gate_loss_fn(config)
     ddp_model = model
@@ -385,6 +416,11 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
                 g["lr"] = g["base_lr"] * f
             out = ddp_model(x)
             loss, parts = task.loss(model, out, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+                w = t_cfg.distill_weight
+                loss = (1.0 - w) * loss + w * distill_loss(out, t_out, t_cfg.distill_temperature)
             g_loss = None
             if gate is not None:
                 g_loss = gate[0](model)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["tet_loss", "mean_threshold", "resolve_phi"]
+__all__ = ["tet_loss", "distill_loss", "mean_threshold", "resolve_phi"]
 
 
 def tet_loss(outputs: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -40,6 +40,37 @@ def tet_loss(outputs: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi
     phi_t = torch.as_tensor(phi, dtype=outputs.dtype, device=outputs.device)
     mse = ((outputs - phi_t) ** 2).mean()  # mean over t of MSE(o_t, phi), all the same size
     return (1.0 - lam) * ce + lam * mse
+
+
+def distill_loss(outputs: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    r"""Knowledge distillation from a teacher SNN's per-step logits, step by step.
+
+    .. math:: KD = \frac{\tau^2}{T} \sum_t \frac{1}{B} \sum_b
+              KL\big(\mathrm{softmax}(z_{t,b}/\tau) \,\|\, \mathrm{softmax}(o_{t,b}/\tau)\big)
+
+    ``outputs`` (student) and ``teacher`` are [T, B, K]; a teacher with a different T is compared
+    through its mean over time (the same target at every step). The teacher is detached. The
+    ``tau^2`` factor keeps the gradient scale independent of the temperature (Hinton et al.).
+
+    Example::
+
+        >>> import torch
+        >>> o = torch.zeros(2, 1, 2); z = torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]]])
+        >>> float(distill_loss(o, z))                          # same distribution: KL = 0
+        0.0
+    """
+    if outputs.dim() != 3 or teacher.dim() != 3 or outputs.shape[1:] != teacher.shape[1:]:
+        raise ValueError(f"distill_loss expects [T, B, K] logits of the same B, K; got {tuple(outputs.shape)} and {tuple(teacher.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    teacher = teacher.detach()
+    if teacher.shape[0] != outputs.shape[0]:
+        teacher = teacher.mean(0, keepdim=True).expand_as(outputs)
+    T, B, K = outputs.shape
+    log_p = F.log_softmax(outputs.reshape(T * B, K) / temperature, dim=-1)
+    log_q = F.log_softmax(teacher.reshape(T * B, K) / temperature, dim=-1)
+    kl = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)  # mean over the T*B rows
+    return kl * temperature**2
 
 
 def mean_threshold(model: nn.Module) -> torch.Tensor:

@@ -34,7 +34,7 @@ def write_nmnist(root, per_class: int = 2, events: int = 300, seed: int = 0) -> 
     return root
 
 
-def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_class: int = 5, events: int = 500,
+def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_class: int = 7, events: int = 500,
                       seed: int = 0) -> Path:
     """``root/Caltech101/<class>/image_NNNN.bin`` (+ the BACKGROUND_Google folder, left out by default)."""
     from spquant.data.readers import write_atis_bin
@@ -47,7 +47,7 @@ def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_cl
     return root
 
 
-def write_cifar10dvs(root, layout: str = "aedat2", per_class: int = 3, events: int = 1000, seed: int = 0) -> Path:
+def write_cifar10dvs(root, layout: str = "aedat2", per_class: int = 5, events: int = 1000, seed: int = 0) -> Path:
     """CIFAR10-DVS: 'aedat2' ``root/<class>/cifar10_<class>_<k>.aedat`` (raw DVS128 addresses),
     'aedat4' is not written here (needs an AEDAT 4 encoder), 'npz' SpikingJelly's
     ``root/events_np/<class>/cifar10_<class>_<k>.npz``."""

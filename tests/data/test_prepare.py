@@ -77,8 +77,15 @@ def test_cifar10dvs_layouts_give_the_same_frames(tmp_path, layout):
 
 def test_integer_refuses_resize_and_crop_keeps_counts(tmp_path):
     root = fake.write_cifar10dvs(tmp_path / "c", per_class=1, events=300)
-    with pytest.raises(ValueError, match="integer frames cannot be resized.*crop"):
+    with pytest.raises(ValueError, match="integer frames cannot be resized.*not a whole shrink factor"):
         _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(48, 48), integer=True)
+    pooled = _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(32, 64), integer=True)
+    assert pooled.index["splits"]["train"]["dtype"] == "|u1"
+    x, _ = FrameDataset(pooled, "train")[0]
+    ev = sd.CIFAR10DVS(root, "train")[0][0]
+    full = torch.from_numpy(sd.to_frames(ev, (128, 128), 2, "count2"))
+    torch.testing.assert_close(x, full.reshape(2, 2, 32, 4, 64, 2).sum((3, 5)))  # 4x2 sum pooling
+    assert float(x.sum()) == 300.0  # every event kept
     cache = _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(120, 120), fit="crop", integer=True)
     x, _ = FrameDataset(cache, "train")[0]
     assert x.shape == (2, 2, 120, 120) and torch.equal(x, x.round())
@@ -99,7 +106,7 @@ def test_dvs128_gesture_segments_and_user_split(tmp_path):
 def test_ncaltech101_and_cifar10_static(tmp_path):
     root = fake.write_ncaltech101(tmp_path / "n")
     cache = _prep("ncaltech101", root, tmp_path, T=2, polarity="polarity3", size=(48, 64))
-    assert cache.index["splits"]["train"]["shape"][0] == 12 and cache.index["splits"]["test"]["shape"][0] == 3
+    assert cache.index["splits"]["train"]["shape"][0] == 17 and cache.index["splits"]["test"]["shape"][0] == 4
     assert cache.index["classes"] == ["accordion", "airplanes", "anchor"]
     croot = fake.write_cifar10(tmp_path / "cifar10")
     c = _prep("cifar10", croot, tmp_path, size=(32, 32))
@@ -190,13 +197,16 @@ def test_cli_prepare_recipe(tmp_path, capsys):
             "--workers", "1", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "train: 11 samples, frames [16, 2, 64, 64] <f2" in out and "test: 11 samples" in out
+    assert "train: 11 samples, frames [16, 2, 64, 64] |u1" in out and "test: 11 samples" in out
     assert main(args) == 0 and "already complete" in capsys.readouterr().out
     assert main(["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}",
                  "--no-progress"]) == 2
     assert "trials_to_train.txt" in capsys.readouterr().err
-    assert main(["data", "prepare", "mnist-dvs", "--no-progress"]) == 2
-    assert "no frame cache to prepare" in capsys.readouterr().err
+    assert main(["data", "prepare", "demo", "--no-progress"]) == 0  # embedded MNIST: read in memory
+    assert "test: 1000 samples ready" in capsys.readouterr().out
+    assert main(["data", "prepare", "detect-moving-digits", "--set", "data.train_subset=3", "--set",
+                 "data.test_subset=2", "--set", f"data.cache={tmp_path / 'md'}", "--no-progress"]) == 0
+    assert "train: 3 samples ready" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("recipe", ["nmnist", "vgg9-cifar10dvs", "vgg9-ncaltech101", "dvs128-gesture",
@@ -265,3 +275,37 @@ def test_cifar10dvs_finds_tonics_aedat4_mirror(tmp_path):
         ds[0]
     with pytest.raises(sd.EventFileError, match=r"CIFAR10-DVS recordings.*events_np"):
         sd.CIFAR10DVS(tmp_path / "CIFAR10DVS" / "cat", "train")
+
+
+def test_load_split_streams_prepared_sets_with_batch_augmentation(tmp_path):
+    from spquant.train.config import load_config
+    from spquant.train.data import DatasetData, load_split
+
+    root = fake.write_nmnist(tmp_path / "nmnist", per_class=2)
+    cfg = load_config("nmnist", [f"data.root={root}", f"data.cache={tmp_path / 'cache'}", "data.augment=flip+roll",
+                                 "run.progress=false"])
+    data = load_split(cfg, "train")
+    assert isinstance(data, DatasetData) and len(data) == 20
+    idx = torch.tensor([3, 0, 7])
+    plain, y = data.batch(idx, cfg.model.T)
+    assert plain.shape == (10, 3, 2, 32, 32) and y.tolist() == [int(data.dataset[i][1]) for i in (3, 0, 7)]
+    a, _ = data.batch(idx, cfg.model.T, augment="flip+roll", generator=torch.Generator().manual_seed(5))
+    b, _ = data.batch(idx, cfg.model.T, augment="flip+roll", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, plain)  # seeded by the loop's generator
+    assert torch.equal(a, a.round())  # integer counts stay integer
+    assert torch.equal(a.sum(dim=(0, 2, 3, 4)), plain.sum(dim=(0, 2, 3, 4)))  # roll + flip keep every event
+
+
+def test_cli_prepare_names_a_corrupt_recording(tmp_path, capsys):
+    from spquant.cli import main
+
+    root = fake.write_nmnist(tmp_path / "nmnist", per_class=1)
+    bad = root / "Train" / "4" / "00000.bin"
+    bad.write_bytes(bad.read_bytes()[:-2])  # not a multiple of the 5-byte event
+    args = ["data", "prepare", "nmnist", "--set", f"data.root={root}", "--set", f"data.cache={tmp_path / 'c'}",
+            "--no-progress"]
+    assert main(args + ["--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "00000.bin" in err and "truncated" in err
+    (out,) = (tmp_path / "c").iterdir()
+    assert not (out / "index.json").exists()  # nothing claims to be finished

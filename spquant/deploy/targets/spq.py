@@ -30,7 +30,14 @@ import zlib
 import numpy as np
 
 from spquant.deploy.fold import fold_model
-from spquant.deploy.packing import PackingError, pack_codes, packed_nbytes, unpack_codes
+from spquant.deploy.packing import (
+    PackingError,
+    max_code_for,
+    pack_codes,
+    packed_nbytes,
+    unpack_codes,
+    weight_levels,
+)
 from spquant.deploy.program import OPS, DeployError, Program, analyze
 from spquant.errors import ModelFileError
 from spquant.fileio import atomic_write
@@ -43,7 +50,7 @@ HEADER = struct.Struct("<4sHHIIQ")
 MAX_MANIFEST = 64 << 20
 MAX_ELEMENTS = 1 << 31
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-_INT_ENC = {"int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
+_INT_ENC = {"int8": np.dtype("i1"), "int16le": np.dtype("<i2"), "int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,7 +68,9 @@ def _encode(program: Program) -> bytes:
             entry = {"encoding": "packed", "bits": weight_bits[name]}
         else:
             a = np.asarray(arr, dtype=np.int64)
-            enc = "int32le" if (a.size == 0 or (a.min() >= -(2**31) and a.max() < 2**31)) else "int64le"
+            # the narrowest little-endian width that holds every value
+            enc = next(e for e, dt in _INT_ENC.items()
+                       if a.size == 0 or (a.min() >= np.iinfo(dt).min and a.max() <= np.iinfo(dt).max))
             data = a.astype(_INT_ENC[enc]).tobytes()
             entry = {"encoding": enc}
         entry.update({"shape": list(arr.shape), "offset": offset, "nbytes": len(data), "crc32": zlib.crc32(data)})
@@ -157,7 +166,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         if count > MAX_ELEMENTS:
             raise ValueError(f"blob {name!r}: {count} elements is too many")
         if enc == "packed":
-            need = packed_nbytes(count, _int(b.get("bits"), f"blob {name!r} bits", 2, 16))
+            need = packed_nbytes(count, _int(b.get("bits"), f"blob {name!r} bits", 1, 16))
         elif enc in _INT_ENC:
             need = count * _INT_ENC[enc].itemsize
         else:
@@ -209,7 +218,7 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             if key == "weight":
                 if enc != "packed" or blobs[ref]["bits"] != n["bits"]:
                     raise ValueError(f"node {name!r}: weight blob must be packed {n['bits']}-bit codes")
-                if n["max_code"] != 2 ** (n["bits"] - 1) - 1:
+                if n["max_code"] != max_code_for(n["bits"]):
                     raise ValueError(f"node {name!r}: max_code {n['max_code']} inconsistent with {n['bits']} bits")
             elif enc == "packed":
                 raise ValueError(f"node {name!r}: {key} blob must be integers, not packed codes")
@@ -312,7 +321,7 @@ def file_report(path) -> dict:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         _, _, _, mlen, _, blen = HEADER.unpack(f.read(HEADER.size))
-    acct_bits = sum(program.arrays[n["weight"]].size * packed_bits_per_value(2 ** n["bits"] - 1) for n in program.weight_nodes())
+    acct_bits = sum(program.arrays[n["weight"]].size * packed_bits_per_value(weight_levels(n["bits"])) for n in program.weight_nodes())
     paper_bits = sum(program.arrays[n["weight"]].size * n["bits"] for n in program.weight_nodes())
     weight_bytes = sum(packed_nbytes(program.arrays[n["weight"]].size, n["bits"]) for n in program.weight_nodes())
     return {

@@ -6,8 +6,14 @@ import math
 import pytest
 import torch
 
-from spquant import IdentityWeight, IntegerMembrane, SAWBWeight, TernaryWeight, packed_bits_per_value
-from spquant import weight_quantizer
+from spquant import (
+    IdentityWeight,
+    IntegerMembrane,
+    SAWBWeight,
+    TernaryWeight,
+    packed_bits_per_value,
+    weight_quantizer,
+)
 
 
 @pytest.mark.parametrize(

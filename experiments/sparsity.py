@@ -243,6 +243,8 @@ def plot(runs, measured, png: Path):
             xs.append(1 / m["effective_op_reduction"])
             ys.append(100 * r["metrics"]["test_accuracy"])
             labels.append(r["row"])
+    pts = sorted(zip(xs, ys, labels))
+    xs, ys, labels = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
     ax.plot(xs, ys, "o-", color="#2a7", label="SpQuant-SNN (keep sweep)")
     for x_, y_, lab in zip(xs, ys, labels):
         ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")

@@ -19,7 +19,7 @@ Top-level: name description task (classify | detect). Sections: [model] name wid
 in_channels classes T anchors; [quant] mode weight_bits
 first_bits last_bits weight_scale membrane_lb membrane_ub membrane_k tau threshold learn_threshold surrogate
 prune={{...}}; [data] dataset source root encoding train_subset test_subset resize augment cache
-options={{...}} bins polarity integer split layout roll_px crop_pad (root: '' =
+options={{...}} bins polarity integer split layout roll_px crop_pad workers (root: '' =
 $SPQUANT_DATA/<dataset>; event-frame keys: docs/data.md);
 [train] epochs batch_size lr optimizer momentum schedule weight_decay threshold_lr seed lam phi
 prune_loss_weight max_steps init_from init_calib_batches distill_teacher distill_weight

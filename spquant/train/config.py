@@ -119,6 +119,7 @@ class DataConfig:
     layout: str = "auto"  # CIFAR10-DVS files: 'auto' | 'aedat2' | 'aedat4' | 'npz' (SpikingJelly)
     roll_px: int = 5  # augment 'roll' / 'nda': largest circular shift, pixels
     crop_pad: int = 4  # augment 'crop': zero padding before the random crop, pixels
+    workers: int = 0  # DataLoader worker processes reading map-style data sets (0: the main process)
 
     def __post_init__(self):
         _choice("data.dataset", self.dataset, CLASSIFY_DATASETS + DETECT_DATASETS)
@@ -134,7 +135,7 @@ class DataConfig:
         _choice("data.polarity", self.polarity, ["auto", "count2", "polarity3"])
         _choice("data.split", self.split, ["authors", "per_class"])
         _choice("data.layout", self.layout, ["auto", "aedat2", "aedat4", "npz"])
-        for k in ("roll_px", "crop_pad"):
+        for k in ("roll_px", "crop_pad", "workers"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"data.{k} must be >= 0, got {getattr(self, k)}")
         for k in ("train_subset", "test_subset"):
@@ -470,6 +471,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "model.in_channels": (1, 4096),
     "model.classes": (1, 100_000),
     "model.T": (1, 4096),
+    "data.workers": (0, 256),
     "model.plan": (1, 65_536),
     "quant.membrane_lb": (-(2**15), 0),
     "quant.membrane_ub": (0, 2**15),

@@ -396,9 +396,9 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         bs = t_cfg.batch_size
         last = min(steps_per_epoch, step_in_epoch + total_steps - global_step)
         prefetch = None
-        if config.data.workers > 0 and hasattr(train_data, "batches"):  # worker processes read ahead
-            prefetch = train_data.batches([order[s * bs : (s + 1) * bs] for s in range(step_in_epoch, last)],
-                                          config.data.workers)
+        workers = getattr(config.data, "workers", 0)  # the data config may not offer worker processes
+        if workers > 0 and hasattr(train_data, "batches"):  # worker processes read ahead
+            prefetch = train_data.batches([order[s * bs : (s + 1) * bs] for s in range(step_in_epoch, last)], workers)
         while step_in_epoch < steps_per_epoch and global_step < total_steps:
             idx = order[step_in_epoch * bs : (step_in_epoch + 1) * bs]
             gen = _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank)

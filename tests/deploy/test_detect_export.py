@@ -23,7 +23,7 @@ from spquant.models import QuantSpec, SpikingYOLO
 
 T = 3
 
-# head options: anchors (number, sizes), classes (one / many), head bits, pooling depth, and the
+# head options: anchors (number, sizes), classes (one / many), head bits, head kernel, pooling depth, and the
 # quantization of the blocks feeding the head (threshold per channel, 5-level membrane, pruning)
 HEADS = {
     "quant_2anchors_10classes": dict(mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8)),
@@ -32,6 +32,8 @@ HEADS = {
     "quant_3anchors_3pools_channel_vth": dict(mode="quant", anchors=[[4.0, 6.0], [8.0, 10.0], [12.0, 12.0]], classes=3,
                                               plan=(4, "M", 6, "M", 8, "M", 8),
                                               spec=dict(learn_threshold="channel", membrane_lb=-3, membrane_ub=1)),
+    "quant_3x3_head": dict(mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8),
+                           head_kernel=3),
     "spquant_2anchors_10classes": dict(mode="spquant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10,
                                        plan=(6, "M", 8, "M", 8)),
 }
@@ -46,7 +48,8 @@ def data():
 def _tiny_detector(opt: dict, x, boxes) -> SpikingYOLO:
     torch.manual_seed(0)
     spec = QuantSpec(mode=opt["mode"], **opt.get("spec", {}))
-    model = SpikingYOLO(opt["classes"], in_channels=2, input_size=(32, 32), anchors=opt["anchors"], spec=spec, plan=opt["plan"])
+    model = SpikingYOLO(opt["classes"], in_channels=2, input_size=(32, 32), anchors=opt["anchors"], spec=spec, plan=opt["plan"],
+                        head_kernel=opt.get("head_kernel", 1))
     if opt["classes"] < 10:
         boxes = [b.clone() for b in boxes]
         for b in boxes:

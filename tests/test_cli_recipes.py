@@ -38,7 +38,8 @@ SMALL = ["train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=4", "
          "data.test_subset=4", "run.progress=false", "run.tensorboard=false", "run.threads=1", "run.log_every=1"]
 EXTRA = {
     "detect-moving-digits": ["data.options.steps=4", "model.T=2"],
-    "yolo-gen1": ["data.options.events_per_window=200"],
+    "yolo-gen1": ["data.options.events_per_window=200", "model.input=[128, 160]"],  # sensor scaled down by half
+    "yolo-1mpx": ["model.input=[96, 160]"],
 }
 
 

@@ -190,6 +190,10 @@ def render(runs: Path) -> str:
              "gate tables, the packed membrane (1.6 bits) of one sample at one step; against the same network "
              "deployed in FP32 (weights, folded BN, thresholds, membrane at 32 bits). With ternary codes and a "
              "1.6-bit membrane the ceiling is 32 / 1.6 = 20x; binary weights lift the weight part to 32x.",
+             "* The new defaults are passed explicitly by the experiment (`quant.weight_scale`, `train.distill_*`); "
+             "the library and recipe defaults are unchanged. Each run's memory as deployed is cached in its folder "
+             "(`deployed_memory.json`), so the tables regenerate without re-folding (runs written in an older "
+             "checkpoint format stay readable that way).",
              ""]
     for name in ("proxy", "mnist-dvs"):
         lines += dataset_table(runs, name)

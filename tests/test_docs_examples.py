@@ -189,3 +189,54 @@ def test_block_parser_and_skip_marker(tmp_path):
         ["spquant", "a", "--b", "1"],
         ["#ci", "pip install x"],
     ]
+
+
+DOTTED = re.compile(r"`(spquant(?:\.[A-Za-z_]\w*)+)")
+SUBCOMMAND = re.compile(r"(?<![\w./-])(?<!from )(?<!import )spquant ([a-z][\w-]*)(?: ([a-z][\w-]*))?")
+MODULE_RUN = re.compile(r"python -m (spquant(?:\.\w+)*)")
+
+
+def _resolves(name: str) -> bool:
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_page_names_exist(page):
+    """What a page names exists: ``spquant.x.y`` objects, ``spquant CMD [ACTION]`` commands and
+    ``python -m spquant.mod`` entry points; and no page points into a development-only folder."""
+    import importlib.util
+
+    from spquant.cli import build_parser
+
+    text = page.read_text(encoding="utf-8")
+    bad = [n for n in sorted(set(m.group(1).rstrip(".") for m in DOTTED.finditer(text))) if not _resolves(n)]
+    commands_ = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public view
+    code = "\n".join([b.code for b in blocks(page)] + re.findall(r"`([^`\n]+)`", text))
+    for m in SUBCOMMAND.finditer(code):
+        cmd, action = m.group(1), m.group(2)
+        if cmd not in commands_:
+            bad.append(f"spquant {cmd}")
+            continue
+        sub = commands_[cmd]._subparsers  # noqa: SLF001
+        if sub is not None and action is not None and action not in sub._group_actions[0].choices:  # noqa: SLF001
+            bad.append(f"spquant {cmd} {action}")
+    for m in MODULE_RUN.finditer(code):
+        spec = importlib.util.find_spec(m.group(1))
+        if spec is None or (spec.submodule_search_locations and importlib.util.find_spec(m.group(1) + ".__main__") is None):
+            bad.append(f"python -m {m.group(1)}")
+    if "../shared" in text:
+        bad.append("a path into ../shared")
+    assert not bad, f"{_page_id(page)} names what does not exist: {sorted(set(bad))}"

@@ -172,6 +172,13 @@ def integer_row(run: dict, max_ref: int = 200) -> dict:
 
 
 # -- tables, plots, RESULTS.md --------------------------------------------------------------------
+def _interpreter_reduction(result: dict) -> str:
+    """The interpreter's OWN count (reference path: dense / kept MACs it executed), not the PyTorch
+    measurement of the same model; gate predictors are not in it (they run as integer tables)."""
+    ops = result["reference_ops_per_sample"]
+    return f"{ops['dense_macs'] / max(ops['kept_macs'], 1):.2f}x (interpreter count)"
+
+
 def _bits(m: dict) -> tuple[str, str]:
     if m["mode"] == "fp32":
         return "32", "32"
@@ -205,7 +212,7 @@ def main_table(runs: list[dict], integer: dict | None) -> list[str]:
         acc = i["accuracy"]
         lines.append(
             f"| SpQuant-SNN, integer interpreter (`.spq` file, {i['file_bytes']:,} bytes) | same | same | (packed in file) | | | | "
-            f"{m.get('flops_reduction', 0):.2f}x | {100 * acc:.2f} % | {100 * (base_acc - acc):+.2f} pt | {i['interpreter_seconds'] / 60:.1f} min (inference) |"
+            f"{_interpreter_reduction(i)} | {100 * acc:.2f} % | {100 * (base_acc - acc):+.2f} pt | {i['interpreter_seconds'] / 60:.1f} min (inference) |"
         )
     return lines
 

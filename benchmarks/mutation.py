@@ -30,22 +30,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module -> (files to mutate, tests that exercise them)
 CORE = {
-    "quant": (["spquant/quant.py"], ["tests/test_quant.py", "tests/test_quant_edges.py"]),
+    "quant": (
+        ["spquant/quant.py"],
+        ["tests/test_quant.py", "tests/test_quant_edges.py", "tests/test_learned_quant.py"],
+    ),
     "neuron": (
         ["spquant/neuron"],
         ["tests/test_neuron.py", "tests/test_fused.py", "tests/test_surrogate_oracles.py"],
     ),
-    "prune": (["spquant/prune"], ["tests/test_prune.py", "tests/test_gate_overhead_oracle.py"]),
-    "cost": (["spquant/cost"], ["tests/test_cost.py"]),
+    "prune": (
+        ["spquant/prune"],
+        ["tests/test_prune.py", "tests/test_prune_budget.py", "tests/test_gate_overhead_oracle.py"],
+    ),
+    "cost": (["spquant/cost"], ["tests/test_cost.py", "tests/test_cost_accountings.py"]),
     "deploy-fold": (
         ["spquant/deploy/fold.py"],
         ["tests/deploy/test_fold_oracle.py", "tests/deploy/test_refusals.py", "tests/deploy/test_parity.py"],
     ),
     "deploy-interpreter": (
         ["spquant/deploy/interpreter.py"],
-        ["tests/deploy/test_exhaustive.py", "tests/deploy/test_parity.py", "tests/deploy/test_event_input_parity.py"],
+        [
+            "tests/deploy/test_exhaustive.py",
+            "tests/deploy/test_parity.py",
+            "tests/deploy/test_event_input_parity.py",
+            "tests/deploy/test_skipping.py",
+        ],
     ),
-    "readers": (["spquant/data/readers"], ["tests/data/test_readers.py", "tests/data/test_aedat2_bytes.py"]),
+    "readers": (
+        ["spquant/data/readers"],
+        ["tests/data/test_readers.py", "tests/data/test_aedat2_bytes.py", "tests/data/test_prophesee.py"],
+    ),
 }
 
 

@@ -42,8 +42,14 @@ class FixedChannelGate(nn.Module):
         return self.cache[key]
 
 
-def spiking_vgg(kind: str = "fp32", backend: str = "fused", fold_time: bool = True, gate: bool = False,
-                channels=CHANNELS, image: int = 32) -> nn.Module:
+def spiking_vgg(
+    kind: str = "fp32",
+    backend: str = "fused",
+    fold_time: bool = True,
+    gate: bool = False,
+    channels=CHANNELS,
+    image: int = 32,
+) -> nn.Module:
     """kind 'fp32': FP32 weights + FP32 membrane LIF; 'spquant': ternary weights, ternary membrane,
     learnable (layer) threshold; 'spquant_full': the same plus the real learned channel gate and the
     membrane prior of ``QuantSpec('spquant')`` (default pruning options); optional stand-in gates."""
@@ -61,8 +67,14 @@ def spiking_vgg(kind: str = "fp32", backend: str = "fused", fold_time: bool = Tr
                 wq = TernaryWeight()
             else:
                 raise ValueError(kind)
-            block = ConvBNLIF(c_in, c, weight_quant=wq, neuron=neuron, fold_time=fold_time,
-                              gate=FixedChannelGate(idx) if gate else None)
+            block = ConvBNLIF(
+                c_in,
+                c,
+                weight_quant=wq,
+                neuron=neuron,
+                fold_time=fold_time,
+                gate=FixedChannelGate(idx) if gate else None,
+            )
         layers.append(block)
         if idx in POOL_AFTER:
             layers.append(SeqModule(nn.AvgPool2d(2)))
@@ -120,9 +132,17 @@ def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
         return None, f"{type(exc).__name__}: {exc}"
     layers, c_in = [], 3
     for idx, c in enumerate(channels):
-        layers += [SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)), SeqModule(nn.BatchNorm2d(c)),
-                   spikingjelly_lif(tau=2.0, v_reset=0.0, decay_input=False, detach_reset=False,
-                                    surrogate_function=surrogate.Sigmoid())]
+        layers += [
+            SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)),
+            SeqModule(nn.BatchNorm2d(c)),
+            spikingjelly_lif(
+                tau=2.0,
+                v_reset=0.0,
+                decay_input=False,
+                detach_reset=False,
+                surrogate_function=surrogate.Sigmoid(),
+            ),
+        ]
         if idx in POOL_AFTER:
             layers.append(SeqModule(nn.AvgPool2d(2)))
         c_in = c
@@ -131,8 +151,17 @@ def spikingjelly_vgg(channels=CHANNELS, image: int = 32):
     return nn.Sequential(*layers), None
 
 
-def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann: bool = False, sj: bool = False,
-              compact: bool = False, compiled: bool = False, bool_spikes: bool = True):
+def make_step(
+    model: nn.Module,
+    T: int,
+    batch: int,
+    image: int = 32,
+    folded_ann: bool = False,
+    sj: bool = False,
+    compact: bool = False,
+    compiled: bool = False,
+    bool_spikes: bool = True,
+):
     """A closure doing one training step (forward, CE loss on the mean logits over T (plus the gates'
     loss when the model has learned gates), backward, Adam). ``compiled``: the fused LIF's compiled
     kernels; ``bool_spikes=False`` switches off the default bool storage of saved spikes (ablation)."""
@@ -182,7 +211,9 @@ def make_step(model: nn.Module, T: int, batch: int, image: int = 32, folded_ann:
     return step
 
 
-def time_interleaved(steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False, clock: str = "wall") -> dict:
+def time_interleaved(
+    steps: dict, warmup: int = 2, rounds: int = 7, raw: bool = False, clock: str = "wall"
+) -> dict:
     """Median seconds per call for each closure, measured round-robin so that machine noise hits
     every variant alike (on a loaded machine single timings vary by +-15 % and more). ``raw=True``:
     the lists of per-round times instead of medians (for per-round ratios, see :func:`ratio_stats`).

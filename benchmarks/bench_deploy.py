@@ -64,7 +64,9 @@ def main(repeats: int = 5, T: int = 4, batch: int = 32) -> dict:
     ref_batch = 8
     # exactness first: fast == reference on the same inputs (all layers), fast == deploy-sim logits
     fast_all = interp.run_all(x[:ref_batch], T=T, path="fast")
-    ref_all = interp.run_all(np.broadcast_to(x[:ref_batch][None], (T,) + x[:ref_batch].shape), path="reference")
+    ref_all = interp.run_all(
+        np.broadcast_to(x[:ref_batch][None], (T,) + x[:ref_batch].shape), path="reference"
+    )
     bit_identical = all(np.array_equal(fast_all[k], ref_all[k]) for k in ref_all)
     spike_rate = float(np.mean([fast_all[n["output"]].mean() for n in program.nodes if n["op"] == "lif"]))
 
@@ -137,12 +139,20 @@ def _run_model(run: str, batch: int):
     loaded = load_run(run)
     net, config = loaded["model"].eval(), loaded["config"]
     enc = input_encoding(config)
-    program = fold_model(net, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"])
+    program = fold_model(
+        net, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"]
+    )
     test = load_split(config, "test")
     T = config.model.T
     xs = test.batch(torch.arange(0, batch), T)[0]
     codes = test.inputs[:batch].numpy()
-    return net, program, (codes if test.static else np.moveaxis(codes, 1, 0)), xs, (T if test.static else None)
+    return (
+        net,
+        program,
+        (codes if test.static else np.moveaxis(codes, 1, 0)),
+        xs,
+        (T if test.static else None),
+    )
 
 
 def pruned(repeats: int = 5, T: int = 4, batch: int = 64, run: str | None = None) -> dict:
@@ -178,7 +188,15 @@ def pruned(repeats: int = 5, T: int = 4, batch: int = 64, run: str | None = None
         for k, f in fns.items():
             times[k].append(_time(f))
     med = {k: statistics.median(v) for k, v in times.items()}
-    kept = float(np.mean([ref[n["inputs"][1]].mean() for n in program.nodes if n["op"] == "lif_pruned" and len(n["inputs"]) > 1]))
+    kept = float(
+        np.mean(
+            [
+                ref[n["inputs"][1]].mean()
+                for n in program.nodes
+                if n["op"] == "lif_pruned" and len(n["inputs"]) > 1
+            ]
+        )
+    )
     return {
         "benchmark": "deploy-pruned",
         "model": run or f"untrained VGG9 w=0.125 spquant, random gate biases, 1x32x32 T={T}",

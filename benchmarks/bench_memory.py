@@ -30,8 +30,15 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = ("fp32_reference", "fp32_fused", "fp32_fused-floatspikes", "spquant_reference", "spquant_fused",
-            "spquant_fused-floatspikes", "spikingjelly")
+VARIANTS = (
+    "fp32_reference",
+    "fp32_fused",
+    "fp32_fused-floatspikes",
+    "spquant_reference",
+    "spquant_fused",
+    "spquant_fused-floatspikes",
+    "spikingjelly",
+)
 
 
 def _status(field: str) -> int:
@@ -92,10 +99,18 @@ def child(variant: str, T: int, batch: int) -> dict:
 def run_child(variant: str, T: int, batch: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     env.pop("LD_PRELOAD", None)  # the glibc method above needs glibc malloc
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--T", str(T), "--batch", str(batch)],
-                          capture_output=True, text=True, env=env, cwd=HERE, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--T", str(T), "--batch", str(batch)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=HERE,
+        timeout=1800,
+    )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc={proc.returncode}"
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -110,13 +125,16 @@ def main(T: int = 10, batch: int = 32) -> dict:
             rows[f"peak step memory {v} [MiB]"] = row(round(r["peak_bytes"] / mib, 1), "MiB")
             rows[f"saved for backward {v} [MiB]"] = row(round(r["saved_bytes"] / mib, 1), "MiB")
         else:
-            rows[f"peak step memory {v} [MiB]"] = row(None, "MiB", note=f"skipped: {r.get('skipped') or r.get('error')}")
+            rows[f"peak step memory {v} [MiB]"] = row(
+                None, "MiB", note=f"skipped: {r.get('skipped') or r.get('error')}"
+            )
     for kind, suffix in itertools.product(("fp32", "spquant"), ("", "-floatspikes")):
         ref, fused = res[f"{kind}_reference"], res[f"{kind}_fused{suffix}"]
         if "peak_bytes" in ref and "peak_bytes" in fused:
             ratio = fused["peak_bytes"] / ref["peak_bytes"]
-            rows[f"peak memory fused{suffix}/reference ({kind}, T={T})"] = row(round(ratio, 3), "ratio", "<= 0.6",
-                                                                               ratio <= 0.6)
+            rows[f"peak memory fused{suffix}/reference ({kind}, T={T})"] = row(
+                round(ratio, 3), "ratio", "<= 0.6", ratio <= 0.6
+            )
             ratio = fused["saved_bytes"] / ref["saved_bytes"]
             rows[f"saved-for-backward fused{suffix}/reference ({kind})"] = row(round(ratio, 3), "ratio")
     sj = res["spikingjelly"]
@@ -126,17 +144,22 @@ def main(T: int = 10, batch: int = 32) -> dict:
             if "peak_bytes" not in ours:
                 continue
             ratio = ours["saved_bytes"] / sj["saved_bytes"]
-            rows[f"saved memory ours {kind} fused{suffix} / SpikingJelly"] = row(round(ratio, 3), "ratio", "<= 0.5",
-                                                                               ratio <= 0.5)
+            rows[f"saved memory ours {kind} fused{suffix} / SpikingJelly"] = row(
+                round(ratio, 3), "ratio", "<= 0.5", ratio <= 0.5
+            )
             ratio = ours["peak_bytes"] / sj["peak_bytes"]
             rows[f"peak step memory ours {kind} fused{suffix} / SpikingJelly"] = row(round(ratio, 3), "ratio")
     else:
-        rows["saved memory ours / SpikingJelly"] = row(None, "ratio", "<= 0.5", None,
-                                                       f"skipped: {sj.get('skipped') or sj.get('error')}")
+        rows["saved memory ours / SpikingJelly"] = row(
+            None, "ratio", "<= 0.5", None, f"skipped: {sj.get('skipped') or sj.get('error')}"
+        )
     from _common import spikingjelly_version
 
-    rows["memory config"] = row(f"T={T} batch={batch} threads=1 method=VmHWM-VmRSS, MALLOC_MMAP_THRESHOLD_=65536, "
-                                f"spikingjelly={spikingjelly_version()}", "")
+    rows["memory config"] = row(
+        f"T={T} batch={batch} threads=1 method=VmHWM-VmRSS, MALLOC_MMAP_THRESHOLD_=65536, "
+        f"spikingjelly={spikingjelly_version()}",
+        "",
+    )
     return rows
 
 
@@ -151,4 +174,6 @@ if __name__ == "__main__":
         print(json.dumps(child(args.child, args.T, args.batch)))
     else:
         for k, v in main(args.T, args.batch).items():
-            print(f"{k:55s} {v['value']!s:>10} {v['goal'] or '':>8} {'' if v['met'] is None else ('met' if v['met'] else 'MISSED')} {v['note']}")
+            print(
+                f"{k:55s} {v['value']!s:>10} {v['goal'] or '':>8} {'' if v['met'] is None else ('met' if v['met'] else 'MISSED')} {v['note']}"
+            )

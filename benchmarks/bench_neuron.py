@@ -40,8 +40,15 @@ from _common import (
 )
 
 
-def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads: int = 1,
-         compiled: bool = True, reference: bool = True) -> dict:
+def main(
+    T: int = 4,
+    batch: int = 32,
+    rounds: int = 7,
+    warmup: int = 2,
+    threads: int = 1,
+    compiled: bool = True,
+    reference: bool = True,
+) -> dict:
     # 1 thread by default: on a loaded dual-core CPU 2 threads were 2-3x slower (bench_throughput.py)
     torch.set_num_threads(threads)
     load_before = load_average()
@@ -65,7 +72,8 @@ def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads:
     rows = {}
     for k in steps:
         rows[f"time {k} [s/step, median; CPU / wall]"] = row(
-            f"{statistics.median(both['cpu'][k]):.3f} / {statistics.median(both['wall'][k]):.3f}", "s")
+            f"{statistics.median(both['cpu'][k]):.3f} / {statistics.median(both['wall'][k]):.3f}", "s"
+        )
 
     def ratio(name, num, den, goal=None, better="<="):
         if num not in steps or den not in steps:
@@ -75,8 +83,13 @@ def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads:
             met = None
             if goal is not None:
                 met = st["median"] <= goal if better == "<=" else st["median"] >= goal
-            rows[f"{name} [{clock}]"] = row(round(st["median"], 3), "ratio", None if goal is None else f"{better} {goal}",
-                                           met, f"spread {st['min']:.3f}-{st['max']:.3f} over {st['rounds']} rounds")
+            rows[f"{name} [{clock}]"] = row(
+                round(st["median"], 3),
+                "ratio",
+                None if goal is None else f"{better} {goal}",
+                met,
+                f"spread {st['min']:.3f}-{st['max']:.3f} over {st['rounds']} rounds",
+            )
 
     for sfx, label in (("", "fused"), ("_cmp", "fused, compiled kernels"), ("_ref", "reference LIF")):
         ratio(f"FP32 SNN / ANN ({label})", f"b{sfx}", "a", 1.3)
@@ -86,15 +99,21 @@ def main(T: int = 4, batch: int = 32, rounds: int = 7, warmup: int = 2, threads:
         ratio(f"speed-up fused over reference ({key})", f"{key}_ref", key)
         ratio(f"speed-up compiled over eager fused ({key})", key, f"{key}_cmp")
     if sj_model is not None:
-        for key, label in (("b", "FP32, fused"), ("b_cmp", "FP32, compiled"), ("c", "SpQuant, fused"),
-                           ("c_cmp", "SpQuant, compiled")):
+        for key, label in (
+            ("b", "FP32, fused"),
+            ("b_cmp", "FP32, compiled"),
+            ("c", "SpQuant, fused"),
+            ("c_cmp", "SpQuant, compiled"),
+        ):
             ratio(f"SpikingJelly {spikingjelly_version()} time / ours ({label})", "sj", key, 1.5, ">=")
     else:
         rows["SpikingJelly time / ours"] = row(None, "ratio", ">= 1.5", None, f"skipped: {sj_reason}")
     rows["config"] = row(
         f"T={T} batch={batch} rounds={rounds} warmup={warmup} threads={torch.get_num_threads()} "
         f"torch={torch.__version__} spikingjelly={spikingjelly_version()} compile_s={compile_s:.0f} "
-        f"load before {load_before}, after {load_average()}", "")
+        f"load before {load_before}, after {load_average()}",
+        "",
+    )
     return rows
 
 
@@ -108,7 +127,9 @@ if __name__ == "__main__":
     p.add_argument("--no-compile", action="store_true", help="skip the compiled-kernel variants")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-LIF variants")
     args = p.parse_args()
-    res = main(args.T, args.batch, args.rounds, args.warmup, args.threads, not args.no_compile, not args.no_reference)
+    res = main(
+        args.T, args.batch, args.rounds, args.warmup, args.threads, not args.no_compile, not args.no_reference
+    )
     for k, v in res.items():
         met = "" if v["met"] is None else ("met" if v["met"] else "MISSED")
         print(f"{k:58s} {v['value']!s:>10} {v['goal'] or '':>8} {met:6s} {v['note']}")

@@ -44,8 +44,12 @@ def write_files(root: Path, n: int, events: int, seed: int = 0) -> None:
     for k in range(n):
         c = CIFAR10_CLASSES[k % 10]
         (root / c).mkdir(parents=True, exist_ok=True)
-        ev = make_events(rng.integers(0, 128, events), rng.integers(0, 128, events),
-                         np.sort(rng.integers(0, 1_300_000, events)), rng.integers(0, 2, events))
+        ev = make_events(
+            rng.integers(0, 128, events),
+            rng.integers(0, 128, events),
+            np.sort(rng.integers(0, 1_300_000, events)),
+            rng.integers(0, 2, events),
+        )
         write_aedat2(root / c / f"cifar10_{c}_{k // 10}.aedat", ev)
 
 
@@ -69,7 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=100_000, help="events per recording")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--keep", default=None, help="folder to keep the data and caches in (default: a temp folder)")
+    ap.add_argument(
+        "--keep", default=None, help="folder to keep the data and caches in (default: a temp folder)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_prepare_"))
@@ -79,21 +85,29 @@ def main(argv=None) -> int:
     spec = FrameSpec(T=10, polarity="polarity3", size=(48, 48), fit="resize", split_mode="per_class")
     n_train = len(CIFAR10DVS(data, "train", split_mode="per_class"))
     n_all = args.files
-    print(f"{args.files} AEDAT 2.0 files x {args.events:,} events (128x128), T=10, polarity3, 48x48; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.repeats} repeats")
+    print(
+        f"{args.files} AEDAT 2.0 files x {args.events:,} events (128x128), T=10, polarity3, 48x48; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.repeats} repeats"
+    )
 
     results = {}
     for workers in sorted({1, args.workers}):
+
         def run(workers=workers):
             out = base / f"cache-w{workers}"
             shutil.rmtree(out, ignore_errors=True)
             prepare("cifar10-dvs", data, spec, out, workers=workers, progress=False)
+
         ts = timed(run, args.repeats)
         results[workers] = ts
-        print(f"prepare, {workers} worker(s): {fmt(ts, n_all * 10, 'frames/s')}; "
-              f"{fmt(ts, n_all * args.events, 'events/s')}")
+        print(
+            f"prepare, {workers} worker(s): {fmt(ts, n_all * 10, 'frames/s')}; "
+            f"{fmt(ts, n_all * args.events, 'events/s')}"
+        )
 
-    cache = prepare("cifar10-dvs", data, spec, base / f"cache-w{args.workers}", workers=args.workers, progress=False)
+    cache = prepare(
+        "cifar10-dvs", data, spec, base / f"cache-w{args.workers}", workers=args.workers, progress=False
+    )
     ds = FrameDataset(cache, "train")
 
     def epoch_cache():

@@ -51,8 +51,25 @@ def main(T: int = 4, batch: int = 32, rounds: int = 4) -> dict:
         env.pop("LD_PRELOAD", None)
         if alloc == "tcmalloc":
             env["LD_PRELOAD"] = tc
-        proc = subprocess.run([sys.executable, __file__, "--child", str(threads), "--T", str(T), "--batch", str(batch),
-                               "--rounds", str(rounds)], capture_output=True, text=True, env=env, cwd=HERE, timeout=3600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(threads),
+                "--T",
+                str(T),
+                "--batch",
+                str(batch),
+                "--rounds",
+                str(rounds),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=HERE,
+            timeout=3600,
+        )
         if proc.returncode == 0:
             res[(alloc, threads)] = json.loads(proc.stdout.strip().splitlines()[-1])
         else:
@@ -67,13 +84,21 @@ def main(T: int = 4, batch: int = 32, rounds: int = 4) -> dict:
         for k in ("ann", "fp32", "spquant", "fp32_perstep"):
             rows[f"time {k} ({tag}) [s/step]"] = row(round(r[k], 4), "s")
         if "error" not in base:
-            rows[f"speed-up FP32 SNN step vs glibc/1 thread ({tag})"] = row(round(base["fp32"] / r["fp32"], 3), "x")
-            rows[f"speed-up SpQuant step vs glibc/1 thread ({tag})"] = row(round(base["spquant"] / r["spquant"], 3), "x")
-        rows[f"b/a FP32 SNN / ANN ({tag})"] = row(round(r["fp32"] / r["ann"], 3), "ratio", "<= 1.3", r["fp32"] / r["ann"] <= 1.3)
-        rows[f"c/b SpQuant / FP32 SNN ({tag})"] = row(round(r["spquant"] / r["fp32"], 3), "ratio", "<= 1.25",
-                                                     r["spquant"] / r["fp32"] <= 1.25)
-        rows[f"per-step / folded conv, FP32 ({tag})"] = row(round(r["fp32_perstep"] / r["fp32"], 3), "ratio",
-                                                           note="< 1 means per-step is faster")
+            rows[f"speed-up FP32 SNN step vs glibc/1 thread ({tag})"] = row(
+                round(base["fp32"] / r["fp32"], 3), "x"
+            )
+            rows[f"speed-up SpQuant step vs glibc/1 thread ({tag})"] = row(
+                round(base["spquant"] / r["spquant"], 3), "x"
+            )
+        rows[f"b/a FP32 SNN / ANN ({tag})"] = row(
+            round(r["fp32"] / r["ann"], 3), "ratio", "<= 1.3", r["fp32"] / r["ann"] <= 1.3
+        )
+        rows[f"c/b SpQuant / FP32 SNN ({tag})"] = row(
+            round(r["spquant"] / r["fp32"], 3), "ratio", "<= 1.25", r["spquant"] / r["fp32"] <= 1.25
+        )
+        rows[f"per-step / folded conv, FP32 ({tag})"] = row(
+            round(r["fp32_perstep"] / r["fp32"], 3), "ratio", note="< 1 means per-step is faster"
+        )
     if not tc:
         rows["levers: tcmalloc"] = row(None, "", note="skipped: libtcmalloc_minimal.so.4 not installed")
     return rows
@@ -91,4 +116,6 @@ if __name__ == "__main__":
         print(json.dumps(child(args.child, args.T, args.batch, args.rounds)))
     else:
         for k, v in main(args.T, args.batch, args.rounds).items():
-            print(f"{k:60s} {v['value']!s:>10} {v['goal'] or '':>8} {'' if v['met'] is None else ('met' if v['met'] else 'MISSED')} {v['note']}")
+            print(
+                f"{k:60s} {v['value']!s:>10} {v['goal'] or '':>8} {'' if v['met'] is None else ('met' if v['met'] else 'MISSED')} {v['note']}"
+            )

@@ -91,7 +91,9 @@ def _events_check(res) -> None:
         assert int(ev["p"].max()) <= 1, "polarity > 1"
         if size is not None:
             assert 0 < size[0] <= 1 << 16 and 0 < size[1] <= 1 << 16, f"sensor size {size}"
-            assert int(ev["x"].max()) < size[0] and int(ev["y"].max()) < size[1], "coordinate outside the sensor"
+            assert int(ev["x"].max()) < size[0] and int(ev["y"].max()) < size[1], (
+                "coordinate outside the sensor"
+            )
 
 
 def _boxes_check(b) -> None:
@@ -111,7 +113,9 @@ def _labels_check(lab) -> None:
 def _cifar_check(res) -> None:
     x, y = res
     assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, 32, 32), "bad image array"
-    assert y.shape == (x.shape[0],) and (y.size == 0 or (int(y.min()) >= 0 and int(y.max()) <= 9)), "bad labels"
+    assert y.shape == (x.shape[0],) and (y.size == 0 or (int(y.min()) >= 0 and int(y.max()) <= 9)), (
+        "bad labels"
+    )
 
 
 def _config_check(cfg) -> None:
@@ -121,7 +125,9 @@ def _config_check(cfg) -> None:
 
 
 def _program_digest(p) -> str:
-    h = hashlib.sha256(json.dumps([p.input, p.frac_bits, p.nodes, p.meta], sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps([p.input, p.frac_bits, p.nodes, p.meta], sort_keys=True, default=str).encode()
+    )
     for k in sorted(p.arrays):
         h.update(k.encode() + np.ascontiguousarray(p.arrays[k]).tobytes())
     return h.hexdigest()
@@ -135,19 +141,104 @@ def _run_digest(loaded) -> str:
 
 
 # -- structured mutations (return (files, repaired)) --------------------------------------------
-INTERESTING_JSON = [None, True, False, 0, -1, 1, 2**31, 2**63, -(2**63), 10**30, 1e308, -1e308, 0.5, "", "x",
-                    "../x", [], [0], [0, 0], {}, {"a": 1}, [[[[[]]]]], "A" * 300]
-INTERESTING_TOML = ["nan", "inf", "-inf", "0", "-1", "1", "2147483648", "9223372036854775807", "1e308", "-1e308",
-                    "0.0", '"x"', '""', "[]", "[0, 0]", "[1, 2, 3]", "{ a = 1 }", "true", "false", "[[[[1]]]]",
-                    "1" * 5000, '"none"', "1979-05-27T07:32:00Z", "0x7fffffff", "-0.0", "1e-400"]
-CONFIG_KEYS = ["model.name", "model.width", "model.input", "model.in_channels", "model.classes", "model.T",
-               "model.plan", "quant.mode", "quant.weight_bits", "quant.first_bits", "quant.last_bits",
-               "quant.membrane_lb", "quant.membrane_ub", "quant.membrane_k", "quant.tau", "quant.threshold",
-               "quant.surrogate_param", "quant.prune.mass", "quant.prune.spatial_block", "quant.prune",
-               "data.dataset", "data.train_subset", "train.epochs", "train.batch_size", "train.lr", "train.seed",
-               "train.lam", "train.phi", "train.momentum", "train.threshold_lr", "train.max_steps",
-               "run.log_every", "run.keep_checkpoints", "run.threads", "name", "description", "model", "quant",
-               "variants", "task", "x.y.z", "model.T.x", "train"]
+INTERESTING_JSON = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**31,
+    2**63,
+    -(2**63),
+    10**30,
+    1e308,
+    -1e308,
+    0.5,
+    "",
+    "x",
+    "../x",
+    [],
+    [0],
+    [0, 0],
+    {},
+    {"a": 1},
+    [[[[[]]]]],
+    "A" * 300,
+]
+INTERESTING_TOML = [
+    "nan",
+    "inf",
+    "-inf",
+    "0",
+    "-1",
+    "1",
+    "2147483648",
+    "9223372036854775807",
+    "1e308",
+    "-1e308",
+    "0.0",
+    '"x"',
+    '""',
+    "[]",
+    "[0, 0]",
+    "[1, 2, 3]",
+    "{ a = 1 }",
+    "true",
+    "false",
+    "[[[[1]]]]",
+    "1" * 5000,
+    '"none"',
+    "1979-05-27T07:32:00Z",
+    "0x7fffffff",
+    "-0.0",
+    "1e-400",
+]
+CONFIG_KEYS = [
+    "model.name",
+    "model.width",
+    "model.input",
+    "model.in_channels",
+    "model.classes",
+    "model.T",
+    "model.plan",
+    "quant.mode",
+    "quant.weight_bits",
+    "quant.first_bits",
+    "quant.last_bits",
+    "quant.membrane_lb",
+    "quant.membrane_ub",
+    "quant.membrane_k",
+    "quant.tau",
+    "quant.threshold",
+    "quant.surrogate_param",
+    "quant.prune.mass",
+    "quant.prune.spatial_block",
+    "quant.prune",
+    "data.dataset",
+    "data.train_subset",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.seed",
+    "train.lam",
+    "train.phi",
+    "train.momentum",
+    "train.threshold_lr",
+    "train.max_steps",
+    "run.log_every",
+    "run.keep_checkpoints",
+    "run.threads",
+    "name",
+    "description",
+    "model",
+    "quant",
+    "variants",
+    "task",
+    "x.y.z",
+    "model.T.x",
+    "train",
+]
 
 
 def _json_paths(obj, prefix=()):
@@ -168,7 +259,9 @@ def _json_edit(rng: random.Random, obj):
         parent = parent[k]
     op = rng.random()
     if op < 0.75:
-        parent[path[-1]] = rng.choice(INTERESTING_JSON) if rng.random() < 0.8 else _nudge(rng, parent[path[-1]])
+        parent[path[-1]] = (
+            rng.choice(INTERESTING_JSON) if rng.random() < 0.8 else _nudge(rng, parent[path[-1]])
+        )
     elif op < 0.9 and isinstance(parent, dict):
         del parent[path[-1]]
     else:
@@ -197,8 +290,8 @@ SPQ_HEADER = struct.Struct("<4sHHIIQ")
 
 def _spq_split(data: bytes):
     magic, major, minor, mlen, mcrc, blen = SPQ_HEADER.unpack_from(data)
-    man = json.loads(data[SPQ_HEADER.size:SPQ_HEADER.size + mlen])
-    return (magic, major, minor), man, data[SPQ_HEADER.size + mlen:]
+    man = json.loads(data[SPQ_HEADER.size : SPQ_HEADER.size + mlen])
+    return (magic, major, minor), man, data[SPQ_HEADER.size + mlen :]
 
 
 def _spq_join(head, man, body: bytes) -> bytes:
@@ -223,7 +316,7 @@ def spq_blob_edit(rng, files):
         for _ in range(rng.randint(1, 4)):
             i = b["offset"] + rng.randrange(b["nbytes"])
             body[i] = rng.choice([0, 0xFF, 0x7F, 0x80, rng.randrange(256)])
-        b["crc32"] = zlib.crc32(bytes(body[b["offset"]:b["offset"] + b["nbytes"]]))
+        b["crc32"] = zlib.crc32(bytes(body[b["offset"] : b["offset"] + b["nbytes"]]))
     return {name: _spq_join(head, man, bytes(body))}, True
 
 
@@ -250,7 +343,9 @@ def run_sidecar_forged(rng, files):
         key = rng.choice(sorted(cfg[sec]))
         cfg[sec][key] = rng.choice(INTERESTING_JSON) if rng.random() < 0.7 else _nudge(rng, cfg[sec][key])
     else:
-        meta["config"] = _json_edit(rng, {"c": cfg})["c"] if rng.random() < 0.5 else rng.choice(INTERESTING_JSON)
+        meta["config"] = (
+            _json_edit(rng, {"c": cfg})["c"] if rng.random() < 0.5 else rng.choice(INTERESTING_JSON)
+        )
     meta["integrity"] = _integrity(meta)
     return {**files, name: (json.dumps(meta, indent=1) + "\n").encode()}, True
 
@@ -270,8 +365,17 @@ def toml_value_edit(rng, files):
         lines.append(f"{key} = {rng.choice(INTERESTING_TOML)}")
     else:
         n = rng.choice([20, 200, 2000, 20000])
-        lines.append(rng.choice([f"[{'a.' * n}a]", f"x = {'[' * n}{']' * n}", f"{'k.' * n}k = 1",
-                                 f"y = {{ {'a.' * n}b = 1 }}", f"z = {'{ a = ' * min(n, 300)}1{' }' * min(n, 300)}"]))
+        lines.append(
+            rng.choice(
+                [
+                    f"[{'a.' * n}a]",
+                    f"x = {'[' * n}{']' * n}",
+                    f"{'k.' * n}k = 1",
+                    f"y = {{ {'a.' * n}b = 1 }}",
+                    f"z = {'{ a = ' * min(n, 300)}1{' }' * min(n, 300)}",
+                ]
+            )
+        )
     return {name: ("\n".join(lines) + "\n").encode()}, True
 
 
@@ -292,7 +396,11 @@ def npy_row_edit(rng, files):
     i = rng.randrange(arr.shape[0])
     f = rng.choice(arr.dtype.names)
     kind = arr.dtype[f].kind
-    vals = [0, -1, 2**31, 1e30, np.nan, np.inf, -np.inf, -5.0] if kind == "f" else [0, -1, 255, 256, 2**31 - 1, -(2**31)]
+    vals = (
+        [0, -1, 2**31, 1e30, np.nan, np.inf, -np.inf, -5.0]
+        if kind == "f"
+        else [0, -1, 255, 256, 2**31 - 1, -(2**31)]
+    )
     with np.errstate(all="ignore"):
         try:
             arr[f][i] = rng.choice(vals)
@@ -349,11 +457,11 @@ def _insert(rng, b):
 
 def _delete(rng, b):
     i = rng.randrange(len(b))
-    del b[i:i + rng.choice([1, 2, 4, 8, 64])]
+    del b[i : i + rng.choice([1, 2, 4, 8, 64])]
 
 
 def _truncate(rng, b):
-    del b[rng.randrange(len(b)):]
+    del b[rng.randrange(len(b)) :]
 
 
 def _length_field(rng, b):
@@ -363,18 +471,27 @@ def _length_field(rng, b):
     hi = min(len(b) - width, rng.choice([64, 256, len(b)]))
     i = rng.randrange(0, hi + 1)
     i -= i % rng.choice([1, width])
-    val = rng.choice([0, 1, (1 << (8 * width)) - 1, (1 << (8 * width - 1)) - 1, 1 << (8 * width - 1), 0x10000])
-    b[i:i + width] = (val % (1 << (8 * width))).to_bytes(width, rng.choice(["little", "big"]))
+    val = rng.choice(
+        [0, 1, (1 << (8 * width)) - 1, (1 << (8 * width - 1)) - 1, 1 << (8 * width - 1), 0x10000]
+    )
+    b[i : i + width] = (val % (1 << (8 * width))).to_bytes(width, rng.choice(["little", "big"]))
 
 
 def _splice(rng, b):
     i, j = sorted(rng.randrange(len(b)) for _ in range(2))
     k = rng.randrange(len(b))
-    b[k:k] = b[i:j + 1][:256]
+    b[k:k] = b[i : j + 1][:256]
 
 
-BYTE_MUTATORS = {"flip": _flip, "set": _set_byte, "insert": _insert, "delete": _delete, "truncate": _truncate,
-                 "length": _length_field, "splice": _splice}
+BYTE_MUTATORS = {
+    "flip": _flip,
+    "set": _set_byte,
+    "insert": _insert,
+    "delete": _delete,
+    "truncate": _truncate,
+    "length": _length_field,
+    "splice": _splice,
+}
 
 
 def mutate(rng: random.Random, target: Target, files: dict[str, bytes]) -> tuple[dict[str, bytes], str, bool]:
@@ -403,8 +520,9 @@ def _events(n: int, w: int, h: int, seed: int, t0: int = 0, span: int = 50_000):
     from spquant.data.events import make_events
 
     r = np.random.default_rng(seed)
-    return make_events(r.integers(0, w, n), r.integers(0, h, n), np.sort(r.integers(t0, t0 + span, n)),
-                       r.integers(0, 2, n))
+    return make_events(
+        r.integers(0, w, n), r.integers(0, h, n), np.sort(r.integers(t0, t0 + span, n)), r.integers(0, 2, n)
+    )
 
 
 def _file_bytes(write, name: str, *args, **kw) -> bytes:
@@ -418,21 +536,24 @@ def _file_bytes(write, name: str, *args, **kw) -> bytes:
 def _pad(b: bytes, a: int) -> bytes:
     return b + b"\0" * (-len(b) % a)
 
+
 def _aedat4_bytes(ev, size, stream_id=0, packet_events=32):
     """A minimal uncompressed AEDAT 4 file (IOHeader and EventPacket flatbuffers laid out by hand):
     its structure (magic, header length, packet lengths, XML stream description) is what the
     mutations attack; the aedat decoder reads it."""
     w, h = size
-    xml = (f'<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
-           f'<node name="{stream_id}" path="/mainloop/Recorder/outInfo/{stream_id}/">'
-           '<attr key="compression" type="string">NONE</attr>'
-           '<attr key="originalModuleName" type="string">spquant</attr>'
-           '<attr key="originalOutputName" type="string">events</attr>'
-           '<attr key="typeDescription" type="string">Array of events (polarity ON/OFF).</attr>'
-           '<attr key="typeIdentifier" type="string">EVTS</attr>'
-           f'<node name="info" path="/mainloop/Recorder/outInfo/{stream_id}/info/">'
-           f'<attr key="sizeX" type="int">{w}</attr><attr key="sizeY" type="int">{h}</attr>'
-           '<attr key="source" type="string">spquant</attr></node></node></node></dv>').encode()
+    xml = (
+        f'<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+        f'<node name="{stream_id}" path="/mainloop/Recorder/outInfo/{stream_id}/">'
+        '<attr key="compression" type="string">NONE</attr>'
+        '<attr key="originalModuleName" type="string">spquant</attr>'
+        '<attr key="originalOutputName" type="string">events</attr>'
+        '<attr key="typeDescription" type="string">Array of events (polarity ON/OFF).</attr>'
+        '<attr key="typeIdentifier" type="string">EVTS</attr>'
+        f'<node name="info" path="/mainloop/Recorder/outInfo/{stream_id}/info/">'
+        f'<attr key="sizeX" type="int">{w}</attr><attr key="sizeY" type="int">{h}</attr>'
+        '<attr key="source" type="string">spquant</attr></node></node></node></dv>'
+    ).encode()
     head = struct.pack("<I4sHHHHHH", 20, b"IOHE", 10, 20, 4, 12, 8, 0)
     head += struct.pack("<iiIq", 12, 0, 12, -1)
     head += _pad(struct.pack("<I", len(xml)) + xml + b"\0", 4)
@@ -440,8 +561,12 @@ def _aedat4_bytes(ev, size, stream_id=0, packet_events=32):
     rec = np.zeros(len(ev), dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("pad", "V3")])
     rec["t"], rec["x"], rec["y"], rec["on"] = ev["t"], ev["x"], ev["y"], ev["p"]
     for s in range(0, len(ev), packet_events):
-        chunk = rec[s:s + packet_events]
-        pkt = struct.pack("<I4sHHHH", 12, b"EVTS", 6, 8, 4, 0) + struct.pack("<iII", 4, 4, len(chunk)) + chunk.tobytes()
+        chunk = rec[s : s + packet_events]
+        pkt = (
+            struct.pack("<I4sHHHH", 12, b"EVTS", 6, 8, 4, 0)
+            + struct.pack("<iII", 4, 4, len(chunk))
+            + chunk.tobytes()
+        )
         pkt = struct.pack("<I", len(pkt)) + pkt
         out += struct.pack("<iI", stream_id, len(pkt)) + pkt
     return out
@@ -450,15 +575,21 @@ def _aedat4_bytes(ev, size, stream_id=0, packet_events=32):
 def _cifar_pickle(n: int, protocol: int, label_array: bool, seed: int) -> bytes:
     r = np.random.default_rng(seed)
     labels = r.integers(0, 10, n)
-    d = {b"batch_label": b"fuzz batch", b"labels": labels.astype(np.int64) if label_array else labels.tolist(),
-         b"data": r.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"f%d.png" % i for i in range(n)]}
+    d = {
+        b"batch_label": b"fuzz batch",
+        b"labels": labels.astype(np.int64) if label_array else labels.tolist(),
+        b"data": r.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [b"f%d.png" % i for i in range(n)],
+    }
     return pickle.dumps(d, protocol=protocol)
 
 
 def tiny_config(mode: str = "quant"):
     from spquant.train.config import load_config
 
-    return load_config("demo", [f"quant.mode={mode}", "model.plan=[4, \"A\"]", "model.input=[8, 8]", "model.T=2"])
+    return load_config(
+        "demo", [f"quant.mode={mode}", 'model.plan=[4, "A"]', "model.input=[8, 8]", "model.T=2"]
+    )
 
 
 def _spq_bytes() -> bytes:
@@ -484,7 +615,9 @@ def _run_files() -> dict[str, bytes]:
     cfg = tiny_config("quant")
     model = cfg.build_model()
     with tempfile.TemporaryDirectory() as d:
-        save_model(Path(d, "model.safetensors"), model, {"config": cfg.to_dict(), "metrics": {"test_accuracy": 0.5}})
+        save_model(
+            Path(d, "model.safetensors"), model, {"config": cfg.to_dict(), "metrics": {"test_accuracy": 0.5}}
+        )
         return {n: Path(d, n).read_bytes() for n in ("model.safetensors", "model.json")}
 
 
@@ -504,7 +637,9 @@ def build_seeds() -> dict[str, Target]:
         for k, (w, h) in enumerate(sizes):
             ev = _events(40 + 20 * k, w, h, k, t0=k * 3_000_000, span=200_000 if k else 20_000)
             seeds.append({fname: _file_bytes(writer, fname, ev)})
-        targets[name] = Target(name, seeds, fname, lambda p: rd.read_recording(p, **(kw_read or {})), _events_check)
+        targets[name] = Target(
+            name, seeds, fname, lambda p: rd.read_recording(p, **(kw_read or {})), _events_check
+        )
 
     ev_target("atis_bin", "x.bin", rd.write_atis_bin, [(34, 34), (240, 180)], {"sensor_size": (240, 180)})
     ev_target("aedat2", "x.aedat", rd.write_aedat2, [(128, 128), (100, 60)])
@@ -512,8 +647,10 @@ def build_seeds() -> dict[str, Target]:
     try:
         import aedat  # noqa: F401
 
-        a4 = [{"x.aedat4": _aedat4_bytes(_events(40, 64, 48, 5), (64, 48), packet_events=16)},
-              {"x.aedat4": _aedat4_bytes(_events(10, 320, 240, 6), (320, 240), stream_id=3)}]
+        a4 = [
+            {"x.aedat4": _aedat4_bytes(_events(40, 64, 48, 5), (64, 48), packet_events=16)},
+            {"x.aedat4": _aedat4_bytes(_events(10, 320, 240, 6), (320, 240), stream_id=3)},
+        ]
         targets["aedat4"] = Target("aedat4", a4, "x.aedat4", rd.read_recording, _events_check, weight=0.5)
     except ImportError:
         pass
@@ -524,58 +661,121 @@ def build_seeds() -> dict[str, Target]:
     targets["prophesee_dat"] = Target("prophesee_dat", dat, "x.dat", rd.read_recording, _events_check)
     raw = []
     if hasattr(rd, "write_evt2_raw"):
-        for k, (writer, size) in enumerate([(rd.write_evt2_raw, (640, 480)), (rd.write_evt3_raw, (640, 480)),
-                                            (rd.write_evt3_raw, (1280, 720))]):
+        for k, (writer, size) in enumerate(
+            [
+                (rd.write_evt2_raw, (640, 480)),
+                (rd.write_evt3_raw, (640, 480)),
+                (rd.write_evt3_raw, (1280, 720)),
+            ]
+        ):
             ev = _events(60, *size, 10 + k, t0=100 * k, span=30_000)
             raw.append({"x.raw": _file_bytes(writer, "x.raw", ev, size)})
         targets["metavision_raw"] = Target("metavision_raw", raw, "x.raw", rd.read_recording, _events_check)
 
     labels_csv = b"class,startTime_usec,endTime_usec\n1,100,2000\n11,2500,9000\n4,9000,12000\n"
-    targets["gesture_labels"] = Target("gesture_labels", [{"u_labels.csv": labels_csv}], "u_labels.csv",
-                                       rd.read_gesture_labels, _labels_check, weight=0.3)
+    targets["gesture_labels"] = Target(
+        "gesture_labels",
+        [{"u_labels.csv": labels_csv}],
+        "u_labels.csv",
+        rd.read_gesture_labels,
+        _labels_check,
+        weight=0.3,
+    )
 
     r = np.random.default_rng(3)
     boxes = np.zeros(6, rd.prophesee.BOX_DTYPE)
-    boxes["ts"], boxes["x"], boxes["y"] = np.sort(r.integers(0, 10**6, 6)), r.uniform(0, 300, 6), r.uniform(0, 200, 6)
+    boxes["ts"], boxes["x"], boxes["y"] = (
+        np.sort(r.integers(0, 10**6, 6)),
+        r.uniform(0, 300, 6),
+        r.uniform(0, 200, 6),
+    )
     boxes["w"], boxes["h"], boxes["class_id"] = r.uniform(5, 50, 6), r.uniform(5, 50, 6), r.integers(0, 2, 6)
-    old = np.zeros(3, [("t", "<u8"), ("x", "<f8"), ("y", "<f8"), ("w", "<f8"), ("h", "<f8"), ("class_id", "<i4")])
+    old = np.zeros(
+        3, [("t", "<u8"), ("x", "<f8"), ("y", "<f8"), ("w", "<f8"), ("h", "<f8"), ("class_id", "<i4")]
+    )
     old["t"], old["w"], old["h"], old["class_id"] = [5, 1, 9], 3.0, 4.0, [0, 1, 0]
     bseeds = [{"x_bbox.npy": _file_bytes(rd.write_gen1_boxes, "x_bbox.npy", boxes)}]
     buf = io.BytesIO()
     np.save(buf, old, allow_pickle=False)
     bseeds.append({"x_bbox.npy": buf.getvalue()})
-    targets["gen1_boxes"] = Target("gen1_boxes", bseeds, "x_bbox.npy", rd.read_gen1_boxes, _boxes_check,
-                                   structured=[npy_row_edit, npy_dtype_edit])
+    targets["gen1_boxes"] = Target(
+        "gen1_boxes",
+        bseeds,
+        "x_bbox.npy",
+        rd.read_gen1_boxes,
+        _boxes_check,
+        structured=[npy_row_edit, npy_dtype_edit],
+    )
 
     imgs = r.integers(0, 256, (3, 6, 5), dtype=np.uint8)
-    targets["idx"] = Target("idx", [{"x-idx3-ubyte": _file_bytes(write_idx, "x-idx3-ubyte", imgs)},
-                                    {"x-idx1-ubyte": _file_bytes(write_idx, "x-idx1-ubyte", np.arange(7, dtype=np.uint8))},
-                                    {"x-idx2-float": _file_bytes(write_idx, "x-idx2-float", np.ones((2, 3), np.float32))}],
-                            "*", None)
-    targets["idx_gz"] = Target("idx_gz", [{"x-idx3-ubyte.gz": _file_bytes(write_idx, "x-idx3-ubyte.gz", imgs)}],
-                               "x-idx3-ubyte.gz", read_idx, structured=[idx_inner_edit])
+    targets["idx"] = Target(
+        "idx",
+        [
+            {"x-idx3-ubyte": _file_bytes(write_idx, "x-idx3-ubyte", imgs)},
+            {"x-idx1-ubyte": _file_bytes(write_idx, "x-idx1-ubyte", np.arange(7, dtype=np.uint8))},
+            {"x-idx2-float": _file_bytes(write_idx, "x-idx2-float", np.ones((2, 3), np.float32))},
+        ],
+        "*",
+        None,
+    )
+    targets["idx_gz"] = Target(
+        "idx_gz",
+        [{"x-idx3-ubyte.gz": _file_bytes(write_idx, "x-idx3-ubyte.gz", imgs)}],
+        "x-idx3-ubyte.gz",
+        read_idx,
+        structured=[idx_inner_edit],
+    )
     targets["idx"].load = read_idx
 
-    targets["cifar10"] = Target("cifar10", [{"data_batch_1": _cifar_pickle(2, 2, False, 0)},
-                                            {"data_batch_1": _cifar_pickle(2, 4, True, 1)},
-                                            {"data_batch_1": _cifar_pickle(1, 2, True, 2)}],
-                                "data_batch_1", load_cifar10_batch, _cifar_check)
+    targets["cifar10"] = Target(
+        "cifar10",
+        [
+            {"data_batch_1": _cifar_pickle(2, 2, False, 0)},
+            {"data_batch_1": _cifar_pickle(2, 4, True, 1)},
+            {"data_batch_1": _cifar_pickle(1, 2, True, 2)},
+        ],
+        "data_batch_1",
+        load_cifar10_batch,
+        _cifar_check,
+    )
 
-    targets["spq"] = Target("spq", [{"m.spq": _spq_bytes()}], "m.spq", load_spq, digest=_program_digest,
-                            structured=[spq_manifest_edit, spq_blob_edit], weight=0.6)
+    targets["spq"] = Target(
+        "spq",
+        [{"m.spq": _spq_bytes()}],
+        "m.spq",
+        load_spq,
+        digest=_program_digest,
+        structured=[spq_manifest_edit, spq_blob_edit],
+        weight=0.6,
+    )
 
     from importlib import resources
 
-    recipes = [{"r.toml": (resources.files("spquant") / "configs" / f"{n}.toml").read_bytes()} for n in ("demo", "mnist")]
-    targets["recipe"] = Target("recipe", recipes, "r.toml", lambda p: load_config(p), _config_check,
-                               structured=[toml_value_edit])
+    recipes = [
+        {"r.toml": (resources.files("spquant") / "configs" / f"{n}.toml").read_bytes()}
+        for n in ("demo", "mnist")
+    ]
+    targets["recipe"] = Target(
+        "recipe", recipes, "r.toml", lambda p: load_config(p), _config_check, structured=[toml_value_edit]
+    )
     targets["overrides"] = Target(
-        "overrides", [{"set.txt": b"train.lr=3e-4\nmodel.input=[32,32]\nquant.mode=quant"}], "set.txt",
-        lambda p: load_config("demo", Path(p).read_text(errors="replace").splitlines()), _config_check,
-        structured=[overrides_edit])
+        "overrides",
+        [{"set.txt": b"train.lr=3e-4\nmodel.input=[32,32]\nquant.mode=quant"}],
+        "set.txt",
+        lambda p: load_config("demo", Path(p).read_text(errors="replace").splitlines()),
+        _config_check,
+        structured=[overrides_edit],
+    )
 
-    targets["run"] = Target("run", [_run_files()], ".", lambda d: load_run(d), digest=_run_digest,
-                            structured=[run_sidecar_edit, run_sidecar_forged], weight=0.4)
+    targets["run"] = Target(
+        "run",
+        [_run_files()],
+        ".",
+        lambda d: load_run(d),
+        digest=_run_digest,
+        structured=[run_sidecar_edit, run_sidecar_forged],
+        weight=0.4,
+    )
     targets["run"].main = "."  # load_run takes the folder
     return targets
 
@@ -648,7 +848,11 @@ def run_case(t: Target, base, files, repaired, folder: Path, timeout: float, see
                 rec = {"outcome": "silent", "exc": "invariant", "msg": str(e)[:300]}
         if rec["outcome"] == "ok" and t.digest is not None and not repaired and files != base:
             if t.digest(res) != seed_digests[id(base)]:
-                rec = {"outcome": "silent", "exc": "changed", "msg": "a modified file loaded to a different result"}
+                rec = {
+                    "outcome": "silent",
+                    "exc": "changed",
+                    "msg": "a modified file loaded to a different result",
+                }
     except CaseTimeout:
         rec = {"outcome": "hang", "exc": "timeout"}
     except MemoryError:
@@ -662,7 +866,9 @@ def run_case(t: Target, base, files, repaired, folder: Path, timeout: float, see
         if isinstance(e, KeyboardInterrupt):
             raise
         tb = traceback.extract_tb(e.__traceback__)
-        where = next((f"{Path(fr.filename).name}:{fr.lineno}" for fr in reversed(tb) if "spquant" in fr.filename), "")
+        where = next(
+            (f"{Path(fr.filename).name}:{fr.lineno}" for fr in reversed(tb) if "spquant" in fr.filename), ""
+        )
         rec = {"outcome": "unclear", "exc": type(e).__name__, "msg": f"{str(e)[:200]} @ {where}"}
     rec["peak_kib"] = max(0, _mem_kib("VmHWM:") - rss0)
     rec["size"] = sum(len(b) for b in files.values())
@@ -679,8 +885,11 @@ def _worker(wfd: int, targets, names, weights, seed, start, stop, timeout, mem_m
 
     torch.set_num_threads(1)
     os.environ["RUST_BACKTRACE"] = "0"  # a decoder panic should not load debug symbols (tens of MiB)
-    log = os.open(os.path.join(keep_dir, "worker-stderr.log") if keep_dir else os.devnull,
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(
+        os.path.join(keep_dir, "worker-stderr.log") if keep_dir else os.devnull,
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        0o644,
+    )
     os.dup2(log, 2)  # panic messages of native decoders
     import faulthandler
 
@@ -714,8 +923,16 @@ def _worker(wfd: int, targets, names, weights, seed, start, stop, timeout, mem_m
     os._exit(0)
 
 
-def run_fuzz(cases: int, seed: int = 0, targets: dict[str, Target] | None = None, only: list[str] | None = None,
-             timeout: float = 10.0, mem_mb: int = 1024, keep_dir: str | None = None, progress: bool = False) -> dict:
+def run_fuzz(
+    cases: int,
+    seed: int = 0,
+    targets: dict[str, Target] | None = None,
+    only: list[str] | None = None,
+    timeout: float = 10.0,
+    mem_mb: int = 1024,
+    keep_dir: str | None = None,
+    progress: bool = False,
+) -> dict:
     """Run ``cases`` mutation cases; returns {"counts": {target: Counter}, "findings": [...], "peak": {...}}."""
     targets = targets or build_seeds()
     names = sorted(n for n in targets if not only or n in only)
@@ -761,7 +978,9 @@ def run_fuzz(cases: int, seed: int = 0, targets: dict[str, Target] | None = None
                     if rec["peak_kib"] > peak[rec["target"]][0]:
                         peak[rec["target"]] = [rec["peak_kib"], rec["size"]]
                     if rec["size"]:
-                        ratio[rec["target"]] = max(ratio[rec["target"]], rec["peak_kib"] * 1024 / max(rec["size"], 1))
+                        ratio[rec["target"]] = max(
+                            ratio[rec["target"]], rec["peak_kib"] * 1024 / max(rec["size"], 1)
+                        )
                     if rec["outcome"] in BAD:
                         findings.append(rec)
                     i = rec["i"] + 1
@@ -786,24 +1005,37 @@ def run_fuzz(cases: int, seed: int = 0, targets: dict[str, Target] | None = None
             i = current["i"] + 1
         elif dead == "hang" or os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
             raise RuntimeError(f"fuzz worker failed outside a case (status {status}, {dead})")
-    return {"counts": counts, "findings": findings, "peak_kib": peak, "peak_ratio": ratio,
-            "seconds": time.time() - t_start, "cases": cases, "seed": seed}
+    return {
+        "counts": counts,
+        "findings": findings,
+        "peak_kib": peak,
+        "peak_ratio": ratio,
+        "seconds": time.time() - t_start,
+        "cases": cases,
+        "seed": seed,
+    }
 
 
 def format_report(res: dict) -> str:
-    lines = [f"{res['cases']} cases, seed {res['seed']}, {res['seconds']:.0f} s",
-             f"{'loader':<16}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'peak MiB':>10}{'at input B':>12}"
-             f"{'max growth/input':>17}"]
+    lines = [
+        f"{res['cases']} cases, seed {res['seed']}, {res['seconds']:.0f} s",
+        f"{'loader':<16}" + "".join(f"{o:>9}" for o in OUTCOMES) + f"{'peak MiB':>10}{'at input B':>12}"
+        f"{'max growth/input':>17}",
+    ]
     total = collections.Counter()
     for n, c in res["counts"].items():
         total.update(c)
         pk, size = res["peak_kib"][n]
-        lines.append(f"{n:<16}" + "".join(f"{c[o]:>9}" for o in OUTCOMES) + f"{pk / 1024:>10.1f}{size:>12}"
-                     f"{res['peak_ratio'][n]:>17.0f}")
+        lines.append(
+            f"{n:<16}" + "".join(f"{c[o]:>9}" for o in OUTCOMES) + f"{pk / 1024:>10.1f}{size:>12}"
+            f"{res['peak_ratio'][n]:>17.0f}"
+        )
     lines.append(f"{'total':<16}" + "".join(f"{total[o]:>9}" for o in OUTCOMES))
     for f in res["findings"][:40]:
-        lines.append(f"  {f['outcome']:<8} {f['target']:<14} case {f['i']:<7} {f['mut']:<24} {f.get('exc', '')} "
-                     f"{f.get('msg', '')[:160]}")
+        lines.append(
+            f"  {f['outcome']:<8} {f['target']:<14} case {f['i']:<7} {f['mut']:<24} {f.get('exc', '')} "
+            f"{f.get('msg', '')[:160]}"
+        )
     return "\n".join(lines)
 
 
@@ -817,15 +1049,25 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="folder for the findings' files and report.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = run_fuzz(args.cases, args.seed, only=[s for s in args.targets.split(",") if s] or None,
-                   timeout=args.timeout, mem_mb=args.mem_mb, keep_dir=args.out or None, progress=True)
+    res = run_fuzz(
+        args.cases,
+        args.seed,
+        only=[s for s in args.targets.split(",") if s] or None,
+        timeout=args.timeout,
+        mem_mb=args.mem_mb,
+        keep_dir=args.out or None,
+        progress=True,
+    )
     report = format_report(res)
     print(report)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         Path(args.out, "report.txt").write_text(report + "\n")
-        Path(args.out, "report.json").write_text(json.dumps(
-            {**res, "counts": {k: dict(v) for k, v in res["counts"].items()}}, indent=1, default=str))
+        Path(args.out, "report.json").write_text(
+            json.dumps(
+                {**res, "counts": {k: dict(v) for k, v in res["counts"].items()}}, indent=1, default=str
+            )
+        )
     return 1 if any(res["counts"][n][o] for n in res["counts"] for o in BAD) else 0
 
 

@@ -85,14 +85,20 @@ def check_lif(dev: torch.device, quick: bool, compiled: bool) -> dict:
                     finally:
                         fused.compile_kernels(False)
                     tensors = (s, m, xi.grad, ti.grad, gi.grad)
-                    res[(where, label)] = ([t.detach().cpu() for t in tensors], _same_device(tensors, torch.device(where)))
+                    res[(where, label)] = (
+                        [t.detach().cpu() for t in tensors],
+                        _same_device(tensors, torch.device(where)),
+                    )
             base, _ = res[("cpu", "fused")]
             tol = 1e-4 if dtype == torch.float32 else 1e-9
             for key, (r, on_device) in res.items():
                 same_fwd = torch.equal(base[0], r[0]) and torch.equal(base[1], r[1])
                 grads = all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(base[2:], r[2:]))
                 out[f"lif {str(dtype)[6:]} {name} {key[0]} {key[1]} vs cpu fused"] = {
-                    "forward_identical": same_fwd, "grads_allclose": grads, "on_device": on_device}
+                    "forward_identical": same_fwd,
+                    "grads_allclose": grads,
+                    "on_device": on_device,
+                }
     return out
 
 
@@ -101,8 +107,13 @@ def _spquant_net(backend: str):
 
     torch.manual_seed(0)
     spec = QuantSpec("spquant", backend=backend)
-    return nn.Sequential(spec.conv_block(2, 8, "hidden"), SeqModule(nn.AvgPool2d(2)), spec.conv_block(8, 16, "hidden"),
-                         SeqModule(nn.Flatten()), SeqModule(nn.Linear(16 * 8 * 8, 5)))
+    return nn.Sequential(
+        spec.conv_block(2, 8, "hidden"),
+        SeqModule(nn.AvgPool2d(2)),
+        spec.conv_block(8, 16, "hidden"),
+        SeqModule(nn.Flatten()),
+        SeqModule(nn.Linear(16 * 8 * 8, 5)),
+    )
 
 
 def check_network(dev: torch.device) -> dict:
@@ -119,9 +130,16 @@ def check_network(dev: torch.device) -> dict:
         grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
         res[backend] = (out.detach(), grads, _same_device([out, *grads.values()], dev))
     (o_f, g_f, d_f), (o_r, g_r, d_r) = res["fused"], res["reference"]
-    close = g_f.keys() == g_r.keys() and all(torch.allclose(g_f[k], g_r[k], rtol=1e-4, atol=1e-5) for k in g_r)
-    return {"network fused vs reference": {"forward_identical": torch.equal(o_f, o_r), "grads_allclose": close,
-                                           "on_device": d_f and d_r}}
+    close = g_f.keys() == g_r.keys() and all(
+        torch.allclose(g_f[k], g_r[k], rtol=1e-4, atol=1e-5) for k in g_r
+    )
+    return {
+        "network fused vs reference": {
+            "forward_identical": torch.equal(o_f, o_r),
+            "grads_allclose": close,
+            "on_device": d_f and d_r,
+        }
+    }
 
 
 def check_interpreter(dev: torch.device) -> dict:
@@ -131,8 +149,13 @@ def check_interpreter(dev: torch.device) -> dict:
     from spquant.models import VGG9, QuantSpec
 
     torch.manual_seed(0)
-    model = VGG9(10, in_channels=2, input_size=(16, 16), plan=(8, "A", 16, "A"),
-                 spec=QuantSpec("spquant", learn_threshold="layer")).eval()
+    model = VGG9(
+        10,
+        in_channels=2,
+        input_size=(16, 16),
+        plan=(8, "A", 16, "A"),
+        spec=QuantSpec("spquant", learn_threshold="layer"),
+    ).eval()
     for m in model.modules():  # a briefly "trained" network: thresholds and BN statistics off their init
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -144,8 +167,14 @@ def check_interpreter(dev: torch.device) -> dict:
     fast = Interpreter(program, device=dev).run_all(codes, path="fast")
     same = set(ref) == set(fast) and all(np.array_equal(ref[k], fast[k]) for k in ref)
     spikes = sum(int(ref[n["output"]].sum()) for n in program.nodes if n["op"] in ("lif", "lif_pruned"))
-    return {"interpreter fast path vs reference": {"forward_identical": same, "grads_allclose": True,
-                                                   "on_device": True, "spikes": spikes}}
+    return {
+        "interpreter fast path vs reference": {
+            "forward_identical": same,
+            "grads_allclose": True,
+            "on_device": True,
+            "spikes": spikes,
+        }
+    }
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -162,12 +191,20 @@ def vgg9(kind: str, backend: str, in_ch: int = 2, image: int = 48, classes: int 
             from _common import spikingjelly_lif
             from spikingjelly.activation_based import surrogate
 
-            layers += [SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)), SeqModule(nn.BatchNorm2d(c)),
-                       spikingjelly_lif(tau=2.0, v_reset=0.0, decay_input=False, surrogate_function=surrogate.Sigmoid())]
+            layers += [
+                SeqModule(nn.Conv2d(c_in, c, 3, padding=1, bias=False)),
+                SeqModule(nn.BatchNorm2d(c)),
+                spikingjelly_lif(
+                    tau=2.0, v_reset=0.0, decay_input=False, surrogate_function=surrogate.Sigmoid()
+                ),
+            ]
         else:
             spq = kind == "spquant"
-            neuron = LIF(membrane=IntegerMembrane() if spq else None, learn_threshold="layer" if spq else False,
-                         backend=backend)
+            neuron = LIF(
+                membrane=IntegerMembrane() if spq else None,
+                learn_threshold="layer" if spq else False,
+                backend=backend,
+            )
             layers.append(ConvBNLIF(c_in, c, weight_quant=TernaryWeight() if spq else None, neuron=neuron))
         c_in = c
     flat = nn.Flatten() if kind == "ann" else SeqModule(nn.Flatten())
@@ -211,8 +248,13 @@ def _sync(dev):
 
 
 def timing(dev: torch.device, T: int, batch: int, rounds: int, compiled: bool) -> dict:
-    variants = [("ann", "-", False), ("fp32", "fused", False), ("fp32", "reference", False),
-                ("spquant", "fused", False), ("spquant", "reference", False)]
+    variants = [
+        ("ann", "-", False),
+        ("fp32", "fused", False),
+        ("fp32", "reference", False),
+        ("spquant", "fused", False),
+        ("spquant", "reference", False),
+    ]
     if compiled:
         variants += [("fp32", "fused", True), ("spquant", "fused", True)]
     try:
@@ -287,7 +329,11 @@ def main(argv=None) -> int:
     checks.update(check_network(dev))
     checks.update(check_interpreter(dev))
     result["checks"] = checks
-    bad = {k: v for k, v in checks.items() if not (v["forward_identical"] and v["grads_allclose"] and v["on_device"])}
+    bad = {
+        k: v
+        for k, v in checks.items()
+        if not (v["forward_identical"] and v["grads_allclose"] and v["on_device"])
+    }
     print(f"device: {name}  checks: {len(checks)}  {'OK' if not bad else f'{len(bad)} MISMATCH(ES)'}")
     for k, v in bad.items():
         print("  mismatch:", k, v)
@@ -295,10 +341,14 @@ def main(argv=None) -> int:
         result["timing"] = timing(dev, args.T, args.batch, args.rounds, args.compile)
         for k, v in result["timing"]["median_s"].items():
             mem = result["timing"]["peak_mib"].get(k)
-            print(f"  VGG-9 48x48 T={args.T} B={args.batch} {k:24s} {v * 1e3:9.1f} ms/step"
-                  + (f"  peak {mem:9.1f} MiB" if mem is not None else ""))
+            print(
+                f"  VGG-9 48x48 T={args.T} B={args.batch} {k:24s} {v * 1e3:9.1f} ms/step"
+                + (f"  peak {mem:9.1f} MiB" if mem is not None else "")
+            )
         for k, v in result["timing"]["ratios"].items():
-            print(f"  {k:42s} {v['median']:.3f}  (spread {v['min']:.3f}-{v['max']:.3f} over {args.rounds} rounds)")
+            print(
+                f"  {k:42s} {v['median']:.3f}  (spread {v['min']:.3f}-{v['max']:.3f} over {args.rounds} rounds)"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=str)

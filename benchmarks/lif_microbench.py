@@ -1,7 +1,8 @@
 """Ad-hoc LIF-only timing used for the standalone numbers in docs/performance.md (not part of run_all).
 
-    PYTHONPATH=. python benchmarks/lif_microbench.py <threads>
+PYTHONPATH=. python benchmarks/lif_microbench.py <threads>
 """
+
 import sys
 import time
 
@@ -12,7 +13,7 @@ from spquant.neuron.fused import lif_fused
 from spquant.quant import IntegerMembrane
 
 torch.set_num_threads(int(sys.argv[1]))
-x = torch.randn(4,32,64,32,32, requires_grad=True)
+x = torch.randn(4, 32, 64, 32, 32, requires_grad=True)
 th = torch.tensor(1.0, requires_grad=True)
 q = IntegerMembrane()
 
@@ -27,11 +28,11 @@ def fwd(f, q):
         f(x, th, 0.5, q)
 
 
-for name, fn in [("ref", lif_reference), ("fused", lif_fused)]*2:
-  for qq in [None, q]:
-    for mode, g in [("fwd", fwd), ("fb", run)]:
-        g(fn, qq)
-        t=time.perf_counter()
-        for _ in range(3):
+for name, fn in [("ref", lif_reference), ("fused", lif_fused)] * 2:
+    for qq in [None, q]:
+        for mode, g in [("fwd", fwd), ("fb", run)]:
             g(fn, qq)
-        print(name, qq is not None, mode, round((time.perf_counter()-t)/3, 4))
+            t = time.perf_counter()
+            for _ in range(3):
+                g(fn, qq)
+            print(name, qq is not None, mode, round((time.perf_counter() - t) / 3, 4))

@@ -128,7 +128,9 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"| {r['module']} | {r['error']} | | | | |")
             continue
-        print(f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['no_tests']} | {r['score']:.1%} |")
+        print(
+            f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['no_tests']} | {r['score']:.1%} |"
+        )
     for r in rows:
         for s in r.get("survivors", []):
             print(f"survived: {s}")

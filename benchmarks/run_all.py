@@ -28,23 +28,29 @@ _CHILD = (
 
 
 def discover() -> list[str]:
-    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(HERE, "bench_*.py")))
+    return sorted(
+        os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(HERE, "bench_*.py"))
+    )
 
 
 def run_one(mod: str, timeout: float) -> dict:
     code = _CHILD.format(here=HERE, root=os.path.dirname(HERE), mod=mod)
     t0 = time.time()
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timeout after {timeout:.0f} s", "seconds": time.time() - t0}
     lines = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or [f"rc={proc.returncode}"])[-1]
         return {"status": "failed", "error": tail, "seconds": time.time() - t0}
-    rows = json.loads(lines[-1][len("@@RESULT@@"):])
-    rows = {k: (v if isinstance(v, dict) else {"value": v, "unit": "", "goal": None, "met": None, "note": ""})
-            for k, v in rows.items()}
+    rows = json.loads(lines[-1][len("@@RESULT@@") :])
+    rows = {
+        k: (v if isinstance(v, dict) else {"value": v, "unit": "", "goal": None, "met": None, "note": ""})
+        for k, v in rows.items()
+    }
     return {"status": "ok", "rows": rows, "seconds": time.time() - t0}
 
 
@@ -61,8 +67,13 @@ def main(argv=None) -> dict:
     import torch
 
     results = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version(), "LD_PRELOAD": os.environ.get("LD_PRELOAD", "")},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
+        },
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "benchmarks": {},
     }
@@ -77,7 +88,9 @@ def main(argv=None) -> dict:
             continue
         for name, v in r["rows"].items():
             met = "" if v.get("met") is None else ("met" if v["met"] else "MISSED")
-            print(f"{mod:18s} {name[:62]:62s} {v.get('value')!s:>10s} {v.get('goal') or '':>8s}  {met} {v.get('note') or ''}")
+            print(
+                f"{mod:18s} {name[:62]:62s} {v.get('value')!s:>10s} {v.get('goal') or '':>8s}  {met} {v.get('note') or ''}"
+            )
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nwrote {args.out}")

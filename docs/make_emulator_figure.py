@@ -26,9 +26,15 @@ DEFAULT_REAL = HERE.parent / ".." / "shared" / "data" / "events" / "sample_nmnis
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--real", default=str(DEFAULT_REAL))
-    ap.add_argument("--digit", type=int, default=None, help="index into the embedded MNIST test subset "
-                    "(default: the first test digit with --label)")
-    ap.add_argument("--label", type=int, default=4, help="class of the emulated digit (the real sample shows a 4)")
+    ap.add_argument(
+        "--digit",
+        type=int,
+        default=None,
+        help="index into the embedded MNIST test subset (default: the first test digit with --label)",
+    )
+    ap.add_argument(
+        "--label", type=int, default=4, help="class of the emulated digit (the real sample shows a 4)"
+    )
     ap.add_argument("--bins", type=int, default=6)
     ap.add_argument("--out", default=str(HERE / "img" / "emulated_vs_real_nmnist.png"))
     args = ap.parse_args(argv)
@@ -39,8 +45,10 @@ def main(argv=None) -> int:
         args.digit = int(np.flatnonzero(yte == args.label)[0])
     # invert_polarity=True: N-MNIST's files mark the leading edge of the moving bright digit as OFF
     emu = sd.emulate(xte[args.digit], invert_polarity=True)
-    rows = [(f"real N-MNIST recording\n{real.size} events", real),
-            (f"emulated MNIST '{yte[args.digit]}'\n{emu.size} events", emu)]
+    rows = [
+        (f"real N-MNIST recording\n{real.size} events", real),
+        (f"emulated MNIST '{yte[args.digit]}'\n{emu.size} events", emu),
+    ]
     T = args.bins
     fig, axes = plt.subplots(2, T + 1, figsize=(1.7 * (T + 1), 4.0))
     for r, (title, ev) in enumerate(rows):
@@ -61,8 +69,11 @@ def main(argv=None) -> int:
         ax.set_yticks([])
         ax.set_title("all: ON - OFF", fontsize=8)
         axes[r, 0].set_ylabel(title, fontsize=8)
-    fig.suptitle("34x34 sensor, 6 equal time bins; red = ON, green = OFF (latest event per pixel); "
-                 "emulator defaults + invert_polarity=True (N-MNIST's sign)", fontsize=9)
+    fig.suptitle(
+        "34x34 sensor, 6 equal time bins; red = ON, green = OFF (latest event per pixel); "
+        "emulator defaults + invert_polarity=True (N-MNIST's sign)",
+        fontsize=9,
+    )
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

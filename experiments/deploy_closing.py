@@ -50,7 +50,7 @@ def _evaluate(model, program, x_codes, y, T, static, n_ref=1000, batch=250):
     ref_checked = 0
     times = {"fake_quant": 0.0, "deploy_sim": 0.0, "interpreter_fast": 0.0}
     for i in range(0, len(y), batch):
-        xb = x_codes[i:i + batch]
+        xb = x_codes[i : i + batch]
         codes = np.broadcast_to(xb[None], (T,) + xb.shape) if static else np.moveaxis(xb, 1, 0)
         xf = torch.from_numpy(np.ascontiguousarray(codes)).float()
         scale = program.input["scale"]
@@ -75,7 +75,9 @@ def _evaluate(model, program, x_codes, y, T, static, n_ref=1000, batch=250):
             ref = interp.run_all(np.ascontiguousarray(codes[:, :k]), path="reference")
             same = np.ones(k, dtype=bool)
             for name, v in ref.items():
-                same &= np.all((env[name][:, :k].numpy().astype(np.int64) == v).reshape(T, k, -1), axis=(0, 2))
+                same &= np.all(
+                    (env[name][:, :k].numpy().astype(np.int64) == v).reshape(T, k, -1), axis=(0, 2)
+                )
             ref_equal += int(same.sum())
             ref_checked += k
     for k, v in preds.items():
@@ -83,7 +85,9 @@ def _evaluate(model, program, x_codes, y, T, static, n_ref=1000, batch=250):
         res[f"accuracy_{k}"] = float((p == y).mean())
     pf, ps = np.concatenate(preds["fake_quant"]), np.concatenate(preds["deploy_sim"])
     res["prediction_agreement_fake_quant_vs_deploy_sim"] = float((pf == ps).mean())
-    res["gap_points_fake_quant_minus_deploy_sim"] = round(100 * (res["accuracy_fake_quant"] - res["accuracy_deploy_sim"]), 3)
+    res["gap_points_fake_quant_minus_deploy_sim"] = round(
+        100 * (res["accuracy_fake_quant"] - res["accuracy_deploy_sim"]), 3
+    )
     res["samples_logits_identical_sim_vs_fast"] = logits_equal
     res["samples_all_layers_identical_sim_vs_reference"] = f"{ref_equal}/{ref_checked}"
     res["seconds"] = {k: round(v, 1) for k, v in times.items()}
@@ -109,16 +113,27 @@ def main(argv=None) -> dict:
     from spquant.data.roots import data_root
 
     d = data_root("mnist", args.mnist)
-    xtr, ytr = read_idx(d / "train-images-idx3-ubyte.gz")[:, None], read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64)
-    xte, yte = read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None], read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    xtr, ytr = (
+        read_idx(d / "train-images-idx3-ubyte.gz")[:, None],
+        read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64),
+    )
+    xte, yte = (
+        read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None],
+        read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
+    )
     spec = QuantSpec(mode="quant")
     torch.manual_seed(0)
     c1, c2 = args.width
     model = VGG9(10, in_channels=1, input_size=28, spec=spec, plan=(c1, "A", c2, "A"))
     t = time.time()
     _train(model, xtr, ytr, args.steps, args.T)
-    out["mnist"] = {"model": f"VGG9 plan {c1}-A-{c2}-A-FC, ternary hidden, 8-bit first/last, ternary membrane", "train_steps": args.steps,
-                    "batch": 32, "T": args.T, "train_seconds": round(time.time() - t, 1)}
+    out["mnist"] = {
+        "model": f"VGG9 plan {c1}-A-{c2}-A-FC, ternary hidden, 8-bit first/last, ternary membrane",
+        "train_steps": args.steps,
+        "batch": 32,
+        "T": args.T,
+        "train_seconds": round(time.time() - t, 1),
+    }
     for F in args.frac_bits:
         program = fold_model(model, (1, 28, 28), frac_bits=F)
         path = outdir / f"mnist_F{F}.spq"
@@ -132,16 +147,28 @@ def main(argv=None) -> dict:
         from spquant.data.loader import mnist_frames
 
         T = 4
-        ev_tr, ey_tr = mnist_frames("train", T=T, encoding="events", source="embedded", limit=args.event_train, cache_dir=outdir / "emu_cache")
-        ev_te, ey_te = mnist_frames("test", T=T, encoding="events", source="embedded", cache_dir=outdir / "emu_cache")
+        ev_tr, ey_tr = mnist_frames(
+            "train",
+            T=T,
+            encoding="events",
+            source="embedded",
+            limit=args.event_train,
+            cache_dir=outdir / "emu_cache",
+        )
+        ev_te, ey_te = mnist_frames(
+            "test", T=T, encoding="events", source="embedded", cache_dir=outdir / "emu_cache"
+        )
         pad = ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1))  # 34x34 -> 36x36 (two 2x2 poolings)
         ev_tr, ev_te = np.pad(ev_tr.numpy(), pad), np.pad(ev_te.numpy(), pad)
         torch.manual_seed(0)
         em = VGG9(10, in_channels=3, input_size=36, spec=spec, plan=(c1, "A", c2, "A"))
         t = time.time()
         _train(em, ev_tr, ey_tr.numpy(), args.event_steps, T, static=False)
-        out["events"] = {"data": f"emulated MNIST events (embedded subset, {len(ey_tr)} train / {len(ey_te)} test), polarity3 frames, T={T}, 36x36",
-                         "train_steps": args.event_steps, "train_seconds": round(time.time() - t, 1)}
+        out["events"] = {
+            "data": f"emulated MNIST events (embedded subset, {len(ey_tr)} train / {len(ey_te)} test), polarity3 frames, T={T}, 36x36",
+            "train_steps": args.event_steps,
+            "train_seconds": round(time.time() - t, 1),
+        }
         program = fold_model(em, (3, 36, 36), input_bits=1, input_scale=1.0, frac_bits=16)
         path = outdir / "events_F16.spq"
         save(program, path)

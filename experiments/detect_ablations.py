@@ -44,7 +44,15 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "base": ([], {}),
     "cls5": (["detect.lambda_cls=5.0"], {}),
     "head3": (["model.head_kernel=3"], {}),
-    "head3_clsonly": (["model.head_kernel=3", "detect.lambda_coord=0.0", "detect.lambda_obj=0.0", "detect.lambda_noobj=0.0"], {}),
+    "head3_clsonly": (
+        [
+            "model.head_kernel=3",
+            "detect.lambda_coord=0.0",
+            "detect.lambda_obj=0.0",
+            "detect.lambda_noobj=0.0",
+        ],
+        {},
+    ),
     "head3_cls5": (["model.head_kernel=3", "detect.lambda_cls=5.0"], {}),
     "pretrain400": ([], {"pretrain": 400}),
     "clsfirst200": ([], {"cls_first": 200}),
@@ -56,9 +64,15 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
     "T8": (["model.T=8"], {}),
     "wide": (["model.plan=[32, 'M', 64, 'M', 128, 'M', 256, 256]"], {}),
     "grid8": (["model.plan=[16, 'M', 32, 'M', 64, 128, 128]"], {}),
-    "fullres": (["data.options.downsample=1", "model.input=[64, 64]",
-                 "model.plan=[16, 'M', 32, 'M', 64, 'M', 128, 'M', 128]",
-                 "model.anchors=[[11.0, 20.0], [18.0, 20.0]]"], {}),
+    "fullres": (
+        [
+            "data.options.downsample=1",
+            "model.input=[64, 64]",
+            "model.plan=[16, 'M', 32, 'M', 64, 'M', 128, 'M', 128]",
+            "model.anchors=[[11.0, 20.0], [18.0, 20.0]]",
+        ],
+        {},
+    ),
     "train12k": (["data.train_subset=12000"], {}),
 }
 
@@ -95,7 +109,7 @@ class FocalClassLoss(YOLOLoss):
         b, a, gy, gx = tg["index"].unbind(1)
         logits = pred[b, a, gy, gx][:, 5:]
         logp = F.log_softmax(logits, -1).gather(1, tg["cls"][:, None])[:, 0]
-        focal = (-(1 - logp.exp()) ** 2 * logp).sum()
+        focal = (-((1 - logp.exp()) ** 2) * logp).sum()
         ce = -logp.sum()
         total = total + self.lambda_cls * (focal - ce) / B
         parts["cls"] = float(focal.detach()) / B
@@ -135,12 +149,14 @@ def digit_crops(ds, size: int = 16):
         pad = torch.nn.functional.pad(frames, (size, size, size, size))
         for b in boxes:
             cx, cy = int((b[0] + b[2]) / 2) + size, int((b[1] + b[3]) / 2) + size
-            xs.append(pad[:, :, cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2])
+            xs.append(pad[:, :, cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2])
             ys.append(int(b[4]))
     return torch.stack(xs, 1), torch.tensor(ys)
 
 
-def pretrain_backbone(model, train_ds, steps: int, seed: int, lr: float = 2e-3, batch: int = 64, log=print) -> dict:
+def pretrain_backbone(
+    model, train_ds, steps: int, seed: int, lr: float = 2e-3, batch: int = 64, log=print
+) -> dict:
     """Classification pre-training of the detector's backbone on digit crops (the boxes of the
     training set): backbone spike rate, global mean, a linear classifier (dropped afterwards)."""
     x, y = digit_crops(train_ds)
@@ -162,8 +178,12 @@ def pretrain_backbone(model, train_ds, steps: int, seed: int, lr: float = 2e-3, 
         if step >= steps - 50:
             hits += int((logits.argmax(1) == y[idx]).sum())
             seen += batch
-    info = {"pretrain_steps": steps, "pretrain_s": round(time.time() - start, 1), "pretrain_crops": len(y),
-            "pretrain_train_acc_last50": hits / max(seen, 1)}
+    info = {
+        "pretrain_steps": steps,
+        "pretrain_s": round(time.time() - start, 1),
+        "pretrain_crops": len(y),
+        "pretrain_train_acc_last50": hits / max(seen, 1),
+    }
     log(f"pre-training: {info}")
     return info
 
@@ -196,7 +216,7 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
                 break
             for g in opt.param_groups:
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            x, boxes = collate_detection([train_ds[int(j)] for j in perm[i:i + bs]])
+            x, boxes = collate_detection([train_ds[int(j)] for j in perm[i : i + bs]])
             if opts.get("shift"):
                 x, boxes = shift_batch(x, boxes, opts["shift"], rng)
             loss, parts = loss_fn(model(x), boxes)
@@ -209,7 +229,13 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
             opt.step()
             step += 1
             if step % 100 == 0:
-                history.append({"step": step, "s": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}})
+                history.append(
+                    {
+                        "step": step,
+                        "s": round(time.time() - start, 1),
+                        **{k: round(v, 4) for k, v in parts.items()},
+                    }
+                )
                 log(f"{model.spec.mode} {step}/{steps} {history[-1]}")
     info = {"history": history, "train_s": round(time.time() - start, 1), **pre}
     if pre:
@@ -220,15 +246,26 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
 def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
     overrides, opts = ABLATIONS[name]
     cfg = load_config(f"detect-moving-digits:{mode}", overrides + extra_overrides + [f"train.seed={seed}"])
-    model, (train_ds, test_ds), info = train_detector_steps(cfg, steps, opts, seed, log=lambda m: print(name, m, flush=True))
+    model, (train_ds, test_ds), info = train_detector_steps(
+        cfg, steps, opts, seed, log=lambda m: print(name, m, flush=True)
+    )
     history = info["history"]
     metrics = evaluate(model, load_split(cfg, "test"), cfg)
-    row = {"name": name, "mode": mode, "seed": seed, "steps": steps, "train_s": info["train_s"],
-           "overrides": overrides + extra_overrides, "opts": opts,
-           "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],
-           "slot_class_acc": slot_class_accuracy(model, test_ds),
-           "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
-           "last": history[-1] if history else {}}
+    row = {
+        "name": name,
+        "mode": mode,
+        "seed": seed,
+        "steps": steps,
+        "train_s": info["train_s"],
+        "overrides": overrides + extra_overrides,
+        "opts": opts,
+        "mAP50": metrics["mAP50"],
+        "mAP50_95": metrics["mAP50_95"],
+        "mAP50_agnostic": metrics["mAP50_agnostic"],
+        "slot_class_acc": slot_class_accuracy(model, test_ds),
+        "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
+        "last": history[-1] if history else {},
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), OUT / f"{name}-{mode}-{steps}.pt")
     with open(OUT / "results.jsonl", "a") as f:
@@ -239,11 +276,15 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
 
 def table() -> str:
     rows = [json.loads(line) for line in (OUT / "results.jsonl").read_text().splitlines() if line.strip()]
-    lines = ["| ablation | mode | steps | train s | mAP@0.5 | class-agnostic mAP@0.5 | mAP@[.5:.95] | slot class acc test / train |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| ablation | mode | steps | train s | mAP@0.5 | class-agnostic mAP@0.5 | mAP@[.5:.95] | slot class acc test / train |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['mode']} | {r['steps']} | {r['train_s']:.0f} | {r['mAP50']:.3f} | "
-                     f"{r['mAP50_agnostic']:.3f} | {r['mAP50_95']:.3f} | {r['slot_class_acc']:.3f} / {r['train_slot_class_acc']:.3f} |")
+        lines.append(
+            f"| {r['name']} | {r['mode']} | {r['steps']} | {r['train_s']:.0f} | {r['mAP50']:.3f} | "
+            f"{r['mAP50_agnostic']:.3f} | {r['mAP50_95']:.3f} | {r['slot_class_acc']:.3f} / {r['train_slot_class_acc']:.3f} |"
+        )
     return "\n".join(lines)
 
 

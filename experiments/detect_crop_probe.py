@@ -30,7 +30,7 @@ def crops(ds, size: int, time_bins: bool):
         pad = torch.nn.functional.pad(f, (size, size, size, size))
         for b in boxes:
             cx, cy = int((b[0] + b[2]) / 2) + size, int((b[1] + b[3]) / 2) + size
-            xs.append(pad[:, cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2])
+            xs.append(pad[:, cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2])
             ys.append(int(b[4]))
     return torch.stack(xs), torch.tensor(ys)
 
@@ -41,7 +41,11 @@ def main():
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--time-bins", action="store_true")
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--spiking", default=None, help="quant mode of the recipe's spiking backbone (fp32|quant) instead of the CNN")
+    ap.add_argument(
+        "--spiking",
+        default=None,
+        help="quant mode of the recipe's spiking backbone (fp32|quant) instead of the CNN",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -70,9 +74,18 @@ def main():
 
         net = Probe()
     else:
-        net = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-                            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-                            nn.Flatten(), nn.Linear(64 * (a.size // 4) ** 2, 10))
+        net = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * (a.size // 4) ** 2, 10),
+        )
     batch = (lambda x, i: x[:, i]) if spiking else (lambda x, i: x[i])
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     g = np.random.default_rng(0)
@@ -86,7 +99,9 @@ def main():
     with torch.no_grad():
         acc = (net(xte).argmax(1) == yte).float().mean().item()
         acc_tr = (net(batch(xtr, slice(0, 2000))).argmax(1) == ytr[:2000]).float().mean().item()
-    print(f"crops {tuple(xtr.shape)} train boxes {len(ytr)}; test accuracy {acc:.3f} (train {acc_tr:.3f}) after {a.steps} steps")
+    print(
+        f"crops {tuple(xtr.shape)} train boxes {len(ytr)}; test accuracy {acc:.3f} (train {acc_tr:.3f}) after {a.steps} steps"
+    )
 
 
 if __name__ == "__main__":

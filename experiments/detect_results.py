@@ -83,15 +83,29 @@ def _integer(model, test_ds, cfg, mode: str) -> dict:
         return out
 
     ev = evaluate_integer_detector(run, loaded, batches(), cfg.detect.conf_threshold, cfg.detect.nms_iou)
-    sim_ev = evaluate_integer_detector(lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
-                                       program, batches(), cfg.detect.conf_threshold, cfg.detect.nms_iou)
+    sim_ev = evaluate_integer_detector(
+        lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
+        program,
+        batches(),
+        cfg.detect.conf_threshold,
+        cfg.detect.nms_iou,
+    )
     x, _ = collate_detection([test_ds[j] for j in range(16)])
     interp.run(program.encode_input(x), path="reference")
     ops = {k: v / 16 for k, v in interp.last_counts.as_dict().items()}
-    return {"mAP50": ev["mAP50"], "mAP50_95": ev["mAP50_95"], "sim_mAP50": sim_ev["mAP50"], "sim_mAP50_95": sim_ev["mAP50_95"],
-            "samples": ev["samples"], "bit_exact_samples": same[0], "compared_samples": same[1],
-            "interpreter_s": round(t_int[0], 2), "reference_ops_per_sample": ops, "file": file_report(path),
-            "detections": [d.tolist() for d in ev["detections"][:8]]}
+    return {
+        "mAP50": ev["mAP50"],
+        "mAP50_95": ev["mAP50_95"],
+        "sim_mAP50": sim_ev["mAP50"],
+        "sim_mAP50_95": sim_ev["mAP50_95"],
+        "samples": ev["samples"],
+        "bit_exact_samples": same[0],
+        "compared_samples": same[1],
+        "interpreter_s": round(t_int[0], 2),
+        "reference_ops_per_sample": ops,
+        "file": file_report(path),
+        "detections": [d.tolist() for d in ev["detections"][:8]],
+    }
 
 
 def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
@@ -109,7 +123,11 @@ def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
     model.load_state_dict(torch.load(weights, weights_only=True))
     data = (load_split(cfg, "train").dataset, load_split(cfg, "test").dataset)
     print(f"{mode}: the model of ablation run {weights.name}")
-    return model.eval(), data, {"history": [recs[-1]["last"]], "train_s": recs[-1]["train_s"], "from_ablation": weights.name}
+    return (
+        model.eval(),
+        data,
+        {"history": [recs[-1]["last"]], "train_s": recs[-1]["train_s"], "from_ablation": weights.name},
+    )
 
 
 def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
@@ -128,12 +146,26 @@ def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
     torch.save(model.state_dict(), OUT / f"{mode}.pt")
     t0 = time.time()
     metrics = evaluate(model, load_split(cfg, "test"), cfg)
-    row = {"mode": mode, "steps": steps, "seed": seed, "ablation": ablation, "overrides": overrides, "opts": opts,
-           "train_s": info["train_s"], "pretrain_steps": info.get("pretrain_steps", 0),
-           "threads": torch.get_num_threads(), "history": info["history"],
-           "mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50_95"], "mAP50_agnostic": metrics["mAP50_agnostic"],
-           "slot_class_acc": slot_class_accuracy(model, test_ds), "test_samples": len(test_ds), "train_samples": len(train_ds),
-           "cost": _cost(model, test_ds, cfg), "eval_s": round(time.time() - t0, 1)}
+    row = {
+        "mode": mode,
+        "steps": steps,
+        "seed": seed,
+        "ablation": ablation,
+        "overrides": overrides,
+        "opts": opts,
+        "train_s": info["train_s"],
+        "pretrain_steps": info.get("pretrain_steps", 0),
+        "threads": torch.get_num_threads(),
+        "history": info["history"],
+        "mAP50": metrics["mAP50"],
+        "mAP50_95": metrics["mAP50_95"],
+        "mAP50_agnostic": metrics["mAP50_agnostic"],
+        "slot_class_acc": slot_class_accuracy(model, test_ds),
+        "test_samples": len(test_ds),
+        "train_samples": len(train_ds),
+        "cost": _cost(model, test_ds, cfg),
+        "eval_s": round(time.time() - t0, 1),
+    }
     if mode != "fp32":
         row["integer"] = _integer(model, test_ds, cfg, mode)
     path.write_text(json.dumps(row, indent=1))
@@ -163,16 +195,31 @@ def picture(rows: dict, overrides: list[str]) -> None:
         ax.imshow(img, interpolation="nearest")
         ax.axis("off")
         for b in boxes.tolist():
-            ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False, ec="white", ls="--", lw=1.2))
+            ax.add_patch(
+                Rectangle(
+                    (b[0] - 0.5, b[1] - 0.5),
+                    b[2] - b[0],
+                    b[3] - b[1],
+                    fill=False,
+                    ec="white",
+                    ls="--",
+                    lw=1.2,
+                )
+            )
             ax.text(b[0] - 0.5, b[3] + 0.3, str(int(b[4])), color="white", fontsize=8, va="top")
         for d in sorted(dets[i], key=lambda d: -d[4])[:4]:  # the 4 best-scoring detections (score >= 0.1)
             if d[4] < 0.1:
                 continue
-            ax.add_patch(Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4))
+            ax.add_patch(
+                Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4)
+            )
             ax.text(d[0] - 0.5, d[1] - 0.7, f"{int(d[5])} {d[4]:.2f}", color="cyan", fontsize=8)
         ax.set_title(f"test sample {i}", fontsize=8)
-    fig.suptitle(f"{mode} detector run by the integer interpreter (.spq): true boxes white dashed, "
-                 "the 4 best detections cyan (class, score = objectness x class probability, >= 0.1)", fontsize=9)
+    fig.suptitle(
+        f"{mode} detector run by the integer interpreter (.spq): true boxes white dashed, "
+        "the 4 best detections cyan (class, score = objectness x class probability, >= 0.1)",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = ROOT / "docs" / "img" / "detections_integer.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,21 +231,29 @@ def section(rows: dict) -> str:
     fp = rows.get("fp32")
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     any_row = next(iter(rows.values()))
-    lines = [START, "## Detection: spiking YOLO on moving-digits events", "",
-             f"Generated by `python experiments/detect_results.py --steps {any_row['steps']} "
-             f"--ablation {any_row.get('ablation', 'base')}` from `runs/detect-results/*.json` "
-             "(no number typed by hand). Recipe `detect-moving-digits`"
-             + (f" with {', '.join(f'`{o}`' for o in any_row['overrides'])}" if any_row["overrides"] else "")
-             + (f", after {any_row['opts']['pretrain']} steps of backbone pre-training on digit crops of the training set"
-                if any_row.get("opts", {}).get("pretrain") else "")
-             + f" (entry `{any_row.get('ablation', 'base')}` of `experiments/detect_ablations.py`)"
-             + f": {any_row['train_samples']:,} training / {any_row['test_samples']} test samples, "
-             f"{any_row['steps']} detector Adam steps (cosine lr), seed {any_row['seed']}, {any_row['threads']} torch thread, "
-             "on a shared 2-core machine (wall times are that machine's, under load from other jobs).", "",
-             "| row | mAP@0.5 (VOC) | mAP@[.5:.95] (COCO) | class-agnostic mAP@0.5 | class accuracy at the responsible slot "
-             "| memory MB (packed / paper's 2-bit) | memory reduction (packed) | FLOPs reduction (dense / kept MACs) "
-             "| effective-op reduction (SOPs) | authors' convention | train time |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        START,
+        "## Detection: spiking YOLO on moving-digits events",
+        "",
+        f"Generated by `python experiments/detect_results.py --steps {any_row['steps']} "
+        f"--ablation {any_row.get('ablation', 'base')}` from `runs/detect-results/*.json` "
+        "(no number typed by hand). Recipe `detect-moving-digits`"
+        + (f" with {', '.join(f'`{o}`' for o in any_row['overrides'])}" if any_row["overrides"] else "")
+        + (
+            f", after {any_row['opts']['pretrain']} steps of backbone pre-training on digit crops of the training set"
+            if any_row.get("opts", {}).get("pretrain")
+            else ""
+        )
+        + f" (entry `{any_row.get('ablation', 'base')}` of `experiments/detect_ablations.py`)"
+        + f": {any_row['train_samples']:,} training / {any_row['test_samples']} test samples, "
+        f"{any_row['steps']} detector Adam steps (cosine lr), seed {any_row['seed']}, {any_row['threads']} torch thread, "
+        "on a shared 2-core machine (wall times are that machine's, under load from other jobs).",
+        "",
+        "| row | mAP@0.5 (VOC) | mAP@[.5:.95] (COCO) | class-agnostic mAP@0.5 | class accuracy at the responsible slot "
+        "| memory MB (packed / paper's 2-bit) | memory reduction (packed) | FLOPs reduction (dense / kept MACs) "
+        "| effective-op reduction (SOPs) | authors' convention | train time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     names = {"fp32": "FP32 SNN", "quant": "Quant-SNN", "spquant": "SpQuant-SNN"}
     for mode in MODES:
         r = rows.get(mode)
@@ -206,15 +261,19 @@ def section(rows: dict) -> str:
             continue
         st, me = r["cost"]["static"], r["cost"]["measured"]
         red = fp["cost"]["static"]["total_mb_fp32"] / st["total_mb_packed"] if fp else None
-        lines.append(f"| {names[mode]} | {r['mAP50']:.3f} | {r['mAP50_95']:.3f} | {r['mAP50_agnostic']:.3f} | "
-                     f"{100 * r['slot_class_acc']:.1f} % | {st['total_mb_packed']:.4f} / {st['total_mb']:.4f} | {f(red, '.2f')}x | "
-                     f"{me['flops_reduction']:.2f}x | {me['effective_reduction']:.2f}x | "
-                     f"{f(me.get('paper_convention_reduction'), '.2f')}{'x' if me.get('paper_convention_reduction') else ''} | "
-                     f"{r['train_s'] / 60:.1f} min |")
+        lines.append(
+            f"| {names[mode]} | {r['mAP50']:.3f} | {r['mAP50_95']:.3f} | {r['mAP50_agnostic']:.3f} | "
+            f"{100 * r['slot_class_acc']:.1f} % | {st['total_mb_packed']:.4f} / {st['total_mb']:.4f} | {f(red, '.2f')}x | "
+            f"{me['flops_reduction']:.2f}x | {me['effective_reduction']:.2f}x | "
+            f"{f(me.get('paper_convention_reduction'), '.2f')}{'x' if me.get('paper_convention_reduction') else ''} | "
+            f"{r['train_s'] / 60:.1f} min |"
+        )
         if "integer" in r:
             it = r["integer"]
-            lines.append(f"| {names[mode]}, integer interpreter (`.spq`, {it['file']['file_bytes']:,} bytes) | {it['mAP50']:.3f} | "
-                         f"{it['mAP50_95']:.3f} | | | (packed in file) | | | | | {it['interpreter_s']:.0f} s inference |")
+            lines.append(
+                f"| {names[mode]}, integer interpreter (`.spq`, {it['file']['file_bytes']:,} bytes) | {it['mAP50']:.3f} | "
+                f"{it['mAP50_95']:.3f} | | | (packed in file) | | | | | {it['interpreter_s']:.0f} s inference |"
+            )
     lines.append("")
     for mode in MODES:
         r = rows.get(mode)
@@ -222,31 +281,49 @@ def section(rows: dict) -> str:
             continue
         it = r["integer"]
         ops = it["reference_ops_per_sample"]
-        lines.append(f"* {names[mode]}: integer outputs identical to deploy-simulation on {it['bit_exact_samples']} of "
-                     f"{it['compared_samples']} test samples; interpreter mAP@0.5 {it['mAP50']:.4f} / COCO {it['mAP50_95']:.4f} vs "
-                     f"deploy-simulation {it['sim_mAP50']:.4f} / {it['sim_mAP50_95']:.4f}; fake-quant model {r['mAP50']:.4f} / "
-                     f"{r['mAP50_95']:.4f}. Reference path per sample (16 samples): {ops['dense_macs']:,.0f} dense MACs, "
-                     f"{ops['kept_macs']:,.0f} kept MACs, {ops['sops']:,.0f} SOPs.")
+        lines.append(
+            f"* {names[mode]}: integer outputs identical to deploy-simulation on {it['bit_exact_samples']} of "
+            f"{it['compared_samples']} test samples; interpreter mAP@0.5 {it['mAP50']:.4f} / COCO {it['mAP50_95']:.4f} vs "
+            f"deploy-simulation {it['sim_mAP50']:.4f} / {it['sim_mAP50_95']:.4f}; fake-quant model {r['mAP50']:.4f} / "
+            f"{r['mAP50_95']:.4f}. Reference path per sample (16 samples): {ops['dense_macs']:,.0f} dense MACs, "
+            f"{ops['kept_macs']:,.0f} kept MACs, {ops['sops']:,.0f} SOPs."
+        )
     abl = ROOT / "runs" / "detect-ablations" / "results.jsonl"
     if abl.is_file():
         recs = [json.loads(line) for line in abl.read_text().splitlines() if line.strip()]
-        lines += ["", "### Ablations: what holds class-aware mAP back (FP32, seed 0)", "",
-                  "From `runs/detect-ablations/results.jsonl` (`python experiments/detect_ablations.py NAME --steps N`). "
-                  "*Slot class accuracy*: the arg-max class at the responsible (cell, anchor) slot of every test / "
-                  "training box, i.e. whether the head classifies, independent of objectness and NMS (chance 10 %). "
-                  "Recipe keys as recorded: the first runs used the separate detector trainer, whose `loss.*` keys are "
-                  "today's `detect.*`.", "",
-                  "| ablation | recipe change | steps | mAP@0.5 | class-agnostic mAP@0.5 | slot class accuracy test / train "
-                  "| wall time |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "### Ablations: what holds class-aware mAP back (FP32, seed 0)",
+            "",
+            "From `runs/detect-ablations/results.jsonl` (`python experiments/detect_ablations.py NAME --steps N`). "
+            "*Slot class accuracy*: the arg-max class at the responsible (cell, anchor) slot of every test / "
+            "training box, i.e. whether the head classifies, independent of objectness and NMS (chance 10 %). "
+            "Recipe keys as recorded: the first runs used the separate detector trainer, whose `loss.*` keys are "
+            "today's `detect.*`.",
+            "",
+            "| ablation | recipe change | steps | mAP@0.5 | class-agnostic mAP@0.5 | slot class accuracy test / train "
+            "| wall time |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in recs:
-            change = ", ".join([f"`{o}`" for o in r["overrides"]] + [f"`{k}={v}`" for k, v in r["opts"].items()]) or "none"
-            lines.append(f"| {r['name']} | {change} | {r['steps']} | {r['mAP50']:.3f} | {r['mAP50_agnostic']:.3f} | "
-                         f"{100 * r['slot_class_acc']:.1f} % / {100 * r['train_slot_class_acc']:.1f} % | {r['train_s'] / 60:.1f} min |")
+            change = (
+                ", ".join([f"`{o}`" for o in r["overrides"]] + [f"`{k}={v}`" for k, v in r["opts"].items()])
+                or "none"
+            )
+            lines.append(
+                f"| {r['name']} | {change} | {r['steps']} | {r['mAP50']:.3f} | {r['mAP50_agnostic']:.3f} | "
+                f"{100 * r['slot_class_acc']:.1f} % / {100 * r['train_slot_class_acc']:.1f} % | {r['train_s'] / 60:.1f} min |"
+            )
         lines.append("")
-    lines += ["* Memory: `spquant.cost.static_cost` for one sample and one step (MB = 10^6 bytes); reduction = FP32 SNN "
-              "total / packed total. FLOPs reduction, effective-op reduction and the authors' convention (for comparison "
-              "with the paper only): `spquant.cost.measure_cost` on 256 test samples (docs/method.md, the accountings).", "",
-              "![detections of the integer model](docs/img/detections_integer.png)", "", END]
+    lines += [
+        "* Memory: `spquant.cost.static_cost` for one sample and one step (MB = 10^6 bytes); reduction = FP32 SNN "
+        "total / packed total. FLOPs reduction, effective-op reduction and the authors' convention (for comparison "
+        "with the paper only): `spquant.cost.measure_cost` on 256 test samples (docs/method.md, the accountings).",
+        "",
+        "![detections of the integer model](docs/img/detections_integer.png)",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -255,7 +332,7 @@ def write(rows: dict) -> None:
     text = path.read_text() if path.is_file() else ""
     block = section(rows)
     if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     tmp = path.with_suffix(".tmp")
@@ -268,9 +345,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--ablation", default="base", help="recipe overrides of this experiments/detect_ablations.py entry")
+    ap.add_argument(
+        "--ablation", default="base", help="recipe overrides of this experiments/detect_ablations.py entry"
+    )
     ap.add_argument("--write-only", action="store_true")
-    ap.add_argument("--recost", action="store_true", help="recompute memory and operation counts from the saved weights")
+    ap.add_argument(
+        "--recost", action="store_true", help="recompute memory and operation counts from the saved weights"
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     OUT.mkdir(parents=True, exist_ok=True)

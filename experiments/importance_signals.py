@@ -106,15 +106,27 @@ def main():
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--keeps", default="0.7,0.5,0.35")
-    ap.add_argument("--source", default="embedded", help="data.source: embedded (6,000/1,000 bundled digits) or full")
+    ap.add_argument(
+        "--source", default="embedded", help="data.source: embedded (6,000/1,000 bundled digits) or full"
+    )
     ap.add_argument("--root", default="/work/shared/data/mnist", help="MNIST IDX folder (source full)")
     ap.add_argument("--out", default="runs/importance")
     args = ap.parse_args()
     torch.set_num_threads(1)
     sets = [
-        "model.plan=none", "model.input=[32, 32]", "model.width=0.125", "data.resize=crop", "train.lr=3e-3",
-        "train.batch_size=64", "train.lam=0.05", f"data.train_subset={args.train}", "train.epochs=1",
-        "run.threads=1", f"data.root={args.root}", f"data.source={args.source}", "train.seed=0",
+        "model.plan=none",
+        "model.input=[32, 32]",
+        "model.width=0.125",
+        "data.resize=crop",
+        "train.lr=3e-3",
+        "train.batch_size=64",
+        "train.lam=0.05",
+        f"data.train_subset={args.train}",
+        "train.epochs=1",
+        "run.threads=1",
+        f"data.root={args.root}",
+        f"data.source={args.source}",
+        "train.seed=0",
     ]
     cfg = load_config("mnist-dvs:quant", sets)
     out = Path(args.out)

@@ -47,7 +47,11 @@ from spquant.train.loop import train  # noqa: E402
 
 PLAN = '[16, "A", 32, "A"]'
 SEEDS = (0, 1, 2)
-NEW_DEFAULTS = ['quant.weight_scale="lsq-channel"', "train.distill_weight=0.5", "train.distill_temperature=2.0"]
+NEW_DEFAULTS = [
+    'quant.weight_scale="lsq-channel"',
+    "train.distill_weight=0.5",
+    "train.distill_temperature=2.0",
+]
 FINETUNE = ["train.lr=5e-4", "train.epochs=1"]
 DATASETS = {
     "proxy": dict(T=2, in_channels=1, input=(28, 28), lam=0.05, fp32_epochs=2),
@@ -63,13 +67,25 @@ STUDENTS = {
 LEVERS = {  # in order of importance: a run cut short by the budget loses the last ones
     "fp32-continued": ("fp32", NEW_DEFAULTS, True),  # control: the FP32 run fine-tuned the same way
     "quant-no-distill": ("quant", ['quant.weight_scale="lsq-channel"', "train.distill_weight=0.0"], True),
-    "quant-stat-scale": ("quant", ['quant.weight_scale="stat"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
+    "quant-stat-scale": (
+        "quant",
+        ['quant.weight_scale="stat"', "train.distill_weight=0.5", "train.distill_temperature=2.0"],
+        True,
+    ),
     "quant-vth-channel": ("quant", NEW_DEFAULTS + ['quant.learn_threshold="channel"'], True),
     "quant-ternary-first-last": ("quant", NEW_DEFAULTS + ["quant.first_bits=2", "quant.last_bits=2"], True),
-    "quant-scratch": ("quant", ["quant.weight_scale=\"stat\"", "train.distill_weight=0.0"], False),
-    "quant-lsq-layer": ("quant", ['quant.weight_scale="lsq-layer"', "train.distill_weight=0.5", "train.distill_temperature=2.0"], True),
+    "quant-scratch": ("quant", ['quant.weight_scale="stat"', "train.distill_weight=0.0"], False),
+    "quant-lsq-layer": (
+        "quant",
+        ['quant.weight_scale="lsq-layer"', "train.distill_weight=0.5", "train.distill_temperature=2.0"],
+        True,
+    ),
     "quant-4bit-first-last": ("quant", NEW_DEFAULTS + ["quant.first_bits=4", "quant.last_bits=4"], True),
-    "spquant-keep-0.5": ("spquant", NEW_DEFAULTS + ["quant.prune.keep=0.5"], True),  # gates opened, then to the budget
+    "spquant-keep-0.5": (
+        "spquant",
+        NEW_DEFAULTS + ["quant.prune.keep=0.5"],
+        True,
+    ),  # gates opened, then to the budget
 }
 
 
@@ -84,12 +100,18 @@ def _distort(x_u8: np.ndarray, seed: int) -> torch.Tensor:
     scale = 0.75 + torch.rand(n, generator=g) * 0.40
     shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (3 / 14)  # +-3 px in [-1, 1] grid units
     cos, sin = torch.cos(rot), torch.sin(rot)
-    a = torch.stack([torch.stack([cos, -sin + torch.tan(shear) * cos], 1), torch.stack([sin, cos + torch.tan(shear) * sin], 1)], 1)
+    a = torch.stack(
+        [
+            torch.stack([cos, -sin + torch.tan(shear) * cos], 1),
+            torch.stack([sin, cos + torch.tan(shear) * sin], 1),
+        ],
+        1,
+    )
     theta = torch.cat([a / scale[:, None, None], shift[:, :, None]], 2)
     out = []
     for s in range(0, n, 2000):
-        grid = F.affine_grid(theta[s:s + 2000], list(x[s:s + 2000].shape), align_corners=False)
-        out.append(F.grid_sample(x[s:s + 2000], grid, align_corners=False, padding_mode="zeros"))
+        grid = F.affine_grid(theta[s : s + 2000], list(x[s : s + 2000].shape), align_corners=False)
+        out.append(F.grid_sample(x[s : s + 2000], grid, align_corners=False, padding_mode="zeros"))
     y = torch.cat(out) + 0.25 * torch.randn(x.shape, generator=g)
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -99,8 +121,15 @@ def proxy_data(mnist: Path) -> tuple[TensorData, TensorData]:
 
     xtr, ytr = load_idx_split(mnist, "train")
     xte, yte = load_idx_split(mnist, "test")
-    tr = TensorData(_distort(xtr[:6000], 1), torch.from_numpy(np.asarray(ytr[:6000], dtype=np.int64)), static=True, scale=1 / 255)
-    te = TensorData(_distort(xte, 2), torch.from_numpy(np.asarray(yte, dtype=np.int64)), static=True, scale=1 / 255)
+    tr = TensorData(
+        _distort(xtr[:6000], 1),
+        torch.from_numpy(np.asarray(ytr[:6000], dtype=np.int64)),
+        static=True,
+        scale=1 / 255,
+    )
+    te = TensorData(
+        _distort(xte, 2), torch.from_numpy(np.asarray(yte, dtype=np.int64)), static=True, scale=1 / 255
+    )
     return tr, te
 
 
@@ -109,8 +138,16 @@ def dvs_data(mnist: Path, cache: Path) -> tuple[TensorData, TensorData]:
 
     out = []
     for split, n in (("train", 3000), ("test", 2000)):
-        frames, labels = mnist_frames(split, T=4, source=str(mnist), encoding="events", mode="count2", limit=n,
-                                      cache_dir=str(cache), workers=1)
+        frames, labels = mnist_frames(
+            split,
+            T=4,
+            source=str(mnist),
+            encoding="events",
+            mode="count2",
+            limit=n,
+            cache_dir=str(cache),
+            workers=1,
+        )
         frames = frames[..., 1:33, 1:33].contiguous()  # centre crop 34 -> 32 (integer counts kept)
         out.append(TensorData(frames, labels.to(torch.int64), static=False))
     return out[0], out[1]
@@ -119,10 +156,20 @@ def dvs_data(mnist: Path, cache: Path) -> tuple[TensorData, TensorData]:
 # -- runs ------------------------------------------------------------------------------------------
 def base_overrides(name: str) -> list[str]:
     d = DATASETS[name]
-    return [f"model.plan={PLAN}", f"model.T={d['T']}", f"model.in_channels={d['in_channels']}",
-            f"model.input=[{d['input'][0]}, {d['input'][1]}]", f"train.lam={d['lam']}", "train.batch_size=64",
-            "train.lr=2e-3", "train.eval_batch_size=500", "run.progress=false", "run.tensorboard=false", "run.threads=1",
-            f'description="{name}: see experiments/quant_stats.py"']
+    return [
+        f"model.plan={PLAN}",
+        f"model.T={d['T']}",
+        f"model.in_channels={d['in_channels']}",
+        f"model.input=[{d['input'][0]}, {d['input'][1]}]",
+        f"train.lam={d['lam']}",
+        "train.batch_size=64",
+        "train.lr=2e-3",
+        "train.eval_batch_size=500",
+        "run.progress=false",
+        "run.tensorboard=false",
+        "run.threads=1",
+        f'description="{name}: see experiments/quant_stats.py"',
+    ]
 
 
 def run_one(out: Path, recipe: str, overrides: list[str], data, log) -> dict:
@@ -149,7 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument("--levers", action="store_true", help="also run the lever ablations (proxy, seed 0)")
     ap.add_argument("--only-levers", action="store_true")
     ap.add_argument("--students", default=",".join(STUDENTS), help="which of the student rows to run")
-    ap.add_argument("--smoke", action="store_true", help="2 steps per run, 200 test images (checks the script)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="2 steps per run, 200 test images (checks the script)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -163,24 +212,50 @@ def main(argv=None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    budget = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
-              "plan": PLAN, "datasets": DATASETS, "seeds": args.seeds, "new_defaults": NEW_DEFAULTS, "finetune": FINETUNE,
-              "students": {k: v[1] for k, v in STUDENTS.items()}, "levers": {k: v[1] for k, v in LEVERS.items()}}
+    budget = {
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg(),
+        "plan": PLAN,
+        "datasets": DATASETS,
+        "seeds": args.seeds,
+        "new_defaults": NEW_DEFAULTS,
+        "finetune": FINETUNE,
+        "students": {k: v[1] for k, v in STUDENTS.items()},
+        "levers": {k: v[1] for k, v in LEVERS.items()},
+    }
     (out / "budget.json").write_text(json.dumps(budget, indent=1, default=list))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         t0 = time.perf_counter()
         data = proxy_data(mnist) if name == "proxy" else dvs_data(mnist, out / "event_cache")
-        log(f"{name}: data ready ({len(data[0])} train / {len(data[1])} test) in {time.perf_counter() - t0:.0f} s")
+        log(
+            f"{name}: data ready ({len(data[0])} train / {len(data[1])} test) in {time.perf_counter() - t0:.0f} s"
+        )
         base = base_overrides(name)
         if args.smoke:
             base.append("train.max_steps=2")
-            data = (data[0], TensorData(data[1].inputs[:200], data[1].labels[:200], static=data[1].static, scale=data[1].scale))
+            data = (
+                data[0],
+                TensorData(
+                    data[1].inputs[:200], data[1].labels[:200], static=data[1].static, scale=data[1].scale
+                ),
+            )
         recipe = "mnist" if name == "proxy" else "mnist-dvs"
         for seed in seeds:
             teacher = out / name / f"seed{seed}" / "fp32"
-            run_one(teacher, f"{recipe}:fp32", base + [f"train.seed={seed}", f"train.epochs={DATASETS[name]['fp32_epochs']}"], data, log)
-            student_base = base + [f"train.seed={seed}", f'train.init_from="{teacher}"', f'train.distill_teacher="{teacher}"'] + FINETUNE
+            run_one(
+                teacher,
+                f"{recipe}:fp32",
+                base + [f"train.seed={seed}", f"train.epochs={DATASETS[name]['fp32_epochs']}"],
+                data,
+                log,
+            )
+            student_base = (
+                base
+                + [f"train.seed={seed}", f'train.init_from="{teacher}"', f'train.distill_teacher="{teacher}"']
+                + FINETUNE
+            )
             wanted = [w.strip() for w in args.students.split(",") if w.strip()]
             todo = {} if args.only_levers else {k: v for k, v in STUDENTS.items() if k in wanted}
             if (args.levers or args.only_levers) and name == "proxy" and seed == 0:

@@ -63,13 +63,43 @@ MAIN_ROWS = {
         ("events-spquant", "SpQuant-SNN", EVENTS, "spquant", SP),
     ],
     "ablations": [
-        ("abl-ste", "Q gradient: straight-through (not stacked)", EVENTS, "spquant", SP + ["quant.membrane_grad=ste"]),
-        ("abl-fixed-threshold", "fixed threshold (not learnable)", EVENTS, "spquant", SP + ["quant.learn_threshold=false"]),
-        ("abl-no-prior", "membrane prior off", EVENTS, "spquant", SP + ["quant.prune.channel_prior=false", "quant.prune.spatial_prior=false"]),
-        ("abl-no-gate", "learned gate off (prior only)", EVENTS, "spquant", SP + ["quant.prune.learned_gate=false"]),
+        (
+            "abl-ste",
+            "Q gradient: straight-through (not stacked)",
+            EVENTS,
+            "spquant",
+            SP + ["quant.membrane_grad=ste"],
+        ),
+        (
+            "abl-fixed-threshold",
+            "fixed threshold (not learnable)",
+            EVENTS,
+            "spquant",
+            SP + ["quant.learn_threshold=false"],
+        ),
+        (
+            "abl-no-prior",
+            "membrane prior off",
+            EVENTS,
+            "spquant",
+            SP + ["quant.prune.channel_prior=false", "quant.prune.spatial_prior=false"],
+        ),
+        (
+            "abl-no-gate",
+            "learned gate off (prior only)",
+            EVENTS,
+            "spquant",
+            SP + ["quant.prune.learned_gate=false"],
+        ),
         ("abl-5level", "5-level membrane [-3, 1]", EVENTS, "spquant", SP + ["quant.membrane_lb=-3"]),
         ("abl-4bit", "4-bit weights (SAWB)", EVENTS, "spquant", SP + ["quant.weight_bits=4"]),
-        ("abl-mass-0.5", "gate mass target 0.5 (prunes harder)", EVENTS, "spquant", SP + ["quant.prune.mass=0.5"]),
+        (
+            "abl-mass-0.5",
+            "gate mass target 0.5 (prunes harder)",
+            EVENTS,
+            "spquant",
+            SP + ["quant.prune.mass=0.5"],
+        ),
         ("abl-predictor-8bit", "8-bit gate predictors (the library default)", EVENTS, "spquant", []),
     ],
 }
@@ -84,18 +114,28 @@ def row_config(row, budget: str, width: float, extra_sets: list[str]):
     row_id, label, (recipe, base_sets), mode, sets = row
     n_train, epochs, t_static, t_events = BUDGETS[budget]
     T = t_static if recipe == "mnist" else t_events
-    overrides = COMMON + base_sets + [
-        f"model.width={width}",
-        f"model.T={T}",
-        f"data.train_subset={n_train}",
-        f"train.epochs={epochs}",
-    ] + sets + extra_sets
+    overrides = (
+        COMMON
+        + base_sets
+        + [
+            f"model.width={width}",
+            f"model.T={T}",
+            f"data.train_subset={n_train}",
+            f"train.epochs={epochs}",
+        ]
+        + sets
+        + extra_sets
+    )
     return load_config(f"{recipe}:{mode}", overrides), overrides
 
 
 def command_for(row, overrides) -> str:
     recipe, mode = row[2][0], row[3]
-    return f"spquant train --config {recipe}:{mode} " + " ".join(f"--set '{o}'" for o in overrides) + f" --out runs/results/{row[0]}"
+    return (
+        f"spquant train --config {recipe}:{mode} "
+        + " ".join(f"--set '{o}'" for o in overrides)
+        + f" --out runs/results/{row[0]}"
+    )
 
 
 def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str]) -> dict:
@@ -111,9 +151,16 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
         record_path.write_text(json.dumps({"row": row[0], "wall_seconds": before, "complete": False}))
         print(f"\n== {row[0]}: {row[1]}\n   {command_for(row, overrides)}", flush=True)
         train(config, run_dir, resume=True)  # resume: fresh when no checkpoint yet
-        record = {"row": row[0], "label": row[1], "command": command_for(row, overrides), "overrides": overrides,
-                  "budget": budget, "wall_seconds": before + time.time() - t0, "complete": True,
-                  "threads": torch.get_num_threads()}
+        record = {
+            "row": row[0],
+            "label": row[1],
+            "command": command_for(row, overrides),
+            "overrides": overrides,
+            "budget": budget,
+            "wall_seconds": before + time.time() - t0,
+            "complete": True,
+            "threads": torch.get_num_threads(),
+        }
         record_path.write_text(json.dumps(record, indent=1))
     run = json.loads((run_dir / "run.json").read_text())
     run["experiment"] = json.loads(record_path.read_text())
@@ -136,7 +183,9 @@ def integer_row(run: dict, max_ref: int = 200) -> dict:
     loaded = load_run(run["dir"])
     model, config = loaded.model.eval(), loaded.config
     enc = input_encoding(config)
-    program = fold_model(model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"])
+    program = fold_model(
+        model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"]
+    )
     spq = Path(run["dir"]) / "model.spq"
     save(program, spq)
     test = load_split(config, "test")
@@ -148,10 +197,12 @@ def integer_row(run: dict, max_ref: int = 200) -> dict:
     t0 = time.time()
     preds, fq_preds = [], []
     for i in range(0, len(labels), 250):
-        xb = codes[i:i + 250]
+        xb = codes[i : i + 250]
         preds.append(interp.predict(xb, T=T) if static else interp.predict(np.moveaxis(xb, 1, 0)))
         with torch.no_grad():
-            fq_preds.append(model(test.batch(torch.arange(i, min(i + 250, len(labels))), T)[0]).mean(0).argmax(-1).numpy())
+            fq_preds.append(
+                model(test.batch(torch.arange(i, min(i + 250, len(labels))), T)[0]).mean(0).argmax(-1).numpy()
+            )
     seconds = time.time() - t0
     pred, fq = np.concatenate(preds), np.concatenate(fq_preds)
     ref_x = codes[:max_ref] if static else np.moveaxis(codes[:max_ref], 1, 0)
@@ -185,7 +236,10 @@ def _bits(m: dict) -> tuple[str, str]:
     levels = m.get("membrane_levels") or 3
     import math
 
-    return f"{m['weight_bits']} ({m['first_bits']}/{m['last_bits']} first/last)", f"{math.log2(levels):.2f} ({levels} levels)"
+    return (
+        f"{m['weight_bits']} ({m['first_bits']}/{m['last_bits']} first/last)",
+        f"{math.log2(levels):.2f} ({levels} levels)",
+    )
 
 
 def main_table(runs: list[dict], integer: dict | None) -> list[str]:
@@ -263,7 +317,9 @@ def plots(tables: dict, stats: dict, out_dir: Path) -> list[str]:
         acc = [100 * r["metrics"]["test_accuracy"] for r in runs]
         axes[0].plot(mem, acc, "o-", label=name)
         for r, x, y in zip(runs, mem, acc):
-            axes[0].annotate(r["metrics"]["mode"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes[0].annotate(
+                r["metrics"]["mode"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
     axes[0].set_xscale("log")
     axes[0].set_xlabel("total memory, packed (MB = 10^6 bytes)")
     axes[0].set_ylabel("test accuracy (%)")
@@ -272,7 +328,13 @@ def plots(tables: dict, stats: dict, out_dir: Path) -> list[str]:
     pts = [r for runs in tables.values() for r in runs if "flops_reduction" in r["metrics"]]
     for r in pts:
         axes[1].plot(r["metrics"]["flops_reduction"], 100 * r["metrics"]["test_accuracy"], "o")
-        axes[1].annotate(r["row"], (r["metrics"]["flops_reduction"], 100 * r["metrics"]["test_accuracy"]), textcoords="offset points", xytext=(4, 2), fontsize=7)
+        axes[1].annotate(
+            r["row"],
+            (r["metrics"]["flops_reduction"], 100 * r["metrics"]["test_accuracy"]),
+            textcoords="offset points",
+            xytext=(4, 2),
+            fontsize=7,
+        )
     axes[1].set_xlabel("measured FLOPs reduction (dense / (kept + gate overhead))")
     axes[1].set_ylabel("test accuracy (%)")
     axes[1].set_title("accuracy vs FLOPs reduction (pruned rows)")
@@ -284,7 +346,9 @@ def plots(tables: dict, stats: dict, out_dir: Path) -> list[str]:
     if stats:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for name, s in stats.items():
-            axes[0].plot(range(len(s["active_channel_fraction"])), s["active_channel_fraction"], "o-", label=name)
+            axes[0].plot(
+                range(len(s["active_channel_fraction"])), s["active_channel_fraction"], "o-", label=name
+            )
         axes[0].set_xlabel("time step t")
         axes[0].set_ylabel("active-channel fraction")
         axes[0].set_ylim(0, 1.05)
@@ -299,7 +363,11 @@ def plots(tables: dict, stats: dict, out_dir: Path) -> list[str]:
                 total = sum(s["level_counts"].values()) or 1
                 frac.append(s["level_counts"].get(level, s["level_counts"].get(str(level), 0)) / total)
             axes[1].bar([i + j * width for i in range(len(names))], frac, width, label=f"m = {level}")
-        axes[1].set_xticks([i + 0.4 - width / 2 for i in range(len(names))], [n.replace("features.", "L") for n in names], fontsize=7)
+        axes[1].set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(names))],
+            [n.replace("features.", "L") for n in names],
+            fontsize=7,
+        )
         axes[1].set_ylabel("fraction of stored membrane values")
         axes[1].set_title("membrane level histogram per layer")
         axes[1].legend(fontsize=7)
@@ -343,7 +411,10 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         "",
     ]
     fp32_rows = {}
-    for name, title in (("static", "MNIST, static images (direct encoding)"), ("events", "MNIST as emulated event-camera data")):
+    for name, title in (
+        ("static", "MNIST, static images (direct encoding)"),
+        ("events", "MNIST as emulated event-camera data"),
+    ):
         runs = tables.get(name) or []
         if not runs:
             continue
@@ -378,13 +449,18 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         lines.append("")
     lines += targets_section(tables, integer)
     if stats:
-        lines += ["## Per-layer statistics (events, SpQuant-SNN, 500 test samples)", "",
-                  "| layer | active channels (mean) | spatially skipped | kept neurons | spike rate | membrane levels (fraction) |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        lines += [
+            "## Per-layer statistics (events, SpQuant-SNN, 500 test samples)",
+            "",
+            "| layer | active channels (mean) | spatially skipped | kept neurons | spike rate | membrane levels (fraction) |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
         for name, s in stats.items():
             total = sum(s["level_counts"].values()) or 1
             levels = ", ".join(f"{k}: {v / total:.2f}" for k, v in s["level_counts"].items())
-            lines.append(f"| {name} | {s['mean_active_channel_fraction']:.3f} | {s['mean_spatial_skip_fraction']:.3f} | {s['mean_kept_fraction']:.3f} | {s['spike_rate']:.3f} | {levels} |")
+            lines.append(
+                f"| {name} | {s['mean_active_channel_fraction']:.3f} | {s['mean_spatial_skip_fraction']:.3f} | {s['mean_kept_fraction']:.3f} | {s['spike_rate']:.3f} | {levels} |"
+            )
         lines.append("")
     files = plots(tables, stats, ROOT / "docs" / "img")
     if files:
@@ -394,14 +470,19 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         for r in runs:
             lines.append(r["experiment"]["command"])
     total = sum(r["experiment"]["wall_seconds"] for runs in tables.values() for r in runs)
-    lines += ["```", "", f"Training wall time summed over the rows: {total / 60:.1f} min (two rows ran in parallel on the 2 cores); "
-              f"this RESULTS.md pass (integer interpreter rows, statistics, plots): {(time.time() - started) / 60:.1f} min.", ""]
+    lines += [
+        "```",
+        "",
+        f"Training wall time summed over the rows: {total / 60:.1f} min (two rows ran in parallel on the 2 cores); "
+        f"this RESULTS.md pass (integer interpreter rows, statistics, plots): {(time.time() - started) / 60:.1f} min.",
+        "",
+    ]
     path = ROOT / "RESULTS.md"
     # the section written by experiments/quant_results.py (its own runs) is kept as it is
     old = path.read_text() if path.is_file() else ""
     start, end = "<!-- quant_results:start -->", "<!-- quant_results:end -->"
     if start in old and end in old:
-        lines += [old[old.index(start):old.index(end) + len(end)], ""]
+        lines += [old[old.index(start) : old.index(end) + len(end)], ""]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
@@ -418,8 +499,10 @@ def targets_section(tables: dict, integer: dict) -> list[str]:
     drop = 100 * (fp32["test_accuracy"] - sp["test_accuracy"])
     ok = lambda c: "met" if c else "**missed**"  # noqa: E731
     return [
-        "## Targets (issue: memory >= 16x packed, FLOPs >= 5x, drop <= 1.0 pt on the event data)", "",
-        "| target | measured (SpQuant-SNN vs FP32 SNN, events) | status |", "| --- | ---: | --- |",
+        "## Targets (issue: memory >= 16x packed, FLOPs >= 5x, drop <= 1.0 pt on the event data)",
+        "",
+        "| target | measured (SpQuant-SNN vs FP32 SNN, events) | status |",
+        "| --- | ---: | --- |",
         f"| memory reduction >= 16x (packed) | {mem:.2f}x | {ok(mem >= 16)} |",
         f"| FLOPs reduction >= 5x | {flops:.2f}x | {ok(flops >= 5)} |",
         f"| accuracy drop <= 1.0 pt | {drop:+.2f} pt | {ok(drop <= 1.0)} |",
@@ -450,8 +533,12 @@ def gap_notes(tables: dict, mem: float, flops: float) -> list[str]:
             "marks most channels as needed; the reduction comes from the membrane prior's spatial skips"
             + (f" (learned gate off: {no_gate['flops_reduction']:.2f}x)" if no_gate else "")
             + "."
-            + (f" A 0.5 mass target prunes harder ({mass['flops_reduction']:.2f}x) but costs "
-               f"{100 * (sp['test_accuracy'] - mass['test_accuracy']):.2f} pt in this budget." if mass else "")
+            + (
+                f" A 0.5 mass target prunes harder ({mass['flops_reduction']:.2f}x) but costs "
+                f"{100 * (sp['test_accuracy'] - mass['test_accuracy']):.2f} pt in this budget."
+                if mass
+                else ""
+            )
             + " The paper trains 200-300 epochs with the gates on; longer training, an explicit sparsity target for the gates, "
             "and counting SOPs (the effective reduction from spike sparsity, "
             f"{sp.get('effective_reduction', float('nan')):.2f}x here) are the levers."
@@ -465,7 +552,12 @@ def main(argv=None) -> int:
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS))
     p.add_argument("--width", type=float, default=0.125, help="VGG-9 width multiplier (1.0 = paper widths)")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
-    p.add_argument("--set", action="append", default=[], help="extra KEY=VALUE override for every row (e.g. run.device=cuda)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra KEY=VALUE override for every row (e.g. run.device=cuda)",
+    )
     p.add_argument("--only", default=None, help="comma-separated row ids to (re)run, e.g. events-spquant")
     p.add_argument("--no-write", action="store_true", help="train only, do not write RESULTS.md")
     args = p.parse_args(argv)

@@ -37,8 +37,16 @@ BUDGETS = {
     "cpu": ("full", 15000, 1),
 }
 COMMON = [
-    "model.plan=none", "model.input=[32, 32]", "model.width=0.125", "model.T=4", "train.seed=0",
-    "data.resize=crop", "train.lr=3e-3", "train.batch_size=64", "train.lam=0.05", "run.threads=1",
+    "model.plan=none",
+    "model.input=[32, 32]",
+    "model.width=0.125",
+    "model.T=4",
+    "train.seed=0",
+    "data.resize=crop",
+    "train.lr=3e-3",
+    "train.batch_size=64",
+    "train.lam=0.05",
+    "run.threads=1",
 ]
 SP = ["quant.prune.predictor_bits=2"]
 BEGIN, END = "<!-- sparsity:begin -->", "<!-- sparsity:end -->"
@@ -53,12 +61,20 @@ def rows(keeps):
 
 def overrides_for(row, budget, root):
     source, n, epochs = BUDGETS[budget]
-    return COMMON + [f"data.source={source}", f"data.train_subset={n}", f"train.epochs={epochs}"] + (
-        [f"data.root={root}"] if root else []) + row[3]
+    return (
+        COMMON
+        + [f"data.source={source}", f"data.train_subset={n}", f"train.epochs={epochs}"]
+        + ([f"data.root={root}"] if root else [])
+        + row[3]
+    )
 
 
 def command(row, sets, out):
-    return f"spquant train --config mnist-dvs:{row[2]} " + " ".join(f"--set '{s}'" for s in sets) + f" --out {out}"
+    return (
+        f"spquant train --config mnist-dvs:{row[2]} "
+        + " ".join(f"--set '{s}'" for s in sets)
+        + f" --out {out}"
+    )
 
 
 def train_row(row, budget, root, out_root: Path) -> dict:
@@ -67,10 +83,17 @@ def train_row(row, budget, root, out_root: Path) -> dict:
     if not (run_dir / "run.json").is_file():
         print(f"== {row[1]}: {command(row, sets, run_dir)}", flush=True)
         t0 = time.time()
-        train(load_config(f"mnist-dvs:{row[2]}", sets), run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=False)
+        train(
+            load_config(f"mnist-dvs:{row[2]}", sets),
+            run_dir,
+            resume=(run_dir / "checkpoints").is_dir(),
+            progress=False,
+        )
         (run_dir / "experiment.json").write_text(json.dumps({"wall_seconds": time.time() - t0}))
     run = json.loads((run_dir / "run.json").read_text())
-    run["command"] = command(row, [s for s in sets if not s.startswith("data.root=")], f"runs/sparsity/{budget}/{row[0]}")
+    run["command"] = command(
+        row, [s for s in sets if not s.startswith("data.root=")], f"runs/sparsity/{budget}/{row[0]}"
+    )
     run["row"], run["label"], run["dir"] = row[0], row[1], str(run_dir)
     exp = run_dir / "experiment.json"
     run["wall_seconds"] = json.loads(exp.read_text())["wall_seconds"] if exp.is_file() else None
@@ -99,16 +122,28 @@ def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     n_cost = min(n_cost, len(test))
     batches = [test.batch(torch.arange(s, min(s + 100, n_cost)), T)[0] for s in range(0, n_cost, 100)]
     mc = measure_cost(model, batches)
-    out = {k: getattr(mc, k) for k in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction",
-                                       "kept_fraction", "kept_fraction_by_layer")}
+    out = {
+        k: getattr(mc, k)
+        for k in (
+            "dense_mac_reduction",
+            "effective_op_reduction",
+            "paper_convention_reduction",
+            "kept_fraction",
+            "kept_fraction_by_layer",
+        )
+    }
     out["paper_convention_batch_sizes"] = mc.paper_convention["batch_sizes"]
     out["cost_samples"] = n_cost
     enc = input_encoding(config)
-    program = fold_model(model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"])
+    program = fold_model(
+        model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"]
+    )
     interp = Interpreter(program)
     n_speed = min(n_speed, len(test))
     x, _ = test.batch(torch.arange(0, n_speed), T)[:2]
-    codes = np.moveaxis(test.inputs[:n_speed].numpy(), 1, 0) if not test.static else test.inputs[:n_speed].numpy()
+    codes = (
+        np.moveaxis(test.inputs[:n_speed].numpy(), 1, 0) if not test.static else test.inputs[:n_speed].numpy()
+    )
     t_arg = T if test.static else None
     ref = interp.run(codes[:, :32] if not test.static else codes[:32], t_arg, path="reference")
     fast = interp.run(codes[:, :32] if not test.static else codes[:32], t_arg, path="fast")
@@ -118,16 +153,22 @@ def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
         out["skip_paths"] = interp.calibrate(codes, t_arg, repeats=2)
     fns = {"fast": lambda: interp.run(codes, t_arg, path="fast")}
     if skipping is not None:
+
         def no_skip():
             interp.skipping = False
             try:
                 interp.run(codes, t_arg, path="fast")
             finally:
                 interp.skipping = True
+
         fns["fast_no_skip"] = no_skip
         interp.skipping = False
-        out["no_skip_equals_fast"] = bool(np.array_equal(interp.run(codes, t_arg, path="fast"),
-                                                          (setattr(interp, "skipping", True), interp.run(codes, t_arg, path="fast"))[1]))
+        out["no_skip_equals_fast"] = bool(
+            np.array_equal(
+                interp.run(codes, t_arg, path="fast"),
+                (setattr(interp, "skipping", True), interp.run(codes, t_arg, path="fast"))[1],
+            )
+        )
     with torch.no_grad():
         fns["torch_float_eval"] = lambda: model(x)
         for f in fns.values():  # warm-up
@@ -137,7 +178,9 @@ def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
             for k, f in fns.items():
                 times[k] += _timed(f, 1)
     out["speed_samples"] = n_speed
-    out["seconds"] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
+    out["seconds"] = {
+        k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()
+    }
     med = {k: v["median"] for k, v in out["seconds"].items()}
     out["fast_vs_torch"] = med["torch_float_eval"] / med["fast"]
     if "fast_no_skip" in med:
@@ -153,15 +196,23 @@ def section(runs, measured, budget, args) -> list[str]:
     src, n, epochs = BUDGETS[budget]
     by = {r["row"]: r for r in runs}
     fp, q = by.get("fp32"), by.get("quant")
-    L = [BEGIN, "", "## Sparsity budget sweep (`quant.prune.keep`)", "",
-         f"Generated by `python experiments/sparsity.py --budget {budget}`. Budget: `{src}` MNIST as emulated events, "
-         f"{n:,} training images, {epochs} epoch(s), VGG-9 width 0.125 at 32x32, T = 4, batch 64, Adam lr 3e-3 cosine, seed 0, "
-         "1 torch thread, on a shared, heavily loaded 2-core machine. Ternary gate predictors. Accuracy on the run's whole test split; "
-         f"operation counts on the first {args.cost_samples} test samples; interpreter timings on {args.speed_samples} test samples "
-         f"(median of {args.repeats} alternating repeats, min-max in brackets).", ""]
-    L += ["| row | accuracy | vs FP32 | vs Quant | kept fraction (gated layers) | dense MAC reduction | effective op reduction | "
-          "authors' convention (B) | interpreter fast path | fast vs skipping off | fast vs PyTorch float eval | train wall |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    L = [
+        BEGIN,
+        "",
+        "## Sparsity budget sweep (`quant.prune.keep`)",
+        "",
+        f"Generated by `python experiments/sparsity.py --budget {budget}`. Budget: `{src}` MNIST as emulated events, "
+        f"{n:,} training images, {epochs} epoch(s), VGG-9 width 0.125 at 32x32, T = 4, batch 64, Adam lr 3e-3 cosine, seed 0, "
+        "1 torch thread, on a shared, heavily loaded 2-core machine. Ternary gate predictors. Accuracy on the run's whole test split; "
+        f"operation counts on the first {args.cost_samples} test samples; interpreter timings on {args.speed_samples} test samples "
+        f"(median of {args.repeats} alternating repeats, min-max in brackets).",
+        "",
+    ]
+    L += [
+        "| row | accuracy | vs FP32 | vs Quant | kept fraction (gated layers) | dense MAC reduction | effective op reduction | "
+        "authors' convention (B) | interpreter fast path | fast vs skipping off | fast vs PyTorch float eval | train wall |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in runs:
         acc = r["metrics"]["test_accuracy"]
         dfp = f"{100 * (acc - fp['metrics']['test_accuracy']):+.2f} pt" if fp else "-"
@@ -170,60 +221,106 @@ def section(runs, measured, budget, args) -> list[str]:
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "-"
         if m is None and r["row"].startswith("keep-"):
             rm = r["metrics"]
-            L.append(f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {rm.get('kept_fraction', float('nan')):.3f}* | "
-                     f"{rm.get('dense_mac_reduction', float('nan')):.2f}x* | {rm.get('effective_op_reduction', float('nan')):.2f}x* | "
-                     f"{rm.get('paper_convention_reduction', float('nan')):.2f}x* | not measured | - | - | {wall} |")
+            L.append(
+                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {rm.get('kept_fraction', float('nan')):.3f}* | "
+                f"{rm.get('dense_mac_reduction', float('nan')):.2f}x* | {rm.get('effective_op_reduction', float('nan')):.2f}x* | "
+                f"{rm.get('paper_convention_reduction', float('nan')):.2f}x* | not measured | - | - | {wall} |"
+            )
             continue
         if m is None:
-            L.append(f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | 1.000 (dense) | 1.00x | - | - | - | - | - | {wall} |")
+            L.append(
+                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | 1.000 (dense) | 1.00x | - | - | - | - | - | {wall} |"
+            )
             continue
         s = m["seconds"]
         fast = f"{m['speed_samples'] / s['fast']['median']:.0f} samples/s"
-        nos = (f"{m['fast_vs_no_skip']:.2f}x" if "fast_vs_no_skip" in m else "n/a (no skipping path)")
-        tor = (f"{m['fast_vs_torch']:.2f}x [{s['torch_float_eval']['min'] / s['fast']['max']:.2f}-"
-               f"{s['torch_float_eval']['max'] / s['fast']['min']:.2f}]")
-        L.append(f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {m['kept_fraction']:.3f} | {m['dense_mac_reduction']:.2f}x | "
-                 f"{m['effective_op_reduction']:.2f}x | {m['paper_convention_reduction']:.2f}x (B={m['paper_convention_batch_sizes']}) | "
-                 f"{fast} | {nos} | {tor} | {wall} |")
-    L += ["", "\\* from the run's own summary (first 200 test samples, batches of 100), not re-measured on "
-          f"{args.cost_samples} samples; no interpreter timing.", "", "Kept fraction per gated layer:", "",
-          "| row | " + " | ".join(next(iter(measured.values()))["kept_fraction_by_layer"]) + " |" if measured else "",
-          ]
+        nos = f"{m['fast_vs_no_skip']:.2f}x" if "fast_vs_no_skip" in m else "n/a (no skipping path)"
+        tor = (
+            f"{m['fast_vs_torch']:.2f}x [{s['torch_float_eval']['min'] / s['fast']['max']:.2f}-"
+            f"{s['torch_float_eval']['max'] / s['fast']['min']:.2f}]"
+        )
+        L.append(
+            f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {m['kept_fraction']:.3f} | {m['dense_mac_reduction']:.2f}x | "
+            f"{m['effective_op_reduction']:.2f}x | {m['paper_convention_reduction']:.2f}x (B={m['paper_convention_batch_sizes']}) | "
+            f"{fast} | {nos} | {tor} | {wall} |"
+        )
+    L += [
+        "",
+        "\\* from the run's own summary (first 200 test samples, batches of 100), not re-measured on "
+        f"{args.cost_samples} samples; no interpreter timing.",
+        "",
+        "Kept fraction per gated layer:",
+        "",
+        "| row | " + " | ".join(next(iter(measured.values()))["kept_fraction_by_layer"]) + " |"
+        if measured
+        else "",
+    ]
     if measured:
         names = list(next(iter(measured.values()))["kept_fraction_by_layer"])
         L.append("| --- |" + " ---: |" * len(names))
         for r in runs:
             m = measured.get(r["row"])
             if m:
-                L.append(f"| {r['label']} | " + " | ".join(f"{m['kept_fraction_by_layer'].get(k, 1.0):.3f}" for k in names) + " |")
-    L += ["", "Targets (accuracy within 1.0 pt of the FP32 SNN and 0.5 pt of the Quant-SNN of this budget):", ""]
+                L.append(
+                    f"| {r['label']} | "
+                    + " | ".join(f"{m['kept_fraction_by_layer'].get(k, 1.0):.3f}" for k in names)
+                    + " |"
+                )
+    L += [
+        "",
+        "Targets (accuracy within 1.0 pt of the FP32 SNN and 0.5 pt of the Quant-SNN of this budget):",
+        "",
+    ]
     if fp and q:
-        ok = [r for r in runs if r["row"] in measured
-              and r["metrics"]["test_accuracy"] >= fp["metrics"]["test_accuracy"] - 0.010 - 1e-9
-              and r["metrics"]["test_accuracy"] >= q["metrics"]["test_accuracy"] - 0.005 - 1e-9]
+        ok = [
+            r
+            for r in runs
+            if r["row"] in measured
+            and r["metrics"]["test_accuracy"] >= fp["metrics"]["test_accuracy"] - 0.010 - 1e-9
+            and r["metrics"]["test_accuracy"] >= q["metrics"]["test_accuracy"] - 0.005 - 1e-9
+        ]
         if ok:
             best_d = max(ok, key=lambda r: measured[r["row"]]["dense_mac_reduction"])
             best_e = max(ok, key=lambda r: measured[r["row"]]["effective_op_reduction"])
-            d, e = measured[best_d["row"]]["dense_mac_reduction"], measured[best_e["row"]]["effective_op_reduction"]
+            d, e = (
+                measured[best_d["row"]]["dense_mac_reduction"],
+                measured[best_e["row"]]["effective_op_reduction"],
+            )
             L.append(f"* rows within the accuracy bounds: {', '.join(r['label'] for r in ok)}")
-            L.append(f"* `dense_mac_reduction` >= 2.5x: best {d:.2f}x ({best_d['label']}): {'met' if d >= 2.5 else '**missed**'}")
-            L.append(f"* `effective_op_reduction` >= 8x: best {e:.2f}x ({best_e['label']}): {'met' if e >= 8 else '**missed**'}")
+            L.append(
+                f"* `dense_mac_reduction` >= 2.5x: best {d:.2f}x ({best_d['label']}): {'met' if d >= 2.5 else '**missed**'}"
+            )
+            L.append(
+                f"* `effective_op_reduction` >= 8x: best {e:.2f}x ({best_e['label']}): {'met' if e >= 8 else '**missed**'}"
+            )
         else:
-            L.append("* no SpQuant row is within the accuracy bounds: both reduction targets **missed** at this budget")
+            L.append(
+                "* no SpQuant row is within the accuracy bounds: both reduction targets **missed** at this budget"
+            )
     for r in runs:
         m = measured.get(r["row"])
         if m and "fast_vs_no_skip" in m:
-            L.append(f"* {r['label']}: interpreter fast path {m['fast_vs_no_skip']:.2f}x vs skipping disabled (target 2x: "
-                     f"{'met' if m['fast_vs_no_skip'] >= 2 else '**missed**'}), {m['fast_vs_torch']:.2f}x vs PyTorch float eval "
-                     f"(target 3x: {'met' if m['fast_vs_torch'] >= 3 else '**missed**'}), bit-identical to the reference on "
-                     f"32 samples: {m['fast_equals_reference_32']}; skipping paths chosen: "
-                     f"{', '.join(sorted(set(m.get('skip_paths', {}).values()))) or '-'}")
-    over = [f"keep {r['row'][5:]}: {r['metrics'].get('kept_fraction', float('nan')):.2f}" for r in runs
-            if r["row"].startswith("keep-") and r["row"] != "keep-1"]
+            L.append(
+                f"* {r['label']}: interpreter fast path {m['fast_vs_no_skip']:.2f}x vs skipping disabled (target 2x: "
+                f"{'met' if m['fast_vs_no_skip'] >= 2 else '**missed**'}), {m['fast_vs_torch']:.2f}x vs PyTorch float eval "
+                f"(target 3x: {'met' if m['fast_vs_torch'] >= 3 else '**missed**'}), bit-identical to the reference on "
+                f"32 samples: {m['fast_equals_reference_32']}; skipping paths chosen: "
+                f"{', '.join(sorted(set(m.get('skip_paths', {}).values()))) or '-'}"
+            )
+    over = [
+        f"keep {r['row'][5:]}: {r['metrics'].get('kept_fraction', float('nan')):.2f}"
+        for r in runs
+        if r["row"].startswith("keep-") and r["row"] != "keep-1"
+    ]
     if over:
-        L += ["", "Kept fraction reached vs asked (" + "; ".join(over) + "): in this one-epoch budget the gate predictors "
-              "cannot move their biases far enough (docs/pruning_and_cost.md, budgeted gate, known limit), so the first "
-              "layers keep most channels; the `kept_fraction` target (within 0.1 of 0.5) is **missed** here."]
+        L += [
+            "",
+            "Kept fraction reached vs asked ("
+            + "; ".join(over)
+            + "): in this one-epoch budget the gate predictors "
+            "cannot move their biases far enough (docs/pruning_and_cost.md, budgeted gate, known limit), so the first "
+            "layers keep most channels; the `kept_fraction` target (within 0.1 of 0.5) is **missed** here.",
+        ]
     L += ["", "![sparsity_pareto](docs/img/sparsity_pareto.png)", "", "Commands:", "", "```"]
     L += [r["command"] for r in runs] + ["```", "", END]
     return L
@@ -248,9 +345,14 @@ def plot(runs, measured, png: Path):
     ax.plot(xs, ys, "o-", color="#2a7", label="SpQuant-SNN (keep sweep)")
     for x_, y_, lab in zip(xs, ys, labels):
         ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    for r, c in ((next((r for r in runs if r["row"] == "fp32"), None), "#777"), (next((r for r in runs if r["row"] == "quant"), None), "#37a")):
+    for r, c in (
+        (next((r for r in runs if r["row"] == "fp32"), None), "#777"),
+        (next((r for r in runs if r["row"] == "quant"), None), "#37a"),
+    ):
         if r:
-            ax.axhline(100 * r["metrics"]["test_accuracy"], color=c, ls="--", lw=1, label=f"{r['label']} (dense)")
+            ax.axhline(
+                100 * r["metrics"]["test_accuracy"], color=c, ls="--", lw=1, label=f"{r['label']} (dense)"
+            )
     ax.set_xlabel("effective operations / dense MACs")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7)
@@ -281,8 +383,12 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-samples", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-only", action="store_true")
-    ap.add_argument("--write-only", action="store_true", help="no training or measuring: write RESULTS.md from the "
-                    "finished rows (run.json) and their stored measurements (sparsity_measure.json)")
+    ap.add_argument(
+        "--write-only",
+        action="store_true",
+        help="no training or measuring: write RESULTS.md from the "
+        "finished rows (run.json) and their stored measurements (sparsity_measure.json)",
+    )
     ap.add_argument("--results", default=str(ROOT / "RESULTS.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -307,7 +413,11 @@ def main(argv=None) -> int:
             else:
                 measured[r["row"]] = measure_row(r, args.cost_samples, args.speed_samples, args.repeats)
                 path.write_text(json.dumps(measured[r["row"]], indent=1))
-            print(r["row"], json.dumps({k: v for k, v in measured[r["row"]].items() if k != "kept_fraction_by_layer"}), flush=True)
+            print(
+                r["row"],
+                json.dumps({k: v for k, v in measured[r["row"]].items() if k != "kept_fraction_by_layer"}),
+                flush=True,
+            )
     plot(runs, measured, ROOT / "docs" / "img" / "sparsity_pareto.png")
     write_results(section(runs, measured, args.budget, args), Path(args.results))
     print(f"wrote {args.results}", flush=True)

@@ -106,7 +106,9 @@ class ConvBNLIF(nn.Module):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2
-        self.conv = QConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, weight_quant=weight_quant)
+        self.conv = QConv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, weight_quant=weight_quant
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.neuron = neuron if neuron is not None else LIF()
         self.fold_time = fold_time

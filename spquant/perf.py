@@ -31,7 +31,14 @@ import os
 import sys
 
 __all__ = [  # noqa: F822 (compact_spikes comes from __getattr__, so no torch at import)
-    "compact_spikes", "configure", "configure_from_env", "tcmalloc_path", "tcmalloc_active", "reexec_with_tcmalloc", "suggested_threads"]
+    "compact_spikes",
+    "configure",
+    "configure_from_env",
+    "tcmalloc_path",
+    "tcmalloc_active",
+    "reexec_with_tcmalloc",
+    "suggested_threads",
+]
 
 _TCMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -100,8 +107,12 @@ def configure(fast: bool = True, threads: int | None = None, compile: bool | Non
         torch.set_num_threads(max(1, n))
     elif threads:
         torch.set_num_threads(threads)
-    return {"fast": bool(fast), "threads": torch.get_num_threads(), "tcmalloc": tcmalloc_active(),
-            "compile": fused.kernels_compiled()}
+    return {
+        "fast": bool(fast),
+        "threads": torch.get_num_threads(),
+        "tcmalloc": tcmalloc_active(),
+        "compile": fused.kernels_compiled(),
+    }
 
 
 def configure_from_env() -> dict | None:

@@ -396,7 +396,9 @@ class _ScaledQuantizer(_WeightQuantizer):
     def _step_for(self, w: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
             if w.shape[0] != self.step.shape[0]:
-                raise ValueError(f"{type(self).__name__}: {self.step.shape[0]} channel steps, weight {tuple(w.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: {self.step.shape[0]} channel steps, weight {tuple(w.shape)}"
+                )
             return self.step.view(-1, *([1] * (w.dim() - 1)))
         return self.step
 

@@ -47,13 +47,17 @@ def measured_cost_from_run(
         data = "test"
     if isinstance(data, str):
         if data not in ("test", "train"):
-            raise RuntimeError(f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}")
+            raise RuntimeError(
+                f"data must be 'test' or 'train' (a split of the run's data config), got {data!r}"
+            )
         from spquant.train.data import load_split
 
         split = load_split(config, data)
         T = config.model.T
         n = len(split) if max_batches is None else min(len(split), batch_size * max_batches)
-        batches = [split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)]
+        batches = [
+            split.batch(torch.arange(s, min(s + batch_size, n)), T)[0] for s in range(0, n, batch_size)
+        ]
         return measure_cost(model, batches, device=device)
     return measure_cost(model, data, max_batches=max_batches, device=device)
 
@@ -80,30 +84,32 @@ def report_rows(runs: list) -> list[dict]:
     for r, m in zip(runs, metrics):
         base = fp32.get(key(r))
         head = "mAP50" if r.config.task == "detect" else "test_accuracy"
-        rows.append({
-            "run": r.config.name if r.config.name != "custom" else r.dir.name,
-            "dir": str(r.dir),
-            "task": r.config.task,
-            "mode": r.config.quant.mode,
-            "weight_bits": m.get("weight_bits"),
-            "membrane_bits": m.get("membrane_bits"),
-            "membrane_levels": m.get("membrane_levels"),
-            "weight_mb": m.get("weight_mb"),
-            "membrane_mb": m.get("membrane_mb"),
-            "total_mb": m.get("total_mb"),
-            "memory_x": (base["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
-            "flops_reduction": m.get("flops_reduction"),
-            "dense_mac_reduction": m.get("dense_mac_reduction", m.get("flops_reduction")),
-            "effective_op_reduction": m.get("effective_op_reduction"),
-            "paper_convention_reduction": m.get("paper_convention_reduction"),
-            "paper_convention_batch_sizes": m.get("paper_convention_batch_sizes"),
-            "kept_fraction": m.get("kept_fraction"),
-            "accuracy": m.get("test_accuracy"),
-            "mAP50": m.get("mAP50"),
-            "mAP50_95": m.get("mAP50_95"),
-            "drop": (base[head] - m[head]) if base and m.get(head) is not None else None,
-            "steps": m.get("steps"),
-        })
+        rows.append(
+            {
+                "run": r.config.name if r.config.name != "custom" else r.dir.name,
+                "dir": str(r.dir),
+                "task": r.config.task,
+                "mode": r.config.quant.mode,
+                "weight_bits": m.get("weight_bits"),
+                "membrane_bits": m.get("membrane_bits"),
+                "membrane_levels": m.get("membrane_levels"),
+                "weight_mb": m.get("weight_mb"),
+                "membrane_mb": m.get("membrane_mb"),
+                "total_mb": m.get("total_mb"),
+                "memory_x": (base["total_mb"] / m["total_mb"]) if base and m.get("total_mb") else None,
+                "flops_reduction": m.get("flops_reduction"),
+                "dense_mac_reduction": m.get("dense_mac_reduction", m.get("flops_reduction")),
+                "effective_op_reduction": m.get("effective_op_reduction"),
+                "paper_convention_reduction": m.get("paper_convention_reduction"),
+                "paper_convention_batch_sizes": m.get("paper_convention_batch_sizes"),
+                "kept_fraction": m.get("kept_fraction"),
+                "accuracy": m.get("test_accuracy"),
+                "mAP50": m.get("mAP50"),
+                "mAP50_95": m.get("mAP50_95"),
+                "drop": (base[head] - m[head]) if base and m.get(head) is not None else None,
+                "steps": m.get("steps"),
+            }
+        )
     return rows
 
 
@@ -122,14 +128,33 @@ def markdown_table(rows: list[dict]) -> str:
     """Accuracy columns for classifiers, mAP columns for detectors (both when the rows mix them)."""
     cls = any(r["task"] == "classify" for r in rows)
     det = any(r["task"] == "detect" for r in rows)
-    cols = ["run", "mode", "W / U bits", "weight MB", "membrane MB", "total MB", "memory reduction", "kept fraction",
-            "dense MAC reduction", "effective op reduction", "authors' convention (B)"]
+    cols = [
+        "run",
+        "mode",
+        "W / U bits",
+        "weight MB",
+        "membrane MB",
+        "total MB",
+        "memory reduction",
+        "kept fraction",
+        "dense MAC reduction",
+        "effective op reduction",
+        "authors' convention (B)",
+    ]
     cols += ["accuracy"] * cls + ["mAP@0.5", "mAP@[.5:.95]"] * det + ["drop"]
     head = "| " + " | ".join(cols) + " |\n| --- | --- | --- |" + " ---: |" * (len(cols) - 3) + "\n"
     body = ""
     for r in rows:
-        cells = [r["run"], r["mode"], _bits(r), _f(r["weight_mb"], ".4f"), _f(r["membrane_mb"], ".4f"), _f(r["total_mb"], ".4f"),
-                 f"{_f(r['memory_x'], '.2f')}x", _f(r.get("kept_fraction"), ".3f")]
+        cells = [
+            r["run"],
+            r["mode"],
+            _bits(r),
+            _f(r["weight_mb"], ".4f"),
+            _f(r["membrane_mb"], ".4f"),
+            _f(r["total_mb"], ".4f"),
+            f"{_f(r['memory_x'], '.2f')}x",
+            _f(r.get("kept_fraction"), ".3f"),
+        ]
         for key in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction"):
             v = r.get(key)
             cells.append(_f(v, ".2f") + ("x" if v else ""))
@@ -147,12 +172,14 @@ def markdown_table(rows: list[dict]) -> str:
         else:
             cells.append(f"{100 * r['drop']:+.2f} pp")
         body += "| " + " | ".join(cells) + " |\n"
-    note = ("\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). "
-            "MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: the FP32 "
-            "run's accuracy (percentage points) or mAP@0.5 minus this run's. Dense MAC reduction = dense / (kept MACs + "
-            "predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + "
-            "membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as "
-            "written, at the evaluation batch size B (docs/pruning_and_cost.md).\n")
+    note = (
+        "\nW / U bits: weight / membrane-potential bits (1.58 = ternary membrane, stored in 2 bits as the paper counts). "
+        "MB = 10^6 bytes; memory = weights x bits + LIF neurons per sample per step x membrane bits. Drop: the FP32 "
+        "run's accuracy (percentage points) or mAP@0.5 minus this run's. Dense MAC reduction = dense / (kept MACs + "
+        "predictor overhead); effective op reduction = dense / (accumulates of nonzero input spikes into kept outputs + "
+        "membrane updates + overhead); authors' convention = the authors' released heuristic ratio, reproduced as "
+        "written, at the evaluation batch size B (docs/pruning_and_cost.md).\n"
+    )
     return head + body + note
 
 

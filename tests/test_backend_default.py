@@ -22,7 +22,7 @@ def _recipe_models():
             quant = dict(raw.get("quant", {}))
             for key, value in overrides.items():
                 if key.startswith("quant."):
-                    quant[key[len("quant."):]] = value
+                    quant[key[len("quant.") :]] = value
             out.append((f"{path.name[:-5]}:{name}", raw["model"], quant))
     return out
 
@@ -42,8 +42,10 @@ def test_quantspec_default_backend_is_fused():
 def test_every_recipe_builds_fused_neurons(recipe):
     _, model, quant = next(r for r in RECIPES if r[0] == recipe)
     assert "backend" not in quant, "shipped recipes rely on the default"
-    spec = QuantSpec.from_dict({k: v for k, v in quant.items() if not isinstance(v, dict)} | (
-        {"prune": quant["prune"]} if isinstance(quant.get("prune"), dict) else {}))
+    spec = QuantSpec.from_dict(
+        {k: v for k, v in quant.items() if not isinstance(v, dict)}
+        | ({"prune": quant["prune"]} if isinstance(quant.get("prune"), dict) else {})
+    )
     kw = dict(in_channels=model["in_channels"], input_size=tuple(model["input"]), width=0.125, spec=spec)
     if model.get("plan") is not None:
         kw["plan"] = tuple(model["plan"])
@@ -63,8 +65,13 @@ def test_spec_built_model_fused_equals_reference(mode, one_thread):
     nets, grads, outs = {}, {}, {}
     for backend in ("fused", "reference"):
         torch.manual_seed(0)
-        net = VGG9(5, in_channels=2, input_size=(16, 16), plan=(8, "A", 16, "A"),
-                   spec=QuantSpec(mode, backend=backend))
+        net = VGG9(
+            5,
+            in_channels=2,
+            input_size=(16, 16),
+            plan=(8, "A", 16, "A"),
+            spec=QuantSpec(mode, backend=backend),
+        )
         net.train()
         out = net(x)
         torch.nn.functional.cross_entropy(out.mean(0), y).backward()
@@ -84,8 +91,13 @@ def test_weights_quantized_once_per_forward_not_per_step(mode, fold_time, one_th
     """Every weight quantizer (convs, classifier, gate predictors) runs once per forward for any T."""
     from spquant.quant import _WeightQuantizer
 
-    net = VGG9(5, in_channels=2, input_size=(16, 16), plan=(8, "A", 16, "A"),
-               spec=QuantSpec(mode, fold_time=fold_time)).train()
+    net = VGG9(
+        5,
+        in_channels=2,
+        input_size=(16, 16),
+        plan=(8, "A", 16, "A"),
+        spec=QuantSpec(mode, fold_time=fold_time),
+    ).train()
     calls = {}
     quantizers = [m for m in net.modules() if isinstance(m, _WeightQuantizer)]
     assert len(quantizers) >= 3

@@ -34,11 +34,23 @@ except ImportError:
 
 # recipe -> overrides that shrink its model (the data keep the recipe's preprocessing)
 SHRINK = {"vgg9": ["model.width=0.0625"], "resnet19": ["model.width=0.0625"], "yolo": ["model.width=0.0625"]}
-SMALL = ["train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=4", "data.train_subset=8",
-         "data.test_subset=4", "run.progress=false", "run.tensorboard=false", "run.threads=1", "run.log_every=1"]
+SMALL = [
+    "train.max_steps=2",
+    "train.batch_size=4",
+    "train.eval_batch_size=4",
+    "data.train_subset=8",
+    "data.test_subset=4",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.threads=1",
+    "run.log_every=1",
+]
 EXTRA = {
     "detect-moving-digits": ["data.options.steps=4", "model.T=2"],
-    "yolo-gen1": ["data.options.events_per_window=200", "model.input=[128, 160]"],  # sensor scaled down by half
+    "yolo-gen1": [
+        "data.options.events_per_window=200",
+        "model.input=[128, 160]",
+    ],  # sensor scaled down by half
     "yolo-1mpx": ["model.input=[96, 160]"],
 }
 
@@ -67,12 +79,19 @@ def _write_gen1(root: Path) -> None:
         d.mkdir(parents=True)
         n = 3000
         t = np.sort(rng.integers(0, 2_000_000, n))
-        write_prophesee_dat(d / f"rec_{split}_td.dat", make_events(rng.integers(0, 304, n), rng.integers(0, 240, n), t,
-                                                                   rng.integers(0, 2, n)), sensor_size=(304, 240))
+        write_prophesee_dat(
+            d / f"rec_{split}_td.dat",
+            make_events(rng.integers(0, 304, n), rng.integers(0, 240, n), t, rng.integers(0, 2, n)),
+            sensor_size=(304, 240),
+        )
         ts = np.repeat(np.arange(600_000, 2_000_000, 150_000), 2)
         b = np.zeros(len(ts), BOX_DTYPE)
         b["ts"], b["x"], b["y"] = ts, rng.integers(0, 200, len(ts)), rng.integers(0, 150, len(ts))
-        b["w"], b["h"], b["class_id"] = rng.integers(30, 90, len(ts)), rng.integers(30, 80, len(ts)), rng.integers(0, 2, len(ts))
+        b["w"], b["h"], b["class_id"] = (
+            rng.integers(30, 90, len(ts)),
+            rng.integers(30, 80, len(ts)),
+            rng.integers(0, 2, len(ts)),
+        )
         write_gen1_boxes(d / f"rec_{split}_bbox.npy", b)
 
 
@@ -80,14 +99,19 @@ def _writers() -> dict:
     """dataset -> writer(folder) of its public layout."""
     out = {"mnist": _write_mnist, "gen1": _write_gen1}
     if fake_layouts is not None:
-        for dataset, name in (("cifar10-dvs", "write_cifar10dvs"), ("ncaltech101", "write_ncaltech101"),
-                              ("cifar10", "write_cifar10"), ("nmnist", "write_nmnist"),
-                              ("dvs128-gesture", "write_dvs128_gesture")):
+        for dataset, name in (
+            ("cifar10-dvs", "write_cifar10dvs"),
+            ("ncaltech101", "write_ncaltech101"),
+            ("cifar10", "write_cifar10"),
+            ("nmnist", "write_nmnist"),
+            ("dvs128-gesture", "write_dvs128_gesture"),
+        ):
             if hasattr(fake_layouts, name):
                 out[dataset] = lambda folder, f=getattr(fake_layouts, name): f(folder)
         if hasattr(fake_layouts, "write_prophesee_detection"):  # 1 Mpx: type-12 DAT records, 1280x720
             out["1mpx"] = lambda folder: fake_layouts.write_prophesee_detection(
-                folder, sensor=(1280, 720), event_type=12, recordings=1, events=20_000, classes=3)
+                folder, sensor=(1280, 720), event_type=12, recordings=1, events=20_000, classes=3
+            )
     return out
 
 
@@ -133,8 +157,9 @@ _RESULTS: dict = {}
 def _needs(recipe: str, root: Path) -> str | None:
     """Write the recipe's fake data set; the reason it cannot be written, or None."""
     data = _recipe_data(recipe)
-    made_inside = data.dataset == "synthetic" or (data.dataset in ("mnist", "mnist-dvs", "moving-digits")
-                                                  and data.source == "embedded")
+    made_inside = data.dataset == "synthetic" or (
+        data.dataset in ("mnist", "mnist-dvs", "moving-digits") and data.source == "embedded"
+    )
     if made_inside:
         return None
     folder = _folder(data.dataset)
@@ -181,18 +206,25 @@ def _commands(recipe: str, mode: str, root: Path, tmp: Path, res: dict) -> None:
         res["prepare"] = ("skip", "'spquant data prepare' is not in this build yet")
     else:
         r = _cli(["data", "prepare", spec, *set_args, "--no-progress"])
-        res["prepare"] = ("skip", f"nothing to prepare: {r[2].strip()}") if r[0] == 2 and "no frame cache" in r[2] else r
+        res["prepare"] = (
+            ("skip", f"nothing to prepare: {r[2].strip()}") if r[0] == 2 and "no frame cache" in r[2] else r
+        )
     res["train"] = _cli(["train", "--config", spec, "--out", str(run_dir), "--no-progress", *set_args])
     if res["train"][0] != 0:
         for c in COMMANDS[2:]:
             res[c] = ("skip", "train failed")
         return
     res["eval"] = _cli(["eval", str(run_dir), "--json"])
-    res["cost"] = _cli(["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "4", "--json"])
+    res["cost"] = _cli(
+        ["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "4", "--json"]
+    )
     spq = tmp / f"{recipe}-{mode}.spq"
     res["export"] = _cli(["export", str(run_dir), "-o", str(spq)])
     if not integer_inputs(cfg):
-        res["run"] = ("skip", "area-resized event frames have no integer program (its export is refused, as checked)")
+        res["run"] = (
+            "skip",
+            "area-resized event frames have no integer program (its export is refused, as checked)",
+        )
     elif mode == "fp32":
         res["run"] = ("skip", "an FP32 run has no integer program to run (its export is refused, as checked)")
     elif res["export"][0] != 0:
@@ -207,7 +239,9 @@ def _check(recipe: str, mode: str, command: str, res: dict) -> None:
         pytest.skip(got[1])
     rc, out, err = got
     detect = load_config(recipe).task == "detect"
-    if command == "export" and not integer_inputs(load_config(recipe)):  # the recipe area-resizes event frames
+    if command == "export" and not integer_inputs(
+        load_config(recipe)
+    ):  # the recipe area-resizes event frames
         assert rc == 2, out + err
         assert "area-resized event frames" in err and "Traceback" not in err, err
         return
@@ -220,14 +254,23 @@ def _check(recipe: str, mode: str, command: str, res: dict) -> None:
     if command == "prepare":
         assert "Traceback" not in err
     elif command == "train":
-        assert run_json["steps"] == 2 and run_json["mode"] == mode and run_json["task"] == ("detect" if detect else "classify")
+        assert (
+            run_json["steps"] == 2
+            and run_json["mode"] == mode
+            and run_json["task"] == ("detect" if detect else "classify")
+        )
         assert (res["dir"] / "model.safetensors").is_file() and (res["dir"] / "checkpoints").is_dir()
     elif command == "eval":
         ev = json.loads(out.strip().splitlines()[-1])
         if detect:
-            assert ev["mAP50"] == pytest.approx(run_json["mAP50"]) and ev["samples"] == run_json["test_samples"]
+            assert (
+                ev["mAP50"] == pytest.approx(run_json["mAP50"]) and ev["samples"] == run_json["test_samples"]
+            )
         else:
-            assert ev["accuracy"] == pytest.approx(run_json["test_accuracy"]) and ev["samples"] == run_json["test_samples"]
+            assert (
+                ev["accuracy"] == pytest.approx(run_json["test_accuracy"])
+                and ev["samples"] == run_json["test_samples"]
+            )
     elif command == "cost":
         c = json.loads(out)
         assert c["dense_macs"] > 0 and c["samples"] > 0 and c["flops_reduction"] > 0

@@ -68,7 +68,9 @@ def test_vgg9_params_weight_memory_and_macs_by_hand():
     macs += sum(s * s * a * b * 9 for s, (a, b) in zip(sizes, VGG_CONVS))
     assert c.dense_macs == macs + fc == 1_362_981_888
     # overriding weight bits: every conv / linear weight at 2 bits; BN ignored
-    c2 = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant")), (3, 48, 48), weight_bits=2, bn="ignore")
+    c2 = static_cost(
+        VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant")), (3, 48, 48), weight_bits=2, bn="ignore"
+    )
     assert c2.params_by_bits == {2.0: first + mid + fc, 32.0: 10}
     # membrane override 1.58 bits
     c3 = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant")), (3, 48, 48), membrane_bits=1.58)
@@ -81,7 +83,11 @@ def test_paper_vgg9_totals_not_reproduced_by_the_stated_architecture():
     at 32 bits. We reproduce the membrane figures exactly, not the totals (docs/pruning_and_cost.md)."""
     fp = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="fp32")), (3, 48, 48))
     assert fp.total_mb == pytest.approx(40.7637, abs=1e-4)
-    q = static_cost(VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant", first_bits=2, last_bits=2)), (3, 48, 48), bn="ignore")
+    q = static_cost(
+        VGG9(10, 3, (48, 48), spec=QuantSpec(mode="quant", first_bits=2, last_bits=2)),
+        (3, 48, 48),
+        bn="ignore",
+    )
     # all weights ternary, ternary membrane at 2 bits: 9.26 M x 2 bits + 0.2304 MB
     assert q.total_mb == pytest.approx(2.5464, abs=1e-4)
     assert q.total_mb_fp32 / q.total_mb == pytest.approx(16.0, abs=0.01)
@@ -89,15 +95,23 @@ def test_paper_vgg9_totals_not_reproduced_by_the_stated_architecture():
 
 def test_spquant_gate_params_counted_separately():
     c = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48))
-    c0 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=0)
+    c0 = static_cost(
+        VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=0
+    )
     assert c.weight_memory_mb_by_kind["gate"] > 0 and "gate" not in c0.weight_memory_mb_by_kind
     assert c.weight_memory_mb - c0.weight_memory_mb == pytest.approx(c.weight_memory_mb_by_kind["gate"])
     # predictor weights at their quantizer's 8 bits, biases at 32
-    gates = [m for m in VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")).modules() if hasattr(m, "predictor_quant")]
+    gates = [
+        m
+        for m in VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")).modules()
+        if hasattr(m, "predictor_quant")
+    ]
     w = sum(g.predictor.weight.numel() for g in gates)
     b = sum(g.predictor.bias.numel() for g in gates)
     assert c.weight_memory_mb_by_kind["gate"] == pytest.approx((8 * w + 32 * b) / 8 / MB)
-    c32 = static_cost(VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=32)
+    c32 = static_cost(
+        VGG9(10, 3, (48, 48), width=0.25, spec=QuantSpec(mode="spquant")), (3, 48, 48), gate_bits=32
+    )
     assert c32.weight_memory_mb_by_kind["gate"] == pytest.approx((32 * w + 32 * b) / 8 / MB)
     assert "10^6" in format_static(c)
 
@@ -141,11 +155,21 @@ def _tiny_net(seed=0, spatial_gate=False):
     mem = IntegerMembrane()
 
     def block(cin, cout, stride):
-        b = ConvBNLIF(cin, cout, 3, stride=stride, weight_quant=TernaryWeight(), neuron=LIF(membrane=mem, threshold=0.5), gate=build_gate(cin, cout, opts))
+        b = ConvBNLIF(
+            cin,
+            cout,
+            3,
+            stride=stride,
+            weight_quant=TernaryWeight(),
+            neuron=LIF(membrane=mem, threshold=0.5),
+            gate=build_gate(cin, cout, opts),
+        )
         b.neuron.prior = MembranePrior(channel=True, channel_threshold=-0.4, spatial=True)
         return b
 
-    net = nn.Sequential(block(2, 4, 1), block(4, 6, 2), SeqModule(nn.Flatten()), SeqModule(QLinear(6 * 3 * 3, 3)))
+    net = nn.Sequential(
+        block(2, 4, 1), block(4, 6, 2), SeqModule(nn.Flatten()), SeqModule(QLinear(6 * 3 * 3, 3))
+    )
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):  # random BN so currents have both signs
             m.running_mean.uniform_(-0.5, 0.5)
@@ -158,8 +182,18 @@ def _reference_keep(block, x):
     with torch.no_grad():
         i = block.current(x)
         g = block.gate(x, i)
-        prior = MembranePrior(block.neuron.prior.channel, block.neuron.prior.channel_threshold, block.neuron.prior.spatial)
-        s, m = lif_reference(i, block.neuron.threshold_for(i), block.neuron.tau, block.neuron.membrane, gate=g, prior=prior, return_membrane=True)
+        prior = MembranePrior(
+            block.neuron.prior.channel, block.neuron.prior.channel_threshold, block.neuron.prior.spatial
+        )
+        s, m = lif_reference(
+            i,
+            block.neuron.threshold_for(i),
+            block.neuron.tau,
+            block.neuron.membrane,
+            gate=g,
+            prior=prior,
+            return_membrane=True,
+        )
         keep = (g.expand_as(i) > 0).clone()
         for t in range(1, i.shape[0]):
             keep[t] &= prior.keep_mask(m[t - 1], block.neuron.membrane).expand_as(i[t]) > 0
@@ -263,17 +297,39 @@ def test_measured_resnet19_second_conv_dense_but_sop():
 
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_static_json(capsys):
-    assert cli_main(["cost", "--model", "vgg9", "--input", "3x48x48", "--T", "10", "--wbits", "2", "--ubits", "1.58", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "cost",
+                "--model",
+                "vgg9",
+                "--input",
+                "3x48x48",
+                "--T",
+                "10",
+                "--wbits",
+                "2",
+                "--ubits",
+                "1.58",
+                "--json",
+            ]
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     assert d["lif_neurons"] == 921_600
-    assert d["membrane_mb_paper"] == pytest.approx(0.2304) and d["membrane_mb_packed"] == pytest.approx(0.18432)
+    assert d["membrane_mb_paper"] == pytest.approx(0.2304) and d["membrane_mb_packed"] == pytest.approx(
+        0.18432
+    )
     assert d["membrane_mb_fp32"] == pytest.approx(3.6864)
     assert d["dense_macs_all_steps"] == 10 * d["dense_macs"]
     assert d["mb_definition"] == "1 MB = 10^6 bytes"
 
 
 def test_cli_static_text_and_errors(capsys):
-    assert cli_main(["cost", "--model", "resnet19", "--wbits", "4", "--width", "0.25", "--classes", "100"]) == 0
+    assert (
+        cli_main(["cost", "--model", "resnet19", "--wbits", "4", "--width", "0.25", "--classes", "100"]) == 0
+    )
     out = capsys.readouterr().out
     assert "10^6 bytes" in out and "LIF neurons" in out
     assert cli_main(["cost", "--wbits", "32", "--ubits", "32"]) == 0
@@ -326,7 +382,10 @@ def test_measured_cost_from_run_and_cli(tmp_path, capsys):
     batches = [split.batch(torch.arange(s, s + 10), 2)[0] for s in (0, 10)]
     ref = measure_cost(run.model, batches)
     assert c.kept_macs == ref.kept_macs and c.sops == ref.sops and c.flops_reduction == ref.flops_reduction
-    assert cli_main(["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "12", "--json"]) == 0
+    assert (
+        cli_main(["cost", "--checkpoint", str(run_dir), "--batches", "1", "--batch-size", "12", "--json"])
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     assert d["samples"] == 12 and d["flops_reduction"] > 0
     assert cli_main(["cost", "--checkpoint", str(tmp_path / "nowhere")]) == 2

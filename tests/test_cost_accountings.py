@@ -19,8 +19,13 @@ def test_paper_convention_hand_example():
     # mem_dense = T * B*(B*T*C_out)*H*W = 2 * 2*16*9 = 576
     # mem_kept = B*12*9*(1-0.5) + B*12*9*(1-0.25) = 108 + 162 = 270; predictor = 2*2*4*5*5 = 400
     t = paper_convention_terms(2, 2, 4, 3, 3, 18, [1.0, 0.5], 12, [0.5, 0.25], (2, 5, 5))
-    assert t.as_dict() == {"conv_dense": 864.0, "conv_kept": 648.0, "mem_dense": 576.0, "mem_kept": 270.0,
-                           "predictor": 400.0}
+    assert t.as_dict() == {
+        "conv_dense": 864.0,
+        "conv_kept": 648.0,
+        "mem_dense": 576.0,
+        "mem_kept": 270.0,
+        "predictor": 400.0,
+    }
     assert paper_convention_reduction([t]) == pytest.approx((864 + 576) / (648 + 270 + 400))
     # a second batch adds term by term
     assert paper_convention_reduction([t, t]) == pytest.approx((864 + 576) / (648 + 270 + 400))
@@ -48,7 +53,12 @@ def _brute_force(net, x):
 
     def grab(name):
         def hook(mod, inputs, output):
-            captured[name] = (inputs[0].detach(), mod.gate.last_gate.clone(), mod.neuron.last_membrane.clone())
+            captured[name] = (
+                inputs[0].detach(),
+                mod.gate.last_gate.clone(),
+                mod.neuron.last_membrane.clone(),
+            )
+
         return hook
 
     blocks = [(n, m) for n, m in net.named_modules() if isinstance(m, ConvBNLIF)]
@@ -97,13 +107,17 @@ def _brute_force(net, x):
                                         if 0 <= ii < H and 0 <= jj < W and xi[t, b, ci, ii, jj] != 0:
                                             c["sops"] += 1
             act_frac.append(chan_on / (B * cout))
-            c["over"] += B * (cin * H * W + 3 * cin + cin * cout + 2 * cout) + (B * cout * H * W if t > 0 else 0)
+            c["over"] += B * (cin * H * W + 3 * cin + cin * cout + 2 * cout) + (
+                B * cout * H * W if t > 0 else 0
+            )
         c["dense"] += ldense
         c["kept"] += lkept
         c["gdense"] += ldense
         c["gkept"] += lkept
         per_layer[name] = lkept / ldense
-        paper.append(paper_convention_terms(B, T, cout, H, W, cin * 9, act_frac, act_entries, zeros, (cin, H, W)))
+        paper.append(
+            paper_convention_terms(B, T, cout, H, W, cin * 9, act_frac, act_entries, zeros, (cin, H, W))
+        )
     xl = lin_in["x"].reshape(T, B, -1)
     lin = net.classifier
     c["dense"] += T * B * lin.in_features * lin.out_features
@@ -111,7 +125,8 @@ def _brute_force(net, x):
     n = B
     dense = c["dense"] / n
     return {
-        "dense_mac_reduction": dense / ((c["kept"] + T * B * lin.in_features * lin.out_features + c["over"]) / n),
+        "dense_mac_reduction": dense
+        / ((c["kept"] + T * B * lin.in_features * lin.out_features + c["over"]) / n),
         "effective_op_reduction": dense / ((c["sops"] + lin_sops + c["updates"] + c["over"]) / n),
         "paper_convention_reduction": paper_convention_reduction(paper),
         "kept_fraction": c["gkept"] / c["gdense"],
@@ -125,7 +140,12 @@ def test_three_accountings_agree_with_brute_force_counting():
     expected = _brute_force(net, x)
     got = measure_cost(net, [x])
     assert 0.05 < got.kept_fraction < 0.95  # the random gates and the priors really prune
-    for key in ("dense_mac_reduction", "effective_op_reduction", "paper_convention_reduction", "kept_fraction"):
+    for key in (
+        "dense_mac_reduction",
+        "effective_op_reduction",
+        "paper_convention_reduction",
+        "kept_fraction",
+    ):
         assert getattr(got, key) == pytest.approx(expected[key], rel=1e-6), key  # float32 zero fractions
     assert got.kept_fraction_by_layer == pytest.approx(expected["kept_fraction_by_layer"], rel=1e-9)
     assert got.paper_convention["batch_sizes"] == [4]

@@ -32,7 +32,15 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*skip\s+(.+?)\s*-->")
 SETUP = re.compile(r"<!--\s*doc-test:\s*setup\s*\n(.*?)-->\s*$", re.S)
-RUN_BY_CI = ("python3.11 -m venv", "pip ", ".venv/bin/pip", "bash scripts/", "apt-get", "torchrun", "LD_PRELOAD")
+RUN_BY_CI = (
+    "python3.11 -m venv",
+    "pip ",
+    ".venv/bin/pip",
+    "bash scripts/",
+    "apt-get",
+    "torchrun",
+    "LD_PRELOAD",
+)
 # a documented training command costs seconds: 2 steps, small data (config keys of the schema)
 TINY_TRAIN = ["--set", "train.max_steps=2", "--set", "data.train_subset=128", "--set", "data.test_subset=64"]
 TINY_RUN = ["--limit", "64"]
@@ -63,7 +71,9 @@ def blocks(page: Path) -> list[Block]:
             s = SKIP.search(prev)
             setup = SETUP.search("\n".join(lines[max(0, start - 40) : start]))
             code = "\n".join(lines[start + 1 : j])
-            out.append(Block(page, start + 1, lang, code, s.group(1) if s else None, setup.group(1) if setup else ""))
+            out.append(
+                Block(page, start + 1, lang, code, s.group(1) if s else None, setup.group(1) if setup else "")
+            )
             i = j + 1
         else:
             i += 1
@@ -165,8 +175,10 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
             if rc != 0:
                 pytest.fail(f"{where}: `{shlex.join(argv)}` exited {rc}\n{output[-3000:]}")
             ran += 1
-    assert ran > 0 or all(b.skip for b in todo) or all(
-        c[0] == "#ci" for b in todo if b.lang != "python" for c in commands(b.code)
+    assert (
+        ran > 0
+        or all(b.skip for b in todo)
+        or all(c[0] == "#ci" for b in todo if b.lang != "python" for c in commands(b.code))
     ), f"{_page_id(page)}: nothing ran"
 
 
@@ -235,7 +247,9 @@ def test_page_names_exist(page):
             bad.append(f"spquant {cmd} {action}")
     for m in MODULE_RUN.finditer(code):
         spec = importlib.util.find_spec(m.group(1))
-        if spec is None or (spec.submodule_search_locations and importlib.util.find_spec(m.group(1) + ".__main__") is None):
+        if spec is None or (
+            spec.submodule_search_locations and importlib.util.find_spec(m.group(1) + ".__main__") is None
+        ):
             bad.append(f"python -m {m.group(1)}")
     if "../shared" in text:
         bad.append("a path into ../shared")

@@ -29,7 +29,12 @@ class LowLevelPrior:
         return (m_prev > self.level).to(m_prev.dtype)
 
 
-MEMBRANES = {"fp32": None, "ternary": IntegerMembrane(), "five": IntegerMembrane(-3, 1), "ste": IntegerMembrane(grad="ste")}
+MEMBRANES = {
+    "fp32": None,
+    "ternary": IntegerMembrane(),
+    "five": IntegerMembrane(-3, 1),
+    "ste": IntegerMembrane(grad="ste"),
+}
 SURROGATES = [Triangle(), Sigmoid(4.0), ATan(2.0)]
 
 
@@ -54,7 +59,11 @@ def _case(T, shape, membrane, surrogate, thr, gate_kind, prior_kind, return_memb
     if thr == "layer":
         th = torch.tensor(0.9, dtype=dtype).requires_grad_()
     elif thr == "channel":
-        th = (torch.rand(C, generator=g, dtype=dtype) + 0.5).view(-1, *([1] * (len(shape) - 2))).requires_grad_()
+        th = (
+            (torch.rand(C, generator=g, dtype=dtype) + 0.5)
+            .view(-1, *([1] * (len(shape) - 2)))
+            .requires_grad_()
+        )
     else:
         th = torch.tensor(1.0, dtype=dtype)
     gate = None
@@ -68,7 +77,9 @@ def _case(T, shape, membrane, surrogate, thr, gate_kind, prior_kind, return_memb
     results = []
     for fn in (lif_reference, lif_fused):
         prior = None if prior_kind == "none" else LowLevelPrior(prior_kind, none_every=3)
-        results.append(_run(fn, current, th, gate, MEMBRANES[membrane], surrogate, prior, return_membrane, gs, gm))
+        results.append(
+            _run(fn, current, th, gate, MEMBRANES[membrane], surrogate, prior, return_membrane, gs, gm)
+        )
     (s_ref, m_ref, g_ref), (s_f, m_f, g_f) = results
     assert torch.equal(s_ref, s_f), "spikes differ"
     if return_membrane:
@@ -98,15 +109,36 @@ def test_fused_matches_reference(membrane, surrogate, thr, gate_kind):
 
 @pytest.mark.parametrize(
     "T,shape,prior,return_membrane,gate_kind",
-    list(itertools.product([1, 4, 7], [(2, 3, 4, 4), (4, 5)], ["none", "channel", "spatial"], [False, True], ["none", "shared", "learned"])),
+    list(
+        itertools.product(
+            [1, 4, 7],
+            [(2, 3, 4, 4), (4, 5)],
+            ["none", "channel", "spatial"],
+            [False, True],
+            ["none", "shared", "learned"],
+        )
+    ),
 )
 def test_fused_matches_reference_ternary_prior_grid(T, shape, prior, return_membrane, gate_kind):
-    _case(T, shape, "ternary", Triangle(), "channel" if len(shape) == 4 else "layer", gate_kind, prior, return_membrane, torch.float32, T)
+    _case(
+        T,
+        shape,
+        "ternary",
+        Triangle(),
+        "channel" if len(shape) == 4 else "layer",
+        gate_kind,
+        prior,
+        return_membrane,
+        torch.float32,
+        T,
+    )
 
 
 @pytest.mark.parametrize("membrane", ["fp32", "ternary", "five"])
 def test_fused_float64_tight(membrane):
-    s = _case(6, (3, 4, 5, 5), membrane, Sigmoid(4.0), "channel", "learned", "channel", True, torch.float64, 11)
+    s = _case(
+        6, (3, 4, 5, 5), membrane, Sigmoid(4.0), "channel", "learned", "channel", True, torch.float64, 11
+    )
     assert 0 < s.mean() < 1  # the case really spikes and really stays silent somewhere
 
 
@@ -160,7 +192,9 @@ def test_fused_lif_matches_hand_written_bptt(membrane):
     grad_spikes = torch.randn_like(current)
     lif = LIF(membrane=q, surrogate=ATan(), learn_threshold="layer", backend="fused").double()
     (lif(current) * grad_spikes).sum().backward()
-    ref_s, ref_dI, ref_dv = manual_lif(current.detach(), torch.tensor(1.0, dtype=torch.float64), 0.5, q, ATan(), grad_spikes)
+    ref_s, ref_dI, ref_dv = manual_lif(
+        current.detach(), torch.tensor(1.0, dtype=torch.float64), 0.5, q, ATan(), grad_spikes
+    )
     assert torch.equal(lif(current).detach(), ref_s)
     assert torch.allclose(current.grad, ref_dI, rtol=1e-10, atol=1e-12)
     assert torch.allclose(lif.threshold.grad, ref_dv, rtol=1e-10, atol=1e-12)
@@ -195,9 +229,16 @@ def test_lif_backends_give_identical_network_training():
     def net(backend):
         torch.manual_seed(0)
         return torch.nn.Sequential(
-            ConvBNLIF(2, 4, weight_quant=TernaryWeight(), neuron=LIF(membrane=IntegerMembrane(), learn_threshold="layer", backend=backend)),
+            ConvBNLIF(
+                2,
+                4,
+                weight_quant=TernaryWeight(),
+                neuron=LIF(membrane=IntegerMembrane(), learn_threshold="layer", backend=backend),
+            ),
             SeqModule(torch.nn.AvgPool2d(2)),
-            ConvBNLIF(4, 6, neuron=LIF(learn_threshold="channel", channels=6, surrogate=Sigmoid(), backend=backend)),
+            ConvBNLIF(
+                4, 6, neuron=LIF(learn_threshold="channel", channels=6, surrogate=Sigmoid(), backend=backend)
+            ),
             SeqModule(torch.nn.Flatten()),
         )
 

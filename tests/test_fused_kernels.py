@@ -24,8 +24,11 @@ def step_kernels(monkeypatch):
     monkeypatch.setitem(fused._compile, "backward", fused._backward_step)
 
 
-CASES = list(itertools.product(["fp32", "ternary", "five", "ste"], ["none", "layer", "channel"],
-                               ["none", "fixed", "learned"]))
+CASES = list(
+    itertools.product(
+        ["fp32", "ternary", "five", "ste"], ["none", "layer", "channel"], ["none", "fixed", "learned"]
+    )
+)
 
 
 @pytest.mark.parametrize("membrane,thr,gate_kind", CASES)
@@ -34,13 +37,25 @@ def test_step_kernels_match_reference(membrane, thr, gate_kind, step_kernels, on
     seed = CASES.index((membrane, thr, gate_kind))
     surrogate = [Triangle(), Sigmoid(4.0), ATan(2.0)][seed % 3]
     prior = ["none", "channel", "spatial"][seed % 3]
-    _case([1, 3, 5][seed % 3], (2, 3, 4, 4), membrane, surrogate, thr, gate_kind, prior, seed % 2 == 0,
-          torch.float32, seed)
+    _case(
+        [1, 3, 5][seed % 3],
+        (2, 3, 4, 4),
+        membrane,
+        surrogate,
+        thr,
+        gate_kind,
+        prior,
+        seed % 2 == 0,
+        torch.float32,
+        seed,
+    )
 
 
 @pytest.mark.parametrize("membrane", ["fp32", "ternary"])
 def test_step_kernels_float64_tight(membrane, step_kernels):
-    s = _case(6, (3, 4, 5, 5), membrane, Sigmoid(4.0), "channel", "learned", "channel", True, torch.float64, 11)
+    s = _case(
+        6, (3, 4, 5, 5), membrane, Sigmoid(4.0), "channel", "learned", "channel", True, torch.float64, 11
+    )
     assert 0 < s.mean() < 1
 
 
@@ -53,8 +68,9 @@ def test_custom_membrane_falls_back_to_the_eager_forward(step_kernels):
 
     x = torch.randn(4, 2, 3, 5, 5) * 1.5
     q = Halves(-2, 2)
-    assert torch.equal(fused.lif_fused(x, torch.tensor(1.0), membrane=q),
-                       lif_reference(x, torch.tensor(1.0), membrane=q))
+    assert torch.equal(
+        fused.lif_fused(x, torch.tensor(1.0), membrane=q), lif_reference(x, torch.tensor(1.0), membrane=q)
+    )
 
 
 def test_compile_switch_round_trip():

@@ -19,8 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spquant"
 
 LAYERS = [
-    "data", "quant", "neuron", "layers", "prune", "models",
-    "cost", "detect", "train", "deploy", "report", "cli",
+    "data",
+    "quant",
+    "neuron",
+    "layers",
+    "prune",
+    "models",
+    "cost",
+    "detect",
+    "train",
+    "deploy",
+    "report",
+    "cli",
 ]
 
 # module prefix -> layer; the longest matching prefix wins

@@ -135,7 +135,10 @@ def test_learned_scale_models_round_trip_and_run_bit_exact(variant, tmp_path):
         assert np.array_equal(loaded.arrays[node["weight"]], codes.numpy())
     sim, interp = DeploySim(program), Interpreter(loaded)
     xs = repeat(xte, T)
-    env = {k: v.numpy().astype(np.int64) for k, v in sim.run_codes(torch.from_numpy(program.encode_input(xs))).items()}
+    env = {
+        k: v.numpy().astype(np.int64)
+        for k, v in sim.run_codes(torch.from_numpy(program.encode_input(xs))).items()
+    }
     fast = interp.run_all(xte, T=T, path="fast")
     ref = interp.run_all(program.encode_input(xs)[:, :6], path="reference")
     for name in env:

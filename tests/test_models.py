@@ -8,7 +8,11 @@ from spquant.models import VGG9, QuantSpec, ResNet19, build_model
 def lif_neurons_per_step(net, in_shape):
     """LIF neurons per sample per step, counted from a real forward pass."""
     counts = []
-    hooks = [m.register_forward_hook(lambda m, i, o: counts.append(o[0, 0].numel())) for m in net.modules() if isinstance(m, LIF)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: counts.append(o[0, 0].numel()))
+        for m in net.modules()
+        if isinstance(m, LIF)
+    ]
     with torch.no_grad():
         net.eval()(torch.zeros(1, 1, *in_shape))
     for h in hooks:
@@ -63,12 +67,17 @@ def test_spec_validation():
         QuantSpec("quant", weight_scale="lsq")
     with pytest.raises(ValueError, match="unknown model"):
         build_model("alexnet")
-    assert QuantSpec.from_dict(QuantSpec("quant", weight_bits=4).to_dict()) == QuantSpec("quant", weight_bits=4)
+    assert QuantSpec.from_dict(QuantSpec("quant", weight_bits=4).to_dict()) == QuantSpec(
+        "quant", weight_bits=4
+    )
 
 
 def test_models_train_a_step():
     torch.manual_seed(0)
-    for net in (VGG9(10, 1, (16, 16), width=0.125, spec=QuantSpec("quant", learn_threshold="layer")), ResNet19(10, 1, (8, 8), width=0.0625, spec=QuantSpec("quant"))):
+    for net in (
+        VGG9(10, 1, (16, 16), width=0.125, spec=QuantSpec("quant", learn_threshold="layer")),
+        ResNet19(10, 1, (8, 8), width=0.0625, spec=QuantSpec("quant")),
+    ):
         x = torch.rand(2, 4, 1, *((16, 16) if isinstance(net, VGG9) else (8, 8)))
         loss = net(x).mean(0).logsumexp(-1).mean()
         loss.backward()

@@ -49,7 +49,9 @@ def test_lif_matches_hand_written_recurrence(shape, T, membrane, surrogate):
     lif = LIF(membrane=q, surrogate=surrogate, learn_threshold="layer").double()
     spikes = lif(current)
     (spikes * grad_spikes).sum().backward()
-    ref_s, ref_dI, ref_dv = manual_lif(current.detach(), torch.tensor(1.0, dtype=torch.float64), 0.5, q, surrogate, grad_spikes)
+    ref_s, ref_dI, ref_dv = manual_lif(
+        current.detach(), torch.tensor(1.0, dtype=torch.float64), 0.5, q, surrogate, grad_spikes
+    )
     assert torch.equal(spikes.detach(), ref_s)
     assert torch.allclose(current.grad, ref_dI, rtol=1e-10, atol=1e-12)
     assert torch.allclose(lif.threshold.grad, ref_dv, rtol=1e-10, atol=1e-12)
@@ -74,7 +76,12 @@ def test_threshold_gradient_is_separate_surrogate_path():
 
         grads = {}
         for backend in ("reference", "fused"):
-            lif = LIF(learn_threshold="layer", membrane=IntegerMembrane(), threshold=0.8 + 0.1 * trial, backend=backend)
+            lif = LIF(
+                learn_threshold="layer",
+                membrane=IntegerMembrane(),
+                threshold=0.8 + 0.1 * trial,
+                backend=backend,
+            )
             surrogate_module.spike_backward = spy if backend == "reference" else original
             try:
                 (lif(current) * grad_out).sum().backward()
@@ -117,7 +124,12 @@ def test_spike_decided_on_unquantized_potential_and_hard_reset():
 
 def _small_net():
     return torch.nn.Sequential(
-        ConvBNLIF(2, 4, weight_quant=TernaryWeight(), neuron=LIF(membrane=IntegerMembrane(), learn_threshold="layer")),
+        ConvBNLIF(
+            2,
+            4,
+            weight_quant=TernaryWeight(),
+            neuron=LIF(membrane=IntegerMembrane(), learn_threshold="layer"),
+        ),
         SeqModule(torch.nn.AvgPool2d(2)),
         ConvBNLIF(4, 4, neuron=LIF(surrogate=Sigmoid())),
         SeqModule(torch.nn.Flatten()),

@@ -59,7 +59,9 @@ def test_second_neuron_runs_in_a_block_and_is_counted_like_lif():
 
 
 def test_second_neuron_honours_the_prior_and_records_statistics():
-    neuron = SoftResetIF(tau=1.0, membrane=IntegerMembrane(), prior=MembranePrior(channel=False, spatial=True))
+    neuron = SoftResetIF(
+        tau=1.0, membrane=IntegerMembrane(), prior=MembranePrior(channel=False, spatial=True)
+    )
     net = _net(neuron)
     x = (torch.rand(4, 2, 2, 8, 8) > 0.5).float()
     with record_prune_stats(net) as stats, torch.no_grad():

@@ -66,8 +66,14 @@ def test_reexec_with_tcmalloc_preloads_it_when_installed():
         "s.loader.exec_module(m); m.reexec_with_tcmalloc(); print(os.environ.get('LD_PRELOAD', ''))"
     )
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     expected = perf.tcmalloc_path() or ""
     assert out.stdout.strip() == expected

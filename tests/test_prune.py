@@ -189,8 +189,15 @@ def test_spatial_prior_levels_and_switches():
     assert keep.tolist() == (m > -1).float().tolist()
     # lowest level of a wider grid
     m5 = torch.tensor([[[[-3.0, -2.0, -1.0, 0.0]]]])
-    assert MembranePrior(channel=False).keep_mask(m5, IntegerMembrane(-3, 3)).flatten().tolist() == [0, 1, 1, 1]
-    assert MembranePrior(channel=False, spatial_level=-2).keep_mask(m5, IntegerMembrane(-3, 3)).flatten().tolist() == [0, 0, 1, 1]
+    assert MembranePrior(channel=False).keep_mask(m5, IntegerMembrane(-3, 3)).flatten().tolist() == [
+        0,
+        1,
+        1,
+        1,
+    ]
+    assert MembranePrior(channel=False, spatial_level=-2).keep_mask(
+        m5, IntegerMembrane(-3, 3)
+    ).flatten().tolist() == [0, 0, 1, 1]
     # both on: AND of the two
     both = MembranePrior().keep_mask(m, IntegerMembrane())
     assert both.tolist() == ((m > -1) & torch.tensor([False, True, True]).view(1, 3, 1, 1)).float().tolist()
@@ -290,7 +297,9 @@ def test_vgg9_spquant_trains_with_gate_loss_in_graph():
         loss = F.cross_entropy(out.mean(0), y) + prune_loss_weight(spec) * gl
         opt.zero_grad()
         loss.backward()
-        assert all(g.predictor.weight.grad is not None and g.predictor.weight.grad.abs().sum() > 0 for g in gates)
+        assert all(
+            g.predictor.weight.grad is not None and g.predictor.weight.grad.abs().sum() > 0 for g in gates
+        )
         opt.step()
         losses.append(gl.item())
     assert all(not torch.equal(b, g.predictor.weight) for b, g in zip(before, gates))

@@ -54,8 +54,15 @@ def test_budget_gap_value_is_hard_fraction_gradient_reaches_probabilities():
 
 def test_budget_options_validated():
     assert validate_prune_options({})["keep"] == 1.0
-    for bad in ({"keep": 0.0}, {"keep": 1.5}, {"gate_target": "topk"}, {"importance": "spikes"},
-                {"warmup": 1.0}, {"min_keep": -0.1}, {"budget_weight": -1.0}):
+    for bad in (
+        {"keep": 0.0},
+        {"keep": 1.5},
+        {"gate_target": "topk"},
+        {"importance": "spikes"},
+        {"warmup": 1.0},
+        {"min_keep": -0.1},
+        {"budget_weight": -1.0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             validate_prune_options(bad)
     g = ChannelGate(4, 8, {"keep": 0.25, "min_keep": 0.4})
@@ -86,8 +93,9 @@ def test_budget_loss_drives_kept_fraction_to_target():
     ``keep`` over the gated layers, from ~1.0, and every layer moves at least half way to it."""
     keep = 0.3
     torch.manual_seed(0)
-    spec = QuantSpec(mode="spquant", prune={"keep": keep, "warmup": 0.2, "channel_prior": False,
-                                           "spatial_prior": False})
+    spec = QuantSpec(
+        mode="spquant", prune={"keep": keep, "warmup": 0.2, "channel_prior": False, "spatial_prior": False}
+    )
     net = VGG9(4, in_channels=2, input_size=(16, 16), width=1.0, plan=[16, "A", 32, "A"], spec=spec)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     protos = (torch.rand(4, 2, 16, 16) < 0.3).float()

@@ -33,7 +33,9 @@ def parse_input(text: str) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def spec_for_bits(wbits: int, ubits: float, mode: str | None = None, first_bits=8, last_bits=8, prune: dict | None = None):
+def spec_for_bits(
+    wbits: int, ubits: float, mode: str | None = None, first_bits=8, last_bits=8, prune: dict | None = None
+):
     """The QuantSpec for weight bits ``wbits`` and membrane bits ``ubits`` (1.58 = ternary)."""
     from spquant.models import QuantSpec
 
@@ -108,7 +110,11 @@ def run_cost(args: argparse.Namespace) -> int:
     if args.checkpoint:
         try:
             cost = measured_cost_from_run(
-                args.checkpoint, data=args.data, max_batches=args.batches, batch_size=args.batch_size, checkpoint=args.latest
+                args.checkpoint,
+                data=args.data,
+                max_batches=args.batches,
+                batch_size=args.batch_size,
+                checkpoint=args.latest,
             )
         except RuntimeError as exc:
             print(f"spquant cost: {exc}", file=sys.stderr)
@@ -132,16 +138,35 @@ def run_cost(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"spquant cost: {exc}", file=sys.stderr)
         return 2
-    model = build_model(args.model, num_classes=args.classes, in_channels=shape[0], input_size=shape[1:], width=args.width, spec=spec)
+    model = build_model(
+        args.model,
+        num_classes=args.classes,
+        in_channels=shape[0],
+        input_size=shape[1:],
+        width=args.width,
+        spec=spec,
+    )
     cost = static_cost(model, shape, bn=args.bn, gate_bits=args.gate_bits)
     mem = deployed_for_model(model, shape)
     if args.json:
         d = cost.to_dict()
         d["deployed"] = mem.to_dict() if mem is not None else None
-        d.update(model=args.model, T=args.T, dense_macs_all_steps=cost.dense_macs * args.T, spec=spec.to_dict(), width=args.width, classes=args.classes)
+        d.update(
+            model=args.model,
+            T=args.T,
+            dense_macs_all_steps=cost.dense_macs * args.T,
+            spec=spec.to_dict(),
+            width=args.width,
+            classes=args.classes,
+        )
         print(json.dumps(d, indent=2))
     else:
-        print(format_static(cost, f"{args.model} (W{args.wbits}/U{args.ubits:g}, width {args.width:g}, {args.classes} classes)"))
+        print(
+            format_static(
+                cost,
+                f"{args.model} (W{args.wbits}/U{args.ubits:g}, width {args.width:g}, {args.classes} classes)",
+            )
+        )
         print(f"  dense MACs, T={args.T}     {cost.dense_macs * args.T:,} per sample")
         if mem is not None:
             print(format_deployed(mem, "fresh instance (widths of untrained parameters)"))
@@ -164,22 +189,61 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", choices=("vgg9", "resnet19"), default="vgg9")
-    p.add_argument("--input", type=parse_input, default=None, help="CxHxW (default 3x48x48 for vgg9, 3x32x32 for resnet19)")
+    p.add_argument(
+        "--input",
+        type=parse_input,
+        default=None,
+        help="CxHxW (default 3x48x48 for vgg9, 3x32x32 for resnet19)",
+    )
     p.add_argument("--T", type=int, default=1, help="time steps (dense MACs over T steps are also printed)")
-    p.add_argument("--wbits", type=int, default=2, help="weight bits of hidden layers (1 = binary, 2 = ternary, 32 = FP32)")
-    p.add_argument("--ubits", type=float, default=1.58, help="membrane bits: 1.58 = ternary, 2..16, 32 = FP32")
-    p.add_argument("--first-bits", type=_bits_arg, default=8, help="bits of the first conv (default 8; 'none' = FP32)")
-    p.add_argument("--last-bits", type=_bits_arg, default=8, help="bits of the classifier (default 8; 'none' = FP32)")
-    p.add_argument("--mode", choices=("fp32", "quant", "spquant"), default=None, help="default: fp32 if 32/32 else quant")
+    p.add_argument(
+        "--wbits",
+        type=int,
+        default=2,
+        help="weight bits of hidden layers (1 = binary, 2 = ternary, 32 = FP32)",
+    )
+    p.add_argument(
+        "--ubits", type=float, default=1.58, help="membrane bits: 1.58 = ternary, 2..16, 32 = FP32"
+    )
+    p.add_argument(
+        "--first-bits", type=_bits_arg, default=8, help="bits of the first conv (default 8; 'none' = FP32)"
+    )
+    p.add_argument(
+        "--last-bits", type=_bits_arg, default=8, help="bits of the classifier (default 8; 'none' = FP32)"
+    )
+    p.add_argument(
+        "--mode", choices=("fp32", "quant", "spquant"), default=None, help="default: fp32 if 32/32 else quant"
+    )
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--bn", choices=("count", "ignore"), default="count", help="BN affine params at 32 bits, or not counted")
-    p.add_argument("--gate-bits", type=float, default=None, help="bits of gate predictor weights (default: their quantizer's; 0 = gates not counted)")
+    p.add_argument(
+        "--bn",
+        choices=("count", "ignore"),
+        default="count",
+        help="BN affine params at 32 bits, or not counted",
+    )
+    p.add_argument(
+        "--gate-bits",
+        type=float,
+        default=None,
+        help="bits of gate predictor weights (default: their quantizer's; 0 = gates not counted)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--checkpoint", default=None, help="run folder of a trained model (measured cost on its own data)")
-    p.add_argument("--data", default="test", choices=("test", "train"), help="split of the run's data config (default test)")
+    p.add_argument(
+        "--checkpoint", default=None, help="run folder of a trained model (measured cost on its own data)"
+    )
+    p.add_argument(
+        "--data",
+        default="test",
+        choices=("test", "train"),
+        help="split of the run's data config (default test)",
+    )
     p.add_argument("--batches", type=int, default=10, help="batches for the measured cost (default 10)")
     p.add_argument("--batch-size", type=int, default=100, help="samples per batch for the measured cost")
-    p.add_argument("--latest", action="store_true", help="use the run's newest checkpoint instead of model.safetensors")
-    p.add_argument("--spq", default=None, metavar="FILE", help="memory as deployed of an exported .spq integer model")
+    p.add_argument(
+        "--latest", action="store_true", help="use the run's newest checkpoint instead of model.safetensors"
+    )
+    p.add_argument(
+        "--spq", default=None, metavar="FILE", help="memory as deployed of an exported .spq integer model"
+    )
     p.set_defaults(func=run_cost)

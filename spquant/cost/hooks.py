@@ -83,7 +83,6 @@ class LayerCost:
         return float(sum(getattr(self, key)))
 
 
-
 class _Counter:
     """Installs the hooks that count operations of every conv / linear / ConvBNLIF of a model."""
 
@@ -189,7 +188,9 @@ class _Counter:
         conv = mod.conv
         x = rec.x
         per = _conv_macs_per_output(conv)
-        gated = isinstance(mod.gate, ChannelGate) or isinstance(getattr(mod.neuron, "prior", None), MembranePrior)
+        gated = isinstance(mod.gate, ChannelGate) or isinstance(
+            getattr(mod.neuron, "prior", None), MembranePrior
+        )
         lc = self._layer(name, "conv-gated" if gated else "conv", per)
         lc.spike_input &= _is_binary(x)
         T, B = rec.keep.shape[:2]
@@ -230,8 +231,19 @@ class _Counter:
         else:  # FP32 membrane: no stored codes, nothing counted as a zero code
             zeros = [0.0] * T
         x = rec.x
-        pred_in = (int(x.shape[2]), int(x.shape[3]), int(x.shape[4])) if gate is not None and gate.learned else None
+        pred_in = (
+            (int(x.shape[2]), int(x.shape[3]), int(x.shape[4])) if gate is not None and gate.learned else None
+        )
         self.paper = self.paper + paper_convention_terms(
-            B, T, C, H, W, kvol, [float(active[t].float().mean()) for t in range(T)], int(active.sum()), zeros, pred_in
+            B,
+            T,
+            C,
+            H,
+            W,
+            kvol,
+            [float(active[t].float().mean()) for t in range(T)],
+            int(active.sum()),
+            zeros,
+            pred_in,
         )
         self.paper_batch_sizes.add(B)

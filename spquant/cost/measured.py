@@ -22,11 +22,22 @@ __all__ = ["ENERGY_PRESETS", "MeasuredCost", "measure_cost", "format_measured", 
 # "MAC 4.6 pJ / AC 0.9 pJ" is the fp32 row. These are ESTIMATES of arithmetic energy only (no memory
 # access, no control), for comparing operation counts, not measurements of any chip.
 ENERGY_PRESETS: dict[str, dict[str, Any]] = {
-    "45nm-fp32": {"mac_pj": 4.6, "ac_pj": 0.9, "source": "Horowitz ISSCC 2014, 45 nm: fp32 mult 3.7 + add 0.9 pJ"},
-    "45nm-int32": {"mac_pj": 3.2, "ac_pj": 0.1, "source": "Horowitz ISSCC 2014, 45 nm: int32 mult 3.1 + add 0.1 pJ"},
-    "45nm-int8": {"mac_pj": 0.23, "ac_pj": 0.03, "source": "Horowitz ISSCC 2014, 45 nm: int8 mult 0.2 + add 0.03 pJ"},
+    "45nm-fp32": {
+        "mac_pj": 4.6,
+        "ac_pj": 0.9,
+        "source": "Horowitz ISSCC 2014, 45 nm: fp32 mult 3.7 + add 0.9 pJ",
+    },
+    "45nm-int32": {
+        "mac_pj": 3.2,
+        "ac_pj": 0.1,
+        "source": "Horowitz ISSCC 2014, 45 nm: int32 mult 3.1 + add 0.1 pJ",
+    },
+    "45nm-int8": {
+        "mac_pj": 0.23,
+        "ac_pj": 0.03,
+        "source": "Horowitz ISSCC 2014, 45 nm: int8 mult 0.2 + add 0.03 pJ",
+    },
 }
-
 
 
 @dataclass
@@ -63,7 +74,9 @@ class MeasuredCost:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["note"] = "counts per sample (all T steps); energies are estimates, arithmetic only (Horowitz ISSCC 2014, 45 nm)"
+        d["note"] = (
+            "counts per sample (all T steps); energies are estimates, arithmetic only (Horowitz ISSCC 2014, 45 nm)"
+        )
         return d
 
 
@@ -75,7 +88,9 @@ def _batches(batches, max_batches):
 
 
 @torch.no_grad()
-def measure_cost(model: nn.Module, batches: Iterable, max_batches: int | None = None, device=None) -> MeasuredCost:
+def measure_cost(
+    model: nn.Module, batches: Iterable, max_batches: int | None = None, device=None
+) -> MeasuredCost:
     """Run ``model`` in eval mode on ``batches`` (tensors [T, B, ...] or (x, y, ...) tuples) and
     count operations per layer and time step.
 
@@ -138,7 +153,9 @@ def measure_cost(model: nn.Module, batches: Iterable, max_batches: int | None = 
         membrane_updates=lif_updates - skipped,
         skipped_updates=skipped,
         flops_reduction=dense / (kept + over) if kept + over else float("inf"),
-        effective_reduction=dense / (eff_spike + eff_mac + over) if eff_spike + eff_mac + over else float("inf"),
+        effective_reduction=dense / (eff_spike + eff_mac + over)
+        if eff_spike + eff_mac + over
+        else float("inf"),
         energy_pj=energy,
         dense_energy_pj=dense_energy,
         layers=[asdict(lc) for lc in layers],
@@ -147,38 +164,51 @@ def measure_cost(model: nn.Module, batches: Iterable, max_batches: int | None = 
         paper_convention_reduction=counter.paper.reduction() if gated else 1.0,
         paper_convention=paper,
         kept_fraction=g_kept / g_dense if g_dense else 1.0,
-        kept_fraction_by_layer={lc.name: lc.total("kept_macs") / lc.total("dense_macs") for lc in gated if lc.total("dense_macs")},
+        kept_fraction_by_layer={
+            lc.name: lc.total("kept_macs") / lc.total("dense_macs") for lc in gated if lc.total("dense_macs")
+        },
     )
 
 
 def format_measured(c: MeasuredCost, title: str = "") -> str:
-    lines = [f"measured cost{(' of ' + title) if title else ''}: {c.samples} samples, T={c.T} (per sample, all steps)"]
+    lines = [
+        f"measured cost{(' of ' + title) if title else ''}: {c.samples} samples, T={c.T} (per sample, all steps)"
+    ]
     lines.append(f"  dense MACs            {c.dense_macs:,.0f}")
     lines.append(f"  kept MACs             {c.kept_macs:,.0f}")
     lines.append(f"  predictor overhead    {c.overhead_macs:,.0f}")
     lines.append(f"  SOPs                  {c.sops:,.0f}")
     lines.append(f"  membrane updates      {c.membrane_updates:,.0f} (skipped {c.skipped_updates:,.0f})")
     lines.append(f"  FLOPs reduction       {c.flops_reduction:.2f}x   = dense / (kept + overhead)")
-    lines.append(f"  effective reduction   {c.effective_reduction:.2f}x   = dense / (SOPs or kept MACs + overhead)")
+    lines.append(
+        f"  effective reduction   {c.effective_reduction:.2f}x   = dense / (SOPs or kept MACs + overhead)"
+    )
     lines.append("  three accountings:")
-    lines.append(f"    dense_mac_reduction        {c.dense_mac_reduction:.2f}x   = dense / (kept MACs + overhead)")
+    lines.append(
+        f"    dense_mac_reduction        {c.dense_mac_reduction:.2f}x   = dense / (kept MACs + overhead)"
+    )
     lines.append(
         f"    effective_op_reduction     {c.effective_op_reduction:.2f}x   "
         "= dense / (SOPs into kept outputs + membrane updates + overhead)"
     )
     bs = ", ".join(str(b) for b in c.paper_convention.get("batch_sizes", [])) or "-"
-    lines.append(f"    paper_convention_reduction {c.paper_convention_reduction:.2f}x   (authors' convention, B = {bs})")
+    lines.append(
+        f"    paper_convention_reduction {c.paper_convention_reduction:.2f}x   (authors' convention, B = {bs})"
+    )
     lines.append(f"  kept_fraction (gated layers) {c.kept_fraction:.3f}")
     for name, f in c.kept_fraction_by_layer.items():
         lines.append(f"    {name:24s} {f:.3f}")
     lines.append("  energy ESTIMATES (arithmetic only; Horowitz ISSCC 2014, 45 nm):")
     for k, v in c.energy_pj.items():
-        lines.append(f"    {k:12s} {v / 1e6:10.3f} uJ   (dense MAC network: {c.dense_energy_pj[k] / 1e6:.3f} uJ)")
+        lines.append(
+            f"    {k:12s} {v / 1e6:10.3f} uJ   (dense MAC network: {c.dense_energy_pj[k] / 1e6:.3f} uJ)"
+        )
     return "\n".join(lines)
 
 
-
-def cost_report(model: nn.Module, input_shape, batches: Iterable | None = None, max_batches: int | None = None) -> dict:
+def cost_report(
+    model: nn.Module, input_shape, batches: Iterable | None = None, max_batches: int | None = None
+) -> dict:
     """Flat summary for training reports: memory (MB = 10^6 bytes) and, with data, measured FLOPs
     reduction. Keys: ``params``, ``lif_neurons``, ``memory_mb``, ``memory_mb_packed``,
     ``memory_mb_fp32``, ``memory_reduction``, ``memory_reduction_packed``, ``dense_macs_per_step``

@@ -70,7 +70,9 @@ def _gate_param_bits(model: nn.Module, gate_bits: float | None) -> dict[int, flo
     return out
 
 
-def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float | None = None) -> tuple[dict, list]:
+def _param_bits(
+    model: nn.Module, weight_bits: float | None, bn: str, gate_bits: float | None = None
+) -> tuple[dict, list]:
     """{bits: params} and a per-tensor list. Conv/linear weights at their quantizer's bits (or
     ``weight_bits``); biases, gates, thresholds at 32; BN per ``bn``."""
     by_bits: dict[float, int] = {}
@@ -84,7 +86,15 @@ def _param_bits(model: nn.Module, weight_bits: float | None, bn: str, gate_bits:
         if bits == 0:
             return
         by_bits[bits] = by_bits.get(bits, 0) + p.numel()
-        rows.append({"name": name, "params": p.numel(), "bits": bits, "packed_bits": bits if packed is None else packed, "what": what})
+        rows.append(
+            {
+                "name": name,
+                "params": p.numel(),
+                "bits": bits,
+                "packed_bits": bits if packed is None else packed,
+                "what": what,
+            }
+        )
 
     gate_params = _gate_param_bits(model, gate_bits)
     for mname, m in model.named_modules():
@@ -176,7 +186,8 @@ def static_cost(
     total32 = counted_nogate * 32 / 8 / MB + m32
     dense = sum(lc.total("dense_macs") for lc in counter.layers.values())
     layers = [
-        {"name": lc.name, "kind": lc.kind, "dense_macs": int(lc.total("dense_macs"))} for lc in counter.layers.values()
+        {"name": lc.name, "kind": lc.kind, "dense_macs": int(lc.total("dense_macs"))}
+        for lc in counter.layers.values()
     ]
     return StaticCost(
         input_shape=tuple(input_shape),
@@ -204,18 +215,28 @@ def static_cost(
 
 
 def format_static(c: StaticCost, title: str = "") -> str:
-    lines = [f"static cost{(' of ' + title) if title else ''}, input {'x'.join(map(str, c.input_shape))} (per sample, per time step)"]
+    lines = [
+        f"static cost{(' of ' + title) if title else ''}, input {'x'.join(map(str, c.input_shape))} (per sample, per time step)"
+    ]
     lines.append("  1 MB = 10^6 bytes")
     lines.append(f"  parameters            {c.params:,}")
-    lines.append("  params by bits        " + ", ".join(f"{n:,} @ {b:g} b" for b, n in c.params_by_bits.items()))
+    lines.append(
+        "  params by bits        " + ", ".join(f"{n:,} @ {b:g} b" for b, n in c.params_by_bits.items())
+    )
     lines.append(f"  weight memory         {c.weight_memory_mb:.4f} MB   (BN: {c.bn_mode})")
-    lines.append("    by kind             " + ", ".join(f"{k} {v:.4f}" for k, v in c.weight_memory_mb_by_kind.items()))
+    lines.append(
+        "    by kind             " + ", ".join(f"{k} {v:.4f}" for k, v in c.weight_memory_mb_by_kind.items())
+    )
     lines.append(f"  LIF neurons           {c.lif_neurons:,}")
     lines.append(f"  membrane @ 32 bits    {c.membrane_mb_fp32:.4f} MB")
-    lines.append(f"  membrane @ {c.membrane_bits:g} bits    {c.membrane_mb_paper:.4f} MB   (paper convention)")
+    lines.append(
+        f"  membrane @ {c.membrane_bits:g} bits    {c.membrane_mb_paper:.4f} MB   (paper convention)"
+    )
     lines.append(f"  membrane @ {c.membrane_packed_bits:g} bits  {c.membrane_mb_packed:.4f} MB   (packed)")
     lines.append(f"  total                 {c.total_mb:.4f} MB   (packed: {c.total_mb_packed:.4f} MB)")
     lines.append(f"  total, all FP32       {c.total_mb_fp32:.4f} MB")
-    lines.append(f"  memory reduction      {c.memory_reduction:.2f}x   (packed: {c.memory_reduction_packed:.2f}x)")
+    lines.append(
+        f"  memory reduction      {c.memory_reduction:.2f}x   (packed: {c.memory_reduction_packed:.2f}x)"
+    )
     lines.append(f"  dense MACs            {c.dense_macs:,}")
     return "\n".join(lines)

@@ -34,17 +34,28 @@ def model_summary(model: nn.Module, config, test_data=None, device="cpu", flops_
         "membrane_levels": (spec.membrane_ub - spec.membrane_lb + 1) if spec.quantized else None,
     }
     sc = static_cost(model, input_shape=input_shape)
-    out.update({
-        "params": int(sc.params), "neurons": int(sc.lif_neurons),
-        "weight_mb": float(sc.weight_memory_mb), "membrane_mb": float(sc.membrane_mb_paper), "total_mb": float(sc.total_mb),
-        "weight_mb_packed": float(sc.weight_memory_mb_packed), "membrane_mb_packed": float(sc.membrane_mb_packed),
-        "total_mb_packed": float(sc.total_mb_packed), "total_mb_fp32": float(sc.total_mb_fp32),
-        "memory_reduction": float(sc.memory_reduction), "memory_reduction_packed": float(sc.memory_reduction_packed),
-        "dense_macs_per_step": int(sc.dense_macs),
-    })
+    out.update(
+        {
+            "params": int(sc.params),
+            "neurons": int(sc.lif_neurons),
+            "weight_mb": float(sc.weight_memory_mb),
+            "membrane_mb": float(sc.membrane_mb_paper),
+            "total_mb": float(sc.total_mb),
+            "weight_mb_packed": float(sc.weight_memory_mb_packed),
+            "membrane_mb_packed": float(sc.membrane_mb_packed),
+            "total_mb_packed": float(sc.total_mb_packed),
+            "total_mb_fp32": float(sc.total_mb_fp32),
+            "memory_reduction": float(sc.memory_reduction),
+            "memory_reduction_packed": float(sc.memory_reduction_packed),
+            "dense_macs_per_step": int(sc.dense_macs),
+        }
+    )
     if spec.pruned and test_data is not None:
         T = config.model.T
-        batches = [test_data.batch(torch.arange(s, min(s + 100, len(test_data))), T)[0].to(device) for s in range(0, min(len(test_data), 100 * flops_batches), 100)]
+        batches = [
+            test_data.batch(torch.arange(s, min(s + 100, len(test_data))), T)[0].to(device)
+            for s in range(0, min(len(test_data), 100 * flops_batches), 100)
+        ]
         mc = measure_cost(model, batches)
         out["flops_reduction"] = float(mc.flops_reduction)
         out["effective_reduction"] = float(mc.effective_reduction)

@@ -91,7 +91,12 @@ class EventFolderDataset(Dataset):
     classes: list[str] = []
 
     def __init__(self, files: list[Path], labels: list[int], reader: Callable, transform: Callable | None):
-        self.files, self.labels, self._reader, self.transform = files, np.asarray(labels, np.int64), reader, transform
+        self.files, self.labels, self._reader, self.transform = (
+            files,
+            np.asarray(labels, np.int64),
+            reader,
+            transform,
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -129,8 +134,12 @@ class NMNIST(EventFolderDataset):
             files += fs
             labels += [d] * len(fs)
         if not files:
-            _missing(folder, "N-MNIST recordings", f"unzip Train.zip / Test.zip so that {folder}/<digit>/<id>.bin exist "
-                     "('spquant data fetch nmnist --root DIR')")
+            _missing(
+                folder,
+                "N-MNIST recordings",
+                f"unzip Train.zip / Test.zip so that {folder}/<digit>/<id>.bin exist "
+                "('spquant data fetch nmnist --root DIR')",
+            )
         super().__init__(files, labels, lambda f: read_atis_bin(f, sensor_size=self.sensor_size), transform)
 
 
@@ -143,8 +152,15 @@ class NCaltech101(EventFolderDataset):
 
     sensor_size = (240, 180)
 
-    def __init__(self, root, split: str = "train", transform: Callable | None = None, split_mode: str = "authors",
-                 seed: int = 42, include_background: bool = False):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        transform: Callable | None = None,
+        split_mode: str = "authors",
+        seed: int = 42,
+        include_background: bool = False,
+    ):
         base = Path(root) / "Caltech101"
         if not base.is_dir():
             base = Path(root)
@@ -157,9 +173,12 @@ class NCaltech101(EventFolderDataset):
             files += fs
             labels += [i] * len(fs)
         if not files:
-            _missing(Path(root) / "Caltech101", "N-Caltech101 recordings",
-                     f"unzip Caltech101.zip so that {Path(root) / 'Caltech101'}/<class>/image_<id>.bin exist "
-                     "('spquant data fetch ncaltech101 --root DIR')")
+            _missing(
+                Path(root) / "Caltech101",
+                "N-Caltech101 recordings",
+                f"unzip Caltech101.zip so that {Path(root) / 'Caltech101'}/<class>/image_<id>.bin exist "
+                "('spquant data fetch ncaltech101 --root DIR')",
+            )
         self.classes = classes
         files, labels = _split_files(root, files, labels, split, split_mode, 0.8, seed)
         super().__init__(files, labels, lambda f: read_atis_bin(f, sensor_size=self.sensor_size), transform)
@@ -176,9 +195,14 @@ def _check_npz_sizes(path: str) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1000 * max(info.compress_size, 1):
-                    raise EventFileError(path, f"member {info.filename} claims {info.file_size} bytes from "
-                                         f"{info.compress_size} compressed: refused")
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1000 * max(
+                    info.compress_size, 1
+                ):
+                    raise EventFileError(
+                        path,
+                        f"member {info.filename} claims {info.file_size} bytes from "
+                        f"{info.compress_size} compressed: refused",
+                    )
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     if version == (1, 0):
@@ -189,8 +213,11 @@ def _check_npz_sizes(path: str) -> None:
                         raise ValueError(f"unsupported .npy format version {version} in {info.filename}")
                     need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                     if need > info.file_size:
-                        raise EventFileError(path, f"array {info.filename} declares {need} bytes but its member "
-                                             f"holds {info.file_size}: truncated or forged")
+                        raise EventFileError(
+                            path,
+                            f"array {info.filename} declares {need} bytes but its member "
+                            f"holds {info.file_size}: truncated or forged",
+                        )
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise EventFileError(path, f"not a readable numpy .npz event file ({e})") from None
 
@@ -213,10 +240,18 @@ def read_spikingjelly_npz(path) -> np.ndarray:
     n = cols["t"].shape
     if any(c.ndim != 1 or c.shape != n or c.dtype.kind not in "iub" for c in cols.values()):
         raise EventFileError(path, "arrays t, x, y, p must be 1-D integer arrays of one length")
-    if n[0] and (cols["x"].min() < 0 or cols["y"].min() < 0 or cols["x"].max() > 0xFFFF or cols["y"].max() > 0xFFFF):
+    if n[0] and (
+        cols["x"].min() < 0 or cols["y"].min() < 0 or cols["x"].max() > 0xFFFF or cols["y"].max() > 0xFFFF
+    ):
         raise EventFileError(path, "x / y outside 0..65535")
-    return finish_events(path, cols["x"].astype(np.uint16), cols["y"].astype(np.uint16), cols["t"].astype(np.int64),
-                         cols["p"].astype(np.uint8), CIFAR10DVS.sensor_size)
+    return finish_events(
+        path,
+        cols["x"].astype(np.uint16),
+        cols["y"].astype(np.uint16),
+        cols["t"].astype(np.int64),
+        cols["p"].astype(np.uint8),
+        CIFAR10DVS.sensor_size,
+    )
 
 
 class CIFAR10DVS(EventFolderDataset):
@@ -244,33 +279,51 @@ class CIFAR10DVS(EventFolderDataset):
     def find_files(root, layout: str = "auto") -> tuple[str, list[Path], list[int]]:
         """(layout, files, labels) of the first layout with recordings (every class must have some)."""
         root = Path(root)
-        globs = {"aedat2": [(root, "**/*.aedat")],
-                 "aedat4": [(root, "*.aedat4"), (root / "CIFAR10DVS", "*.aedat4")],
-                 "npz": [(root / "events_np", "*.npz")]}
+        globs = {
+            "aedat2": [(root, "**/*.aedat")],
+            "aedat4": [(root, "*.aedat4"), (root / "CIFAR10DVS", "*.aedat4")],
+            "npz": [(root / "events_np", "*.npz")],
+        }
         if layout != "auto" and layout not in globs:
             raise ValueError(f"layout must be 'auto' or one of {list(globs)}, got {layout!r}")
-        for name in (globs if layout == "auto" else [layout]):
+        for name in globs if layout == "auto" else [layout]:
             for base, pattern in globs[name]:
                 per_class = [sorted((base / c).glob(pattern)) for c in CIFAR10_CLASSES]
                 if any(per_class):
                     missing = [c for c, fs in zip(CIFAR10_CLASSES, per_class) if not fs]
                     if missing:
-                        _missing(base, f"CIFAR10-DVS ({name}) classes {missing}",
-                                 f"unzip <class>.zip so that every class folder {base}/<class>/ holds its recordings")
+                        _missing(
+                            base,
+                            f"CIFAR10-DVS ({name}) classes {missing}",
+                            f"unzip <class>.zip so that every class folder {base}/<class>/ holds its recordings",
+                        )
                     files = [f for fs in per_class for f in fs]
                     labels = [i for i, fs in enumerate(per_class) for _ in fs]
                     return name, files, labels
-        _missing(root, "CIFAR10-DVS recordings", f"unzip <class>.zip into {root}/<class>/ for every class of "
-                 f"{CIFAR10_CLASSES} (AEDAT 2.0 '.aedat'; or tonic's '.aedat4' mirror; or SpikingJelly's "
-                 "events_np/<class>/*.npz) ('spquant data fetch cifar10-dvs --root DIR')")
+        _missing(
+            root,
+            "CIFAR10-DVS recordings",
+            f"unzip <class>.zip into {root}/<class>/ for every class of "
+            f"{CIFAR10_CLASSES} (AEDAT 2.0 '.aedat'; or tonic's '.aedat4' mirror; or SpikingJelly's "
+            "events_np/<class>/*.npz) ('spquant data fetch cifar10-dvs --root DIR')",
+        )
 
-    def __init__(self, root, split: str = "train", transform: Callable | None = None, split_mode: str = "authors",
-                 seed: int = 42, layout: str = "auto"):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        transform: Callable | None = None,
+        split_mode: str = "authors",
+        seed: int = 42,
+        layout: str = "auto",
+    ):
         self.layout, files, labels = self.find_files(root, layout)
         files, labels = _split_files(root, files, labels, split, split_mode, 0.9, seed)
-        readers = {"aedat2": lambda f: read_aedat2(f, layout="dvs128", convention="spikingjelly"),
-                   "aedat4": lambda f: read_aedat4(f, sensor_size=self.sensor_size),
-                   "npz": lambda f: Recording(read_spikingjelly_npz(f), self.sensor_size)}
+        readers = {
+            "aedat2": lambda f: read_aedat2(f, layout="dvs128", convention="spikingjelly"),
+            "aedat4": lambda f: read_aedat4(f, sensor_size=self.sensor_size),
+            "npz": lambda f: Recording(read_spikingjelly_npz(f), self.sensor_size),
+        }
         super().__init__(files, labels, readers[self.layout], transform)
 
 
@@ -289,8 +342,12 @@ class DVSGesture(Dataset):
             base = Path(root)
         trials = base / ("trials_to_train.txt" if split == "train" else "trials_to_test.txt")
         if not trials.is_file():
-            _missing(base, trials.name, f"unpack DvsGesture.tar.gz so that {base}/{trials.name}, the .aedat files and "
-                     "their _labels.csv files exist (see 'spquant data fetch dvs128-gesture')")
+            _missing(
+                base,
+                trials.name,
+                f"unpack DvsGesture.tar.gz so that {base}/{trials.name}, the .aedat files and "
+                "their _labels.csv files exist (see 'spquant data fetch dvs128-gesture')",
+            )
         names = [ln.strip() for ln in trials.read_text().splitlines() if ln.strip()]
         self.samples: list[tuple[Path, int, int, int]] = []
         for name in names:
@@ -312,7 +369,7 @@ class DVSGesture(Dataset):
             self._cache = (f, read_aedat31(f, sensor_size=self.sensor_size).events)
         ev = self._cache[1]
         t = ev["t"]
-        seg = ev[np.searchsorted(t, start, "left"):np.searchsorted(t, end, "left")]
+        seg = ev[np.searchsorted(t, start, "left") : np.searchsorted(t, end, "left")]
         return (self.transform(seg) if self.transform else seg), label
 
 
@@ -329,8 +386,14 @@ class Gen1Detection(Dataset):
     classes = ["car", "pedestrian"]
     name = "Gen1"
 
-    def __init__(self, root, split: str = "train", transform: Callable | None = None, window_us: int = 50_000,
-                 window_events: int | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        transform: Callable | None = None,
+        window_us: int = 50_000,
+        window_events: int | None = None,
+    ):
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         folder = Path(root) / split
@@ -341,8 +404,12 @@ class Gen1Detection(Dataset):
                 _missing(folder, box.name, f"every <name>_td.dat in {folder} needs its <name>_bbox.npy")
             pairs.append((td, box))
         if not pairs:
-            _missing(folder, f"{self.name} recordings", f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
-                     f"(see 'spquant data fetch {self.name.lower()}')")
+            _missing(
+                folder,
+                f"{self.name} recordings",
+                f"put <name>_td.dat + <name>_bbox.npy pairs into {folder} "
+                f"(see 'spquant data fetch {self.name.lower()}')",
+            )
         self.pairs = pairs
         self.samples: list[tuple[int, int]] = []  # (pair index, timestamp)
         self._boxes = []
@@ -362,7 +429,11 @@ class Gen1Detection(Dataset):
             self._mm[k] = memmap_prophesee_dat(self.pairs[k][0])[0]
         rec = self._mm[k]
         hi = int(np.searchsorted(rec["t"], ts, side="right"))
-        lo = max(0, hi - self.window_events) if self.window_events else int(np.searchsorted(rec["t"], ts - self.window_us, side="right"))
+        lo = (
+            max(0, hi - self.window_events)
+            if self.window_events
+            else int(np.searchsorted(rec["t"], ts - self.window_us, side="right"))
+        )
         ev = decode_dat_records(rec[lo:hi], self.pairs[k][0], self.sensor_size)
         boxes = self._boxes[k][self._boxes[k]["ts"] == ts]
         return (self.transform(ev) if self.transform else ev), boxes
@@ -423,12 +494,18 @@ def _dtype(code, align=False, copy=True):
     if isinstance(code, bytes):
         code = code.decode("latin-1")
     if code not in _CIFAR_DTYPES:
-        raise pickle.UnpicklingError(f"dtype {str(code)[:20]!r} is not part of a CIFAR batch (integer dtypes only)")
+        raise pickle.UnpicklingError(
+            f"dtype {str(code)[:20]!r} is not part of a CIFAR batch (integer dtypes only)"
+        )
     return _DtypeStandIn(code)
 
 
 def _scalar(dtype, data=None):
-    if not isinstance(dtype, _DtypeStandIn) or not isinstance(data, bytes) or len(data) != dtype.numpy().itemsize:
+    if (
+        not isinstance(dtype, _DtypeStandIn)
+        or not isinstance(data, bytes)
+        or len(data) != dtype.numpy().itemsize
+    ):
         raise pickle.UnpicklingError("malformed numpy scalar")
     return int(np.frombuffer(data, dtype.numpy())[0])
 
@@ -459,23 +536,34 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return self.ALLOWED[(module, name)]
         except (KeyError, TypeError):
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not part of a CIFAR-10 batch)") from None
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} (not part of a CIFAR-10 batch)"
+            ) from None
 
 
 def _to_array(path, value, what: str) -> np.ndarray:
     """Check the state recorded by :class:`_ArrayStandIn` and build the array from its bytes."""
     st = getattr(value, "state", None)
-    if not (isinstance(st, tuple) and len(st) == 5 and isinstance(st[1], tuple) and isinstance(st[2], _DtypeStandIn)
-            and isinstance(st[4], bytes) and len(st[1]) <= 4
-            and all(isinstance(n, int) and 0 <= n <= MAX_CIFAR_BATCH_BYTES for n in st[1])):
+    if not (
+        isinstance(st, tuple)
+        and len(st) == 5
+        and isinstance(st[1], tuple)
+        and isinstance(st[2], _DtypeStandIn)
+        and isinstance(st[4], bytes)
+        and len(st[1]) <= 4
+        and all(isinstance(n, int) and 0 <= n <= MAX_CIFAR_BATCH_BYTES for n in st[1])
+    ):
         raise EventFileError(path, f"CIFAR-10 {what!r} is not a plain integer array")
     shape, dtype, raw = st[1], st[2].numpy(), st[4]
     count = 1
     for n in shape:
         count *= n
     if count * dtype.itemsize != len(raw):
-        raise EventFileError(path, f"CIFAR-10 {what!r}: shape {shape} needs {count * dtype.itemsize} bytes, "
-                             f"the pickle holds {len(raw)}")
+        raise EventFileError(
+            path,
+            f"CIFAR-10 {what!r}: shape {shape} needs {count * dtype.itemsize} bytes, "
+            f"the pickle holds {len(raw)}",
+        )
     return np.frombuffer(raw, dtype).reshape(shape, order="F" if st[3] else "C")
 
 
@@ -558,13 +646,16 @@ class CIFAR10(_InMemoryImages):
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         missing = [n for n in names if not (base / n).is_file()]
         if missing:
-            _missing(base, f"CIFAR-10 batches {missing}", f"unpack cifar-10-python.tar.gz into {Path(root)} so that "
-                     f"{Path(root) / 'cifar-10-batches-py'}/{missing[0]} exists ('spquant data fetch cifar10 --root DIR')")
+            _missing(
+                base,
+                f"CIFAR-10 batches {missing}",
+                f"unpack cifar-10-python.tar.gz into {Path(root)} so that "
+                f"{Path(root) / 'cifar-10-batches-py'}/{missing[0]} exists ('spquant data fetch cifar10 --root DIR')",
+            )
         parts = [load_cifar10_batch(base / n) for n in names]
         self.images = np.concatenate([p[0] for p in parts])
         self.labels = np.concatenate([p[1] for p in parts])
         self.transform = transform
-
 
 
 class IDXImages(_InMemoryImages):
@@ -576,7 +667,6 @@ class IDXImages(_InMemoryImages):
     def __init__(self, root, split: str = "train", transform: Callable | None = None):
         self.images, self.labels = load_idx_split(root, split)
         self.transform = transform
-
 
 
 class MNIST(IDXImages):

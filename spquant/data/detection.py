@@ -54,8 +54,16 @@ from torch.utils.data import Dataset
 from spquant.data.events import EVENT_DTYPE, make_events
 
 __all__ = [
-    "video_to_events", "events_to_frames", "collate_detection", "MovingDigitsConfig", "MovingDigits",
-    "render_digits", "Gen1DetectionFrames", "filter_boxes", "GEN1_CLASSES", "BENCHMARKS",
+    "video_to_events",
+    "events_to_frames",
+    "collate_detection",
+    "MovingDigitsConfig",
+    "MovingDigits",
+    "render_digits",
+    "Gen1DetectionFrames",
+    "filter_boxes",
+    "GEN1_CLASSES",
+    "BENCHMARKS",
 ]
 
 GEN1_CLASSES = ("car", "pedestrian")
@@ -65,8 +73,14 @@ _VERSION = 1  # bump when generation changes (invalidates caches)
 # ------------------------------------------------------------------------------------------------
 # event camera model and event histograms
 # ------------------------------------------------------------------------------------------------
-def video_to_events(video, times_us, threshold: float = 0.2, threshold_sigma: float = 0.0, eps: float = 0.1,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+def video_to_events(
+    video,
+    times_us,
+    threshold: float = 0.2,
+    threshold_sigma: float = 0.0,
+    eps: float = 0.1,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Events of a video ``[S + 1, H, W]`` (intensities in [0, 1]) seen by an event camera.
 
     Every pixel keeps a reference log intensity ``ref`` (from frame 0). At each frame the log
@@ -83,7 +97,9 @@ def video_to_events(video, times_us, threshold: float = 0.2, threshold_sigma: fl
     video = np.asarray(video, dtype=np.float64)
     times = np.asarray(times_us, dtype=np.float64)
     if video.ndim != 3 or times.shape != (video.shape[0],):
-        raise ValueError(f"video must be [S+1, H, W] with one time per frame, got {video.shape} and {times.shape}")
+        raise ValueError(
+            f"video must be [S+1, H, W] with one time per frame, got {video.shape} and {times.shape}"
+        )
     H, W = video.shape[1:]
     C = np.full((H, W), float(threshold))
     if threshold_sigma > 0:
@@ -101,11 +117,17 @@ def video_to_events(video, times_us, threshold: float = 0.2, threshold_sigma: fl
             continue
         cnt = n[iy, ix]
         sign = np.sign(d[iy, ix])
-        k = np.concatenate([np.arange(1, c + 1) for c in cnt]) if cnt.max() > 1 else np.ones(cnt.size, np.int64)
+        k = (
+            np.concatenate([np.arange(1, c + 1) for c in cnt])
+            if cnt.max() > 1
+            else np.ones(cnt.size, np.int64)
+        )
         rep = np.repeat(np.arange(iy.size), cnt)
         level = ref[iy, ix][rep] + sign[rep] * k * C[iy, ix][rep]
         span = (cur - prev)[iy, ix][rep]
-        frac = np.where(np.abs(span) > 1e-12, (level - prev[iy, ix][rep]) / np.where(np.abs(span) > 1e-12, span, 1), 1.0)
+        frac = np.where(
+            np.abs(span) > 1e-12, (level - prev[iy, ix][rep]) / np.where(np.abs(span) > 1e-12, span, 1), 1.0
+        )
         frac = np.clip(frac, 0.0, 1.0)
         ts.append(times[s - 1] + frac * (times[s] - times[s - 1]))
         xs.append(ix[rep])
@@ -118,8 +140,14 @@ def video_to_events(video, times_us, threshold: float = 0.2, threshold_sigma: fl
     return make_events(np.concatenate(xs), np.concatenate(ys), t, np.concatenate(ps))
 
 
-def events_to_frames(events: np.ndarray, T: int, size: tuple[int, int], t0: float | None = None,
-                     t1: float | None = None, scale: float = 1.0) -> np.ndarray:
+def events_to_frames(
+    events: np.ndarray,
+    T: int,
+    size: tuple[int, int],
+    t0: float | None = None,
+    t1: float | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
     """2-channel count histograms ``float32 [T, 2, H, W]`` of events in T equal time bins of [t0, t1].
 
     ``size`` = (H, W) of the output; coordinates are multiplied by ``scale`` (e.g. 0.5 to halve the
@@ -186,7 +214,9 @@ class MovingDigitsConfig:
         if self.canvas < 29:
             raise ValueError("canvas must be at least 29 pixels (a 28x28 digit plus sub-pixel motion)")
         if self.downsample < 1 or self.canvas % self.downsample:
-            raise ValueError(f"downsample must be a positive divisor of canvas {self.canvas}, got {self.downsample}")
+            raise ValueError(
+                f"downsample must be a positive divisor of canvas {self.canvas}, got {self.downsample}"
+            )
         if not 1 <= self.digits[0] <= self.digits[1]:
             raise ValueError(f"digits must be (min, max) with 1 <= min <= max, got {self.digits}")
 
@@ -218,8 +248,8 @@ def _place(canvas: np.ndarray, digit: np.ndarray, px: float, py: float) -> None:
     patch[:h, 1:] += fx * (1 - fy) * digit
     patch[1:, :w] += (1 - fx) * fy * digit
     patch[1:, 1:] += fx * fy * digit
-    region = canvas[iy:iy + h + 1, ix:ix + w + 1]
-    np.maximum(region, patch[:region.shape[0], :region.shape[1]], out=region)
+    region = canvas[iy : iy + h + 1, ix : ix + w + 1]
+    np.maximum(region, patch[: region.shape[0], : region.shape[1]], out=region)
 
 
 def render_digits(digits, starts, ends, canvas: int, steps: int) -> np.ndarray:
@@ -258,13 +288,20 @@ def moving_digits_sample(cfg: MovingDigitsConfig, i: int, images: np.ndarray, la
         c0, r0, c1, r1 = _tight(images[j])
         end_box = [p1[0] + c0, p1[1] + r0, p1[0] + c1, p1[1] + r1]
         if cfg.box == "union":
-            b = [min(p0[0], p1[0]) + c0, min(p0[1], p1[1]) + r0, max(p0[0], p1[0]) + c1, max(p0[1], p1[1]) + r1]
+            b = [
+                min(p0[0], p1[0]) + c0,
+                min(p0[1], p1[1]) + r0,
+                max(p0[0], p1[0]) + c1,
+                max(p0[1], p1[1]) + r1,
+            ]
         else:
             b = end_box
         boxes.append([*b, float(labels[j])])
     video = render_digits(digits, starts, ends, cfg.canvas, cfg.steps)
     times = np.linspace(0, cfg.window_us, cfg.steps + 1)
-    events = video_to_events(video, times, cfg.threshold, cfg.threshold_sigma, cfg.eps, rng=np.random.default_rng([cfg.seed, 7]))
+    events = video_to_events(
+        video, times, cfg.threshold, cfg.threshold_sigma, cfg.eps, rng=np.random.default_rng([cfg.seed, 7])
+    )
     return events, np.asarray(boxes, np.float32).reshape(-1, 5)
 
 
@@ -286,8 +323,12 @@ class MovingDigits(Dataset):
         self.config = MovingDigitsConfig(**kwargs)
         self.mnist_root = mnist_root
         if cache_dir == "default":
-            cache_dir = os.environ.get("SPQUANT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "spquant"))
-        self.cache_path = None if cache_dir is None else Path(cache_dir) / "moving_digits" / f"{self.config.key()}.npz"
+            cache_dir = os.environ.get(
+                "SPQUANT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "spquant")
+            )
+        self.cache_path = (
+            None if cache_dir is None else Path(cache_dir) / "moving_digits" / f"{self.config.key()}.npz"
+        )
         self._images = None
         if self.cache_path is not None and self.cache_path.is_file():
             with np.load(self.cache_path, allow_pickle=False) as z:
@@ -330,8 +371,10 @@ class MovingDigits(Dataset):
         return self.frames.shape[0]
 
     def __getitem__(self, i: int):
-        return (torch.from_numpy(self.frames[i].astype(np.float32)),
-                torch.from_numpy(self.boxes[self.offsets[i]:self.offsets[i + 1]].copy()))
+        return (
+            torch.from_numpy(self.frames[i].astype(np.float32)),
+            torch.from_numpy(self.boxes[self.offsets[i] : self.offsets[i + 1]].copy()),
+        )
 
     def events(self, i: int) -> np.ndarray:
         images, labels = self._digits()
@@ -348,15 +391,32 @@ class MovingDigits(Dataset):
 # sides are >= min_side, in sensor pixels. 1 Mpx keeps the three classes those papers report
 # (pedestrian, two-wheeler, car; class ids 0-2 of the seven annotated).
 BENCHMARKS = {
-    "gen1": {"sensor": (304, 240), "classes": ("car", "pedestrian"), "min_diag": 30.0, "min_side": 10.0,
-             "skip_us": 500_000, "keep_classes": None},
-    "1mpx": {"sensor": (1280, 720), "classes": ("pedestrian", "two-wheeler", "car"), "min_diag": 60.0, "min_side": 20.0,
-             "skip_us": 500_000, "keep_classes": (0, 1, 2)},
+    "gen1": {
+        "sensor": (304, 240),
+        "classes": ("car", "pedestrian"),
+        "min_diag": 30.0,
+        "min_side": 10.0,
+        "skip_us": 500_000,
+        "keep_classes": None,
+    },
+    "1mpx": {
+        "sensor": (1280, 720),
+        "classes": ("pedestrian", "two-wheeler", "car"),
+        "min_diag": 60.0,
+        "min_side": 20.0,
+        "skip_us": 500_000,
+        "keep_classes": (0, 1, 2),
+    },
 }
 
 
-def filter_boxes(boxes: np.ndarray, min_diag: float = 30.0, min_side: float = 10.0, skip_us: int = 500_000,
-                 keep_classes=None) -> np.ndarray:
+def filter_boxes(
+    boxes: np.ndarray,
+    min_diag: float = 30.0,
+    min_side: float = 10.0,
+    skip_us: int = 500_000,
+    keep_classes=None,
+) -> np.ndarray:
     """The benchmark box filter (defaults: Gen1; :data:`BENCHMARKS` has both): keep boxes with
     ``ts > skip_us``, ``w^2 + h^2 >= min_diag^2``, ``w >= min_side`` and ``h >= min_side`` and, when
     ``keep_classes`` is given, a class id among them (structured array with fields ts, w, h, class_id).
@@ -395,9 +455,19 @@ class Gen1DetectionFrames(Dataset):
             sensor pixels; labelled timestamps left without boxes are not samples.
     """
 
-    def __init__(self, root, split: str = "train", events_per_window: int | None = 25_000, window_us: int = 50_000,
-                 T: int = 1, input_size: tuple[int, int] = (240, 304), benchmark: str = "gen1",
-                 min_diag: float | None = None, min_side: float | None = None, skip_us: int | None = None):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        events_per_window: int | None = 25_000,
+        window_us: int = 50_000,
+        T: int = 1,
+        input_size: tuple[int, int] = (240, 304),
+        benchmark: str = "gen1",
+        min_diag: float | None = None,
+        min_side: float | None = None,
+        skip_us: int | None = None,
+    ):
         from spquant.data.datasets import Gen1Detection, Megapixel1Detection
 
         if benchmark not in BENCHMARKS:
@@ -408,9 +478,12 @@ class Gen1DetectionFrames(Dataset):
         self.raw = raw_cls(root, split, window_us=window_us, window_events=events_per_window)
         self.benchmark, self.num_classes, self.classes = benchmark, len(bench["classes"]), bench["classes"]
         self.events_per_window, self.window_us, self.T = events_per_window, window_us, T
-        self.filter = {"min_diag": bench["min_diag"] if min_diag is None else min_diag,
-                       "min_side": bench["min_side"] if min_side is None else min_side,
-                       "skip_us": bench["skip_us"] if skip_us is None else skip_us, "keep_classes": bench["keep_classes"]}
+        self.filter = {
+            "min_diag": bench["min_diag"] if min_diag is None else min_diag,
+            "min_side": bench["min_side"] if min_side is None else min_side,
+            "skip_us": bench["skip_us"] if skip_us is None else skip_us,
+            "keep_classes": bench["keep_classes"],
+        }
         self.input_size = tuple(input_size)
         self.sensor = tuple(self.raw.sensor_size)  # (width, height)
         self.scale = min(1.0, self.input_size[0] / self.sensor[1], self.input_size[1] / self.sensor[0])
@@ -442,6 +515,15 @@ class Gen1DetectionFrames(Dataset):
         y1 = np.clip(b["y"], 0, H)
         x2 = np.clip(b["x"] + b["w"], 0, W)
         y2 = np.clip(b["y"] + b["h"], 0, H)
-        boxes = np.stack([x1 * self.scale, y1 * self.scale, x2 * self.scale, y2 * self.scale, b["class_id"].astype(np.float64)], 1)
+        boxes = np.stack(
+            [
+                x1 * self.scale,
+                y1 * self.scale,
+                x2 * self.scale,
+                y2 * self.scale,
+                b["class_id"].astype(np.float64),
+            ],
+            1,
+        )
         boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
         return torch.from_numpy(frames), torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 5)

@@ -23,7 +23,9 @@ ATTRIBUTION = Path(__file__).resolve().parent / "assets" / "MNIST_ATTRIBUTION.tx
 @lru_cache(maxsize=1)
 def _load() -> dict[str, np.ndarray]:
     if not ASSET.is_file():
-        raise FileNotFoundError(f"embedded MNIST subset missing: {ASSET} (rebuild with python -m spquant.data.make_assets --mnist DIR)")
+        raise FileNotFoundError(
+            f"embedded MNIST subset missing: {ASSET} (rebuild with python -m spquant.data.make_assets --mnist DIR)"
+        )
     with np.load(ASSET, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
@@ -32,8 +34,12 @@ def load_embedded_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     """(train_images uint8 [6000, 28, 28], train_labels int64 [6000], test_images uint8 [1000, 28, 28],
     test_labels int64 [1000]). Fresh copies, safe to modify."""
     d = _load()
-    return (d["train_images"].copy(), d["train_labels"].astype(np.int64), d["test_images"].copy(),
-            d["test_labels"].astype(np.int64))
+    return (
+        d["train_images"].copy(),
+        d["train_labels"].astype(np.int64),
+        d["test_images"].copy(),
+        d["test_labels"].astype(np.int64),
+    )
 
 
 def embedded_source_indices() -> tuple[np.ndarray, np.ndarray]:

@@ -44,8 +44,12 @@ def can_pack(cfg: EmulatorConfig) -> bool:
 
 def pack_events(ev: np.ndarray) -> np.ndarray:
     """Pack events (x, y < 64, t < 2**19) into uint32."""
-    return (ev["t"].astype(np.uint32) | (ev["x"].astype(np.uint32) << 19) | (ev["y"].astype(np.uint32) << 25)
-            | (ev["p"].astype(np.uint32) << 31))
+    return (
+        ev["t"].astype(np.uint32)
+        | (ev["x"].astype(np.uint32) << 19)
+        | (ev["y"].astype(np.uint32) << 25)
+        | (ev["p"].astype(np.uint32) << 31)
+    )
 
 
 def unpack_events(packed: np.ndarray) -> np.ndarray:
@@ -69,9 +73,17 @@ def images_digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
 
 
-def emulate_to_cache(images: np.ndarray, labels: np.ndarray, out_dir, split: str,
-                     config: EmulatorConfig | None = None, *, workers: int | None = None,
-                     chunk: int = 500, progress: bool = True) -> Path:
+def emulate_to_cache(
+    images: np.ndarray,
+    labels: np.ndarray,
+    out_dir,
+    split: str,
+    config: EmulatorConfig | None = None,
+    *,
+    workers: int | None = None,
+    chunk: int = 500,
+    progress: bool = True,
+) -> Path:
     """Emulate ``images`` and write the split's cache files into ``out_dir`` (see module doc).
 
     ``workers`` processes (default: all CPU cores) emulate chunks of ``chunk`` images (each image's
@@ -87,13 +99,14 @@ def emulate_to_cache(images: np.ndarray, labels: np.ndarray, out_dir, split: str
         raise ValueError(f"need images [N, H, W] and labels [N], got {images.shape} and {labels.shape}")
     packed = can_pack(cfg)
     n = images.shape[0]
-    jobs = [(images[s:s + chunk], s, cfg, packed) for s in range(0, n, chunk)]
+    jobs = [(images[s : s + chunk], s, cfg, packed) for s in range(0, n, chunk)]
     workers = workers if workers is not None else (os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))
     t0 = time.perf_counter()
     parts, offs = [], [np.zeros(1, np.int64)]
     try:
         from tqdm import tqdm
+
         bar = tqdm(total=n, unit="img", desc=f"emulate {split}", disable=not progress)
     except ImportError:  # pragma: no cover
         bar = None
@@ -126,15 +139,23 @@ def emulate_to_cache(images: np.ndarray, labels: np.ndarray, out_dir, split: str
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.update({"config": dataclasses.asdict(cfg), "key": cfg.key(), "packed_uint32": packed})
     meta.setdefault("splits", {})[split] = {
-        "n_samples": int(n), "n_events": int(offsets[-1]), "mean_events_per_sample": float(offsets[-1] / max(n, 1)),
-        "seconds": round(elapsed, 2), "workers": workers, "images_sha256_16": images_digest(images)}
+        "n_samples": int(n),
+        "n_events": int(offsets[-1]),
+        "mean_events_per_sample": float(offsets[-1] / max(n, 1)),
+        "seconds": round(elapsed, 2),
+        "workers": workers,
+        "images_sha256_16": images_digest(images),
+    }
     meta_path.write_text(json.dumps(meta, indent=2))
     return out
 
 
 def cache_complete(out_dir, split: str) -> bool:
     out = Path(out_dir)
-    return all((out / f"{split}_{k}.npy").is_file() for k in ("events", "offsets", "labels")) and (out / "meta.json").is_file()
+    return (
+        all((out / f"{split}_{k}.npy").is_file() for k in ("events", "offsets", "labels"))
+        and (out / "meta.json").is_file()
+    )
 
 
 class EmulatedEvents(Dataset):
@@ -144,11 +165,16 @@ class EmulatedEvents(Dataset):
     def __init__(self, cache_dir, split: str = "train", transform: Callable | None = None):
         self.dir = Path(cache_dir)
         if not cache_complete(self.dir, split):
-            raise EventFileError(self.dir, f"no complete emulated '{split}' split here (expected {split}_events.npy, "
-                                 f"{split}_offsets.npy, {split}_labels.npy and meta.json; make them with "
-                                 "'spquant data emulate mnist --root DIR')")
+            raise EventFileError(
+                self.dir,
+                f"no complete emulated '{split}' split here (expected {split}_events.npy, "
+                f"{split}_offsets.npy, {split}_labels.npy and meta.json; make them with "
+                "'spquant data emulate mnist --root DIR')",
+            )
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        self.config = EmulatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.meta["config"].items()})
+        self.config = EmulatorConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in self.meta["config"].items()}
+        )
         self.sensor_size = tuple(self.config.sensor_size)
         self.events = np.load(self.dir / f"{split}_events.npy", mmap_mode="r")
         self.offsets = np.load(self.dir / f"{split}_offsets.npy")
@@ -160,7 +186,7 @@ class EmulatedEvents(Dataset):
         return self.labels.shape[0]
 
     def events_of(self, i: int) -> np.ndarray:
-        raw = self.events[self.offsets[i]:self.offsets[i + 1]]
+        raw = self.events[self.offsets[i] : self.offsets[i + 1]]
         return unpack_events(raw) if self.packed else np.array(raw)
 
     def all_events(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +195,7 @@ class EmulatedEvents(Dataset):
         a, b = self.offsets[start], self.offsets[stop]
         raw = self.events[a:b]
         ev = unpack_events(raw) if self.packed else np.array(raw)
-        return ev, self.offsets[start:stop + 1] - a
+        return ev, self.offsets[start : stop + 1] - a
 
     def __getitem__(self, i: int):
         ev = self.events_of(i)
@@ -181,9 +207,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPQUANT_CACHE", Path.home() / ".cache" / "spquant"))
 
 
-def EmulatedMNIST(split: str = "train", source="embedded", config: EmulatorConfig | None = None,
-                  cache_dir=None, transform: Callable | None = None, workers: int | None = None,
-                  progress: bool = True, limit: int | None = None) -> EmulatedEvents:
+def EmulatedMNIST(
+    split: str = "train",
+    source="embedded",
+    config: EmulatorConfig | None = None,
+    cache_dir=None,
+    transform: Callable | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> EmulatedEvents:
     """Emulated N-MNIST-like events of MNIST digits, emulated on first use and cached on disk.
 
     ``source``: 'embedded' (the packaged 7,000-image subset), 'full' (full MNIST from
@@ -233,6 +266,7 @@ def _mnist_source(split: str, source) -> tuple[np.ndarray, np.ndarray, str]:
         return (xtr, ytr, "embedded") if split == "train" else (xte, yte, "embedded")
     if source == "full":
         from spquant.data.fetch import default_root
+
         root = default_root() / "mnist"
         x, y = load_idx_split(root, split)
         return x, y, "full"

@@ -134,8 +134,14 @@ def _as_float_images(images) -> torch.Tensor:
     return x
 
 
-def emulate_batch(images, config: EmulatorConfig | None = None, *, index_offset: int = 0,
-                  return_offsets: bool = False, **overrides):
+def emulate_batch(
+    images,
+    config: EmulatorConfig | None = None,
+    *,
+    index_offset: int = 0,
+    return_offsets: bool = False,
+    **overrides,
+):
     """Emulate a batch of grayscale images ``[N, H, W]`` (uint8 0..255 or float 0..1).
 
     Returns a list of N event arrays (``EVENT_DTYPE``, sorted by t), or, with
@@ -166,7 +172,7 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
     # canvas: the sensor plus a margin, the image centred on the sensor
     canvas = torch.zeros(n, sh + 2 * margin, sw + 2 * margin)
     oy, ox = margin + (sh - ih) // 2, margin + (sw - iw) // 2
-    canvas[:, oy:oy + ih, ox:ox + iw] = imgs
+    canvas[:, oy : oy + ih, ox : ox + iw] = imgs
     if cfg.blur_sigma > 0:
         r = blur_r
         k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / cfg.blur_sigma) ** 2)
@@ -176,11 +182,15 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
         tmp = torch.zeros_like(canvas)
         for i in range(2 * r + 1):
             d = i - r
-            tmp[:, :, max(0, -d):canvas.shape[2] - max(0, d)] += k[i] * canvas[:, :, max(0, d):canvas.shape[2] - max(0, -d)]
+            tmp[:, :, max(0, -d) : canvas.shape[2] - max(0, d)] += (
+                k[i] * canvas[:, :, max(0, d) : canvas.shape[2] - max(0, -d)]
+            )
         canvas = torch.zeros_like(canvas)
         for i in range(2 * r + 1):
             d = i - r
-            canvas[:, max(0, -d):tmp.shape[1] - max(0, d)] += k[i] * tmp[:, max(0, d):tmp.shape[1] - max(0, -d)]
+            canvas[:, max(0, -d) : tmp.shape[1] - max(0, d)] += (
+                k[i] * tmp[:, max(0, d) : tmp.shape[1] - max(0, -d)]
+            )
     # active window: the pixels any shifted (blurred) image can reach; others never change
     reach = int(math.ceil(np.abs(path).max())) + 1 + blur_r
     y0, y1 = max(0, (sh - ih) // 2 - reach), min(sh, (sh - ih) // 2 + ih + reach)
@@ -201,8 +211,8 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
         fx, fy = math.floor(-dx), math.floor(-dy)
         ax, ay = float(-dx - fx), float(-dy - fy)
         r0, c0 = margin + y0 + fy, margin + x0 + fx
-        left = canvas[:, r0:r0 + ah + 1, c0:c0 + aw]
-        right = canvas[:, r0:r0 + ah + 1, c0 + 1:c0 + 1 + aw]
+        left = canvas[:, r0 : r0 + ah + 1, c0 : c0 + aw]
+        right = canvas[:, r0 : r0 + ah + 1, c0 + 1 : c0 + 1 + aw]
         torch.sub(right, left, out=tmp)
         torch.add(left, tmp, alpha=ax, out=hbuf)
         top, bot = hbuf[:, :-1], hbuf[:, 1:]
@@ -238,7 +248,9 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
                 rep = torch.repeat_interleave(torch.arange(cnt.numel()), cnt)
                 starts = torch.cumsum(cnt, 0) - cnt
                 j = (torch.arange(rep.numel()) - starts[rep] + 1).to(torch.float32)
-                ref_old, l0, l1, sign, thr, flat, pol = (v[rep] for v in (ref_old, l0, l1, sign, thr, flat, pol))
+                ref_old, l0, l1, sign, thr, flat, pol = (
+                    v[rep] for v in (ref_old, l0, l1, sign, thr, flat, pol)
+                )
             level = ref_old + sign * j * thr
             denom = l1 - l0
             frac = ((level - l0) / torch.where(denom == 0, 1.0, denom)).clamp_(0.0, 1.0)
@@ -289,7 +301,7 @@ def _emulate_batch(images, cfg: EmulatorConfig, index_offset: int, return_offset
     np.cumsum(np.bincount(img_idx, minlength=n), out=offsets[1:])
     if return_offsets:
         return ev, offsets
-    return [ev[offsets[i]:offsets[i + 1]] for i in range(n)]
+    return [ev[offsets[i] : offsets[i + 1]] for i in range(n)]
 
 
 def _add_shot_noise(cfg, n, index_offset, img_idx, xs, ys, t_us, pol):

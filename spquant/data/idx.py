@@ -22,8 +22,14 @@ import numpy as np
 from spquant.data.events import EventFileError
 from spquant.data.readers._io import read_bytes
 
-IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_TYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 MAX_IDX_BYTES = 1 << 34  # 16 GiB of data: far above any IDX data set
@@ -45,15 +51,19 @@ def _header(head: bytes, path) -> tuple[tuple[int, ...], np.dtype, int]:
     for s in shape:
         expected *= s
     if expected > MAX_IDX_BYTES:
-        raise EventFileError(path, f"IDX header declares shape {shape} ({expected} bytes), over the {MAX_IDX_BYTES}-byte limit")
+        raise EventFileError(
+            path, f"IDX header declares shape {shape} ({expected} bytes), over the {MAX_IDX_BYTES}-byte limit"
+        )
     return shape, dtype, 4 + 4 * ndim
 
 
 def _check_body(path, shape, expected: int, body: int) -> None:
     if body != expected:
         raise EventFileError(
-            path, f"IDX header says shape {shape} ({expected} bytes of data) but the file holds {body} bytes"
-            + (" (truncated)" if body < expected else " (trailing bytes)"))
+            path,
+            f"IDX header says shape {shape} ({expected} bytes of data) but the file holds {body} bytes"
+            + (" (truncated)" if body < expected else " (trailing bytes)"),
+        )
 
 
 def read_idx(path) -> np.ndarray:
@@ -88,12 +98,18 @@ def read_idx(path) -> np.ndarray:
             for s in shape:
                 expected *= s
             if expected > GZIP_MAX_RATIO * size:
-                raise EventFileError(path, f"IDX header declares {expected} bytes of data, more than a {size}-byte "
-                                     "gzip file can hold (corrupt header)")
+                raise EventFileError(
+                    path,
+                    f"IDX header declares {expected} bytes of data, more than a {size}-byte "
+                    "gzip file can hold (corrupt header)",
+                )
             body = g.read(expected + 1)
             if len(body) > expected:
-                raise EventFileError(path, f"IDX header says shape {shape} ({expected} bytes of data) but the "
-                                     "file holds more (trailing bytes)")
+                raise EventFileError(
+                    path,
+                    f"IDX header says shape {shape} ({expected} bytes of data) but the "
+                    "file holds more (trailing bytes)",
+                )
             g.read(1)  # reach the end of the member so the CRC-32 and length are checked
     except (OSError, EOFError, zlib.error) as e:
         raise EventFileError(path, f"corrupt or truncated gzip data ({e})") from None
@@ -142,7 +158,8 @@ def find_idx_file(root, name: str) -> str:
     raise EventFileError(
         os.path.join(root, name),
         f"missing: put {name}.gz (or the uncompressed {name}) into {root} "
-        "(e.g. with 'spquant data fetch mnist --root DIR')")
+        "(e.g. with 'spquant data fetch mnist --root DIR')",
+    )
 
 
 def load_idx_split(root, split: str = "train") -> tuple[np.ndarray, np.ndarray]:

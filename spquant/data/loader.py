@@ -20,14 +20,24 @@ from spquant.data.transforms import resize, to_frames_batch
 
 def _images(split: str, source) -> tuple[np.ndarray, np.ndarray]:
     from spquant.data.emulated import _mnist_source
+
     x, y, _ = _mnist_source(split, source)
     return x, y
 
 
-def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding: str = "direct",
-                 mode: str = "polarity3", size: Sequence[int] | None = None, config: EmulatorConfig | None = None,
-                 cache_dir=None, limit: int | None = None, workers: int | None = None,
-                 progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def mnist_frames(
+    split: str = "train",
+    T: int = 10,
+    source="embedded",
+    encoding: str = "direct",
+    mode: str = "polarity3",
+    size: Sequence[int] | None = None,
+    config: EmulatorConfig | None = None,
+    cache_dir=None,
+    limit: int | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST as compact tensors: returns ``(data, labels int64 [N])``.
 
     ``source``: 'embedded' (packaged 6,000/1,000 real subset), 'full' (full MNIST in
@@ -55,8 +65,10 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
     if encoding != "events":
         raise ValueError(f"encoding must be 'direct' or 'events', got {encoding!r}")
     from spquant.data.emulated import EmulatedMNIST
-    ds = EmulatedMNIST(split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress,
-                       limit=limit)
+
+    ds = EmulatedMNIST(
+        split, source, config=config, cache_dir=cache_dir, workers=workers, progress=progress, limit=limit
+    )
     n = len(ds) if limit is None else min(limit, len(ds))
     c = 3 if mode == "polarity3" else 2
     w, h = ds.sensor_size
@@ -66,20 +78,36 @@ def mnist_frames(split: str = "train", T: int = 10, source="embedded", encoding:
         if cached.shape[0] >= n:
             data = torch.from_numpy(np.array(cached[:n]))  # a writable in-memory copy
             if size is not None:
-                data = torch.cat([resize(data[s:s + 2000].to(torch.float32), size).to(torch.float16)
-                                  for s in range(0, n, 2000)]) if n else data.to(torch.float16)
+                data = (
+                    torch.cat(
+                        [
+                            resize(data[s : s + 2000].to(torch.float32), size).to(torch.float16)
+                            for s in range(0, n, 2000)
+                        ]
+                    )
+                    if n
+                    else data.to(torch.float16)
+                )
             return data, torch.from_numpy(ds.labels[:n].astype(np.int64))
     frames = np.zeros((n, T, c, h, w), np.uint8)
     step = 2000
     for s in range(0, n, step):  # bounded memory: decode and bin 2,000 samples at a time
         ev, off = ds.all_events(s, min(n, s + step))
-        frames[s:s + len(off) - 1] = to_frames_batch(ev, off, ds.sensor_size, T, mode)
+        frames[s : s + len(off) - 1] = to_frames_batch(ev, off, ds.sensor_size, T, mode)
     if n == len(ds):
         tmp = frames_file.with_name(frames_file.name + ".tmp.npy")
         np.save(tmp, frames)
         tmp.replace(frames_file)
     data = torch.from_numpy(frames)
     if size is not None:
-        data = torch.cat([resize(data[s:s + step].to(torch.float32), size).to(torch.float16)
-                          for s in range(0, n, step)]) if n else data.to(torch.float16)
+        data = (
+            torch.cat(
+                [
+                    resize(data[s : s + step].to(torch.float32), size).to(torch.float16)
+                    for s in range(0, n, step)
+                ]
+            )
+            if n
+            else data.to(torch.float16)
+        )
     return data, torch.from_numpy(ds.labels[:n].astype(np.int64))

@@ -62,8 +62,22 @@ from torch.utils.data import DataLoader, Dataset
 from spquant.data.events import EventFileError
 from spquant.data.transforms import FITS, FRAME_MODES, augment_batch, fit_frames, parse_augment, to_frames
 
-__all__ = ["FrameSpec", "DATASETS", "EVENT_DATASETS", "open_source", "prepare", "FrameDataset", "frame_loader", "collate_frames",
-           "cache_key", "CacheInfo", "open_cache", "default_cache_root", "load_frames", "frames_are_integer"]
+__all__ = [
+    "FrameSpec",
+    "DATASETS",
+    "EVENT_DATASETS",
+    "open_source",
+    "prepare",
+    "FrameDataset",
+    "frame_loader",
+    "collate_frames",
+    "cache_key",
+    "CacheInfo",
+    "open_cache",
+    "default_cache_root",
+    "load_frames",
+    "frames_are_integer",
+]
 
 CACHE_FORMAT = 1
 SHARD = 64  # samples per shard (one completion marker each)
@@ -128,16 +142,28 @@ class FrameSpec:
         pol = getattr(d, "polarity", "auto")
         if pol == "auto":
             pol = {2: "count2", 3: "polarity3"}.get(m.in_channels, "polarity3")
-        return cls(T=m.T, bins=getattr(d, "bins", "time"), polarity=pol, size=tuple(m.input),
-                   fit=getattr(d, "resize", "resize"), integer=getattr(d, "integer", False),
-                   split_mode=getattr(d, "split", "authors"), seed=42, layout=getattr(d, "layout", "auto"),
-                   augment=getattr(d, "augment", "none"), roll_px=getattr(d, "roll_px", 5),
-                   crop_pad=getattr(d, "crop_pad", 4))
+        return cls(
+            T=m.T,
+            bins=getattr(d, "bins", "time"),
+            polarity=pol,
+            size=tuple(m.input),
+            fit=getattr(d, "resize", "resize"),
+            integer=getattr(d, "integer", False),
+            split_mode=getattr(d, "split", "authors"),
+            seed=42,
+            layout=getattr(d, "layout", "auto"),
+            augment=getattr(d, "augment", "none"),
+            roll_px=getattr(d, "roll_px", 5),
+            crop_pad=getattr(d, "crop_pad", 4),
+        )
 
     def cache_fields(self, static: bool) -> dict[str, Any]:
         """The settings that decide the cached arrays (augmentation does not)."""
-        keys = ["size", "fit", "split_mode", "seed", "layout"] if static else [
-            "T", "bins", "polarity", "size", "fit", "split_mode", "seed", "layout"]
+        keys = (
+            ["size", "fit", "split_mode", "seed", "layout"]
+            if static
+            else ["T", "bins", "polarity", "size", "fit", "split_mode", "seed", "layout"]
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -148,10 +174,16 @@ def _source_factories() -> dict[str, tuple[Callable, bool, tuple[str, ...]]]:
 
     return {
         "nmnist": (lambda r, s, sp: ds.NMNIST(r, s), False, ("train", "test")),
-        "ncaltech101": (lambda r, s, sp: ds.NCaltech101(r, s, split_mode=sp.split_mode, seed=sp.seed), False,
-                        ("train", "test")),
-        "cifar10-dvs": (lambda r, s, sp: ds.CIFAR10DVS(r, s, split_mode=sp.split_mode, seed=sp.seed,
-                                                       layout=sp.layout), False, ("train", "test")),
+        "ncaltech101": (
+            lambda r, s, sp: ds.NCaltech101(r, s, split_mode=sp.split_mode, seed=sp.seed),
+            False,
+            ("train", "test"),
+        ),
+        "cifar10-dvs": (
+            lambda r, s, sp: ds.CIFAR10DVS(r, s, split_mode=sp.split_mode, seed=sp.seed, layout=sp.layout),
+            False,
+            ("train", "test"),
+        ),
         "dvs128-gesture": (lambda r, s, sp: ds.DVSGesture(r, s), False, ("train", "test")),
         "cifar10": (lambda r, s, sp: ds.CIFAR10(r, s), True, ("train", "test")),
     }
@@ -187,7 +219,9 @@ def _frame_shape(source, spec: FrameSpec, static: bool) -> tuple[tuple[int, ...]
         return (chw[0], h, w), np.dtype(np.float16 if resized else np.uint8)
     sw, sh = _sensor_of(source)
     h, w = spec.size or (sh, sw)
-    return (spec.T, FRAME_MODES[spec.polarity], h, w), np.dtype(np.uint8 if _integer_fit(spec, (sw, sh)) else np.float16)
+    return (spec.T, FRAME_MODES[spec.polarity], h, w), np.dtype(
+        np.uint8 if _integer_fit(spec, (sw, sh)) else np.float16
+    )
 
 
 def _integer_fit(spec: FrameSpec, sensor: tuple[int, int]) -> bool:
@@ -199,9 +233,11 @@ def _integer_fit(spec: FrameSpec, sensor: tuple[int, int]) -> bool:
         return True
     if spec.integer:
         if sh % h or sw % w:
-            raise ValueError(f"integer frames cannot be resized from the {sh}x{sw} sensor to {h}x{w} (not a whole "
-                             "shrink factor): use data.resize 'crop' or 'pad', a size that divides the sensor, or "
-                             "data.integer = false")
+            raise ValueError(
+                f"integer frames cannot be resized from the {sh}x{sw} sensor to {h}x{w} (not a whole "
+                "shrink factor): use data.resize 'crop' or 'pad', a size that divides the sensor, or "
+                "data.integer = false"
+            )
         return True
     return False
 
@@ -211,8 +247,12 @@ def frames_are_integer(config) -> bool:
     settings and the data set's sensor size alone (no files are read)."""
     from spquant.data import datasets as ds
 
-    sensors = {"nmnist": ds.NMNIST, "ncaltech101": ds.NCaltech101, "cifar10-dvs": ds.CIFAR10DVS,
-               "dvs128-gesture": ds.DVSGesture}
+    sensors = {
+        "nmnist": ds.NMNIST,
+        "ncaltech101": ds.NCaltech101,
+        "cifar10-dvs": ds.CIFAR10DVS,
+        "dvs128-gesture": ds.DVSGesture,
+    }
     cls = sensors.get(config.data.dataset)
     if cls is None:
         return True  # static images: uint8 pixels
@@ -235,8 +275,14 @@ def make_frames(sample, source, spec: FrameSpec, static: bool, shape, dtype) -> 
         fr = to_frames(sample, (w, h), spec.T, spec.polarity, bins=spec.bins, dtype=np.int64)
         fr = fr.reshape(*fr.shape[:2], H, h // H, W, w // W).sum(axis=(3, 5))
         return np.minimum(fr, 255).astype(np.uint8)
-    fr = to_frames(sample, (w, h), spec.T, spec.polarity, bins=spec.bins,
-                   dtype=np.uint8 if dtype == np.uint8 else np.float32)
+    fr = to_frames(
+        sample,
+        (w, h),
+        spec.T,
+        spec.polarity,
+        bins=spec.bins,
+        dtype=np.uint8 if dtype == np.uint8 else np.float32,
+    )
     if fr.shape[-2:] != (H, W):
         fr = fit_frames(torch.from_numpy(fr), (H, W), spec.fit).numpy()
     return fr.astype(dtype, copy=False)
@@ -275,11 +321,22 @@ def _fingerprint(files) -> str:
 
 def cache_key(dataset: str, spec: FrameSpec, static: bool, sources: dict) -> str:
     """Hash of the data set name, the cache-deciding settings and the source files (names, sizes)."""
-    files = {s: _fingerprint(getattr(src, "files", None) or [p[0] for p in getattr(src, "samples", [])])
-             for s, src in sources.items()}
+    files = {
+        s: _fingerprint(getattr(src, "files", None) or [p[0] for p in getattr(src, "samples", [])])
+        for s, src in sources.items()
+    }
     n = {s: len(src) for s, src in sources.items()}
-    blob = json.dumps({"format": CACHE_FORMAT, "dataset": dataset, "spec": spec.cache_fields(static), "files": files,
-                       "n": n}, sort_keys=True, default=list)
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "dataset": dataset,
+            "spec": spec.cache_fields(static),
+            "files": files,
+            "n": n,
+        },
+        sort_keys=True,
+        default=list,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -315,8 +372,14 @@ def _init_worker(dataset, root, split, spec, frames_path, shape, dtype, source=N
     static = _source_factories()[dataset][1]
     if source is None:
         source, static = open_source(dataset, root, split, spec)
-    _WORKER.update(source=source, static=static, spec=spec, shape=tuple(shape), dtype=np.dtype(dtype),
-                   frames=np.load(frames_path, mmap_mode="r+"))
+    _WORKER.update(
+        source=source,
+        static=static,
+        spec=spec,
+        shape=tuple(shape),
+        dtype=np.dtype(dtype),
+        frames=np.load(frames_path, mmap_mode="r+"),
+    )
 
 
 def _do_shard(shard: int, n: int, done_dir: str) -> int:
@@ -330,7 +393,9 @@ def _do_shard(shard: int, n: int, done_dir: str) -> int:
     return hi - lo
 
 
-def _prepare_split(dataset, root, split, spec, source, static, out: Path, workers: int, progress: bool) -> dict:
+def _prepare_split(
+    dataset, root, split, spec, source, static, out: Path, workers: int, progress: bool
+) -> dict:
     n = len(source)
     shape, dtype = _frame_shape(source, spec, static)
     frames_path = out / f"{split}.frames.npy"
@@ -360,8 +425,14 @@ def _prepare_split(dataset, root, split, spec, source, static, out: Path, worker
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=n, initial=n - sum(min(n, (s + 1) * SHARD) - s * SHARD for s in todo),
-                   desc=f"{dataset} {split}", unit="sample", dynamic_ncols=True)
+
+        bar = tqdm(
+            total=n,
+            initial=n - sum(min(n, (s + 1) * SHARD) - s * SHARD for s in todo),
+            desc=f"{dataset} {split}",
+            unit="sample",
+            dynamic_ncols=True,
+        )
     t0 = time.perf_counter()
     made = 0
     try:
@@ -376,8 +447,11 @@ def _prepare_split(dataset, root, split, spec, source, static, out: Path, worker
                     bar.update(k)
             _WORKER.clear()
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                     initargs=(dataset, root, split, spec, str(frames_path), shape, dtype.str)) as ex:
+            with ProcessPoolExecutor(
+                workers,
+                initializer=_init_worker,
+                initargs=(dataset, root, split, spec, str(frames_path), shape, dtype.str),
+            ) as ex:
                 futures = [ex.submit(_do_shard, s, n, str(done_dir)) for s in todo]
                 try:
                     for f in as_completed(futures):
@@ -393,12 +467,26 @@ def _prepare_split(dataset, root, split, spec, source, static, out: Path, worker
         if bar:
             bar.close()
     seconds = time.perf_counter() - t0
-    return {"n": n, "shape": list(full_shape), "dtype": dtype.str, "frames": frames_path.name,
-            "labels": labels_path.name, "made": made, "seconds": round(seconds, 3)}
+    return {
+        "n": n,
+        "shape": list(full_shape),
+        "dtype": dtype.str,
+        "frames": frames_path.name,
+        "labels": labels_path.name,
+        "made": made,
+        "seconds": round(seconds, 3),
+    }
 
 
-def prepare(dataset: str, root, spec: FrameSpec, cache_root, splits=("train", "test"), workers: int | None = None,
-            progress: bool = True) -> CacheInfo:
+def prepare(
+    dataset: str,
+    root,
+    spec: FrameSpec,
+    cache_root,
+    splits=("train", "test"),
+    workers: int | None = None,
+    progress: bool = True,
+) -> CacheInfo:
     """Make (or finish, or find) the frame cache of ``dataset`` under ``cache_root``; returns it.
 
     ``workers``: processes (None = CPU count, 0/1 = in this process). Safe to interrupt and rerun.
@@ -420,9 +508,17 @@ def prepare(dataset: str, root, spec: FrameSpec, cache_root, splits=("train", "t
     meta = {}
     for s in splits:
         meta[s] = _prepare_split(dataset, root, s, spec, sources[s], static, out, workers, progress)
-    index = {"format": CACHE_FORMAT, "dataset": dataset, "key": key, "static": static,
-             "spec": dataclasses.asdict(spec), "sensor_size": None if static else list(_sensor_of(sources[splits[0]])),
-             "classes": list(getattr(sources[splits[0]], "classes", []) or []), "splits": meta, "complete": True}
+    index = {
+        "format": CACHE_FORMAT,
+        "dataset": dataset,
+        "key": key,
+        "static": static,
+        "spec": dataclasses.asdict(spec),
+        "sensor_size": None if static else list(_sensor_of(sources[splits[0]])),
+        "classes": list(getattr(sources[splits[0]], "classes", []) or []),
+        "splits": meta,
+        "complete": True,
+    }
     _atomic_write_bytes(index_path, json.dumps(index, indent=1, default=list).encode())
     return CacheInfo(out, index, made=sum(m["made"] for m in meta.values()))
 
@@ -432,7 +528,9 @@ def open_cache(path) -> CacheInfo:
     path = Path(path)
     index_path = path / "index.json"
     if not index_path.is_file():
-        raise EventFileError(path, "not a finished frame cache (no index.json): run 'spquant data prepare' again")
+        raise EventFileError(
+            path, "not a finished frame cache (no index.json): run 'spquant data prepare' again"
+        )
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as e:
@@ -452,8 +550,16 @@ class FrameDataset(Dataset):
     (:func:`~spquant.data.transforms.augment_batch`).
     """
 
-    def __init__(self, cache, split: str, T: int | None = None, augment: str = "none", roll_px: int = 5,
-                 crop_pad: int = 4, indices=None):
+    def __init__(
+        self,
+        cache,
+        split: str,
+        T: int | None = None,
+        augment: str = "none",
+        roll_px: int = 5,
+        crop_pad: int = 4,
+        indices=None,
+    ):
         self.cache = cache if isinstance(cache, CacheInfo) else open_cache(cache)
         meta = self.cache.split(split)
         self.static = bool(self.cache.index["static"])
@@ -461,11 +567,15 @@ class FrameDataset(Dataset):
         self.labels = np.load(self.cache.path / meta["labels"], allow_pickle=False)
         shape = tuple(meta["shape"])
         if self.labels.shape != (shape[0],):
-            raise EventFileError(self.cache.path, f"{split}: {self.labels.shape[0]} labels for {shape[0]} samples")
+            raise EventFileError(
+                self.cache.path, f"{split}: {self.labels.shape[0]} labels for {shape[0]} samples"
+            )
         if self.static and T is None:
             raise ValueError("static images need T (how many times to repeat them)")
         if not self.static and T is not None and T != shape[1]:
-            raise ValueError(f"the cache holds T={shape[1]} frames per sample, asked for T={T}: prepare with model.T={T}")
+            raise ValueError(
+                f"the cache holds T={shape[1]} frames per sample, asked for T={T}: prepare with model.T={T}"
+            )
         self.T = T if self.static else shape[1]
         self.sample_shape = shape[1:]
         self.augment = parse_augment(augment)
@@ -485,7 +595,9 @@ class FrameDataset(Dataset):
         if self._mm is None or self._mm[0] != os.getpid():
             mm = np.load(self.frames_path, mmap_mode="r")
             if tuple(mm.shape[1:]) != self.sample_shape:
-                raise EventFileError(self.frames_path, f"frame array of shape {mm.shape} does not match the index")
+                raise EventFileError(
+                    self.frames_path, f"frame array of shape {mm.shape} does not match the index"
+                )
             self._mm = (os.getpid(), mm)
         return self._mm[1]
 
@@ -515,15 +627,24 @@ def load_frames(config, split: str, progress: bool | None = None, augment: bool 
     cache_root = Path(d.cache).expanduser() if d.cache else default_cache_root()
     if progress is None:
         progress = bool(getattr(config.run, "progress", True))
-    cache = prepare(d.dataset, data_root(d.dataset, d.root), spec, cache_root, workers=None, progress=progress)
+    cache = prepare(
+        d.dataset, data_root(d.dataset, d.root), spec, cache_root, workers=None, progress=progress
+    )
     n_all = cache.split(split)["shape"][0]
     limit = d.train_subset if split == "train" else d.test_subset
     indices = None
     if limit and limit < n_all:
         g = torch.Generator().manual_seed(int(config.train.seed) + 12345)
         indices = torch.randperm(n_all, generator=g)[:limit].sort().values.numpy()
-    return FrameDataset(cache, split, T=config.model.T, augment=spec.augment if split == "train" and augment else "none",
-                        roll_px=spec.roll_px, crop_pad=spec.crop_pad, indices=indices)
+    return FrameDataset(
+        cache,
+        split,
+        T=config.model.T,
+        augment=spec.augment if split == "train" and augment else "none",
+        roll_px=spec.roll_px,
+        crop_pad=spec.crop_pad,
+        indices=indices,
+    )
 
 
 def collate_frames(batch):
@@ -536,11 +657,26 @@ def _seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def frame_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, workers: int = 0, seed: int = 0,
-                 drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+def frame_loader(
+    dataset: Dataset,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader over a :class:`FrameDataset` yielding ``(x [T, B, C, H, W], y [B])``; shuffling
     and the workers' augmentation draws derive from ``seed``."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      collate_fn=collate_frames, drop_last=drop_last, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_frames,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0,
+    )

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 
 # ------------------------------------------------------------------ events -> frames
-def time_bin_index(t: np.ndarray, n_time_bins: int, t_start: int | None = None,
-                   t_end: int | None = None) -> np.ndarray:
+def time_bin_index(
+    t: np.ndarray, n_time_bins: int, t_start: int | None = None, t_end: int | None = None
+) -> np.ndarray:
     """Equal time bins: bin of every timestamp over ``[t_start, t_end]`` (default: first..last event).
 
     The span ``t_end - t_start + 1`` microseconds is split into ``n_time_bins`` equal parts;
@@ -58,9 +59,16 @@ def count_bin_index(n: int, n_time_bins: int) -> np.ndarray:
 FRAME_MODES = {"polarity3": 3, "count2": 2}
 
 
-def to_frames(events: np.ndarray, sensor_size: Sequence[int], n_time_bins: int, mode: str = "polarity3",
-              t_start: int | None = None, t_end: int | None = None, bins: str = "time",
-              dtype=np.float32) -> np.ndarray:
+def to_frames(
+    events: np.ndarray,
+    sensor_size: Sequence[int],
+    n_time_bins: int,
+    mode: str = "polarity3",
+    t_start: int | None = None,
+    t_end: int | None = None,
+    bins: str = "time",
+    dtype=np.float32,
+) -> np.ndarray:
     """Turn events into frames ``[T, C, H, W]`` (float32 by default).
 
     ``sensor_size``: (W, H) or (W, H, n_polarities). ``bins``: ``'time'`` = equal time spans over
@@ -109,8 +117,14 @@ def to_frames(events: np.ndarray, sensor_size: Sequence[int], n_time_bins: int, 
     return frames
 
 
-def to_frames_batch(events: np.ndarray, offsets: np.ndarray, sensor_size: Sequence[int], n_time_bins: int,
-                    mode: str = "polarity3", dtype=np.uint8) -> np.ndarray:
+def to_frames_batch(
+    events: np.ndarray,
+    offsets: np.ndarray,
+    sensor_size: Sequence[int],
+    n_time_bins: int,
+    mode: str = "polarity3",
+    dtype=np.uint8,
+) -> np.ndarray:
     """Frames of many samples at once: ``[N, T, C, H, W]`` (``dtype``, uint8 by default: exact for
     'polarity3' and for counts up to 255, which saturate).
 
@@ -127,7 +141,7 @@ def to_frames_batch(events: np.ndarray, offsets: np.ndarray, sensor_size: Sequen
     counts = np.diff(offsets)
     if events.size == 0 or counts.sum() == 0:
         return out
-    ev = events[offsets[0]:offsets[-1]]
+    ev = events[offsets[0] : offsets[-1]]
     sample = np.repeat(np.arange(n), counts)
     nz = counts > 0
     first = np.zeros(n, np.int64)
@@ -167,7 +181,9 @@ class ToFrames:
     bins: str = "time"
 
     def __call__(self, events: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(to_frames(events, self.sensor_size, self.n_time_bins, self.mode, bins=self.bins))
+        return torch.from_numpy(
+            to_frames(events, self.sensor_size, self.n_time_bins, self.mode, bins=self.bins)
+        )
 
 
 # ------------------------------------------------------------------ frame transforms
@@ -210,8 +226,9 @@ def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Gen
     return torch.Generator().manual_seed(0 if seed is None else seed)
 
 
-def random_crop(frames, size: Sequence[int], padding: int = 0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(
+    frames, size: Sequence[int], padding: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Crop frames ``[..., C, H, W]`` to ``size`` = (h, w) at a random offset (same for all time steps),
     after zero-padding ``padding`` pixels on every side."""
     x = _as_tensor(frames)
@@ -224,11 +241,12 @@ def random_crop(frames, size: Sequence[int], padding: int = 0,
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     i = int(torch.randint(0, h - ch + 1, (1,), generator=g))
     j = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-    return x[..., i:i + ch, j:j + cw]
+    return x[..., i : i + ch, j : j + cw]
 
 
-def random_flip(frames, p: float = 0.5, horizontal: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def random_flip(
+    frames, p: float = 0.5, horizontal: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Flip frames ``[..., C, H, W]`` left-right (``horizontal``) or up-down with probability ``p``."""
     x = _as_tensor(frames)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -340,16 +358,20 @@ def fit_frames(frames, size: Sequence[int], how: str = "resize") -> torch.Tensor
         return x
     if how == "pad":
         if H < h or W < w:
-            raise ValueError(f"cannot pad {h}x{w} frames to {H}x{W}: the target is smaller in one axis "
-                             "(use 'crop' or 'resize')")
+            raise ValueError(
+                f"cannot pad {h}x{w} frames to {H}x{W}: the target is smaller in one axis "
+                "(use 'crop' or 'resize')"
+            )
         top, left = (H - h) // 2, (W - w) // 2
         return F.pad(x, (left, W - w - left, top, H - h - top))
     if how == "crop":
         if H > h or W > w:
-            raise ValueError(f"cannot crop {h}x{w} frames to {H}x{W}: the crop is larger in one axis "
-                             "(use 'pad' or 'resize')")
+            raise ValueError(
+                f"cannot crop {h}x{w} frames to {H}x{W}: the crop is larger in one axis "
+                "(use 'pad' or 'resize')"
+            )
         top, left = (h - H) // 2, (w - W) // 2
-        return x[..., top:top + H, left:left + W]
+        return x[..., top : top + H, left : left + W]
     if how != "resize":
         raise ValueError(f"fit must be one of {FITS}, got {how!r}")
     shrink = H <= h and W <= w
@@ -373,8 +395,10 @@ def parse_augment(text: str) -> tuple[str, ...]:
     tokens = tuple(t.strip() for t in text.split("+"))
     bad = [t for t in tokens if t not in AUGMENTS]
     if bad:
-        raise ValueError(f"unknown augmentation {bad[0]!r} in {text!r}; combine with '+' any of {', '.join(AUGMENTS)} "
-                         "(or 'none')")
+        raise ValueError(
+            f"unknown augmentation {bad[0]!r} in {text!r}; combine with '+' any of {', '.join(AUGMENTS)} "
+            "(or 'none')"
+        )
     return tokens
 
 
@@ -383,14 +407,20 @@ def _shift_crop(x: torch.Tensor, pad: int, g: torch.Generator | None) -> torch.T
     padded = F.pad(x.reshape(B, -1, H, W), (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (B,), generator=g).tolist()
     dx = torch.randint(0, 2 * pad + 1, (B,), generator=g).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)]).reshape(x.shape)
+    return torch.stack([padded[i, :, dy[i] : dy[i] + H, dx[i] : dx[i] + W] for i in range(B)]).reshape(
+        x.shape
+    )
 
 
-def _roll(x: torch.Tensor, px: int, g: torch.Generator | None, pick: torch.Tensor | None = None) -> torch.Tensor:
+def _roll(
+    x: torch.Tensor, px: int, g: torch.Generator | None, pick: torch.Tensor | None = None
+) -> torch.Tensor:
     B = x.shape[0]
     d = torch.randint(-px, px + 1, (B, 2), generator=g).tolist()
-    rows = [torch.roll(x[i], shifts=(d[i][0], d[i][1]), dims=(-2, -1)) if pick is None or pick[i] else x[i]
-            for i in range(B)]
+    rows = [
+        torch.roll(x[i], shifts=(d[i][0], d[i][1]), dims=(-2, -1)) if pick is None or pick[i] else x[i]
+        for i in range(B)
+    ]
     return torch.stack(rows)
 
 
@@ -399,12 +429,15 @@ def _affine_nearest(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
     flat = x.reshape(B, -1, H, W)
     grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
-    out = F.grid_sample(flat.to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(
+        flat.to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
     return out.to(x.dtype).reshape(x.shape)
 
 
-def augment_batch(x, augment, generator: torch.Generator | None = None, roll_px: int = 5,
-                  crop_pad: int = 4) -> torch.Tensor:
+def augment_batch(
+    x, augment, generator: torch.Generator | None = None, roll_px: int = 5, crop_pad: int = 4
+) -> torch.Tensor:
     """Random augmentation of a batch ``[B, ..., H, W]`` (frames ``[B, T, C, H, W]`` or images
     ``[B, C, H, W]``), drawn per sample and the same for every time step of a sample.
 

@@ -55,7 +55,13 @@ def _data_config(config, spec: str | None, overrides: list[str]):
             other = load_config(spec).data
         except ConfigError as e:
             raise RunDataError(f"--data {spec!r} is no .npz file, recipe or dataset name: {e}") from None
-        data.update(dataset=other.dataset, source=other.source, root=other.root, cache=other.cache, options=dict(other.options))
+        data.update(
+            dataset=other.dataset,
+            source=other.source,
+            root=other.root,
+            cache=other.cache,
+            options=dict(other.options),
+        )
     for key, value in parse_overrides(overrides):
         data[key.removeprefix("data.")] = value
     return config_from_dict(raw, f"--data {spec or 'of the run'}")
@@ -73,11 +79,15 @@ def load_dataset(spec: str | None, limit: int | None, config=None, overrides: li
             x, y = z["x"], z["y"]
     else:
         if config is None:
-            raise RunDataError("this .spq file holds no training config (it was exported by an older spquant); "
-                               "pass --data FILE.npz with x codes and y labels")
+            raise RunDataError(
+                "this .spq file holds no training config (it was exported by an older spquant); "
+                "pass --data FILE.npz with x codes and y labels"
+            )
         cfg = _data_config(config, spec, list(overrides))
         if cfg.task != "classify":
-            raise RunDataError("this program is a detector: its data are scored by mAP (spquant run does so itself)")
+            raise RunDataError(
+                "this program is a detector: its data are scored by mAP (spquant run does so itself)"
+            )
         from spquant.deploy.program import input_encoding
         from spquant.train.data import load_split
 
@@ -111,7 +121,9 @@ def _codes(split, cfg, scale: float) -> tuple[np.ndarray, np.ndarray]:
         codes = x.double() / scale
         rounded = codes.round()
         if float((codes - rounded).abs().max()) > 1e-3:
-            raise RunDataError("the data are not integer codes at the model's input scale (area-resized event frames?)")
+            raise RunDataError(
+                "the data are not integer codes at the model's input scale (area-resized event frames?)"
+            )
         xs.append(rounded[0] if cfg.data.encoding == "direct" else rounded.transpose(0, 1))
         ys.append(y)
     x = torch.cat(xs).numpy()
@@ -162,9 +174,17 @@ def cmd_export(args) -> int:
         from spquant.deploy.fold import fold_model
         from spquant.deploy.targets.spq import save
 
-        program = fold_model(run.model, enc["input_shape"], input_bits=enc["input_bits"], input_scale=enc["input_scale"],
-                             frac_bits=args.frac_bits)
-        program.meta = {**program.meta, "config": run.config.to_dict()}  # 'spquant run' preprocesses data as in training
+        program = fold_model(
+            run.model,
+            enc["input_shape"],
+            input_bits=enc["input_bits"],
+            input_scale=enc["input_scale"],
+            frac_bits=args.frac_bits,
+        )
+        program.meta = {
+            **program.meta,
+            "config": run.config.to_dict(),
+        }  # 'spquant run' preprocesses data as in training
         save(program, args.output)
     except _project_errors() as e:
         return _err(f"cannot export {args.run}: {e}")
@@ -189,20 +209,32 @@ def cmd_run(args) -> int:
     interp = Interpreter(program)
     if not static:
         x = np.moveaxis(x, 1, 0)  # [N, T, ...] -> [T, N, ...]
-    res = {"model": args.model, "data": args.data or "the run's own test split", "T": T if static else int(x.shape[0]), "path": args.path}
+    res = {
+        "model": args.model,
+        "data": args.data or "the run's own test split",
+        "T": T if static else int(x.shape[0]),
+        "path": args.path,
+    }
     correct, n, t0 = 0, 0, time.perf_counter()
     ops = {}
     N = x.shape[0] if static else x.shape[1]
     for i in range(0, N, args.batch_size):
-        xb = x[i:i + args.batch_size] if static else x[:, i:i + args.batch_size]
+        xb = x[i : i + args.batch_size] if static else x[:, i : i + args.batch_size]
         pred = interp.predict(xb, T=T if static else None, path=args.path)
-        correct += int((pred == y[i:i + args.batch_size]).sum())
+        correct += int((pred == y[i : i + args.batch_size]).sum())
         n += len(pred)
         if args.path == "reference":
             for k, v in interp.last_counts.as_dict().items():
                 ops[k] = ops.get(k, 0) + v
     dt = time.perf_counter() - t0
-    res.update({"samples": n, "accuracy": correct / max(n, 1), "seconds": round(dt, 3), "samples_per_s": round(n / dt, 1) if dt else None})
+    res.update(
+        {
+            "samples": n,
+            "accuracy": correct / max(n, 1),
+            "seconds": round(dt, 3),
+            "samples_per_s": round(n / dt, 1) if dt else None,
+        }
+    )
     if ops:
         res["ops_per_sample"] = {k: v / max(n, 1) for k, v in ops.items()}
     res["file"] = file_report(args.model)
@@ -221,7 +253,9 @@ def _run_detector(args, program, config) -> int:
 
     if args.data is not None and args.data.endswith(".npz"):
         raise RunDataError("a detector is scored on a detection data set (boxes), not on an .npz of labels")
-    cfg = _data_config(config, args.data, list(args.overrides) + ([f"data.test_subset={args.limit}"] if args.limit else []))
+    cfg = _data_config(
+        config, args.data, list(args.overrides) + ([f"data.test_subset={args.limit}"] if args.limit else [])
+    )
     split = load_split(cfg, "test")
     interp = Interpreter(program)
 
@@ -235,38 +269,84 @@ def _run_detector(args, program, config) -> int:
 
     d = cfg.detect
     t0 = time.perf_counter()
-    m = evaluate_integer_detector(lambda c: interp.run(c, path=args.path), program, batches(), d.conf_threshold, d.nms_iou,
-                                  d.max_det)
+    m = evaluate_integer_detector(
+        lambda c: interp.run(c, path=args.path), program, batches(), d.conf_threshold, d.nms_iou, d.max_det
+    )
     dt = time.perf_counter() - t0
-    res = {"model": args.model, "data": args.data or "the run's own test split", "T": cfg.model.T, "path": args.path,
-           "samples": m["samples"], "mAP50": float(m["mAP50"]), "mAP50_95": float(m["mAP50_95"]),
-           "seconds": round(dt, 3), "samples_per_s": round(m["samples"] / dt, 1) if dt else None,
-           "file": file_report(args.model)}
+    res = {
+        "model": args.model,
+        "data": args.data or "the run's own test split",
+        "T": cfg.model.T,
+        "path": args.path,
+        "samples": m["samples"],
+        "mAP50": float(m["mAP50"]),
+        "mAP50_95": float(m["mAP50_95"]),
+        "seconds": round(dt, 3),
+        "samples_per_s": round(m["samples"] / dt, 1) if dt else None,
+        "file": file_report(args.model),
+    }
     print(json.dumps(res, indent=2))
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="fold a trained run into an integer .spq model file",
-                              description="Fold BN and weight scales into fixed point and write a .spq file (docs/deploy_format.md).")
+    p = subparsers.add_parser(
+        "export",
+        help="fold a trained run into an integer .spq model file",
+        description="Fold BN and weight scales into fixed point and write a .spq file (docs/deploy_format.md).",
+    )
     p.add_argument("run", help="run folder written by 'spquant train'")
     p.add_argument("-o", "--output", required=True, help="output .spq path (written atomically)")
-    p.add_argument("--input-shape", default=None, help="C,H,W of one input step (default: from the run's config)")
-    p.add_argument("--input-bits", type=int, default=None, help="input code bits (default 8: uint8 pixels or event counts)")
-    p.add_argument("--input-scale", type=float, default=None, help="float value of input code 1 (default: 1/255 for images, 1 for event counts)")
-    p.add_argument("--frac-bits", type=int, default=16, help="fixed-point fraction bits F of currents and thresholds")
+    p.add_argument(
+        "--input-shape", default=None, help="C,H,W of one input step (default: from the run's config)"
+    )
+    p.add_argument(
+        "--input-bits",
+        type=int,
+        default=None,
+        help="input code bits (default 8: uint8 pixels or event counts)",
+    )
+    p.add_argument(
+        "--input-scale",
+        type=float,
+        default=None,
+        help="float value of input code 1 (default: 1/255 for images, 1 for event counts)",
+    )
+    p.add_argument(
+        "--frac-bits", type=int, default=16, help="fixed-point fraction bits F of currents and thresholds"
+    )
     p.set_defaults(func=cmd_export)
 
-    r = subparsers.add_parser("run", help="run a .spq model with the integer interpreter",
-                              description="Accuracy, op counts (reference path), file size and samples/s of a .spq model.")
+    r = subparsers.add_parser(
+        "run",
+        help="run a .spq model with the integer interpreter",
+        description="Accuracy, op counts (reference path), file size and samples/s of a .spq model.",
+    )
     r.add_argument("model", help=".spq file")
-    r.add_argument("--data", default=None, help="the test split to score: a recipe (NAME[:VARIANT] or FILE.toml), a dataset "
-                   "name (root: $SPQUANT_DATA/<dataset>), mnist-embedded, mnist-events, or FILE.npz (x codes, y labels); "
-                   "default: the run's own data. Preprocessing is always the run's (stored in the .spq file)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
-                   help="override a data key of the run's config, e.g. --set data.root=/data/mnist")
-    r.add_argument("--T", type=int, default=None, help="time steps for static inputs (default: the run's model.T)")
+    r.add_argument(
+        "--data",
+        default=None,
+        help="the test split to score: a recipe (NAME[:VARIANT] or FILE.toml), a dataset "
+        "name (root: $SPQUANT_DATA/<dataset>), mnist-embedded, mnist-events, or FILE.npz (x codes, y labels); "
+        "default: the run's own data. Preprocessing is always the run's (stored in the .spq file)",
+    )
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="override a data key of the run's config, e.g. --set data.root=/data/mnist",
+    )
+    r.add_argument(
+        "--T", type=int, default=None, help="time steps for static inputs (default: the run's model.T)"
+    )
     r.add_argument("--limit", type=int, default=None, help="first N samples only")
     r.add_argument("--batch-size", type=int, default=256)
-    r.add_argument("--path", choices=("fast", "reference"), default="fast", help="interpreter path (reference also counts ops)")
+    r.add_argument(
+        "--path",
+        choices=("fast", "reference"),
+        default="fast",
+        help="interpreter path (reference also counts ops)",
+    )
     r.set_defaults(func=cmd_run)

@@ -21,7 +21,13 @@ import torch
 
 from spquant.deploy.program import DeployError, Program
 
-__all__ = ["detection_meta", "head_from_integer", "decode_integer", "evaluate_integer_detector", "score_detector"]
+__all__ = [
+    "detection_meta",
+    "head_from_integer",
+    "decode_integer",
+    "evaluate_integer_detector",
+    "score_detector",
+]
 
 
 def detection_meta(program: Program) -> dict:
@@ -38,7 +44,9 @@ def detection_meta(program: Program) -> dict:
     except (KeyError, TypeError, ValueError) as e:
         raise DeployError(f"meta['detection'] is malformed: {e}") from None
     if C < 1 or anchors.ndim != 2 or anchors.shape[1] != 2 or len(anchors) < 1:
-        raise DeployError(f"meta['detection']: need num_classes >= 1 and anchors [A, 2], got {C} and {anchors.shape}")
+        raise DeployError(
+            f"meta['detection']: need num_classes >= 1 and anchors [A, 2], got {C} and {anchors.shape}"
+        )
     if not np.all(np.isfinite(anchors)) or np.any(anchors <= 0):
         raise DeployError("meta['detection']: anchors must be positive finite sizes")
     if len(stride) != 2 or len(grid) != 2 or len(size) != 2 or min(stride + grid + size) < 1:
@@ -46,9 +54,13 @@ def detection_meta(program: Program) -> dict:
     last = program.nodes[-1]
     want = len(anchors) * (5 + C)
     if last["op"] != "conv" or program.arrays[last["weight"]].shape[0] != want:
-        raise DeployError(f"meta['detection']: the last node must be the head conv with {want} output channels")
+        raise DeployError(
+            f"meta['detection']: the last node must be the head conv with {want} output channels"
+        )
     if list(program.input["shape"][1:]) != size:
-        raise DeployError(f"meta['detection']: input_size {size} differs from the program input {program.input['shape']}")
+        raise DeployError(
+            f"meta['detection']: input_size {size} differs from the program input {program.input['shape']}"
+        )
     return {"num_classes": C, "anchors": anchors, "stride": stride, "grid": grid, "input_size": size}
 
 
@@ -64,20 +76,35 @@ def head_from_integer(program: Program, out) -> torch.Tensor:
     return head.view(B, A, 5 + C, Gh, Gw).permute(0, 1, 3, 4, 2).contiguous()
 
 
-def decode_integer(program: Program, out, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100,
-                   agnostic: bool = False) -> list[np.ndarray]:
+def decode_integer(
+    program: Program,
+    out,
+    conf_threshold: float = 0.05,
+    nms_iou: float = 0.45,
+    max_det: int = 100,
+    agnostic: bool = False,
+) -> list[np.ndarray]:
     """Detections ``[n, 6]`` (x1, y1, x2, y2, score, class) per image from integer head outputs."""
     from spquant.detect import decode
 
     meta = detection_meta(program)
     head = head_from_integer(program, out)
-    dets = decode(head, torch.as_tensor(meta["anchors"], dtype=torch.float64), tuple(meta["stride"]), conf_threshold,
-                  nms_iou, max_det, image_size=tuple(meta["input_size"]), agnostic=agnostic)
+    dets = decode(
+        head,
+        torch.as_tensor(meta["anchors"], dtype=torch.float64),
+        tuple(meta["stride"]),
+        conf_threshold,
+        nms_iou,
+        max_det,
+        image_size=tuple(meta["input_size"]),
+        agnostic=agnostic,
+    )
     return [d.numpy() for d in dets]
 
 
-def evaluate_integer_detector(run, program: Program, batches, conf_threshold: float = 0.05, nms_iou: float = 0.45,
-                              max_det: int = 100) -> dict:
+def evaluate_integer_detector(
+    run, program: Program, batches, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100
+) -> dict:
     """VOC mAP@0.5 and COCO mAP@[.5:.95] of an integer detector.
 
     ``run(codes [T, B, C, H, W]) -> integer head outputs [T, B, ...]`` (the interpreter's ``run`` or
@@ -98,8 +125,16 @@ def evaluate_integer_detector(run, program: Program, batches, conf_threshold: fl
     return metrics
 
 
-def score_detector(program: Program, dataset, batch_size: int = 64, path: str = "fast", limit: int | None = None,
-                   conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100) -> dict:
+def score_detector(
+    program: Program,
+    dataset,
+    batch_size: int = 64,
+    path: str = "fast",
+    limit: int | None = None,
+    conf_threshold: float = 0.05,
+    nms_iou: float = 0.45,
+    max_det: int = 100,
+) -> dict:
     """Run a folded detector with the integer interpreter over a detection data set
     (``dataset[i] -> (frames [T, C, H, W] event counts, boxes [n, 5])``) and score it.
 
@@ -120,8 +155,10 @@ def score_detector(program: Program, dataset, batch_size: int = 64, path: str = 
             x, boxes = collate_detection([dataset[j] for j in range(i, min(n, i + batch_size))])
             codes = program.encode_input(x)
             if not np.array_equal(codes, x.numpy()):
-                raise DeployError("detection frames are not integer counts within the model's input range "
-                                  f"0..{program.input['max']}; the integer model cannot see them exactly")
+                raise DeployError(
+                    "detection frames are not integer counts within the model's input range "
+                    f"0..{program.input['max']}; the integer model cannot see them exactly"
+                )
             yield codes, boxes
 
     def run(codes):

@@ -33,13 +33,21 @@ def _rhu(x: np.ndarray | float) -> np.ndarray:
 # folding a live model
 # ------------------------------------------------------------------------------------------------
 class _Folder:
-    def __init__(self, frac_bits: int, input_shape, input_bits: int, input_scale: float, input_max: int | None):
+    def __init__(
+        self, frac_bits: int, input_shape, input_bits: int, input_scale: float, input_max: int | None
+    ):
         if not 2 <= frac_bits <= 30:
             raise DeployError(f"frac_bits must be in 2..30, got {frac_bits}")
         self.F = int(frac_bits)
         imax = int(input_max if input_max is not None else 2**input_bits - 1)
         self.program = Program(
-            input={"name": "input", "shape": [int(s) for s in input_shape], "bits": int(input_bits), "scale": float(input_scale), "max": imax},
+            input={
+                "name": "input",
+                "shape": [int(s) for s in input_shape],
+                "bits": int(input_bits),
+                "scale": float(input_scale),
+                "max": imax,
+            },
             frac_bits=self.F,
             nodes=[],
         )
@@ -66,7 +74,9 @@ class _Folder:
         codes = codes.to(torch.int64).numpy()
         cout = codes.shape[0]
         # one weight scale per layer (a float) or per output channel (learned per-channel steps)
-        s_w = np.asarray(s_w.detach().double().numpy() if isinstance(s_w, torch.Tensor) else s_w, dtype=np.float64)
+        s_w = np.asarray(
+            s_w.detach().double().numpy() if isinstance(s_w, torch.Tensor) else s_w, dtype=np.float64
+        )
         mult = np.broadcast_to(s_w.reshape(-1), (cout,)).astype(np.float64) * self.scales[x]
         bias = np.zeros(cout, dtype=np.float64)
         if layer.bias is not None:
@@ -74,7 +84,9 @@ class _Folder:
         if bn is not None:
             if bn.training:
                 raise DeployError("fold needs the model in eval mode (BatchNorm running statistics)")
-            a = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
+            a = bn.weight.detach().double().numpy() / np.sqrt(
+                bn.running_var.detach().double().numpy() + bn.eps
+            )
             mult = mult * a
             bias = (bias - bn.running_mean.detach().double().numpy()) * a + bn.bias.detach().double().numpy()
         peak = float(np.abs(mult).max()) * 2.0**self.F
@@ -99,17 +111,43 @@ class _Folder:
         self.program.arrays[name + ".weight"] = codes.astype(np.int8 if bits <= 8 else np.int16)
         self.program.arrays[name + ".M"] = M
         self.program.arrays[name + ".B"] = B
-        self.program.nodes.append({
-            "name": name, "op": op, "inputs": [x], "output": name, "bits": bits, "max_code": int(wq.max_code),
-            "shift": int(S), "weight": name + ".weight", "M": name + ".M", "B": name + ".B", **attrs,
-        })
+        self.program.nodes.append(
+            {
+                "name": name,
+                "op": op,
+                "inputs": [x],
+                "output": name,
+                "bits": bits,
+                "max_code": int(wq.max_code),
+                "shift": int(S),
+                "weight": name + ".weight",
+                "M": name + ".M",
+                "B": name + ".B",
+                **attrs,
+            }
+        )
         return name
 
     def conv(self, x: str, conv, bn, prefix="conv") -> str:
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1] \
-                or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1] or conv.padding_mode != "zeros":
+        if (
+            conv.groups != 1
+            or conv.dilation != (1, 1)
+            or conv.kernel_size[0] != conv.kernel_size[1]
+            or conv.stride[0] != conv.stride[1]
+            or conv.padding[0] != conv.padding[1]
+            or conv.padding_mode != "zeros"
+        ):
             raise DeployError("only square, ungrouped, undilated, zero-padded convolutions are supported")
-        return self._affine("conv", x, conv, bn, prefix, kernel=int(conv.kernel_size[0]), stride=int(conv.stride[0]), padding=int(conv.padding[0]))
+        return self._affine(
+            "conv",
+            x,
+            conv,
+            bn,
+            prefix,
+            kernel=int(conv.kernel_size[0]),
+            stride=int(conv.stride[0]),
+            padding=int(conv.padding[0]),
+        )
 
     def linear(self, x: str, lin, prefix="fc") -> str:
         return self._affine("linear", x, lin, None, prefix)
@@ -117,7 +155,9 @@ class _Folder:
     def gate(self, x: str, gate) -> str | None:
         """Integer form of the learned channel gate (see docs/deploy.md, "Pruning")."""
         if getattr(gate, "spatial", False):
-            raise DeployError("the spatial block gate has no integer export yet; train with spatial_gate=False")
+            raise DeployError(
+                "the spatial block gate has no integer export yet; train with spatial_gate=False"
+            )
         if not getattr(gate, "learned", False) or gate.predictor is None:
             return None
         xi = analyze(self.program)[x]
@@ -128,7 +168,9 @@ class _Folder:
         kb = max(0, math.ceil(math.log2(D + 1) / 2))
         fe = GATE_EXP_BITS
         lo = _rhu(np.exp(-beta * np.arange(1 << kb)) * 2.0**fe).astype(np.int64)
-        hi = _rhu(np.exp(-beta * (np.arange((D >> kb) + 1) << kb).astype(np.float64)) * 2.0**fe).astype(np.int64)
+        hi = _rhu(np.exp(-beta * (np.arange((D >> kb) + 1) << kb).astype(np.float64)) * 2.0**fe).astype(
+            np.int64
+        )
         a = float(gate.binarize_at)
         theta = math.log(a / (1 - a))
         # the predictor runs on its quantized weights (predictor_bits), exactly as in training
@@ -140,8 +182,19 @@ class _Folder:
         self.program.arrays[name + ".A"] = A
         self.program.arrays[name + ".exp_hi"] = hi
         self.program.arrays[name + ".exp_lo"] = lo
-        self.program.nodes.append({"name": name, "op": "channel_gate", "inputs": [x], "output": name, "lo_bits": int(kb),
-                                   "exp_frac_bits": fe, "A": name + ".A", "exp_hi": name + ".exp_hi", "exp_lo": name + ".exp_lo"})
+        self.program.nodes.append(
+            {
+                "name": name,
+                "op": "channel_gate",
+                "inputs": [x],
+                "output": name,
+                "lo_bits": int(kb),
+                "exp_frac_bits": fe,
+                "A": name + ".A",
+                "exp_hi": name + ".exp_hi",
+                "exp_lo": name + ".exp_lo",
+            }
+        )
         return name
 
     def lif(self, cur: str, neuron, prefix="lif", gate: str | None = None) -> str:
@@ -151,26 +204,44 @@ class _Folder:
         tau = float(neuron.tau)
         k = 0 if tau == 1.0 else (round(-math.log2(tau)) if tau > 0 else -1)
         if k < 0 or 2.0**-k != tau or k > self.F:
-            raise DeployError(f"leak tau={tau} is not a power of two 2^-k with k <= F; cannot be an exact shift")
+            raise DeployError(
+                f"leak tau={tau} is not a power of two 2^-k with k <= F; cannot be an exact shift"
+            )
         v = neuron.threshold.detach().double().reshape(-1).numpy()
         V = _rhu(v * 2.0**self.F).astype(np.int64)
         name = self._name(prefix)
         self.program.arrays[name + ".V"] = V
         lb, ub = int(neuron.membrane.lb), int(neuron.membrane.ub)
-        node = {"name": name, "op": "lif", "inputs": [cur], "output": name, "tau_shift": int(k), "lb": lb, "ub": ub, "V": name + ".V"}
+        node = {
+            "name": name,
+            "op": "lif",
+            "inputs": [cur],
+            "output": name,
+            "tau_shift": int(k),
+            "lb": lb,
+            "ub": ub,
+            "V": name + ".V",
+        }
         if prior is not None or gate is not None:
             shape = analyze(self.program)[cur]["shape"]
             hw = int(np.prod(shape[1:])) if len(shape) > 1 else 0
             ch = bool(prior is not None and prior.channel and hw > 0)
             p_min = lb * max(hw, 1)
-            if ch:  # keep iff float32(sum/HW) >= float32(thr), as torch computes the mean: as an integer bound
+            if (
+                ch
+            ):  # keep iff float32(sum/HW) >= float32(thr), as torch computes the mean: as an integer bound
                 thr = np.float32(prior.channel_threshold)
                 cands = [s_ for s_ in range(lb * hw, ub * hw + 1) if np.float32(s_) / np.float32(hw) >= thr]
                 p_min = cands[0] if cands else ub * hw + 1
             sp = bool(prior is not None and prior.spatial)
             level = math.floor(prior.level_for(neuron.membrane)) if sp else lb - 1
-            node.update(op="lif_pruned", prior_channel=int(ch), prior_channel_min=int(p_min), prior_spatial=int(sp),
-                        prior_spatial_level=int(level))
+            node.update(
+                op="lif_pruned",
+                prior_channel=int(ch),
+                prior_channel_min=int(p_min),
+                prior_spatial=int(sp),
+                prior_spatial_level=int(level),
+            )
             if gate is not None:
                 node["inputs"] = [cur, gate]
         self.program.nodes.append(node)
@@ -203,8 +274,14 @@ class _Folder:
         return name
 
 
-def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: float | None = None, frac_bits: int = 16,
-               input_max: int | None = None) -> Program:
+def fold_model(
+    model: nn.Module,
+    input_shape,
+    input_bits: int = 8,
+    input_scale: float | None = None,
+    frac_bits: int = 16,
+    input_max: int | None = None,
+) -> Program:
     """Fold a trained VGG9, ResNet19 or SpikingYOLO (quant mode, eval) into an integer :class:`Program`.
 
     ``input_shape``: (C, H, W) of one step. Input codes are integers in [0, input_max]
@@ -231,11 +308,18 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
                 if isinstance(layer, ConvBNLIF):
                     x = f.block(x, layer)
                     st = layer.conv.stride[0]
-                    h, w = (h + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1, (w + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1
+                    h, w = (
+                        (h + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1,
+                        (w + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1,
+                    )
                 elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.AvgPool2d):
                     ks = layer.module.kernel_size
                     ks = ks if isinstance(ks, int) else ks[0]
-                    stride = layer.module.stride if isinstance(layer.module.stride, int) else layer.module.stride[0]
+                    stride = (
+                        layer.module.stride
+                        if isinstance(layer.module.stride, int)
+                        else layer.module.stride[0]
+                    )
                     if stride != ks or layer.module.padding not in (0, (0, 0)):
                         raise DeployError("only non-overlapping unpadded average pooling is supported")
                     x = f.sumpool(x, ks)
@@ -270,7 +354,12 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
                     mp = layer.module
                     ks = mp.kernel_size if isinstance(mp.kernel_size, int) else mp.kernel_size[0]
                     st = mp.stride if isinstance(mp.stride, int) else mp.stride[0]
-                    if st != ks or mp.padding not in (0, (0, 0)) or mp.dilation not in (1, (1, 1)) or mp.ceil_mode:
+                    if (
+                        st != ks
+                        or mp.padding not in (0, (0, 0))
+                        or mp.dilation not in (1, (1, 1))
+                        or mp.ceil_mode
+                    ):
                         raise DeployError("only non-overlapping unpadded max pooling is supported")
                     x = f.maxpool(x, ks)
                 else:
@@ -279,11 +368,16 @@ def fold_model(model: nn.Module, input_shape, input_bits: int = 8, input_scale: 
             f.conv(x, model.head, None, prefix="head")
         else:
             raise DeployError(f"fold supports VGG9, ResNet19 and SpikingYOLO, got {type(model).__name__}")
-    f.program.meta = {"model": type(model).__name__, "spec": getattr(model, "spec", None).to_dict() if hasattr(model, "spec") else {}}
+    f.program.meta = {
+        "model": type(model).__name__,
+        "spec": getattr(model, "spec", None).to_dict() if hasattr(model, "spec") else {},
+    }
     if isinstance(model, SpikingYOLO):
         f.program.meta["detection"] = {
-            "num_classes": int(model.num_classes), "anchors": [[float(v) for v in a] for a in model.anchors.tolist()],
-            "stride": [int(s) for s in model.stride], "grid": [int(g) for g in model.grid],
+            "num_classes": int(model.num_classes),
+            "anchors": [[float(v) for v in a] for a in model.anchors.tolist()],
+            "stride": [int(s) for s in model.stride],
+            "grid": [int(g) for g in model.grid],
             "input_size": [int(s) for s in model.input_size],
         }
     analyze(f.program)

@@ -47,7 +47,9 @@ def lif_step_int(m: np.ndarray, cur: np.ndarray, V: np.ndarray, F: int, tau_shif
     return s.astype(np.int64), np.where(s, 0, q).astype(np.int64)
 
 
-def gate_int(counts: np.ndarray, A: np.ndarray, exp_hi: np.ndarray, exp_lo: np.ndarray, lo_bits: int, fe: int) -> np.ndarray:
+def gate_int(
+    counts: np.ndarray, A: np.ndarray, exp_hi: np.ndarray, exp_lo: np.ndarray, lo_bits: int, fe: int
+) -> np.ndarray:
     """Integer channel gate from per-channel input sums ``counts`` [N, C_in] (int64):
     ``d = max_c counts - counts``, ``E = (exp_hi[d >> k] * exp_lo[d & (2^k - 1)] + 2^(fe-1)) >> fe``
     (the softmax numerator exp(-beta d) in fixed point), gate ``= (E @ A.T >= 0)`` [N, C_out]."""
@@ -67,8 +69,16 @@ def prior_keep_int(m: np.ndarray, node: dict) -> np.ndarray:
     return keep
 
 
-def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int,
-                 steps: int | None = None, m0: torch.Tensor | None = None):
+def lif_seq_fast(
+    cur: torch.Tensor,
+    V: torch.Tensor,
+    F: int,
+    tau_shift: int,
+    lb: int,
+    ub: int,
+    steps: int | None = None,
+    m0: torch.Tensor | None = None,
+):
     """The fast path's LIF over a sequence of currents [T, ...] (or one static step [...] repeated
     ``steps`` times), float32 or integer tensors holding integers. Returns (spikes uint8 [T, ...],
     last membrane codes int8).
@@ -111,7 +121,9 @@ def lif_seq_fast(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb:
     return out.view(torch.uint8), m
 
 
-def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: torch.Tensor | None) -> torch.Tensor:
+def _lif_pruned_fast(
+    cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: torch.Tensor | None
+) -> torch.Tensor:
     """LIF with the learned gate and the membrane prior (the current is zeroed where skipped).
     ``cur`` [T, B, C, ...] float32 or int64 holding integers; ``gate`` [T, B, C] bool or None."""
     T = cur.shape[0]
@@ -127,7 +139,9 @@ def _lif_pruned_fast(cur: torch.Tensor, V: torch.Tensor, F: int, n: dict, gate: 
             keep = gate[t].reshape(*gate[t].shape, *extra)
         if t > 0:
             if n["prior_channel"]:
-                c = (m.reshape(m.shape[0], m.shape[1], -1).sum(-1) >= n["prior_channel_min"]).reshape(m.shape[0], m.shape[1], *extra)
+                c = (m.reshape(m.shape[0], m.shape[1], -1).sum(-1) >= n["prior_channel_min"]).reshape(
+                    m.shape[0], m.shape[1], *extra
+                )
                 keep = c if keep is None else keep & c
             if n["prior_spatial"]:
                 sp = m > n["prior_spatial_level"]
@@ -160,7 +174,17 @@ class OpCounts:
     per_node: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("dense_macs", "kept_macs", "sops", "requant_mults", "neuron_updates", "skipped_channels")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "dense_macs",
+                "kept_macs",
+                "sops",
+                "requant_mults",
+                "neuron_updates",
+                "skipped_channels",
+            )
+        }
 
 
 def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
@@ -173,7 +197,7 @@ def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.nda
     w = w.astype(np.int64)
     for di in range(k):
         for dj in range(k):
-            patch = xp[:, :, di:di + stride * Ho:stride, dj:dj + stride * Wo:stride]  # [N, C, Ho, Wo]
+            patch = xp[:, :, di : di + stride * Ho : stride, dj : dj + stride * Wo : stride]  # [N, C, Ho, Wo]
             acc += np.einsum("nchw,oc->nohw", patch, w[:, :, di, dj])
     return acc
 
@@ -208,14 +232,24 @@ class Interpreter:
         self._fused: dict[str, dict] = {}  # conv output name -> the lif_pruned node that consumes it
         for n in program.nodes:
             u = users.get(n["output"], [])
-            if n["op"] == "conv" and len(u) == 1 and u[0]["op"] == "lif_pruned" and u[0]["inputs"][0] == n["output"] \
-                    and n["output"] != program.output:
+            if (
+                n["op"] == "conv"
+                and len(u) == 1
+                and u[0]["op"] == "lif_pruned"
+                and u[0]["inputs"][0] == n["output"]
+                and n["output"] != program.output
+            ):
                 self._fused[n["output"]] = u[0]
-        self._conv_of = {self._fused[k]["name"]: n for n in program.nodes for k in [n["output"]] if k in self._fused}
+        self._conv_of = {
+            self._fused[k]["name"]: n for n in program.nodes for k in [n["output"]] if k in self._fused
+        }
         F = self.F
         # fan-in of the conv/linear node that produces each current (for the kept-MAC count)
-        self._producer = {n["output"]: int(np.prod(program.arrays[n["weight"]].shape[1:]))
-                          for n in program.nodes if n["op"] in ("conv", "linear")}
+        self._producer = {
+            n["output"]: int(np.prod(program.arrays[n["weight"]].shape[1:]))
+            for n in program.nodes
+            if n["op"] in ("conv", "linear")
+        }
         for n in program.nodes:
             out = self.info[n["output"]]
             if n["op"] in ("conv", "linear"):
@@ -227,13 +261,18 @@ class Interpreter:
                 epi = "f32" if (dt == torch.float32 and out["prod_max"] < 2**24) else "i64"
                 self._torch[n["name"]] = {
                     "w": _layout(torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt)),
-                    "dtype": dt, "epi": epi,
-                    "M": torch.from_numpy(M), "BR": torch.from_numpy(BR),
+                    "dtype": dt,
+                    "epi": epi,
+                    "M": torch.from_numpy(M),
+                    "BR": torch.from_numpy(BR),
                     "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
                     "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).float(),
                 }
             elif n["op"] == "channel_gate":
-                self._torch[n["name"]] = {k: torch.from_numpy(program.arrays[n[k]].astype(np.int64)) for k in ("A", "exp_hi", "exp_lo")}
+                self._torch[n["name"]] = {
+                    k: torch.from_numpy(program.arrays[n[k]].astype(np.int64))
+                    for k in ("A", "exp_hi", "exp_lo")
+                }
             elif n["op"] in ("lif", "lif_pruned"):
                 V = program.arrays[n["V"]].astype(np.int64)
                 lb, ub, k = int(n["lb"]), int(n["ub"]), int(n["tau_shift"])
@@ -245,9 +284,12 @@ class Interpreter:
                 f32 = span < 2**24
                 self._torch[n["name"]] = {
                     "V": torch.from_numpy(V).to(torch.float32 if f32 else torch.int64),
-                    "f32": f32, "imin": imin, "imax": imax,
+                    "f32": f32,
+                    "imin": imin,
+                    "imax": imax,
                     # a float32 current needs no saturation when u = I + m*leak stays below 2^24
-                    "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F) < 2**24,
+                    "noclamp": self.info[n["inputs"][0]]["max"] + max(abs(lb), abs(ub)) * leak + (1 << F)
+                    < 2**24,
                 }
         for params in self._torch.values():
             for key, value in params.items():
@@ -270,7 +312,9 @@ class Interpreter:
         x = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if not np.issubdtype(x.dtype, np.integer):
             if not np.all(np.floor(x) == x):
-                raise DeployError("interpreter input must be integer codes; use program.encode_input(x) first")
+                raise DeployError(
+                    "interpreter input must be integer codes; use program.encode_input(x) first"
+                )
         shape = list(self.program.input["shape"])
         static = x.ndim == len(shape) + 1
         if static:
@@ -278,7 +322,7 @@ class Interpreter:
                 raise DeployError("a static [B, C, H, W] input needs T")
         elif x.ndim != len(shape) + 2:
             raise DeployError(f"input must be [T, B, {shape}] or [B, {shape}], got {x.shape}")
-        if list(x.shape[-len(shape):]) != shape:
+        if list(x.shape[-len(shape) :]) != shape:
             raise DeployError(f"input shape {x.shape} does not end with {shape}")
         if x.size and (x.min() < 0 or x.max() > self.program.input["max"]):
             raise DeployError(f"input codes must lie in [0, {self.program.input['max']}]")
@@ -302,7 +346,9 @@ class Interpreter:
                 flat = a.reshape(T * Bn, *a.shape[2:])
                 if op == "conv":
                     acc = _conv_ref(flat, w, n["stride"], n["padding"])
-                    nz = _conv_ref((flat != 0).astype(np.int64), (w != 0).astype(np.int64), n["stride"], n["padding"])
+                    nz = _conv_ref(
+                        (flat != 0).astype(np.int64), (w != 0).astype(np.int64), n["stride"], n["padding"]
+                    )
                 else:
                     acc = flat @ w.T
                     nz = (flat != 0).astype(np.int64) @ (w != 0).astype(np.int64).T
@@ -320,8 +366,14 @@ class Interpreter:
                 y = a + env[n["inputs"][1]]
             elif op == "channel_gate":
                 cnt = a.reshape(T * Bn, a.shape[2], -1).sum(-1)
-                g = gate_int(cnt, arrays[n["A"]].astype(np.int64), arrays[n["exp_hi"]].astype(np.int64),
-                             arrays[n["exp_lo"]].astype(np.int64), int(n["lo_bits"]), int(n["exp_frac_bits"]))
+                g = gate_int(
+                    cnt,
+                    arrays[n["A"]].astype(np.int64),
+                    arrays[n["exp_hi"]].astype(np.int64),
+                    arrays[n["exp_lo"]].astype(np.int64),
+                    int(n["lo_bits"]),
+                    int(n["exp_frac_bits"]),
+                )
                 y = g.reshape(T, Bn, -1)
             elif op in ("lif", "lif_pruned"):
                 V = arrays[n["V"]].astype(np.int64)
@@ -342,7 +394,9 @@ class Interpreter:
                         i_t = i_t * keep
                         kept -= int((keep == 0).sum())
                         if a.ndim > 3:  # whole output channels skipped at this step
-                            skipped += int((keep.reshape(keep.shape[0], keep.shape[1], -1).max(-1) == 0).sum())
+                            skipped += int(
+                                (keep.reshape(keep.shape[0], keep.shape[1], -1).max(-1) == 0).sum()
+                            )
                     y[t], m = lif_step_int(m, i_t, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]))
                 counts.neuron_updates += a.size
                 counts.skipped_channels += skipped
@@ -351,8 +405,12 @@ class Interpreter:
                     counts.kept_macs += kept * src
                 elif src is not None:
                     counts.kept_macs += a.size * src
-                counts.per_node[n["name"]] = {"neuron_updates": a.size, "spikes": int(y.sum()), "gated_off_neuron_steps": a.size - kept,
-                                              "skipped_channel_steps": skipped}
+                counts.per_node[n["name"]] = {
+                    "neuron_updates": a.size,
+                    "spikes": int(y.sum()),
+                    "gated_off_neuron_steps": a.size - kept,
+                    "skipped_channel_steps": skipped,
+                }
             elif op == "sumpool":
                 k = int(n["kernel"])
                 Tn, Bb, C, H, W = a.shape
@@ -399,7 +457,12 @@ class Interpreter:
         for i, n in enumerate(self.program.nodes):
             op = n["op"]
             a, st = env[n["inputs"][0]]
-            if op == "lif_pruned" and self.skipping and n["name"] in self._conv_of and (keep_all or isinstance(a, tuple)):
+            if (
+                op == "lif_pruned"
+                and self.skipping
+                and n["name"] in self._conv_of
+                and (keep_all or isinstance(a, tuple))
+            ):
                 gate = None
                 if len(n["inputs"]) > 1:
                     g, stg = env[n["inputs"][1]]
@@ -420,7 +483,7 @@ class Interpreter:
                 y = (("deferred", a), st)  # computed by the pruned LIF that consumes it
             elif op in ("conv", "linear"):
                 p = self._torch[n["name"]]
-                flat = a.reshape(-1, *a.shape[len(lead):]).to(p["dtype"])
+                flat = a.reshape(-1, *a.shape[len(lead) :]).to(p["dtype"])
                 if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
                     acc = Fn.conv2d(_layout(flat), p["w"], stride=n["stride"], padding=n["padding"])
                     shape = (1, -1, 1, 1)
@@ -446,12 +509,14 @@ class Interpreter:
                     y = (a.to(torch.int64) + b.to(torch.int64), st and stb)
             elif op == "channel_gate":
                 p = self._torch[n["name"]]
-                cnt = a.reshape(*lead, a.shape[-3], -1).to(torch.float32).sum(-1).to(torch.int64)  # exact: < 2^24
+                cnt = (
+                    a.reshape(*lead, a.shape[-3], -1).to(torch.float32).sum(-1).to(torch.int64)
+                )  # exact: < 2^24
                 cnt = cnt.reshape(-1, cnt.shape[-1])
                 d = cnt.max(dim=1, keepdim=True).values - cnt
                 kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
                 E = (p["exp_hi"][d >> kb] * p["exp_lo"][d & ((1 << kb) - 1)] + (1 << (fe - 1))) >> fe
-                g = (E.to(torch.float64) @ p["A"].to(torch.float64).T >= 0)  # exact: |z| < 2^53 (analyze)
+                g = E.to(torch.float64) @ p["A"].to(torch.float64).T >= 0  # exact: |z| < 2^53 (analyze)
                 y = (g.reshape(*lead, -1), st)
             elif op in ("lif", "lif_pruned"):
                 p = self._torch[n["name"]]
@@ -471,16 +536,18 @@ class Interpreter:
                         a = a.unsqueeze(0).expand(T, *a.shape)
                     out = _lif_pruned_fast(a, V, F, n, gate)
                 else:
-                    out, _ = lif_seq_fast(a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None)
+                    out, _ = lif_seq_fast(
+                        a, V, F, int(n["tau_shift"]), int(n["lb"]), int(n["ub"]), steps=T if st else None
+                    )
                 y = (out, False)
             elif op == "sumpool":
                 k = int(n["kernel"])
-                flat = a.reshape(-1, *a.shape[len(lead):]).to(torch.float32)
+                flat = a.reshape(-1, *a.shape[len(lead) :]).to(torch.float32)
                 pooled = Fn.avg_pool2d(flat, k, divisor_override=1)  # window sums of small integers: exact
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "maxpool":
                 k = int(n["kernel"])
-                flat = a.reshape(-1, *a.shape[len(lead):])
+                flat = a.reshape(-1, *a.shape[len(lead) :])
                 if flat.dtype == torch.uint8:  # max_pool2d has no uint8 kernel
                     flat = flat.to(torch.float32)
                 elif not flat.is_floating_point() and flat.device.type != "cpu":  # nor integer ones on CUDA
@@ -549,8 +616,13 @@ class Interpreter:
         if key not in cache:
             if len(cache) > 8:
                 cache.clear()
-            cache[key] = (_layout(pc["w"][idx].contiguous()), pc["Ms"][idx].view(1, -1, 1, 1), pc["BRs"][idx].view(1, -1, 1, 1),
-                          pc["M"][idx].view(1, -1, 1, 1), pc["BR"][idx].view(1, -1, 1, 1))
+            cache[key] = (
+                _layout(pc["w"][idx].contiguous()),
+                pc["Ms"][idx].view(1, -1, 1, 1),
+                pc["BRs"][idx].view(1, -1, 1, 1),
+                pc["M"][idx].view(1, -1, 1, 1),
+                pc["BR"][idx].view(1, -1, 1, 1),
+            )
         w, Ms, BRs, M, BR = cache[key]
         flat = x.reshape(-1, *x.shape[-3:]).to(pc["dtype"])
         acc = Fn.conv2d(_layout(flat), w, stride=nc["stride"], padding=nc["padding"])
@@ -566,7 +638,7 @@ class Interpreter:
                 cur = cur.clamp(pl["imin"], pl["imax"]).to(torch.float32)
             V = V.to(torch.float32)
             m = torch.zeros(B, U, Ho, Wo, dtype=torch.float32)
-            leak, inv, half = float(1 << (F - tau)), 2.0 ** -F, float(1 << (F - 1))
+            leak, inv, half = float(1 << (F - tau)), 2.0**-F, float(1 << (F - 1))
         else:
             cur = cur.to(torch.int64)
             V = V.to(torch.int64)
@@ -612,7 +684,7 @@ class Interpreter:
         out = torch.empty(T, B, O, L, dtype=torch.bool)
         arange = torch.arange(O)
         for t in range(T):
-            cols_t = cols if static else cols[t * B:(t + 1) * B]
+            cols_t = cols if static else cols[t * B : (t + 1) * B]
             keep = gate[t].to(torch.bool)
             if t > 0 and nl["prior_channel"]:
                 keep = keep & (m.sum(-1) >= nl["prior_channel_min"])
@@ -628,8 +700,12 @@ class Interpreter:
                 if pc["epi"] == "f32":
                     part = acc.mul_(pc["Msp"][idx].unsqueeze(-1)).add_(pc["BRsp"][idx].unsqueeze(-1)).floor_()
                 else:
-                    part = (acc.to(torch.int64) * pc["Mp"][idx].unsqueeze(-1) + pc["BRp"][idx].unsqueeze(-1)) >> nc["shift"]
-                cur = torch.zeros(B, O + 1, L, dtype=part.dtype).scatter_(1, idx.unsqueeze(-1).expand(B, K, L), part)[:, :O]
+                    part = (
+                        acc.to(torch.int64) * pc["Mp"][idx].unsqueeze(-1) + pc["BRp"][idx].unsqueeze(-1)
+                    ) >> nc["shift"]
+                cur = torch.zeros(B, O + 1, L, dtype=part.dtype).scatter_(
+                    1, idx.unsqueeze(-1).expand(B, K, L), part
+                )[:, :O]
             if pl["f32"]:
                 if cur.dtype != torch.float32 or not pl["noclamp"]:
                     cur = cur.clamp(pl["imin"], pl["imax"]).to(torch.float32)
@@ -697,13 +773,18 @@ class Interpreter:
         t0 = time.perf_counter()
         counts = OpCounts()
         for i in range(0, len(labels), batch_size):
-            pred = self.predict(codes[i:i + batch_size], T=T, path=path)
-            correct += int((pred == labels[i:i + batch_size]).sum())
+            pred = self.predict(codes[i : i + batch_size], T=T, path=path)
+            correct += int((pred == labels[i : i + batch_size]).sum())
             if path == "reference":
                 for k, v in self.last_counts.as_dict().items():
                     setattr(counts, k, getattr(counts, k) + v)
         dt = time.perf_counter() - t0
-        res = {"accuracy": correct / max(1, len(labels)), "samples": len(labels), "seconds": dt, "samples_per_s": len(labels) / dt if dt else float("inf")}
+        res = {
+            "accuracy": correct / max(1, len(labels)),
+            "samples": len(labels),
+            "seconds": dt,
+            "samples_per_s": len(labels) / dt if dt else float("inf"),
+        }
         if path == "reference":
             res["ops"] = counts.as_dict()
         return res

@@ -114,7 +114,16 @@ def deployed_memory(program: Program) -> DeployedMemory:
     kinds["membrane"] = membrane_bytes
     total = weight_bytes + fixed + membrane_bytes
     fp32 = 4.0 * (fp32_params + fp32_membrane)
-    return DeployedMemory(weight_bytes, fixed, membrane_bytes, total, fp32, fp32 / total if total else float("inf"), kinds, widths)
+    return DeployedMemory(
+        weight_bytes,
+        fixed,
+        membrane_bytes,
+        total,
+        fp32,
+        fp32 / total if total else float("inf"),
+        kinds,
+        widths,
+    )
 
 
 def format_deployed(m: DeployedMemory, title: str = "") -> str:
@@ -122,6 +131,8 @@ def format_deployed(m: DeployedMemory, title: str = "") -> str:
     for kind, nbytes in m.by_kind.items():
         lines.append(f"  {kind:<22s}{nbytes / MB:.6f} MB")
     lines.append(f"  total                 {m.total_mb:.6f} MB")
-    lines.append(f"  FP32 deployed         {m.fp32_bytes / MB:.6f} MB  (weights, folded BN, thresholds, membrane at 32 bits)")
+    lines.append(
+        f"  FP32 deployed         {m.fp32_bytes / MB:.6f} MB  (weights, folded BN, thresholds, membrane at 32 bits)"
+    )
     lines.append(f"  reduction             {m.reduction:.2f}x")
     return "\n".join(lines)

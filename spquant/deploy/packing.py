@@ -25,7 +25,15 @@ import numpy as np
 from spquant.errors import PackingError
 from spquant.quant import packed_bits_per_value
 
-__all__ = ["packing_for", "pack_codes", "unpack_codes", "packed_nbytes", "weight_levels", "max_code_for", "PackingError"]
+__all__ = [
+    "packing_for",
+    "pack_codes",
+    "unpack_codes",
+    "packed_nbytes",
+    "weight_levels",
+    "max_code_for",
+    "PackingError",
+]
 
 
 def weight_levels(bits: int) -> int:
@@ -100,7 +108,9 @@ def unpack_codes(data: bytes, count: int, bits: int) -> np.ndarray:
         return 2 * bitarr[:count] - 1
     if scheme == "base":
         if raw.size and raw.max() >= levels**k:
-            raise PackingError(f"byte value {int(raw.max())} is not a valid base-{levels} group (max {levels**k - 1})")
+            raise PackingError(
+                f"byte value {int(raw.max())} is not a valid base-{levels} group (max {levels**k - 1})"
+            )
         d = (raw[:, None] // (levels ** np.arange(k, dtype=np.int64))) % levels
         d = d.reshape(-1)
         if np.any(d[count:] != n):
@@ -108,7 +118,7 @@ def unpack_codes(data: bytes, count: int, bits: int) -> np.ndarray:
         d = d[:count]
     else:
         bitarr = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little").astype(np.int64)
-        if np.any(bitarr[count * k:]):
+        if np.any(bitarr[count * k :]):
             raise PackingError("nonzero padding bits")
         d = (bitarr[: count * k].reshape(count, k) << np.arange(k)).sum(1)
         if d.size and d.max() >= levels:

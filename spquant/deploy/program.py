@@ -93,7 +93,9 @@ class Program:
 
     def summary(self) -> str:
         info = analyze(self)
-        lines = [f"input {self.input['shape']} codes 0..{self.input['max']} (scale {self.input['scale']:.6g}), F={self.frac_bits}"]
+        lines = [
+            f"input {self.input['shape']} codes 0..{self.input['max']} (scale {self.input['scale']:.6g}), F={self.frac_bits}"
+        ]
         for n in self.nodes:
             a = info[n["output"]]
             extra = ""
@@ -118,7 +120,9 @@ def _bounds_affine(program: Program, n: dict, ins: list[dict]) -> dict:
         c, h, wd = x["shape"]
         k, st, p = n["kernel"], n["stride"], n["padding"]
         if w.shape[1:] != (c, k, k):
-            raise DeployError(f"node {n['name']!r}: weight shape {w.shape} does not match input channels {c}, kernel {k}")
+            raise DeployError(
+                f"node {n['name']!r}: weight shape {w.shape} does not match input channels {c}, kernel {k}"
+            )
         ho, wo = (h + 2 * p - k) // st + 1, (wd + 2 * p - k) // st + 1
         if ho < 1 or wo < 1:
             raise DeployError(f"node {n['name']!r}: empty output {ho}x{wo}")
@@ -139,7 +143,14 @@ def _bounds_affine(program: Program, n: dict, ins: list[dict]) -> dict:
         path = "f64"
     else:
         raise DeployError(f"node {n['name']!r}: accumulator bound {acc_max} too large for exact float paths")
-    return {"shape": shape, "max": (prod_max >> S) + 1, "kind": "cur", "acc_max": acc_max, "prod_max": prod_max, "path": path}
+    return {
+        "shape": shape,
+        "max": (prod_max >> S) + 1,
+        "kind": "cur",
+        "acc_max": acc_max,
+        "prod_max": prod_max,
+        "path": path,
+    }
 
 
 def _bounds_scale_current(program: Program, n: dict, ins: list[dict]) -> dict:
@@ -159,9 +170,14 @@ def _bounds_lif(program: Program, n: dict, ins: list[dict]) -> dict:
     F = program.frac_bits
     if n["op"] == "lif_pruned" and len(ins) == 2:
         if ins[1].get("kind") != "gate" or ins[1]["shape"] != [x["shape"][0]]:
-            raise DeployError(f"node {n['name']!r}: second input must be a gate over {x['shape'][0]} channels")
+            raise DeployError(
+                f"node {n['name']!r}: second input must be a gate over {x['shape'][0]} channels"
+            )
     elif len(ins) != 1:
-        raise DeployError(f"node {n['name']!r}: {n['op']} takes 1 input" + (" (or 2 with a gate)" if n["op"] == "lif_pruned" else ""))
+        raise DeployError(
+            f"node {n['name']!r}: {n['op']} takes 1 input"
+            + (" (or 2 with a gate)" if n["op"] == "lif_pruned" else "")
+        )
     lb, ub = int(n["lb"]), int(n["ub"])
     V = program.arrays[n["V"]]
     if V.shape not in ((1,), (x["shape"][0],)):
@@ -320,7 +336,13 @@ def analyze(program: Program) -> dict[str, dict]:
     holds every partial sum exactly), ``'f64'`` below 2^53, else an error. Raises
     :class:`DeployError` when any bound exceeds the int64 budget.
     """
-    info: dict[str, dict] = {program.input["name"]: {"shape": list(program.input["shape"]), "max": int(program.input["max"]), "kind": "act"}}
+    info: dict[str, dict] = {
+        program.input["name"]: {
+            "shape": list(program.input["shape"]),
+            "max": int(program.input["max"]),
+            "kind": "act",
+        }
+    }
     for n in program.nodes:
         try:
             ins = [info[i] for i in n["inputs"]]
@@ -331,7 +353,9 @@ def analyze(program: Program) -> dict[str, dict]:
             raise DeployError(f"node {n['name']!r}: unknown op {n['op']!r}")
         out = spec.bounds(program, n, ins)
         if out["kind"] == "act" and out["max"] >= 2**24:
-            raise DeployError(f"node {n['name']!r}: activation bound {out['max']} exceeds 2^24 (float32-exact pooling)")
+            raise DeployError(
+                f"node {n['name']!r}: activation bound {out['max']} exceeds 2^24 (float32-exact pooling)"
+            )
         if out["max"] >= INT64_LIMIT:
             raise DeployError(f"node {n['name']!r}: value bound overflows int64")
         info[n["output"]] = out

@@ -23,8 +23,17 @@ __all__ = ["DeploySim", "deploy_sim", "lif_seq_sim"]
 _EXACT = 2**53
 
 
-def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: int, ub: int, m0: torch.Tensor | None = None,
-                gate: torch.Tensor | None = None, prior: dict | None = None):
+def lif_seq_sim(
+    cur: torch.Tensor,
+    V: torch.Tensor,
+    F: int,
+    tau_shift: int,
+    lb: int,
+    ub: int,
+    m0: torch.Tensor | None = None,
+    gate: torch.Tensor | None = None,
+    prior: dict | None = None,
+):
     """Deploy-sim LIF over [T, ...] float64 currents holding integers (fixed point, F bits):
     ``u = m * 2^(F-k) + I``, ``s = u > V``, ``m = 0 if s else clamp(floor((u + 2^(F-1)) / 2^F))``.
     Exact in float64 under the bounds proven by analyze(). Returns (spikes float64, last m)."""
@@ -40,7 +49,9 @@ def lif_seq_sim(cur: torch.Tensor, V: torch.Tensor, F: int, tau_shift: int, lb: 
         if prior is not None and t > 0:  # membrane prior from the stored codes m_{t-1}
             if prior["prior_channel"]:
                 sums = m.reshape(m.shape[0], m.shape[1], -1).sum(-1)
-                i_t = i_t * (sums >= prior["prior_channel_min"]).to(torch.float64).reshape(*sums.shape, *extra)
+                i_t = i_t * (sums >= prior["prior_channel_min"]).to(torch.float64).reshape(
+                    *sums.shape, *extra
+                )
             if prior["prior_spatial"]:
                 i_t = i_t * (m > prior["prior_spatial_level"]).to(torch.float64)
         u = m * leak + i_t
@@ -66,9 +77,13 @@ class DeploySim(nn.Module):
         for n in program.nodes:
             for key in ("prod_max", "u_max", "max", "z_max"):
                 if self.info[n["output"]].get(key, 0) >= _EXACT:
-                    raise DeployError(f"node {n['name']!r}: {key} bound exceeds 2^53, float64 simulation would not be exact")
+                    raise DeployError(
+                        f"node {n['name']!r}: {key} bound exceeds 2^53, float64 simulation would not be exact"
+                    )
         for name, arr in program.arrays.items():
-            self.register_buffer(name.replace(".", "__"), torch.from_numpy(arr.astype(np.float64)), persistent=False)
+            self.register_buffer(
+                name.replace(".", "__"), torch.from_numpy(arr.astype(np.float64)), persistent=False
+            )
 
     def _arr(self, name: str) -> torch.Tensor:
         return getattr(self, name.replace(".", "__"))
@@ -95,7 +110,6 @@ class DeploySim(nn.Module):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.integer_logits(x).sum(0).argmax(-1)
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,7 +144,9 @@ def _sim_channel_gate(sim, n, a, env, T, B):
     kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
     hi = torch.floor(d / 2.0**kb)
     lo = d - hi * 2.0**kb
-    E = torch.floor((sim._arr(n["exp_hi"])[hi.long()] * sim._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe)
+    E = torch.floor(
+        (sim._arr(n["exp_hi"])[hi.long()] * sim._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe
+    )
     return (E @ sim._arr(n["A"]).T >= 0).to(torch.float64).reshape(T, B, -1)
 
 

@@ -7,5 +7,16 @@ from spquant.detect.loss import YOLOLoss, build_targets
 from spquant.detect.metrics import coco_map, evaluate, voc_ap, voc_class_ap
 from spquant.models.boxes import batched_nms, box_iou, decode, nms, wh_iou
 
-__all__ = ["YOLOLoss", "batched_nms", "box_iou", "build_targets", "coco_map", "decode", "evaluate", "nms", "voc_ap",
-           "voc_class_ap", "wh_iou"]
+__all__ = [
+    "YOLOLoss",
+    "batched_nms",
+    "box_iou",
+    "build_targets",
+    "coco_map",
+    "decode",
+    "evaluate",
+    "nms",
+    "voc_ap",
+    "voc_class_ap",
+    "wh_iou",
+]

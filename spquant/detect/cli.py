@@ -15,15 +15,20 @@ def _plot(args) -> int:
     if run.task != "detect":
         raise ValueError(f"{args.run} is a {run.task} run; 'spquant detect plot' draws detection runs")
     ds = load_split(run.config, "test").dataset
-    plot_detections(run.model, ds, list(range(args.first, args.first + args.n)), args.out, conf_threshold=args.conf)
+    plot_detections(
+        run.model, ds, list(range(args.first, args.first + args.n)), args.out, conf_threshold=args.conf
+    )
     print(f"wrote {args.out}")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("detect", help="pictures of a detection run's boxes (train/eval/...: the usual commands)",
-                              description="Detection runs use the one pipeline: spquant train --config "
-                                          "detect-moving-digits:quant --out RUN; spquant eval RUN; spquant report RUN ...")
+    p = subparsers.add_parser(
+        "detect",
+        help="pictures of a detection run's boxes (train/eval/...: the usual commands)",
+        description="Detection runs use the one pipeline: spquant train --config "
+        "detect-moving-digits:quant --out RUN; spquant eval RUN; spquant report RUN ...",
+    )
     sub = p.add_subparsers(dest="detect_command", metavar="ACTION")
     q = sub.add_parser("plot", help="picture of predicted vs true boxes on event frames of the test split")
     q.add_argument("run", help="detection run folder")

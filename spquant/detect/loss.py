@@ -64,9 +64,20 @@ def build_targets(targets, anchors: torch.Tensor, grid: tuple[int, int], stride:
         whs.append(wh)
     if not idx:
         z = torch.zeros(0, 2, device=anchors.device)
-        return {"index": torch.zeros(0, 4, dtype=torch.long, device=anchors.device), "txy": z, "twh": z,
-                "cls": torch.zeros(0, dtype=torch.long, device=anchors.device), "wh": z}
-    out = {"index": torch.cat(idx), "txy": torch.cat(txy), "twh": torch.cat(twh), "cls": torch.cat(cls), "wh": torch.cat(whs)}
+        return {
+            "index": torch.zeros(0, 4, dtype=torch.long, device=anchors.device),
+            "txy": z,
+            "twh": z,
+            "cls": torch.zeros(0, dtype=torch.long, device=anchors.device),
+            "wh": z,
+        }
+    out = {
+        "index": torch.cat(idx),
+        "txy": torch.cat(txy),
+        "twh": torch.cat(twh),
+        "cls": torch.cat(cls),
+        "wh": torch.cat(whs),
+    }
     # one target per slot: when several boxes pick the same (image, anchor, cell), the later one wins
     i = out["index"]
     slot = ((i[:, 0] * anchors.shape[0] + i[:, 1]) * Gh + i[:, 2]) * Gw + i[:, 3]
@@ -90,8 +101,17 @@ class YOLOLoss(nn.Module):
     ``forward(pred, targets)`` returns ``(total, parts)`` with the (detached) terms in ``parts``.
     """
 
-    def __init__(self, anchors, num_classes: int, stride, lambda_coord: float = 5.0, lambda_obj: float = 1.0,
-                 lambda_noobj: float = 0.5, lambda_cls: float = 1.0, ignore_threshold: float = 0.6):
+    def __init__(
+        self,
+        anchors,
+        num_classes: int,
+        stride,
+        lambda_coord: float = 5.0,
+        lambda_obj: float = 1.0,
+        lambda_noobj: float = 0.5,
+        lambda_cls: float = 1.0,
+        ignore_threshold: float = 0.6,
+    ):
         super().__init__()
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).reshape(-1, 2))
         self.num_classes = int(num_classes)
@@ -103,7 +123,9 @@ class YOLOLoss(nn.Module):
     def forward(self, pred: torch.Tensor, targets) -> tuple[torch.Tensor, dict]:
         B, A, Gh, Gw, D = pred.shape
         if A != self.anchors.shape[0] or D != 5 + self.num_classes:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} does not match {A} anchors x (5 + {self.num_classes})")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} does not match {A} anchors x (5 + {self.num_classes})"
+            )
         sy, sx = self.stride
         tg = build_targets(targets, self.anchors, (Gh, Gw), self.stride)
         b, a, gy, gx = tg["index"].unbind(1) if tg["index"].numel() else (tg["index"][:, 0],) * 4
@@ -113,8 +135,11 @@ class YOLOLoss(nn.Module):
         # ignore rule: slots whose predicted box already fits a ground truth well
         noobj_mask = ~obj_mask
         with torch.no_grad():
-            ys, xs = torch.meshgrid(torch.arange(Gh, dtype=pred.dtype, device=pred.device),
-                                    torch.arange(Gw, dtype=pred.dtype, device=pred.device), indexing="ij")
+            ys, xs = torch.meshgrid(
+                torch.arange(Gh, dtype=pred.dtype, device=pred.device),
+                torch.arange(Gw, dtype=pred.dtype, device=pred.device),
+                indexing="ij",
+            )
             cx = (xs + torch.sigmoid(pred[..., 1])) * sx
             cy = (ys + torch.sigmoid(pred[..., 2])) * sy
             w = self.anchors[:, 0].view(1, A, 1, 1) * torch.exp(pred[..., 3].clamp(max=10))
@@ -127,7 +152,9 @@ class YOLOLoss(nn.Module):
                     noobj_mask[i] &= best <= self.ignore_threshold
 
         obj_logit = pred[..., 0]
-        l_noobj = F.binary_cross_entropy_with_logits(obj_logit[noobj_mask], torch.zeros_like(obj_logit[noobj_mask]), reduction="sum")
+        l_noobj = F.binary_cross_entropy_with_logits(
+            obj_logit[noobj_mask], torch.zeros_like(obj_logit[noobj_mask]), reduction="sum"
+        )
         n = b.numel()
         if n:
             p = pred[b, a, gy, gx]  # [n, D]
@@ -135,9 +162,21 @@ class YOLOLoss(nn.Module):
             scale = 2.0 - tg["wh"].prod(1) / (Gh * sy * Gw * sx)
             err = ((torch.sigmoid(p[:, 1:3]) - tg["txy"]) ** 2).sum(1) + ((p[:, 3:5] - tg["twh"]) ** 2).sum(1)
             l_coord = (scale * err).sum()
-            l_cls = F.cross_entropy(p[:, 5:], tg["cls"], reduction="sum") if self.num_classes > 1 else p.new_zeros(())
+            l_cls = (
+                F.cross_entropy(p[:, 5:], tg["cls"], reduction="sum")
+                if self.num_classes > 1
+                else p.new_zeros(())
+            )
         else:
             l_obj = l_coord = l_cls = pred.sum() * 0
-        total = (self.lambda_obj * l_obj + self.lambda_noobj * l_noobj + self.lambda_coord * l_coord + self.lambda_cls * l_cls) / B
-        parts = {k: float(v.detach()) / B for k, v in {"obj": l_obj, "noobj": l_noobj, "coord": l_coord, "cls": l_cls}.items()}
+        total = (
+            self.lambda_obj * l_obj
+            + self.lambda_noobj * l_noobj
+            + self.lambda_coord * l_coord
+            + self.lambda_cls * l_cls
+        ) / B
+        parts = {
+            k: float(v.detach()) / B
+            for k, v in {"obj": l_obj, "noobj": l_noobj, "coord": l_coord, "cls": l_cls}.items()
+        }
         return total, parts

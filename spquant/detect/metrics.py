@@ -149,11 +149,15 @@ def _coco_class_precision(detections, gts, cls, iou_thresholds, max_dets):
     return out
 
 
-def coco_map(detections, ground_truths, num_classes: int, iou_thresholds=COCO_IOUS, max_dets: int = 100) -> float:
+def coco_map(
+    detections, ground_truths, num_classes: int, iou_thresholds=COCO_IOUS, max_dets: int = 100
+) -> float:
     """COCO-style mAP averaged over ``iou_thresholds`` (default 0.5:0.05:0.95), 101-point recall."""
     dets = [_arr(d, 6) for d in detections]
     gts = [_arr(g, 5) for g in ground_truths]
-    per = [_coco_class_precision(dets, gts, c, np.asarray(iou_thresholds), max_dets) for c in range(num_classes)]
+    per = [
+        _coco_class_precision(dets, gts, c, np.asarray(iou_thresholds), max_dets) for c in range(num_classes)
+    ]
     per = [p for p in per if p is not None]
     return float(np.mean(per)) if per else float("nan")
 

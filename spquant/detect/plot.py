@@ -39,13 +39,28 @@ def plot_detections(model, ds, indices, path, conf_threshold: float = 0.3, class
         ax.imshow(img, interpolation="nearest")
         name = (lambda c: class_names[int(c)]) if class_names else (lambda c: str(int(c)))
         for b in boxes.tolist():
-            ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False, ec="white", ls="--", lw=1.2))
+            ax.add_patch(
+                Rectangle(
+                    (b[0] - 0.5, b[1] - 0.5),
+                    b[2] - b[0],
+                    b[3] - b[1],
+                    fill=False,
+                    ec="white",
+                    ls="--",
+                    lw=1.2,
+                )
+            )
             ax.text(b[0] - 0.5, b[3] + 0.3, name(b[4]), color="white", fontsize=7, va="top")
         for d in det.tolist():
-            ax.add_patch(Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4))
+            ax.add_patch(
+                Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4)
+            )
             ax.text(d[0] - 0.5, d[1] - 0.7, f"{name(d[5])} {d[4]:.2f}", color="cyan", fontsize=7)
         ax.set_title(f"sample {i}", fontsize=8)
-    fig.suptitle(f"true boxes (white, dashed: class) vs predictions (cyan: class score, score >= {conf_threshold})", fontsize=9)
+    fig.suptitle(
+        f"true boxes (white, dashed: class) vs predictions (cyan: class score, score >= {conf_threshold})",
+        fontsize=9,
+    )
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

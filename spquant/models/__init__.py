@@ -18,4 +18,15 @@ def build_model(name: str, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["MODELS", "MODES", "QuantSpec", "ResNet19", "SpikingBasicBlock", "SpikingClassifier", "SpikingYOLO", "VGG9", "VGG9_PLAN", "build_model"]
+__all__ = [
+    "MODELS",
+    "MODES",
+    "QuantSpec",
+    "ResNet19",
+    "SpikingBasicBlock",
+    "SpikingClassifier",
+    "SpikingYOLO",
+    "VGG9",
+    "VGG9_PLAN",
+    "build_model",
+]

@@ -67,7 +67,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """Class-wise NMS: boxes of different classes never suppress each other. Indices by decreasing score."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
@@ -103,7 +105,9 @@ def decode(
     B, A, Gh, Gw, D = pred.shape
     C = D - 5
     sy, sx = float(stride[0]), float(stride[1])
-    gy, gx = torch.meshgrid(torch.arange(Gh, dtype=pred.dtype), torch.arange(Gw, dtype=pred.dtype), indexing="ij")
+    gy, gx = torch.meshgrid(
+        torch.arange(Gh, dtype=pred.dtype), torch.arange(Gw, dtype=pred.dtype), indexing="ij"
+    )
     cx = (gx + torch.sigmoid(pred[..., 1])) * sx
     cy = (gy + torch.sigmoid(pred[..., 2])) * sy
     aw = anchors[:, 0].to(pred.dtype).view(1, A, 1, 1)
@@ -113,7 +117,15 @@ def decode(
     boxes = cxcywh_to_xyxy(torch.stack([cx, cy, w, h], -1))
     if image_size is not None:
         H, W = image_size
-        boxes = torch.stack([boxes[..., 0].clamp(0, W), boxes[..., 1].clamp(0, H), boxes[..., 2].clamp(0, W), boxes[..., 3].clamp(0, H)], -1)
+        boxes = torch.stack(
+            [
+                boxes[..., 0].clamp(0, W),
+                boxes[..., 1].clamp(0, H),
+                boxes[..., 2].clamp(0, W),
+                boxes[..., 3].clamp(0, H),
+            ],
+            -1,
+        )
     obj = torch.sigmoid(pred[..., 0])
     cls = torch.softmax(pred[..., 5:], -1) if C > 1 else torch.ones_like(pred[..., 5:])
     scores = obj[..., None] * cls  # [B, A, Gh, Gw, C]

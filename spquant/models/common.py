@@ -67,7 +67,9 @@ class QuantSpec:
         if self.backend not in ("fused", "reference"):
             raise ValueError(f"backend must be 'fused' or 'reference', got {self.backend!r}")
         if not isinstance(self.prune, dict):
-            raise ValueError(f"prune must be a dict of spquant.prune options, got {type(self.prune).__name__}")
+            raise ValueError(
+                f"prune must be a dict of spquant.prune options, got {type(self.prune).__name__}"
+            )
         if self.prune:
             from spquant.prune import validate_prune_options
 
@@ -117,7 +119,9 @@ class QuantSpec:
             backend=self.backend,
         )
 
-    def conv_block(self, c_in: int, c_out: int, position: str = "hidden", kernel_size: int = 3, stride: int = 1):
+    def conv_block(
+        self, c_in: int, c_out: int, position: str = "hidden", kernel_size: int = 3, stride: int = 1
+    ):
         """conv + BN + LIF block of this spec; in spquant mode with its learned gate and membrane prior."""
         from spquant.layers import ConvBNLIF
 
@@ -128,8 +132,16 @@ class QuantSpec:
 
             gate = build_gate(c_in, c_out, self.prune)
             neuron.prior = build_prior(self.prune)
-        return ConvBNLIF(c_in, c_out, kernel_size, stride=stride, weight_quant=self.weight_quant(position, c_out), neuron=neuron,
-                         fold_time=self.fold_time, gate=gate)
+        return ConvBNLIF(
+            c_in,
+            c_out,
+            kernel_size,
+            stride=stride,
+            weight_quant=self.weight_quant(position, c_out),
+            neuron=neuron,
+            fold_time=self.fold_time,
+            gate=gate,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

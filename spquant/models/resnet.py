@@ -27,7 +27,10 @@ class SpikingBasicBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
-                QConv2d(c_in, c_out, 1, stride=stride, padding=0, weight_quant=spec.weight_quant(channels=c_out)), nn.BatchNorm2d(c_out)
+                QConv2d(
+                    c_in, c_out, 1, stride=stride, padding=0, weight_quant=spec.weight_quant(channels=c_out)
+                ),
+                nn.BatchNorm2d(c_out),
             )
         self.neuron2 = spec.neuron(channels=c_out)
 
@@ -50,12 +53,27 @@ class ResNet19(SpikingClassifier):
         torch.Size([2, 1, 10])
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size=(32, 32), width: float = 1.0, spec: QuantSpec | None = None, blocks=(3, 3, 2)):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size=(32, 32),
+        width: float = 1.0,
+        spec: QuantSpec | None = None,
+        blocks=(3, 3, 2),
+    ):
         super().__init__()
         self.spec = spec = spec or QuantSpec()
         widths = [_scaled(c, width) for c in (128, 256, 512)]
         stem_neuron = spec.neuron(channels=widths[0])
-        self.stem = ConvBNLIF(in_channels, widths[0], 3, weight_quant=spec.weight_quant("first", widths[0]), neuron=stem_neuron, fold_time=spec.fold_time)
+        self.stem = ConvBNLIF(
+            in_channels,
+            widths[0],
+            3,
+            weight_quant=spec.weight_quant("first", widths[0]),
+            neuron=stem_neuron,
+            fold_time=spec.fold_time,
+        )
         layers = []
         c_in = widths[0]
         for stage, (c_out, n) in enumerate(zip(widths, blocks)):

@@ -37,13 +37,21 @@ class VGG9(SpikingClassifier):
         torch.Size([2, 3, 10])
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size=(48, 48), width: float = 1.0, spec: QuantSpec | None = None, plan=VGG9_PLAN):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size=(48, 48),
+        width: float = 1.0,
+        spec: QuantSpec | None = None,
+        plan=VGG9_PLAN,
+    ):
         super().__init__()
         self.spec = spec or QuantSpec()
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         pools = sum(1 for p in plan if p == "A")
         if h % (2**pools) or w % (2**pools):
-            raise ValueError(f"VGG9 input size {h}x{w} must be divisible by {2 ** pools}")
+            raise ValueError(f"VGG9 input size {h}x{w} must be divisible by {2**pools}")
         layers: list[nn.Module] = []
         c_in, first = in_channels, True
         for item in plan:
@@ -56,7 +64,9 @@ class VGG9(SpikingClassifier):
             c_in, first = c_out, False
         self.features = nn.Sequential(*layers)
         self.flatten = SeqModule(nn.Flatten())
-        self.classifier = QLinear(c_in * h * w, num_classes, weight_quant=self.spec.weight_quant("last", num_classes))
+        self.classifier = QLinear(
+            c_in * h * w, num_classes, weight_quant=self.spec.weight_quant("last", num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -61,14 +61,23 @@ class SpikingYOLO(nn.Module):
             prediction read its neighbours, which a digit centred near a cell border needs).
     """
 
-    def __init__(self, num_classes: int = 2, in_channels: int = 2, input_size=(64, 64), width: float = 1.0,
-                 anchors=None, spec: QuantSpec | None = None, plan=YOLO_PLAN, head_kernel: int = 1):
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 2,
+        input_size=(64, 64),
+        width: float = 1.0,
+        anchors=None,
+        spec: QuantSpec | None = None,
+        plan=YOLO_PLAN,
+        head_kernel: int = 1,
+    ):
         super().__init__()
         self.spec = spec or QuantSpec()
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
         pools = sum(1 for p in plan if p == "M")
         if h % (2**pools) or w % (2**pools):
-            raise ValueError(f"SpikingYOLO input size {h}x{w} must be divisible by {2 ** pools}")
+            raise ValueError(f"SpikingYOLO input size {h}x{w} must be divisible by {2**pools}")
         self.num_classes = int(num_classes)
         self.input_size = (h, w)
         if anchors is None:
@@ -90,8 +99,14 @@ class SpikingYOLO(nn.Module):
         if head_kernel < 1 or head_kernel % 2 == 0:
             raise ValueError(f"head_kernel must be a positive odd number, got {head_kernel}")
         head_out = self.num_anchors * (5 + self.num_classes)
-        self.head = QConv2d(c_in, head_out, head_kernel, padding=head_kernel // 2,
-                            bias=True, weight_quant=self.spec.weight_quant("last", head_out))
+        self.head = QConv2d(
+            c_in,
+            head_out,
+            head_kernel,
+            padding=head_kernel // 2,
+            bias=True,
+            weight_quant=self.spec.weight_quant("last", head_out),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
@@ -109,13 +124,27 @@ class SpikingYOLO(nn.Module):
         y = y.view(T, B, self.num_anchors, 5 + self.num_classes, *y.shape[-2:])
         return y.permute(0, 1, 2, 4, 5, 3)
 
-    def decode(self, out: torch.Tensor, conf_threshold: float = 0.05, nms_iou: float = 0.45, max_det: int = 100,
-               agnostic: bool = False):
+    def decode(
+        self,
+        out: torch.Tensor,
+        conf_threshold: float = 0.05,
+        nms_iou: float = 0.45,
+        max_det: int = 100,
+        agnostic: bool = False,
+    ):
         """Detections per image ``[n, 6]`` (x1, y1, x2, y2, score, class) from ``forward``'s output."""
         from spquant.models.boxes import decode
 
-        return decode(out, self.anchors, self.stride, conf_threshold, nms_iou, max_det, image_size=self.input_size,
-                      agnostic=agnostic)
+        return decode(
+            out,
+            self.anchors,
+            self.stride,
+            conf_threshold,
+            nms_iou,
+            max_det,
+            image_size=self.input_size,
+            agnostic=agnostic,
+        )
 
     def lif_layers(self) -> list[LIF]:
         return [m for m in self.modules() if isinstance(m, SpikingNeuron)]

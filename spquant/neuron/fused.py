@@ -127,7 +127,9 @@ class _Workspace:
     def __call__(self, name: str, dtype=None) -> torch.Tensor:
         buf = self.bufs.get(name)
         if buf is None:
-            buf = self.bufs[name] = torch.empty_like(self.like, dtype=dtype, memory_format=torch.contiguous_format)
+            buf = self.bufs[name] = torch.empty_like(
+                self.like, dtype=dtype, memory_format=torch.contiguous_format
+            )
         return buf
 
 
@@ -406,7 +408,11 @@ def lif_fused(
     if not torch.is_tensor(threshold):
         threshold = torch.tensor(float(threshold), dtype=current.dtype, device=current.device)
     if gate is not None and gate.dim() != current.dim():
-        raise ValueError(f"gate must have as many dims as the current ({current.dim()}), got {tuple(gate.shape)}")
-    out = _FusedLIF.apply(current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane))
+        raise ValueError(
+            f"gate must have as many dims as the current ({current.dim()}), got {tuple(gate.shape)}"
+        )
+    out = _FusedLIF.apply(
+        current, threshold, gate, float(tau), membrane, surrogate, prior, bool(return_membrane)
+    )
     _mark_spikes(out[0] if return_membrane else out)
     return out

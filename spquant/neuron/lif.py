@@ -148,9 +148,13 @@ class LIF(SpikingNeuron):
         if self.backend == "fused":
             from spquant.neuron.fused import lif_fused
 
-            out = lif_fused(current, v_th, self.tau, self.membrane, self.surrogate, gate, self.prior, need_mem)
+            out = lif_fused(
+                current, v_th, self.tau, self.membrane, self.surrogate, gate, self.prior, need_mem
+            )
         else:
-            out = lif_reference(current, v_th, self.tau, self.membrane, self.surrogate, gate, self.prior, need_mem)
+            out = lif_reference(
+                current, v_th, self.tau, self.membrane, self.surrogate, gate, self.prior, need_mem
+            )
         spikes, mem = out if need_mem else (out, None)
         if self.record:
             self._record(spikes, mem)

@@ -115,9 +115,9 @@ class ATan(Surrogate):
 class _SpikeWithThreshold(torch.autograd.Function):
     """s = H(u - v_th) with the spike surrogate for u and the separate threshold path (docs/method.md#learnable-threshold):
 
-        dL/dx    = dL/ds * surrogate'(x),                     x = u - v_th
-        dL/du    = dL/dx
-        dL/dv_th = - sum( dL/dx * (1 + sigmoid(x) * 1[x >= 0]) )   (summed over broadcast dims)
+    dL/dx    = dL/ds * surrogate'(x),                     x = u - v_th
+    dL/du    = dL/dx
+    dL/dv_th = - sum( dL/dx * (1 + sigmoid(x) * 1[x >= 0]) )   (summed over broadcast dims)
     """
 
     @staticmethod

@@ -275,7 +275,9 @@ class ChannelGate(nn.Module):
                 ).reshape(T, B, -1)
                 st = mass_target(block_imp, self.spatial_mass).reshape(sl.shape)
                 losses.append(F.binary_cross_entropy_with_logits(sl, st))
-            sg_full = sg.repeat_interleave(self.block, dim=3).repeat_interleave(self.block, dim=4)[..., :H, :W]
+            sg_full = sg.repeat_interleave(self.block, dim=3).repeat_interleave(self.block, dim=4)[
+                ..., :H, :W
+            ]
             self.last_spatial = sg_full.detach()
             gate = sg_full if gate is None else gate * sg_full
         else:
@@ -284,7 +286,9 @@ class ChannelGate(nn.Module):
         return gate
 
     # -- cost ---------------------------------------------------------------------------------
-    def overhead_macs(self, in_hw: tuple[int, int] | None = None, out_hw: tuple[int, int] | None = None) -> int:
+    def overhead_macs(
+        self, in_hw: tuple[int, int] | None = None, out_hw: tuple[int, int] | None = None
+    ) -> int:
         """Operations of the predictor per sample per time step (counted as MACs, conservatively).
 
         Channel gate: GAP ``C_in*H*W`` accumulations + softmax ``3*C_in`` (exp, sum, divide) +

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["PRUNE_DEFAULTS", "PRUNE_OPTION_DOCS", "validate_prune_options", "resolve_prune_options", "prune_loss_weight"]
+__all__ = [
+    "PRUNE_DEFAULTS",
+    "PRUNE_OPTION_DOCS",
+    "validate_prune_options",
+    "resolve_prune_options",
+    "prune_loss_weight",
+]
 
 PRUNE_DEFAULTS: dict[str, Any] = {
     # learned channel gate
@@ -132,7 +138,9 @@ def validate_prune_options(options: dict | None) -> dict:
         elif key in _INT_KEYS:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif key in _OPTIONAL_BITS_KEYS:
-            ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and (value == 32 or 2 <= value <= 16))
+            ok = value is None or (
+                isinstance(value, int) and not isinstance(value, bool) and (value == 32 or 2 <= value <= 16)
+            )
         elif key in _CHOICE_KEYS:
             ok = value in _CHOICE_KEYS[key]
         elif key in _OPTIONAL_FLOAT_KEYS:
@@ -154,7 +162,9 @@ def validate_prune_options(options: dict | None) -> dict:
     }
     for key, (lo, hi, lo_in, hi_in) in ranges.items():
         v = merged[key]
-        if isinstance(v, (int, float)) and not ((v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)):
+        if isinstance(v, (int, float)) and not (
+            (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+        ):
             bad.append(f"{key}={v!r} (must be in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'})")
     for key in ("softmax_temperature", "spatial_temperature"):
         if isinstance(merged[key], (int, float)) and merged[key] <= 0:

@@ -115,7 +115,16 @@ class PruneStats:
         d = self.layers.setdefault(name, {"steps": {}})
         for t in range(T):
             s = d["steps"].setdefault(
-                t, {"n_channels": 0, "active_channels": 0, "gate_on": 0, "prior_channel_skip": 0, "neurons": 0, "kept": 0, "spatial_skip": 0}
+                t,
+                {
+                    "n_channels": 0,
+                    "active_channels": 0,
+                    "gate_on": 0,
+                    "prior_channel_skip": 0,
+                    "neurons": 0,
+                    "kept": 0,
+                    "spatial_skip": 0,
+                },
             )
             k = rec.keep[t]  # [B, C, H, W]
             B, C = k.shape[:2]

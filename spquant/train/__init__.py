@@ -7,5 +7,16 @@ from spquant.train.loop import TrainResult, evaluate, train
 from spquant.train.loss import tet_loss
 from spquant.train.run import Run, RunExistsError, load_run
 
-__all__ = ["Config", "ConfigError", "Run", "RunExistsError", "TrainResult", "evaluate", "list_recipes", "load_run",
-           "load_config", "tet_loss", "train"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Run",
+    "RunExistsError",
+    "TrainResult",
+    "evaluate",
+    "list_recipes",
+    "load_run",
+    "load_config",
+    "tet_loss",
+    "train",
+]

@@ -55,7 +55,13 @@ def versions() -> dict:
 
     from spquant import __version__
 
-    return {"spquant": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "safetensors": safetensors.__version__, "python": platform.python_version()}
+    return {
+        "spquant": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _json_bytes(obj) -> bytes:
@@ -79,7 +85,16 @@ def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, config: dict, metrics: dict | None = None, keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir,
+    step: int,
+    model,
+    optimizer,
+    state: dict,
+    config: dict,
+    metrics: dict | None = None,
+    keep: int = 2,
+) -> Path:
     """Write checkpoint ``step`` atomically; keep the newest ``keep`` ones. Returns the JSON path."""
     ck_dir = Path(run_dir) / "checkpoints"
     ck_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +159,9 @@ def _read_sidecar(json_path: Path) -> dict:
     try:
         size = json_path.stat().st_size
         if size > MAX_SIDECAR_BYTES:
-            raise CheckpointError(f"checkpoint sidecar {json_path} is {size} bytes, over the {MAX_SIDECAR_BYTES}-byte limit")
+            raise CheckpointError(
+                f"checkpoint sidecar {json_path} is {size} bytes, over the {MAX_SIDECAR_BYTES}-byte limit"
+            )
         raw = json_path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint sidecar {json_path}: {e.strerror}") from None
@@ -156,16 +173,22 @@ def _read_sidecar(json_path: Path) -> dict:
         raise CheckpointError(f"checkpoint sidecar {json_path} is not a JSON object")
     if meta.get("format") != FORMAT:
         fmt = str(meta.get("format"))[:60]
-        raise CheckpointError(f"{json_path}: unknown checkpoint format {fmt!r} (expected {FORMAT}; "
-                              "checkpoints of spquant-checkpoint/1 carry no sidecar integrity hash: re-train)")
+        raise CheckpointError(
+            f"{json_path}: unknown checkpoint format {fmt!r} (expected {FORMAT}; "
+            "checkpoints of spquant-checkpoint/1 carry no sidecar integrity hash: re-train)"
+        )
     for key in ("tensors", "sha256", "integrity"):
         if not isinstance(meta.get(key), str):
             raise CheckpointError(f"{json_path}: sidecar field {key!r} missing or not a string")
     if not _TENSOR_NAME.match(meta["tensors"]):
-        raise CheckpointError(f"{json_path}: sidecar names the tensor file {meta['tensors'][:80]!r}; expected a "
-                              "plain '<name>.safetensors' in the same folder")
+        raise CheckpointError(
+            f"{json_path}: sidecar names the tensor file {meta['tensors'][:80]!r}; expected a "
+            "plain '<name>.safetensors' in the same folder"
+        )
     if _integrity(meta) != meta["integrity"]:
-        raise CheckpointError(f"{json_path}: sidecar integrity hash mismatch (the JSON was edited or corrupted)")
+        raise CheckpointError(
+            f"{json_path}: sidecar integrity hash mismatch (the JSON was edited or corrupted)"
+        )
     return meta
 
 
@@ -175,7 +198,9 @@ def _check_sidecar_fields(json_path: Path, meta: dict) -> None:
     want = {"step": int, "state": dict, "optimizer": dict, "config": dict, "metrics": dict}
     for key, tp in want.items():
         if key in meta and (not isinstance(meta[key], tp) or isinstance(meta[key], bool)):
-            raise CheckpointError(f"{json_path}: sidecar field {key!r} must be {tp.__name__}, got {type(meta[key]).__name__}")
+            raise CheckpointError(
+                f"{json_path}: sidecar field {key!r} must be {tp.__name__}, got {type(meta[key]).__name__}"
+            )
     if isinstance(meta.get("step"), int) and not 0 <= meta["step"] < 2**62:
         raise CheckpointError(f"{json_path}: sidecar step {meta['step']} out of range")
     if not isinstance(meta.get("config"), dict):
@@ -186,7 +211,9 @@ def _check_sidecar_fields(json_path: Path, meta: dict) -> None:
                 continue
             v = meta["state"][key]
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62:
-                raise CheckpointError(f"{json_path}: sidecar state.{key} must be an integer >= 0, got {v!r:.40}")
+                raise CheckpointError(
+                    f"{json_path}: sidecar state.{key} must be an integer >= 0, got {v!r:.40}"
+                )
 
 
 def load_checkpoint(json_path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -204,11 +231,15 @@ def load_checkpoint(json_path) -> tuple[dict[str, torch.Tensor], dict]:
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint tensors {tpath}: {e.strerror}") from None
     if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise CheckpointError(f"checkpoint tensors {tpath} do not match their sidecar (torn or modified file)")
+        raise CheckpointError(
+            f"checkpoint tensors {tpath} do not match their sidecar (torn or modified file)"
+        )
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors reports a malformed header as SafetensorError
-        raise CheckpointError(f"checkpoint tensors {tpath} are not a valid safetensors file ({str(e)[:200]})") from None
+        raise CheckpointError(
+            f"checkpoint tensors {tpath} are not a valid safetensors file ({str(e)[:200]})"
+        ) from None
     return tensors, meta
 
 
@@ -227,13 +258,19 @@ def latest_checkpoint(run_dir) -> Path | None:
     return None
 
 
-def restore_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+def restore_model(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str = "checkpoint"
+) -> None:
     """Load ``model.*`` tensors into ``model``; clear errors for missing/unexpected keys and shapes."""
-    sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    bad = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or bad:
         parts = []
         if missing:
@@ -277,7 +314,13 @@ def save_model(path, model: torch.nn.Module, sidecar: dict) -> None:
     path = Path(path)
     blob = st_save(_model_tensors(model), metadata={"format": FORMAT})
     atomic_write(path, blob)
-    meta = {**sidecar, "format": FORMAT, "tensors": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "versions": versions()}
+    meta = {
+        **sidecar,
+        "format": FORMAT,
+        "tensors": path.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "versions": versions(),
+    }
     atomic_write(path.with_suffix(".json"), _sealed_json(meta))
 
 

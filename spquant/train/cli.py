@@ -58,45 +58,91 @@ def register(subparsers) -> None:
         + _CONFIG_HELP.format(recipes=_recipes()),
     )
     p.add_argument("--config", "-c", required=True, help="TOML file or recipe name[:variant]")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, value parsed as TOML (repeatable): --set train.lr=3e-4 --set quant.mode=quant")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, value parsed as TOML (repeatable): --set train.lr=3e-4 --set quant.mode=quant",
+    )
     p.add_argument("--out", "-o", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest valid checkpoint (exact: same final weights as an uninterrupted run)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT (deletes its run files first)")
-    p.add_argument("--init-from", metavar="RUN", help="start from the weights of a finished (FP32) run folder: exact load, "
-                   "BN recalibrated, gates opened (sets train.init_from)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT from its newest valid checkpoint (exact: same final weights as an uninterrupted run)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT (deletes its run files first)"
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from the weights of a finished (FP32) run folder: exact load, "
+        "BN recalibrated, gates opened (sets train.init_from)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides run.device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser("eval", help="evaluate a trained run on its test set", formatter_class=fmt,
-                              description="Evaluate RUN_DIR's final model (or its newest checkpoint) on the test split of its data: accuracy (argmax of the mean logits over T) for classifiers, VOC mAP@0.5 and COCO mAP@[.5:.95] for detectors.")
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained run on its test set",
+        formatter_class=fmt,
+        description="Evaluate RUN_DIR's final model (or its newest checkpoint) on the test split of its data: accuracy (argmax of the mean logits over T) for classifiers, VOC mAP@0.5 and COCO mAP@[.5:.95] for detectors.",
+    )
     e.add_argument("run_dir")
-    e.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="override data keys, e.g. --data source=full --data test_subset=0")
-    e.add_argument("--checkpoint", action="store_true", help="use the newest checkpoint instead of model.safetensors")
+    e.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override data keys, e.g. --data source=full --data test_subset=0",
+    )
+    e.add_argument(
+        "--checkpoint", action="store_true", help="use the newest checkpoint instead of model.safetensors"
+    )
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=cmd_eval)
 
-    r = subparsers.add_parser("report", help="compare runs: bits, memory, FLOPs reduction, accuracy, drop vs FP32", formatter_class=fmt,
-                              description="Print a markdown table comparing RUN_DIRs (mode, weight/membrane bits, weight/membrane/total memory in MB = 1e6 bytes, FLOPs reduction of pruned runs, accuracy, drop vs the FP32 run of the same data and model). With --out, also write FILE.md and a PNG plot next to it (needs matplotlib; skipped with a message otherwise).")
+    r = subparsers.add_parser(
+        "report",
+        help="compare runs: bits, memory, FLOPs reduction, accuracy, drop vs FP32",
+        formatter_class=fmt,
+        description="Print a markdown table comparing RUN_DIRs (mode, weight/membrane bits, weight/membrane/total memory in MB = 1e6 bytes, FLOPs reduction of pruned runs, accuracy, drop vs the FP32 run of the same data and model). With --out, also write FILE.md and a PNG plot next to it (needs matplotlib; skipped with a message otherwise).",
+    )
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--out", help="markdown file to write (plot: same name, .png)")
     r.add_argument("--no-plot", action="store_true")
     r.set_defaults(func=cmd_report)
 
-    d = subparsers.add_parser("demo", help="THE MAIN JOB: FP32 vs Quant vs SpQuant SNN on embedded MNIST, a paper-style table in minutes", formatter_class=fmt,
-                              description=textwrap.dedent(
-                                  """\
+    d = subparsers.add_parser(
+        "demo",
+        help="THE MAIN JOB: FP32 vs Quant vs SpQuant SNN on embedded MNIST, a paper-style table in minutes",
+        formatter_class=fmt,
+        description=textwrap.dedent(
+            """\
                                   Train, on the real MNIST subset shipped inside spquant (6000 train / 1000 test images, no
                                   download), an FP32 SNN, a Quant-SNN (ternary weights, ternary 1.58-bit membrane) and — when
                                   the pruning module is available — a SpQuant-SNN of CPU scale, then print a table like the
                                   paper's: weight / membrane bits, memory, FLOPs reduction, accuracy and drop vs FP32.
                                   Takes a few minutes on a CPU. The runs are kept in --out for 'spquant report'.
                                   """
-                              ))
-    d.add_argument("--out", default="runs/demo", help="folder for the three runs and report.md (default runs/demo)")
+        ),
+    )
+    d.add_argument(
+        "--out", default="runs/demo", help="folder for the three runs and report.md (default runs/demo)"
+    )
     d.add_argument("--modes", default="auto", help="comma list of fp32,quant,spquant (auto: all available)")
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the demo recipe (e.g. train.epochs=1)")
+    d.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the demo recipe (e.g. train.epochs=1)",
+    )
     d.add_argument("--max-steps", type=int, default=0, help="stop each run after N steps (smoke tests)")
     d.add_argument("--test-subset", type=int, default=0, help="evaluate on N test images only (smoke tests)")
     d.add_argument("--no-progress", action="store_true")
@@ -127,7 +173,13 @@ def cmd_train(args) -> int:
         overrides.append(f"train.init_from={json.dumps(str(args.init_from))}")  # a TOML basic string
     try:
         cfg = load_config(args.config, overrides)
-        res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None)
+        res = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=False if args.no_progress else None,
+        )
     except _project_errors() as e:
         return _err(str(e))
     if res.run_dir is not None and _rank() == 0:
@@ -167,9 +219,13 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(ev))
     elif "mAP50" in ev:
-        print(f"{run}: test mAP@0.5 {ev['mAP50']:.4f}, mAP@[.5:.95] {ev['mAP50_95']:.4f} on {ev['samples']} samples")
+        print(
+            f"{run}: test mAP@0.5 {ev['mAP50']:.4f}, mAP@[.5:.95] {ev['mAP50_95']:.4f} on {ev['samples']} samples"
+        )
     else:
-        print(f"{run}: test accuracy {100 * ev['accuracy']:.2f} % on {ev['samples']} samples (loss {ev['loss']:.4f})")
+        print(
+            f"{run}: test accuracy {100 * ev['accuracy']:.2f} % on {ev['samples']} samples (loss {ev['loss']:.4f})"
+        )
     return 0
 
 
@@ -191,7 +247,9 @@ def available_modes() -> list[str]:
     return modes
 
 
-def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subset=0, progress=True) -> tuple[str, float]:
+def run_demo(
+    out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subset=0, progress=True
+) -> tuple[str, float]:
     """Train the demo variants into OUT/<mode> and return (markdown table, seconds)."""
     from spquant.report import write_report
     from spquant.train.config import load_config
@@ -208,7 +266,11 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
     for mode in todo:
         cfg = load_config(f"demo:{mode}", extra)
         d = Path(out) / mode
-        print(f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
+        print(
+            f"== {cfg.name}: {mode} SNN, T={cfg.model.T}, plan {list(cfg.model.plan or [])}, {cfg.train.epochs} epoch(s)",
+            file=sys.stderr,
+            flush=True,
+        )
         train(cfg, d, progress=progress, overwrite=True)
         dirs.append(d)
     md, messages = write_report(dirs, str(Path(out) / "report.md"))
@@ -216,7 +278,9 @@ def run_demo(out="runs/demo", modes="auto", overrides=(), max_steps=0, test_subs
 
 
 def cmd_demo(args) -> int:
-    md, seconds = run_demo(args.out, args.modes, args.overrides, args.max_steps, args.test_subset, progress=not args.no_progress)
+    md, seconds = run_demo(
+        args.out, args.modes, args.overrides, args.max_steps, args.test_subset, progress=not args.no_progress
+    )
     print(md)
     print(f"demo finished in {seconds:.0f} s; runs and report.md in {args.out}")
     return 0

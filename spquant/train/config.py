@@ -75,10 +75,16 @@ class ModelConfig:
         _positive("model.in_channels", self.in_channels)
         _positive("model.classes", self.classes)
         if self.anchors is not None:
-            ok = all(isinstance(a, (list, tuple)) and len(a) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in a)
-                     for a in self.anchors)
+            ok = all(
+                isinstance(a, (list, tuple))
+                and len(a) == 2
+                and all(isinstance(v, (int, float)) and v > 0 for v in a)
+                for a in self.anchors
+            )
             if not ok or not self.anchors:
-                raise ConfigError(f"model.anchors must be a list of [w, h] pairs > 0, got {list(self.anchors)}")
+                raise ConfigError(
+                    f"model.anchors must be a list of [w, h] pairs > 0, got {list(self.anchors)}"
+                )
             object.__setattr__(self, "anchors", tuple(tuple(float(v) for v in a) for a in self.anchors))
         _positive("model.width", self.width)
         if len(self.input) != 2:
@@ -86,8 +92,10 @@ class ModelConfig:
         if self.plan is not None:
             for item in self.plan:
                 if not (item in ("A", "M") or (isinstance(item, int) and item > 0)):
-                    raise ConfigError(f"model.plan items must be positive channel counts, \"A\" (average) or \"M\" "
-                                      f"(max pooling, detectors), got {item!r}")
+                    raise ConfigError(
+                        f'model.plan items must be positive channel counts, "A" (average) or "M" '
+                        f"(max pooling, detectors), got {item!r}"
+                    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,9 @@ class DataConfig:
     encoding: str = "direct"  # 'direct' (static, repeated T times) or 'events'
     train_subset: int = 0  # 0 = all
     test_subset: int = 0
-    resize: str = "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
+    resize: str = (
+        "pad"  # how inputs become model.input: 'pad' (zero border), 'crop' (centre), 'resize' (bilinear)
+    )
     augment: str = "none"  # '+'-joined: flip, roll, crop, shift, nda ('crop-flip' = crop+flip); docs/data.md
     cache: str = ""  # directory for encoded frames ('' = the default cache folder)
     options: dict = field(default_factory=dict)
@@ -241,12 +251,23 @@ class DetectConfig:
         _positive("detect.max_det", self.max_det)
 
     def loss_weights(self) -> dict:
-        return {k: getattr(self, k) for k in ("lambda_coord", "lambda_obj", "lambda_noobj", "lambda_cls", "ignore_threshold")}
+        return {
+            k: getattr(self, k)
+            for k in ("lambda_coord", "lambda_obj", "lambda_noobj", "lambda_cls", "ignore_threshold")
+        }
 
 
 TASKS = ("classify", "detect")
-CLASSIFY_DATASETS = ["mnist", "mnist-dvs", "synthetic", "cifar10-dvs", "ncaltech101", "cifar10", "nmnist",
-                     "dvs128-gesture"]
+CLASSIFY_DATASETS = [
+    "mnist",
+    "mnist-dvs",
+    "synthetic",
+    "cifar10-dvs",
+    "ncaltech101",
+    "cifar10",
+    "nmnist",
+    "dvs128-gesture",
+]
 DETECT_DATASETS = ["moving-digits", "gen1", "1mpx"]
 
 
@@ -269,11 +290,15 @@ class Config:
         _choice("task", self.task, TASKS)
         detector = self.model.name == "yolo"
         if (self.task == "detect") != detector:
-            raise ConfigError(f"task {self.task!r} does not fit model.name {self.model.name!r} (detection uses 'yolo', "
-                              "classification any other model)")
+            raise ConfigError(
+                f"task {self.task!r} does not fit model.name {self.model.name!r} (detection uses 'yolo', "
+                "classification any other model)"
+            )
         if (self.task == "detect") != (self.data.dataset in DETECT_DATASETS):
-            raise ConfigError(f"task {self.task!r} does not fit data.dataset {self.data.dataset!r} (detection sets: "
-                              f"{', '.join(DETECT_DATASETS)})")
+            raise ConfigError(
+                f"task {self.task!r} does not fit data.dataset {self.data.dataset!r} (detection sets: "
+                f"{', '.join(DETECT_DATASETS)})"
+            )
         if self.task == "detect" and self.data.augment != "none":
             raise ConfigError("data.augment is not supported for detection (boxes would have to move too)")
 
@@ -310,7 +335,13 @@ class Config:
         """The model this recipe trains (on CPU, freshly initialised)."""
         from spquant.models import build_model
 
-        kw = dict(num_classes=self.model.classes, in_channels=self.model.in_channels, input_size=tuple(self.model.input), width=self.model.width, spec=self.quant)
+        kw = dict(
+            num_classes=self.model.classes,
+            in_channels=self.model.in_channels,
+            input_size=tuple(self.model.input),
+            width=self.model.width,
+            spec=self.quant,
+        )
         if self.model.plan is not None:
             if self.model.name not in ("vgg9", "yolo"):
                 raise ConfigError("model.plan is only supported by vgg9 and yolo")
@@ -329,7 +360,14 @@ class Config:
             raise ConfigError(f"config {self.name}: cannot build model {self.model.name!r}: {e}") from None
 
 
-SECTIONS = {"model": ModelConfig, "quant": QuantSpec, "data": DataConfig, "train": TrainConfig, "run": RunConfig, "detect": DetectConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "quant": QuantSpec,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
+    "detect": DetectConfig,
+}
 TOP_KEYS = {"name": str, "description": str, "task": str}
 
 
@@ -362,7 +400,9 @@ def _type_name(tp) -> str:
         return "array"
     if tp is type(None):
         return '"none"'
-    return {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _coerce(value, tp, key: str, where: str):
@@ -379,10 +419,14 @@ def _coerce(value, tp, key: str, where: str):
                 return _coerce(value, a, key, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
     if origin in (tuple, list) or tp in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config error in {where}: {key} must be an array, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"config error in {where}: {key} must be an array, got {type(value).__name__} {value!r}"
+            )
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         if args and len(set(args)) == 1:
             value = [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
@@ -404,17 +448,23 @@ def _coerce(value, tp, key: str, where: str):
             return dict(value)
     else:
         return value
-    raise ConfigError(f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(
+        f"config error in {where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    )
 
 
 def _unknown(key: str, known, where: str) -> ConfigError:
     section, _, name = key.rpartition(".")
     hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     if not hint:  # 'lr_rate' -> 'lr': a known key that prefixes the unknown one (or vice versa)
-        hint = sorted((k for k in known if name.startswith(k) or k.startswith(name)), key=len, reverse=True)[:1]
+        hint = sorted((k for k in known if name.startswith(k) or k.startswith(name)), key=len, reverse=True)[
+            :1
+        ]
     full = [f"{section}.{h}" if section else h for h in hint]
     more = f" (did you mean {full[0]!r}?)" if full else ""
-    return ConfigError(f"config error in {where}: unknown key {key!r}{more}; known keys: {', '.join(sorted(known))}")
+    return ConfigError(
+        f"config error in {where}: unknown key {key!r}{more}; known keys: {', '.join(sorted(known))}"
+    )
 
 
 def _build_section(cls, raw: dict, section: str, where: str):
@@ -514,7 +564,9 @@ def _check_number(key: str, value, where: str, lo: float, hi: float) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config error in {where}: {key} must be a finite number, got {value}")
     if not lo <= value <= hi:
-        raise ConfigError(f"config error in {where}: {key} = {value} is outside the allowed range [{lo:g}, {hi:g}]")
+        raise ConfigError(
+            f"config error in {where}: {key} = {value} is outside the allowed range [{lo:g}, {hi:g}]"
+        )
 
 
 def check_limits(cfg: Config, where: str = "<config>") -> None:
@@ -530,9 +582,11 @@ def check_limits(cfg: Config, where: str = "<config>") -> None:
             lo, hi = LIMITS.get(key, (-(2**53), 2**53))
             if key == "model.anchors" and value is not None:  # [[w, h], ...]
                 if not all(isinstance(a, (list, tuple)) and len(a) == 2 for a in value):
-                    raise ConfigError(f"config error in {where}: model.anchors must be [[w, h], ...], got {value!r:.80}")
+                    raise ConfigError(
+                        f"config error in {where}: model.anchors must be [[w, h], ...], got {value!r:.80}"
+                    )
                 value = [v for a in value for v in a]
-            for v in (value if isinstance(value, (list, tuple)) else (value,)):
+            for v in value if isinstance(value, (list, tuple)) else (value,):
                 _check_number(key, v, where, lo, hi)
     q = cfg.quant
     _choice("quant.backend", q.backend, ["reference", "fused"])
@@ -540,8 +594,10 @@ def check_limits(cfg: Config, where: str = "<config>") -> None:
     if isinstance(q.learn_threshold, str):
         _choice("quant.learn_threshold", q.learn_threshold, ["layer", "channel"])
     if not q.membrane_lb < q.membrane_ub:
-        raise ConfigError(f"config error in {where}: quant.membrane_lb ({q.membrane_lb}) must be below "
-                          f"quant.membrane_ub ({q.membrane_ub})")
+        raise ConfigError(
+            f"config error in {where}: quant.membrane_lb ({q.membrane_lb}) must be below "
+            f"quant.membrane_ub ({q.membrane_ub})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,13 +612,17 @@ def parse_toml(text: str | bytes, where: str) -> dict:
     than MAX_KEY_PARTS parts (the TOML parser is slow on those)."""
     if isinstance(text, bytes):
         if len(text) > MAX_RECIPE_BYTES:
-            raise ConfigError(f"config error in {where}: {len(text)} bytes is over the {MAX_RECIPE_BYTES}-byte limit")
+            raise ConfigError(
+                f"config error in {where}: {len(text)} bytes is over the {MAX_RECIPE_BYTES}-byte limit"
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(f"config error in {where}: not UTF-8 text (byte {e.start})") from None
     if len(text) > MAX_RECIPE_BYTES:
-        raise ConfigError(f"config error in {where}: {len(text)} characters is over the {MAX_RECIPE_BYTES} limit")
+        raise ConfigError(
+            f"config error in {where}: {len(text)} characters is over the {MAX_RECIPE_BYTES} limit"
+        )
     _check_shape(text, where)
     try:
         raw = tomllib.loads(text)
@@ -586,10 +646,13 @@ def _check_shape(text: str, where: str) -> None:
             continue
         line = _TOML_FLOAT.sub("0", _TOML_STRING.sub("s", line))
         if line.count(".") >= MAX_KEY_PARTS:
-            raise ConfigError(f"config error in {where}: line {lineno}: a dotted key of more than "
-                              f"{MAX_KEY_PARTS} parts")
+            raise ConfigError(
+                f"config error in {where}: line {lineno}: a dotted key of more than {MAX_KEY_PARTS} parts"
+            )
         if line.count("[") + line.count("{") > MAX_NESTING:
-            raise ConfigError(f"config error in {where}: line {lineno} nests arrays/tables deeper than {MAX_NESTING}")
+            raise ConfigError(
+                f"config error in {where}: line {lineno} nests arrays/tables deeper than {MAX_NESTING}"
+            )
 
 
 def _parse_value(text: str):
@@ -679,7 +742,9 @@ def load_config(spec: str | Path, overrides: list[str] | list[tuple[str, Any]] |
         raise ConfigError(f"config error in {where}: [variants] must hold tables of dotted overrides")
     if variant is not None:
         if variant not in variants:
-            raise ConfigError(f"config error in {where}: no variant {variant!r}; variants: {', '.join(sorted(variants)) or 'none'}")
+            raise ConfigError(
+                f"config error in {where}: no variant {variant!r}; variants: {', '.join(sorted(variants)) or 'none'}"
+            )
         for key, value in variants[variant].items():
             _apply(raw, key, value, f"{where} [variants.{variant}]")
         raw.setdefault("name", Path(where.split()[-1]).stem)

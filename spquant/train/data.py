@@ -35,7 +35,9 @@ class TensorData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+    def batch(
+        self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None
+    ):
         """Inputs ``[T, B, C, H, W]`` float32 and labels ``[B]`` of the samples ``idx``."""
         x = self.inputs[idx].float()
         if self.scale != 1.0:
@@ -72,7 +74,9 @@ class DatasetData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None):
+    def batch(
+        self, idx: torch.Tensor, T: int, augment: str = "none", generator: torch.Generator | None = None
+    ):
         return self.finish(*self.collate([self.dataset[int(i)] for i in idx]), T, augment, generator)
 
     def batches(self, index_lists, workers: int = 0):
@@ -85,7 +89,9 @@ class DatasetData:
         from torch.utils.data import DataLoader
 
         sampler = [[int(i) for i in idx] for idx in index_lists]
-        yield from DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate)
+        yield from DataLoader(
+            self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate
+        )
 
     def finish(self, x, target, T: int, augment: str = "none", generator: torch.Generator | None = None):
         """A collated batch as the model takes it: float inputs ``[T, B, ...]``, augmented in the main
@@ -128,7 +134,7 @@ def _fit(images: torch.Tensor, size: tuple[int, int], how: str) -> torch.Tensor:
         if H > h or W > w:
             raise ValueError(f"cannot crop {h}x{w} inputs to a larger {H}x{W}; use data.resize='pad'")
         top, left = (h - H) // 2, (w - W) // 2
-        return images[..., top:top + H, left:left + W].contiguous()
+        return images[..., top : top + H, left : left + W].contiguous()
     dtype = images.dtype
     out = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False)
     return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
@@ -152,11 +158,15 @@ def _mnist_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     from spquant.data.idx import load_idx_split
 
     if data_cfg.source != "full":
-        raise ValueError(f"data.source must be 'embedded' or 'full', got {data_cfg.source!r} (the folder goes in data.root)")
+        raise ValueError(
+            f"data.source must be 'embedded' or 'full', got {data_cfg.source!r} (the folder goes in data.root)"
+        )
     return load_idx_split(_root(data_cfg), split)
 
 
-def synthetic_split(n: int, classes: int, shape: tuple[int, int, int], seed: int, split: str, T: int | None = None) -> TensorData:
+def synthetic_split(
+    n: int, classes: int, shape: tuple[int, int, int], seed: int, split: str, T: int | None = None
+) -> TensorData:
     """Learnable random data: one fixed template per class plus noise (templates fixed by ``seed``).
 
     With ``T`` given the samples are frames ``[N, T, C, H, W]`` (Bernoulli spikes), else images."""
@@ -195,7 +205,9 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
     if d.dataset == "synthetic":
         n = n_limit or (512 if split == "train" else 256)
         shape = (m.in_channels, *size)
-        return synthetic_split(n, m.classes, shape, config.train.seed, split, T=m.T if d.encoding == "events" else None)
+        return synthetic_split(
+            n, m.classes, shape, config.train.seed, split, T=m.T if d.encoding == "events" else None
+        )
     if d.dataset == "mnist":
         if d.encoding != "direct":
             raise ValueError("dataset 'mnist' uses encoding='direct'; use dataset='mnist-dvs' for events")
@@ -222,8 +234,12 @@ def load_split(config, split: str, progress: bool | None = None) -> TensorData |
         # sample from its memory map; augmentation happens per batch with the loop's generator
         from spquant.data.prepare import collate_frames, load_frames
 
-        return DatasetData(load_frames(config, split, progress, augment=False), collate_frames, augmentable=True,
-                           augment_kw={"roll_px": d.roll_px, "crop_pad": d.crop_pad})
+        return DatasetData(
+            load_frames(config, split, progress, augment=False),
+            collate_frames,
+            augmentable=True,
+            augment_kw={"roll_px": d.roll_px, "crop_pad": d.crop_pad},
+        )
     raise NotImplementedError(
         f"dataset {d.dataset!r}: its readers are in spquant.data but the in-memory training adapter is not "
         "wired yet; the paper recipes parse and build their models (see docs/training.md)"
@@ -240,13 +256,27 @@ def _mnist_dvs(config, split: str, n_limit: int) -> TensorData:
 
     d, m = config.data, config.model
     if m.in_channels not in (2, 3):
-        raise ValueError(f"mnist-dvs frames have 2 (count) or 3 (polarity colour) channels; model.in_channels is {m.in_channels}")
+        raise ValueError(
+            f"mnist-dvs frames have 2 (count) or 3 (polarity colour) channels; model.in_channels is {m.in_channels}"
+        )
     if d.source not in ("embedded", "full"):
-        raise ValueError(f"data.source must be 'embedded' or 'full', got {d.source!r} (the folder goes in data.root)")
+        raise ValueError(
+            f"data.source must be 'embedded' or 'full', got {d.source!r} (the folder goes in data.root)"
+        )
     source = "embedded" if d.source == "embedded" else str(_root(d))
-    size = tuple(m.input) if d.resize == "resize" and tuple(m.input) != (34, 34) else None  # area resize in the loader
-    frames, labels = mnist_frames(split, T=m.T, source=source, encoding="events", mode="count2" if m.in_channels == 2 else "polarity3",
-                                  size=size, cache_dir=_cache_dir(d), progress=config.run.progress)
+    size = (
+        tuple(m.input) if d.resize == "resize" and tuple(m.input) != (34, 34) else None
+    )  # area resize in the loader
+    frames, labels = mnist_frames(
+        split,
+        T=m.T,
+        source=source,
+        encoding="events",
+        mode="count2" if m.in_channels == 2 else "polarity3",
+        size=size,
+        cache_dir=_cache_dir(d),
+        progress=config.run.progress,
+    )
     frames, labels = _subset(frames, labels.to(torch.int64), n_limit, config.train.seed)
     if size is None:
         frames = _fit(frames, tuple(m.input), d.resize)
@@ -265,12 +295,21 @@ def _detection_split(config, split: str) -> DatasetData:
     try:
         if d.dataset == "moving-digits":
             if not n:
-                raise ConfigError(f"data.{split}_subset must give the number of generated moving-digits samples")
+                raise ConfigError(
+                    f"data.{split}_subset must give the number of generated moving-digits samples"
+                )
             if d.source not in ("embedded", "full"):
                 raise ConfigError(f"data.source must be 'embedded' or 'full', got {d.source!r}")
             mnist_root = str(_root(d)) if d.source == "full" else None
-            ds = MovingDigits(cache_dir=_cache_dir(d) or "default", mnist_root=mnist_root, num_samples=n, split=split, T=m.T,
-                              source="mnist" if d.source == "full" else "embedded", **opts)
+            ds = MovingDigits(
+                cache_dir=_cache_dir(d) or "default",
+                mnist_root=mnist_root,
+                num_samples=n,
+                split=split,
+                T=m.T,
+                source="mnist" if d.source == "full" else "embedded",
+                **opts,
+            )
         else:
             opts.setdefault("benchmark", d.dataset)  # the sensor, classes and box filter of Gen1 or 1 Mpx
             ds = Gen1DetectionFrames(_root(d), split, T=m.T, input_size=tuple(m.input), **opts)

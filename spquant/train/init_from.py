@@ -113,9 +113,11 @@ def init_from_run(model: nn.Module, config, run_dir, calib_batches=(), open_bias
         for key, value in tensors.items():
             if not key.startswith("model."):
                 continue
-            name = key[len("model."):]
+            name = key[len("model.") :]
             if name not in state:
-                raise InitFromError(f"{run_dir}: tensor {name!r} has no counterpart in the {config.quant.mode} model")
+                raise InitFromError(
+                    f"{run_dir}: tensor {name!r} has no counterpart in the {config.quant.mode} model"
+                )
             dst = state[name]
             if dst.shape == value.shape:
                 dst.copy_(value)
@@ -124,8 +126,10 @@ def init_from_run(model: nn.Module, config, run_dir, calib_batches=(), open_bias
                 dst.copy_(value.expand_as(dst))  # per-layer V_th -> per-channel V_th
                 broadcast.append(name)
             else:
-                raise InitFromError(f"{run_dir}: tensor {name!r} has shape {tuple(value.shape)} there, {tuple(dst.shape)} here")
-    loaded = {key[len("model."):] for key in tensors if key.startswith("model.")}
+                raise InitFromError(
+                    f"{run_dir}: tensor {name!r} has shape {tuple(value.shape)} there, {tuple(dst.shape)} here"
+                )
+    loaded = {key[len("model.") :] for key in tensors if key.startswith("model.")}
     added = sorted(set(state) - loaded)
     steps = 0
     for module in model.modules():
@@ -135,8 +139,15 @@ def init_from_run(model: nn.Module, config, run_dir, calib_batches=(), open_bias
                 steps += 1
     gates = _open_gates(model, open_bias) if config.quant.pruned else 0
     n_calib = recalibrate_bn(model, calib_batches)
-    return {"from": str(run_dir), "copied": len(copied), "thresholds_broadcast": len(broadcast), "added": added,
-            "learned_steps_initialised": steps, "gates_opened": gates, "bn_calibration_batches": n_calib}
+    return {
+        "from": str(run_dir),
+        "copied": len(copied),
+        "thresholds_broadcast": len(broadcast),
+        "added": added,
+        "learned_steps_initialised": steps,
+        "gates_opened": gates,
+        "bn_calibration_batches": n_calib,
+    }
 
 
 def load_teacher(run_dir, config, device="cpu") -> nn.Module:
@@ -145,9 +156,16 @@ def load_teacher(run_dir, config, device="cpu") -> nn.Module:
     run = _read_run(run_dir)
     t_cfg = run.config
     if t_cfg.model.classes != config.model.classes:
-        raise InitFromError(f"{run_dir}: teacher has {t_cfg.model.classes} classes, the student {config.model.classes}")
-    if tuple(t_cfg.model.input) != tuple(config.model.input) or t_cfg.model.in_channels != config.model.in_channels:
-        raise InitFromError(f"{run_dir}: teacher input {t_cfg.model.in_channels}x{list(t_cfg.model.input)} differs from the student's")
+        raise InitFromError(
+            f"{run_dir}: teacher has {t_cfg.model.classes} classes, the student {config.model.classes}"
+        )
+    if (
+        tuple(t_cfg.model.input) != tuple(config.model.input)
+        or t_cfg.model.in_channels != config.model.in_channels
+    ):
+        raise InitFromError(
+            f"{run_dir}: teacher input {t_cfg.model.in_channels}x{list(t_cfg.model.input)} differs from the student's"
+        )
     teacher = run.model
     teacher.to(device).eval()
     for p in teacher.parameters():

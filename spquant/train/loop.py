@@ -35,7 +35,16 @@ from spquant.train.loss import distill_loss
 from spquant.train.run import prepare_run_dir
 from spquant.train.tasks import task_for
 
-__all__ = ["TrainResult", "train", "set_threads", "evaluate", "build_optimizer", "lr_factor", "resolve_device", "epoch_order"]
+__all__ = [
+    "TrainResult",
+    "train",
+    "set_threads",
+    "evaluate",
+    "build_optimizer",
+    "lr_factor",
+    "resolve_device",
+    "epoch_order",
+]
 
 
 @dataclass
@@ -73,12 +82,23 @@ def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     learned quantizer steps too (lr ``lr``, no weight decay: decay would shrink the step, not the weights)."""
     thr = [p for n, p in model.named_parameters() if p.requires_grad and _is_threshold(n)]
     steps = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("weight_quant.step")]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_threshold(n) and not n.endswith("weight_quant.step")]
+    rest = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and not _is_threshold(n) and not n.endswith("weight_quant.step")
+    ]
     groups = [{"params": rest, "lr": t.lr, "weight_decay": t.weight_decay, "name": "weights"}]
     if steps:
         groups.append({"params": steps, "lr": t.lr, "weight_decay": 0.0, "name": "quantizer_steps"})
     if thr:
-        groups.append({"params": thr, "lr": t.threshold_lr if t.threshold_lr is not None else t.lr, "weight_decay": 0.0, "name": "thresholds"})
+        groups.append(
+            {
+                "params": thr,
+                "lr": t.threshold_lr if t.threshold_lr is not None else t.lr,
+                "weight_decay": 0.0,
+                "name": "thresholds",
+            }
+        )
     for g in groups:
         g["base_lr"] = g["lr"]
     if t.optimizer == "adam":
@@ -170,7 +190,7 @@ def _calibration_batches(train_data: TensorData, config: Config, device):
     t = config.train
     order = epoch_order(len(train_data), t.seed, -1)
     for i in range(min(t.init_calib_batches, math.ceil(len(train_data) / t.batch_size))):
-        x, _ = train_data.batch(order[i * t.batch_size:(i + 1) * t.batch_size], config.model.T)
+        x, _ = train_data.batch(order[i * t.batch_size : (i + 1) * t.batch_size], config.model.T)
         yield x.to(device)
 
 
@@ -181,7 +201,9 @@ def _gate_loss_fn(config: Config):
     try:
         from spquant.prune import gate_loss
     except ImportError:
-        raise RuntimeError("mode 'spquant' needs spquant.prune (gate predictor loss), which is not available in this build") from None
+        raise RuntimeError(
+            "mode 'spquant' needs spquant.prune (gate predictor loss), which is not available in this build"
+        ) from None
     weight = config.train.prune_loss_weight
     if weight is None:
         weight = config.quant.prune.get("loss_weight")
@@ -255,7 +277,9 @@ class _Progress:
         if self.tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True
+            )
 
     def update(self, step_in_epoch: int, loss: float, acc: float | None, sps: float):
         if self.bar is not None:
@@ -264,7 +288,11 @@ class _Progress:
             self.bar.update(1)
         elif self.enabled and (step_in_epoch % self.log_every == 0 or step_in_epoch == self.total):
             acc_text = "" if acc is None else f" acc {acc:.3f}"
-            print(f"{self.desc} step {step_in_epoch}/{self.total} loss {loss:.4f}{acc_text} {sps:.0f} samples/s", file=sys.stderr, flush=True)
+            print(
+                f"{self.desc} step {step_in_epoch}/{self.total} loss {loss:.4f}{acc_text} {sps:.0f} samples/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self, note: str = ""):
         if self.bar is not None:
@@ -277,8 +305,14 @@ class _Progress:
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def train(config: Config, out_dir: str | os.PathLike | None, resume: bool = False, data: tuple | None = None,
-          progress: bool | None = None, overwrite: bool = False) -> TrainResult:
+def train(
+    config: Config,
+    out_dir: str | os.PathLike | None,
+    resume: bool = False,
+    data: tuple | None = None,
+    progress: bool | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
     """Train ``config`` and write the run to ``out_dir`` (see :mod:`spquant.train.run`).
 
     ``resume=True`` continues from the newest valid checkpoint in ``out_dir`` (the saved config
@@ -317,8 +351,16 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
             tensors, meta = ckpt.load_checkpoint(latest)
             saved = config_from_dict(meta["config"], str(latest)).to_dict()
             if saved != cfg_dict:
-                diff = sorted(f"{s}.{k}" for s in cfg_dict if isinstance(cfg_dict[s], dict) for k in set(cfg_dict[s]) | set(saved.get(s, {})) if cfg_dict[s].get(k) != saved.get(s, {}).get(k))
-                raise ckpt.CheckpointError(f"cannot resume {run_dir}: its checkpoint was made with a different config (differs in {diff or 'top-level keys'})")
+                diff = sorted(
+                    f"{s}.{k}"
+                    for s in cfg_dict
+                    if isinstance(cfg_dict[s], dict)
+                    for k in set(cfg_dict[s]) | set(saved.get(s, {}))
+                    if cfg_dict[s].get(k) != saved.get(s, {}).get(k)
+                )
+                raise ckpt.CheckpointError(
+                    f"cannot resume {run_dir}: its checkpoint was made with a different config (differs in {diff or 'top-level keys'})"
+                )
             start = (tensors, meta)
 
     torch.manual_seed(t_cfg.seed)
@@ -348,13 +390,17 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     if start is None and t_cfg.init_from:
         from spquant.train.init_from import init_from_run
 
-        init_summary = init_from_run(model, config, t_cfg.init_from, _calibration_batches(train_data, config, device))
+        init_summary = init_from_run(
+            model, config, t_cfg.init_from, _calibration_batches(train_data, config, device)
+        )
     teacher = None
     if t_cfg.distill_teacher and t_cfg.distill_weight > 0:
         from spquant.train.init_from import load_teacher
 
         if config.task != "classify":
-            raise ConfigError(f"train.distill_teacher: distillation is defined for classification, not task {config.task!r}")
+            raise ConfigError(
+                f"train.distill_teacher: distillation is defined for classification, not task {config.task!r}"
+            )
 
         teacher = load_teacher(t_cfg.distill_teacher, config, device)
 
@@ -369,10 +415,18 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         epoch, step_in_epoch, global_step = st["epoch"], st["step_in_epoch"], st["global_step"]
         best = meta.get("metrics", {})
 
-    logger = _Logger(run_dir, dist.main, r_cfg.tensorboard, keep_until_step=global_step if start is not None else None)
+    logger = _Logger(
+        run_dir, dist.main, r_cfg.tensorboard, keep_until_step=global_step if start is not None else None
+    )
     if init_summary is not None:
-        logger.log({"kind": "init_from", "step": 0, **{k: v for k, v in init_summary.items() if k != "added"},
-                    "added": len(init_summary["added"])})
+        logger.log(
+            {
+                "kind": "init_from",
+                "step": 0,
+                **{k: v for k, v in init_summary.items() if k != "added"},
+                "added": len(init_summary["added"]),
+            }
+        )
     prog = _Progress(show, r_cfg.log_every)
     gate = _gate_loss_fn(config)
     ddp_model = model
@@ -383,7 +437,16 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
 
     def save(state_epoch, state_step, metrics=None):
         if run_dir is not None and dist.main:
-            ckpt.save_checkpoint(run_dir, global_step, model, optimizer, {"epoch": state_epoch, "step_in_epoch": state_step, "global_step": global_step}, cfg_dict, metrics or best, keep=r_cfg.keep_checkpoints)
+            ckpt.save_checkpoint(
+                run_dir,
+                global_step,
+                model,
+                optimizer,
+                {"epoch": state_epoch, "step_in_epoch": state_step, "global_step": global_step},
+                cfg_dict,
+                metrics or best,
+                keep=r_cfg.keep_checkpoints,
+            )
 
     kill_after = int(os.environ.get("SPQUANT_TEST_KILL_AFTER_STEP", "0"))  # test hook (exact resume)
     t_start = time.perf_counter()
@@ -398,7 +461,9 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         prefetch = None
         workers = getattr(config.data, "workers", 0)  # the data config may not offer worker processes
         if workers > 0 and hasattr(train_data, "batches"):  # worker processes read ahead
-            prefetch = train_data.batches([order[s * bs : (s + 1) * bs] for s in range(step_in_epoch, last)], workers)
+            prefetch = train_data.batches(
+                [order[s * bs : (s + 1) * bs] for s in range(step_in_epoch, last)], workers
+            )
         while step_in_epoch < steps_per_epoch and global_step < total_steps:
             idx = order[step_in_epoch * bs : (step_in_epoch + 1) * bs]
             gen = _aug_generator(t_cfg.seed, epoch, step_in_epoch, dist.rank)
@@ -439,7 +504,15 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
             sps = seen * dist.world / max(time.perf_counter() - t0, 1e-9)
             prog.update(step_in_epoch, loss_avg, None if acc is None else acc_avg, sps)
             if global_step % r_cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
-                rec = {"kind": "train", "step": global_step, "epoch": epoch, "loss": lv, **parts, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps}
+                rec = {
+                    "kind": "train",
+                    "step": global_step,
+                    "epoch": epoch,
+                    "loss": lv,
+                    **parts,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "samples_per_s": sps,
+                }
                 if acc is not None:
                     rec["acc"] = acc
                 if g_loss is not None:
@@ -465,8 +538,15 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
     if last_eval is None:  # resumed a finished run
         last_eval = evaluate(model, test_data, config, device, dist=dist)
 
-    metrics = {"task": config.task, "mode": config.quant.mode, **task.run_metrics(last_eval), "steps": global_step, "epochs": epoch,
-               "train_seconds_this_session": train_time, "world_size": dist.world}
+    metrics = {
+        "task": config.task,
+        "mode": config.quant.mode,
+        **task.run_metrics(last_eval),
+        "steps": global_step,
+        "epochs": epoch,
+        "train_seconds_this_session": train_time,
+        "world_size": dist.world,
+    }
     if dist.world > 1:
         metrics["ddp_max_param_diff"] = _param_divergence(model, dist)
     if run_dir is not None and dist.main:
@@ -475,8 +555,17 @@ def _train(config: Config, run_dir: Path | None, resume: bool, data, show: bool,
         summary = model_summary(model, config, test_data=test_data, device=device)
         metrics.update(summary)
         ckpt.save_model(run_dir / "model.safetensors", model, {"config": cfg_dict, "metrics": metrics})
-        ckpt.atomic_write(run_dir / "run.json", ckpt._json_bytes({"config": cfg_dict, "metrics": metrics, "versions": ckpt.versions()}))
-        logger.log({"kind": "final", "step": global_step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        ckpt.atomic_write(
+            run_dir / "run.json",
+            ckpt._json_bytes({"config": cfg_dict, "metrics": metrics, "versions": ckpt.versions()}),
+        )
+        logger.log(
+            {
+                "kind": "final",
+                "step": global_step,
+                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
+        )
     logger.close()
     dist.barrier()
     return TrainResult(run_dir, model, metrics, config)

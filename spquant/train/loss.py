@@ -16,7 +16,9 @@ from torch import nn
 __all__ = ["tet_loss", "distill_loss", "mean_threshold", "resolve_phi"]
 
 
-def tet_loss(outputs: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi: float | torch.Tensor = 1.0) -> torch.Tensor:
+def tet_loss(
+    outputs: torch.Tensor, target: torch.Tensor, lam: float = 0.05, phi: float | torch.Tensor = 1.0
+) -> torch.Tensor:
     """TET loss of per-step logits ``outputs`` [T, B, K] against class indices ``target`` [B].
 
     Example::
@@ -60,7 +62,9 @@ def distill_loss(outputs: torch.Tensor, teacher: torch.Tensor, temperature: floa
         0.0
     """
     if outputs.dim() != 3 or teacher.dim() != 3 or outputs.shape[1:] != teacher.shape[1:]:
-        raise ValueError(f"distill_loss expects [T, B, K] logits of the same B, K; got {tuple(outputs.shape)} and {tuple(teacher.shape)}")
+        raise ValueError(
+            f"distill_loss expects [T, B, K] logits of the same B, K; got {tuple(outputs.shape)} and {tuple(teacher.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     teacher = teacher.detach()

@@ -28,7 +28,15 @@ from spquant.train.device import resolve_device
 __all__ = ["Run", "RunExistsError", "load_run", "RUN_FILES", "is_run_dir", "prepare_run_dir"]
 
 # what a run writes; --overwrite removes exactly these, nothing else in the folder
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "model.safetensors", "model.json", "run.json", "tensorboard")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "model.safetensors",
+    "model.json",
+    "run.json",
+    "tensorboard",
+)
 
 
 class RunExistsError(FileExistsError):
@@ -71,8 +79,10 @@ def prepare_run_dir(path, resume: bool = False, overwrite: bool = False) -> None
     if not is_run_dir(p) or resume:
         return
     if not overwrite:
-        raise RunExistsError(f"{p} already holds a run; use --resume to continue it, --overwrite to replace it, "
-                             "or choose another --out")
+        raise RunExistsError(
+            f"{p} already holds a run; use --resume to continue it, --overwrite to replace it, "
+            "or choose another --out"
+        )
     for name in RUN_FILES:
         f = p / name
         if f.is_dir():
@@ -100,8 +110,10 @@ def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> Run:
         step = int(meta.get("step", 0))
     else:
         if not (run_dir / "model.json").is_file():
-            raise ckpt.CheckpointError(f"{run_dir} is not a finished spquant run (no model.json); train it first, "
-                                       "--resume it, or use --checkpoint for its newest checkpoint")
+            raise ckpt.CheckpointError(
+                f"{run_dir} is not a finished spquant run (no model.json); train it first, "
+                "--resume it, or use --checkpoint for its newest checkpoint"
+            )
         tensors, meta = ckpt.load_model_file(run_dir / "model.safetensors")
     if not isinstance(meta.get("config"), dict):
         raise ckpt.CheckpointError(f"{run_dir}: the sidecar holds no config")
@@ -109,8 +121,9 @@ def load_run(run_dir, checkpoint: bool = False, device: str = "cpu") -> Run:
     stored = sum(v.numel() for k, v in tensors.items() if k.startswith("model."))
     needed = config.count_values()
     if needed is not None and needed != stored:  # checked before allocating what the config asks for
-        raise ckpt.CheckpointError(f"{run_dir}: the config describes a model of {needed} values, the tensor file "
-                                   f"holds {stored}")
+        raise ckpt.CheckpointError(
+            f"{run_dir}: the config describes a model of {needed} values, the tensor file holds {stored}"
+        )
     model = config.build_model()
     ckpt.restore_model(model, tensors, str(run_dir))
     model.to(resolve_device(device)).eval()

@@ -64,7 +64,11 @@ class ClassifyTask:
         count = float(len(idx_all))
         if dist is not None:
             correct, loss_sum, count = dist.all_sum([correct, loss_sum, count])
-        return {"accuracy": correct / max(count, 1.0), "loss": loss_sum / max(count, 1.0), "samples": int(count)}
+        return {
+            "accuracy": correct / max(count, 1.0),
+            "loss": loss_sum / max(count, 1.0),
+            "samples": int(count),
+        }
 
     def run_metrics(self, ev: dict) -> dict:
         """The evaluation as the run folder stores it (run.json ``metrics``)."""
@@ -89,7 +93,9 @@ class DetectTask:
         if self._loss is None:
             from spquant.detect.loss import YOLOLoss
 
-            self._loss = YOLOLoss(model.anchors, model.num_classes, model.stride, **self.config.detect.loss_weights())
+            self._loss = YOLOLoss(
+                model.anchors, model.num_classes, model.stride, **self.config.detect.loss_weights()
+            )
         self._loss.to(out.device)
         return self._loss(out, target)
 
@@ -112,8 +118,13 @@ class DetectTask:
             x, boxes = data.batch(torch.arange(s, min(s + batch_size, len(data))), T)
             out = model(x.to(device)).float().cpu()
             kw = dict(image_size=model.input_size)
-            dets += [d.numpy() for d in decode(out, anchors, model.stride, e.conf_threshold, e.nms_iou, e.max_det, **kw)]
-            for d in decode(out, anchors, model.stride, e.conf_threshold, e.nms_iou, e.max_det, agnostic=True, **kw):
+            dets += [
+                d.numpy()
+                for d in decode(out, anchors, model.stride, e.conf_threshold, e.nms_iou, e.max_det, **kw)
+            ]
+            for d in decode(
+                out, anchors, model.stride, e.conf_threshold, e.nms_iou, e.max_det, agnostic=True, **kw
+            ):
                 d = d.numpy().copy()
                 d[:, 5] = 0
                 agn.append(d)
@@ -122,10 +133,14 @@ class DetectTask:
         one = [np.concatenate([g[:, :4], np.zeros((len(g), 1))], 1) for g in gts]
         a = evaluate(agn, one, 1)
         return {
-            "mAP50": float(m["mAP50"]), "mAP50_95": float(m["mAP50_95"]), "AP50_coco": float(m["AP50_coco"]),
-            "mAP50_agnostic": float(a["mAP50"]), "mAP50_95_agnostic": float(a["mAP50_95"]),
+            "mAP50": float(m["mAP50"]),
+            "mAP50_95": float(m["mAP50_95"]),
+            "AP50_coco": float(m["AP50_coco"]),
+            "mAP50_agnostic": float(a["mAP50"]),
+            "mAP50_95_agnostic": float(a["mAP50_95"]),
             "AP_per_class": [None if math.isnan(v) else float(v) for v in m["AP_per_class"]],
-            "n_det": int(m["n_det"]), "samples": len(gts),
+            "n_det": int(m["n_det"]),
+            "samples": len(gts),
         }
 
     def run_metrics(self, ev: dict) -> dict:

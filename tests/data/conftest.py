@@ -13,7 +13,9 @@ SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data next to the project)")
+        pytest.skip(
+            f"real data not available: {path} is absent (it lives in ../shared/data next to the project)"
+        )
     return path
 
 

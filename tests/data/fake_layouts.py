@@ -17,8 +17,12 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def _events(rng, n: int, w: int, h: int, t_max: int):
     from spquant.data.events import make_events
 
-    return make_events(rng.integers(0, w, n), rng.integers(0, h, n), np.sort(rng.integers(0, t_max, n)),
-                       rng.integers(0, 2, n))
+    return make_events(
+        rng.integers(0, w, n),
+        rng.integers(0, h, n),
+        np.sort(rng.integers(0, t_max, n)),
+        rng.integers(0, 2, n),
+    )
 
 
 def write_nmnist(root, per_class: int = 2, events: int = 300, seed: int = 0) -> Path:
@@ -34,8 +38,9 @@ def write_nmnist(root, per_class: int = 2, events: int = 300, seed: int = 0) -> 
     return root
 
 
-def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_class: int = 7, events: int = 500,
-                      seed: int = 0) -> Path:
+def write_ncaltech101(
+    root, classes=("accordion", "airplanes", "anchor"), per_class: int = 7, events: int = 500, seed: int = 0
+) -> Path:
     """``root/Caltech101/<class>/image_NNNN.bin`` (+ the BACKGROUND_Google folder, left out by default)."""
     from spquant.data.readers import write_atis_bin
 
@@ -43,11 +48,15 @@ def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_cl
     for c in (*classes, "BACKGROUND_Google"):
         (root / "Caltech101" / c).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            write_atis_bin(root / "Caltech101" / c / f"image_{k + 1:04d}.bin", _events(rng, events, 240, 180, 300_000))
+            write_atis_bin(
+                root / "Caltech101" / c / f"image_{k + 1:04d}.bin", _events(rng, events, 240, 180, 300_000)
+            )
     return root
 
 
-def write_cifar10dvs(root, layout: str = "aedat2", per_class: int = 5, events: int = 1000, seed: int = 0) -> Path:
+def write_cifar10dvs(
+    root, layout: str = "aedat2", per_class: int = 5, events: int = 1000, seed: int = 0
+) -> Path:
     """CIFAR10-DVS: 'aedat2' ``root/<class>/cifar10_<class>_<k>.aedat`` (raw DVS128 addresses),
     'aedat4' is not written here (needs an AEDAT 4 encoder), 'npz' SpikingJelly's
     ``root/events_np/<class>/cifar10_<class>_<k>.npz``."""
@@ -68,7 +77,9 @@ def write_cifar10dvs(root, layout: str = "aedat2", per_class: int = 5, events: i
     return root
 
 
-def write_dvs128_gesture(root, users=(1, 2, 24), gestures: int = 11, events: int = 4000, seed: int = 0) -> Path:
+def write_dvs128_gesture(
+    root, users=(1, 2, 24), gestures: int = 11, events: int = 4000, seed: int = 0
+) -> Path:
     """``root/DvsGesture/userNN_<light>.aedat`` (AEDAT 3.1) + ``_labels.csv``, trials_to_{train,test}.txt
     (the last user is the test split, as users 24-29 are in the real set)."""
     from spquant.data.readers import write_aedat31
@@ -95,15 +106,26 @@ def write_cifar10(root, train_per_batch: int = 6, test: int = 6, seed: int = 0) 
     rng, base = np.random.default_rng(seed), Path(root) / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
     for name, n in [(f"data_batch_{i}", train_per_batch) for i in range(1, 6)] + [("test_batch", test)]:
-        d = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n).tolist(),
-             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        d = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
         with open(base / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
     return Path(root)
 
 
-def write_prophesee_detection(root, sensor=(304, 240), event_type: int = 0, recordings: int = 2,
-                              events: int = 20_000, classes: int = 2, seed: int = 0) -> Path:
+def write_prophesee_detection(
+    root,
+    sensor=(304, 240),
+    event_type: int = 0,
+    recordings: int = 2,
+    events: int = 20_000,
+    classes: int = 2,
+    seed: int = 0,
+) -> Path:
     """Gen1 / 1-Megapixel layout: ``root/{train,val,test}/<name>_td.dat`` + ``<name>_bbox.npy``
     (boxes every 50 ms after the first 0.5 s)."""
     from spquant.data.readers import write_gen1_boxes, write_prophesee_dat
@@ -116,8 +138,12 @@ def write_prophesee_detection(root, sensor=(304, 240), event_type: int = 0, reco
         for r in range(recordings):
             name = f"rec_{split}_{r}"
             ev = _events(rng, events, w, h, 1_000_000)
-            write_prophesee_dat(root / split / f"{name}_td.dat", ev, sensor_size=sensor if event_type else None,
-                                event_type=event_type)
+            write_prophesee_dat(
+                root / split / f"{name}_td.dat",
+                ev,
+                sensor_size=sensor if event_type else None,
+                event_type=event_type,
+            )
             ts = np.repeat(np.arange(550_000, 1_000_000, 50_000), 2)
             b = np.zeros(ts.size, BOX_DTYPE)
             b["ts"] = ts

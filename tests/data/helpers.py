@@ -8,8 +8,12 @@ import numpy as np
 def random_events(rng: np.random.Generator, n: int, w: int, h: int, t_max: int = 1_000_000) -> np.ndarray:
     from spquant.data.events import make_events
 
-    return make_events(rng.integers(0, w, n), rng.integers(0, h, n), np.sort(rng.integers(0, t_max, n)),
-                       rng.integers(0, 2, n))
+    return make_events(
+        rng.integers(0, w, n),
+        rng.integers(0, h, n),
+        np.sort(rng.integers(0, t_max, n)),
+        rng.integers(0, 2, n),
+    )
 
 
 def python_lines_run(fn, *args, **kwargs):

@@ -35,7 +35,9 @@ def _xytp(ev) -> list:
 
 
 def _peer(name: str):
-    return pytest.importorskip(name, reason=f"cross-check peer {name!r} not installed (pip install spquant[bench])")
+    return pytest.importorskip(
+        name, reason=f"cross-check peer {name!r} not installed (pip install spquant[bench])"
+    )
 
 
 def _spikingjelly(module: str, *names: str) -> dict:
@@ -53,9 +55,16 @@ def _spikingjelly(module: str, *names: str) -> dict:
 
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / f"{module}.py"
     tree = ast.parse(path.read_text())
-    keep = [n for n in tree.body if (isinstance(n, ast.FunctionDef) and n.name in names)
-            or (isinstance(n, ast.Assign) and all(isinstance(t, ast.Name) for t in n.targets)
-                and isinstance(n.value, ast.Constant))]
+    keep = [
+        n
+        for n in tree.body
+        if (isinstance(n, ast.FunctionDef) and n.name in names)
+        or (
+            isinstance(n, ast.Assign)
+            and all(isinstance(t, ast.Name) for t in n.targets)
+            and isinstance(n.value, ast.Constant)
+        )
+    ]
     ns = {"np": np, "struct": struct, "Union": object, "Path": Path, "Optional": object}
     ns["Union"] = ns["Optional"] = _AnyType()
     exec(compile(ast.Module(body=keep, type_ignores=[]), str(path), "exec"), ns)
@@ -95,8 +104,12 @@ def test_atis_bin_convention(tmp_path):
 
 
 def test_atis_bin_matches_tonic_and_spikingjelly(tmp_path, rng):
-    ev = make_events(rng.integers(0, 34, 500), rng.integers(0, 34, 500), np.sort(rng.integers(0, 3 * 10**7, 500)),
-                     rng.integers(0, 2, 500))  # 30 s: overflow markers included
+    ev = make_events(
+        rng.integers(0, 34, 500),
+        rng.integers(0, 34, 500),
+        np.sort(rng.integers(0, 3 * 10**7, 500)),
+        rng.integers(0, 2, 500),
+    )  # 30 s: overflow markers included
     sd.write_atis_bin(tmp_path / "n.bin", ev)
     ours = sd.read_atis_bin(tmp_path / "n.bin", sensor_size=(34, 34)).events
     assert _xytp(ours) == _xytp(ev)
@@ -105,7 +118,9 @@ def test_atis_bin_matches_tonic_and_spikingjelly(tmp_path, rng):
     import tonic.io
 
     t = tonic.io.read_mnist_file(str(tmp_path / "n.bin"), dtype=tonic.datasets.NMNIST.dtype)
-    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == _xytp(ours)
+    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == _xytp(
+        ours
+    )
     # SpikingJelly's reader does not unroll the y = 240 overflow markers, so compare it on a recording
     # shorter than 2**23 us (8.4 s; real N-MNIST / N-Caltech101 samples last about 0.3 s)
     short = ev[ev["t"] < 2**23]
@@ -136,23 +151,45 @@ def test_cifar10dvs_matches_spikingjelly_and_tonic(tmp_path):
     i = [k for k, p in enumerate(ds.files) if p == f]
     ours = ds[i[0]][0] if i else sd.read_aedat2(f, convention="spikingjelly").events
     assert _xytp(ours) == _xytp(sd.read_aedat2(f, convention="spikingjelly").events)
-    fns = _spikingjelly("cifar10_dvs", "_read_bits", "_skip_header", "_load_raw_events", "_parse_raw_address",
-                        "_load_events", "_load_origin_data")
+    fns = _spikingjelly(
+        "cifar10_dvs",
+        "_read_bits",
+        "_skip_header",
+        "_load_raw_events",
+        "_parse_raw_address",
+        "_load_events",
+        "_load_origin_data",
+    )
     sj = fns["_load_origin_data"](str(f))
-    assert list(zip(np.asarray(sj["x"]).tolist(), np.asarray(sj["y"]).tolist(), np.asarray(sj["t"]).tolist(),
-                    np.asarray(sj["p"]).tolist())) == _xytp(ours)
+    assert list(
+        zip(
+            np.asarray(sj["x"]).tolist(),
+            np.asarray(sj["y"]).tolist(),
+            np.asarray(sj["t"]).tolist(),
+            np.asarray(sj["p"]).tolist(),
+        )
+    ) == _xytp(ours)
     t = _tonic_dvs("read_dvs_128", f)
     tonic_conv = sd.read_aedat2(f, convention="tonic").events
-    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == \
-        _xytp(tonic_conv)
+    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == _xytp(
+        tonic_conv
+    )
 
 
 def test_count_frames_match_spikingjelly_split_by_number(tmp_path, rng):
-    fns = _spikingjelly("utils", "integrate_events_segment_to_frame", "cal_fixed_frames_number_segment_index",
-                        "integrate_events_by_fixed_frames_number")
+    fns = _spikingjelly(
+        "utils",
+        "integrate_events_segment_to_frame",
+        "cal_fixed_frames_number_segment_index",
+        "integrate_events_by_fixed_frames_number",
+    )
     integrate_events_by_fixed_frames_number = fns["integrate_events_by_fixed_frames_number"]
-    ev = make_events(rng.integers(0, 20, 1003), rng.integers(0, 16, 1003), np.sort(rng.integers(0, 10**6, 1003)),
-                     rng.integers(0, 2, 1003))
+    ev = make_events(
+        rng.integers(0, 20, 1003),
+        rng.integers(0, 16, 1003),
+        np.sort(rng.integers(0, 10**6, 1003)),
+        rng.integers(0, 2, 1003),
+    )
     sj = integrate_events_by_fixed_frames_number({k: ev[k] for k in "txyp"}, "number", 7, 16, 20)
     ours = sd.to_frames(ev, (20, 16), 7, "count2", bins="count")
     np.testing.assert_array_equal(ours, sj)  # channel 0 = OFF (p = 0), channel 1 = ON, as SpikingJelly
@@ -164,14 +201,24 @@ def test_aedat31_convention_matches_tonic_and_spikingjelly(tmp_path, rng):
     sd.write_aedat31(tmp_path / "g.aedat", ev)
     raw = (tmp_path / "g.aedat").read_bytes()
     data = struct.unpack_from("<I", raw, raw.index(b"#!END-HEADER\r\n") + 14 + 28)[0]
-    assert (data >> 17, (data >> 2) & 0x7FFF, (data >> 1) & 1) == (5, 9, 1)  # x bits 17+, y bits 2-16, p bit 1
-    big = make_events(rng.integers(0, 128, 2000), rng.integers(0, 128, 2000), np.sort(rng.integers(0, 10**6, 2000)),
-                      rng.integers(0, 2, 2000))
+    assert (data >> 17, (data >> 2) & 0x7FFF, (data >> 1) & 1) == (
+        5,
+        9,
+        1,
+    )  # x bits 17+, y bits 2-16, p bit 1
+    big = make_events(
+        rng.integers(0, 128, 2000),
+        rng.integers(0, 128, 2000),
+        np.sort(rng.integers(0, 10**6, 2000)),
+        rng.integers(0, 2, 2000),
+    )
     sd.write_aedat31(tmp_path / "b.aedat", big, packet_size=300)
     ours = sd.read_aedat31(tmp_path / "b.aedat").events
     assert _xytp(ours) == _xytp(big)
     t = _tonic_dvs("read_dvs_ibm", tmp_path / "b.aedat")
-    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == _xytp(ours)
+    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["p"].astype(int).tolist())) == _xytp(
+        ours
+    )
     sj = _spikingjelly("utils", "load_aedat_v3")["load_aedat_v3"](str(tmp_path / "b.aedat"))
     assert list(zip(sj["x"].tolist(), sj["y"].tolist(), sj["t"].tolist(), sj["p"].tolist())) == _xytp(ours)
 
@@ -184,7 +231,9 @@ def test_aedat4_matches_tonic(shared_events):
 
     ours = sd.read_aedat4(shared_events / "davis346.aedat4").events
     t = tonic.io.read_aedat4(str(shared_events / "davis346.aedat4"))
-    assert list(zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["on"].astype(int).tolist())) == _xytp(ours)
+    assert list(
+        zip(t["x"].tolist(), t["y"].tolist(), t["t"].tolist(), t["on"].astype(int).tolist())
+    ) == _xytp(ours)
 
 
 # ------------------------------------------------------------------ Prophesee
@@ -212,8 +261,12 @@ def test_raw_convention_matches_expelliarmus(tmp_path, rng, encoding):
     time-high word's own increment, where the format description composes t = high << 12 | low
     (documented in docs/data.md)."""
     n = 3000
-    ev = make_events(rng.integers(0, 1280, n), rng.integers(0, 720, n), np.sort(rng.integers(0, 3 * 10**7, n)),
-                     rng.integers(0, 2, n))
+    ev = make_events(
+        rng.integers(0, 1280, n),
+        rng.integers(0, 720, n),
+        np.sort(rng.integers(0, 3 * 10**7, n)),
+        rng.integers(0, 2, n),
+    )
     writer = sd.write_evt2_raw if encoding == "evt2" else sd.write_evt3_raw
     writer(tmp_path / "r.raw", ev, (1280, 720))
     ours = sd.read_metavision_raw(tmp_path / "r.raw").events
@@ -223,6 +276,8 @@ def test_raw_convention_matches_expelliarmus(tmp_path, rng, encoding):
     short = ev[ev["t"] < 4096]
     short = make_events(short["x"], short["y"], short["t"] + 4096 * 5, short["p"])  # one time-high value
     writer(tmp_path / "s.raw", short, (1280, 720))
-    assert _wizard_events(encoding, tmp_path / "s.raw") == _xytp(sd.read_metavision_raw(tmp_path / "s.raw").events)
+    assert _wizard_events(encoding, tmp_path / "s.raw") == _xytp(
+        sd.read_metavision_raw(tmp_path / "s.raw").events
+    )
     if encoding == "evt2":
         assert [t for _, _, t, _ in theirs] == ev["t"].tolist()

@@ -20,7 +20,9 @@ def test_nmnist_tree(tmp_path, rng):
         for d in (0, 7):
             (tmp_path / split / str(d)).mkdir(parents=True)
             for k in range(2):
-                sd.write_atis_bin(tmp_path / split / str(d) / f"{k:05d}.bin", random_events(rng, 20 + k, 34, 34))
+                sd.write_atis_bin(
+                    tmp_path / split / str(d) / f"{k:05d}.bin", random_events(rng, 20 + k, 34, 34)
+                )
     ds = sd.NMNIST(tmp_path, "train", transform=sd.ToFrames(5, (34, 34)))
     assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 7, 7]
     x, y = ds[3]
@@ -35,7 +37,9 @@ def _caltech(tmp_path, rng, sizes):
     for c, n in sizes.items():
         (tmp_path / "Caltech101" / c).mkdir(parents=True)
         for k in range(n):
-            sd.write_atis_bin(tmp_path / "Caltech101" / c / f"image_{k + 1:04d}.bin", random_events(rng, 10, 240, 180))
+            sd.write_atis_bin(
+                tmp_path / "Caltech101" / c / f"image_{k + 1:04d}.bin", random_events(rng, 10, 240, 180)
+            )
 
 
 def test_ncaltech101_authors_split(tmp_path, rng):
@@ -50,8 +54,13 @@ def test_ncaltech101_authors_split(tmp_path, rng):
     assert sorted(tr.files) == [all_files[i] for i in tri]
     assert sd.NCaltech101(tmp_path, "train", seed=1).files != tr.files  # seed matters
     pc = sd.NCaltech101(tmp_path, "test", split_mode="per_class")
-    assert [f.name for f in pc.files] == ["image_0009.bin", "image_0010.bin", "image_0013.bin", "image_0014.bin",
-                                          "image_0015.bin"]
+    assert [f.name for f in pc.files] == [
+        "image_0009.bin",
+        "image_0010.bin",
+        "image_0013.bin",
+        "image_0014.bin",
+        "image_0015.bin",
+    ]
     assert len(sd.NCaltech101(tmp_path, "train", include_background=True).classes) == 3
     ev, label = tr[0]
     assert ev.size == 10 and label in (0, 1)
@@ -62,6 +71,7 @@ def test_random_split_is_fixed():
     tr, te = random_split_indices(10, 0.9, seed=42)
     assert len(tr) == 9 and len(te) == 1
     import torch
+
     perm = torch.randperm(10, generator=torch.Generator().manual_seed(42)).numpy()
     assert te.tolist() == [int(perm[9])]
 
@@ -81,6 +91,7 @@ def test_cifar10dvs_tree(tmp_path, rng):
     assert ev.size == 5 and ev["x"].max() < 128
     os.remove(tmp_path / "truck" / "truck" / "cifar10_truck_0.aedat")
     import shutil
+
     shutil.rmtree(tmp_path / "truck")
     with pytest.raises(EventFileError, match=r"classes \['truck'\].*unzip <class>\.zip"):
         sd.CIFAR10DVS(tmp_path, "train")
@@ -93,7 +104,9 @@ def test_dvsgesture_tree(tmp_path, rng):
     base.mkdir()
     ev = random_events(rng, 300, 128, 128, t_max=10_000)
     sd.write_aedat31(base / "user01_fluorescent.aedat", ev)
-    (base / "user01_fluorescent_labels.csv").write_text("class,startTime_usec,endTime_usec\n1,0,5000\n11,5000,9000\n")
+    (base / "user01_fluorescent_labels.csv").write_text(
+        "class,startTime_usec,endTime_usec\n1,0,5000\n11,5000,9000\n"
+    )
     (base / "trials_to_train.txt").write_text("user01_fluorescent.aedat\n")
     (base / "trials_to_test.txt").write_text("")
     ds = sd.DVSGesture(tmp_path, "train")
@@ -137,8 +150,12 @@ def test_gen1_windows(tmp_path, rng):
 
 def _cifar_batch(path, n, seed, protocol=2):
     r = np.random.default_rng(seed)
-    d = {b"batch_label": b"training batch", b"labels": r.integers(0, 10, n).tolist(),
-         b"data": r.integers(0, 256, (n, 3072)).astype(np.uint8), b"filenames": [b"x.png"] * n}
+    d = {
+        b"batch_label": b"training batch",
+        b"labels": r.integers(0, 10, n).tolist(),
+        b"data": r.integers(0, 256, (n, 3072)).astype(np.uint8),
+        b"filenames": [b"x.png"] * n,
+    }
     with open(path, "wb") as f:
         pickle.dump(d, f, protocol=protocol)
     return d
@@ -170,7 +187,9 @@ def test_cifar10_refuses_malicious_pickle(tmp_path):
     p = tmp_path / "data_batch_1"
     with open(p, "wb") as f:
         pickle.dump({b"data": _Evil(), b"labels": [0]}, f, protocol=2)
-    with pytest.raises(EventFileError, match=r"unsafe or invalid pickle: refusing to load global (posix|os)\.system"):
+    with pytest.raises(
+        EventFileError, match=r"unsafe or invalid pickle: refusing to load global (posix|os)\.system"
+    ):
         sd.load_cifar10_batch(p)
     with open(p, "wb") as f:
         pickle.dump({b"data": np.zeros((1, 3072), np.float64), b"labels": [0]}, f)
@@ -187,7 +206,9 @@ def test_cifar10_refuses_malicious_pickle(tmp_path):
 
 @pytest.mark.parametrize("cls", [sd.MNIST, sd.FashionMNIST, sd.KMNIST])
 def test_idx_image_datasets(tmp_path, cls):
-    sd.write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28))
+    sd.write_idx(
+        tmp_path / "train-images-idx3-ubyte.gz", np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    )
     sd.write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([4, 5, 6], np.uint8))
     ds = cls(tmp_path, "train")
     x, y = ds[1]

@@ -7,8 +7,22 @@ import importlib
 
 import pytest
 
-MODULES = ["events", "readers", "readers.atis", "readers.aedat2", "readers.aedat3", "readers.prophesee", "idx",
-           "embedded", "transforms", "emulator", "emulated", "datasets", "fetch", "loader"]
+MODULES = [
+    "events",
+    "readers",
+    "readers.atis",
+    "readers.aedat2",
+    "readers.aedat3",
+    "readers.prophesee",
+    "idx",
+    "embedded",
+    "transforms",
+    "emulator",
+    "emulated",
+    "datasets",
+    "fetch",
+    "loader",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

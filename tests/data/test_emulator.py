@@ -15,8 +15,16 @@ def white_square():
     return np.full((28, 28), 255, np.uint8)
 
 
-SLIDE = dict(n_saccades=1, saccade_base=4.0, saccade_height=0.0, profile="linear", threshold_sigma=0.0,
-             blur_sigma=0.0, threshold_on=0.32, threshold_off=0.32)
+SLIDE = dict(
+    n_saccades=1,
+    saccade_base=4.0,
+    saccade_height=0.0,
+    profile="linear",
+    threshold_sigma=0.0,
+    blur_sigma=0.0,
+    threshold_on=0.32,
+    threshold_off=0.32,
+)
 
 
 def test_saccade_path_triangle():
@@ -72,6 +80,7 @@ def test_motion_and_polarity_match_real_nmnist(shared_events):
     """Cross-correlating event maps gives the image motion of each saccade; ON events then lead
     (physical default) or trail (invert_polarity, N-MNIST's sign) the motion, as in the real file."""
     import spquant.data as sd
+
     real = sd.read_atis_bin(shared_events / "sample_nmnist.bin").events
     x, y = sd.load_embedded_mnist()[2:]
     emu = emulate(x[np.flatnonzero(y == 4)[0]], invert_polarity=True)
@@ -82,8 +91,11 @@ def test_motion_and_polarity_match_real_nmnist(shared_events):
             im = np.zeros((34, 34))
             np.add.at(im, (s["y"], s["x"]), 1)
             return im
+
         A, B = m(a, b), m(c, d)
-        scores = {(dx, dy): (np.roll(A, (dy, dx), (0, 1)) * B).sum() for dx in range(-5, 6) for dy in range(-5, 6)}
+        scores = {
+            (dx, dy): (np.roll(A, (dy, dx), (0, 1)) * B).sum() for dx in range(-5, 6) for dy in range(-5, 6)
+        }
         return np.array(max(scores, key=scores.get))
 
     def on_minus_off(ev, lo, hi):
@@ -91,7 +103,7 @@ def test_motion_and_polarity_match_real_nmnist(shared_events):
         on, off = s[s["p"] == 1], s[s["p"] == 0]
         return np.array([on["x"].mean() - off["x"].mean(), on["y"].mean() - off["y"].mean()])
 
-    for (a, b, c, d) in [(10, 40, 60, 90), (110, 140, 160, 190), (210, 240, 260, 290)]:
+    for a, b, c, d in [(10, 40, 60, 90), (110, 140, 160, 190), (210, 240, 260, 290)]:
         sr, se = shift(real, a, b, c, d), shift(emu, a, b, c, d)
         assert np.all(np.sign(sr) == np.sign(se)), (a, sr, se)  # same direction of motion
         pr, pe = on_minus_off(real, a, d), on_minus_off(emu, a, d)
@@ -106,19 +118,21 @@ def test_blank_image_no_events_and_dtype():
 
 def test_batch_equals_single_and_deterministic(rng):
     from spquant.data.embedded import load_embedded_mnist
+
     imgs = load_embedded_mnist()[0][10:13]
     batch = emulate_batch(imgs)
     for i in range(3):
         np.testing.assert_array_equal(batch[i], emulate(imgs[i]))
     ev, off = emulate_batch(imgs, return_offsets=True)
     assert off.tolist() == np.cumsum([0] + [b.size for b in batch]).tolist()
-    np.testing.assert_array_equal(ev[off[1]:off[2]], batch[1])
+    np.testing.assert_array_equal(ev[off[1] : off[2]], batch[1])
     other = emulate(imgs[0], seed=1)  # another sensor (threshold mismatch)
     assert other.size != batch[0].size or not np.array_equal(other, batch[0])
 
 
 def test_real_digit_statistics():
     from spquant.data.embedded import load_embedded_mnist
+
     x = load_embedded_mnist()[0][:20]
     ev, off = emulate_batch(x, return_offsets=True)
     counts = np.diff(off)
@@ -127,7 +141,7 @@ def test_real_digit_statistics():
     assert 0.4 < ev["p"].mean() < 0.6  # closed path: ON and OFF balance
     # events in every third of the recording (three saccades)
     for i in range(20):
-        t = ev["t"][off[i]:off[i + 1]]
+        t = ev["t"][off[i] : off[i + 1]]
         assert np.histogram(t, bins=3, range=(0, 300_000))[0].min() > 0.1 * t.size
 
 
@@ -149,7 +163,7 @@ def test_shot_noise():
     lam = 10.0 * 0.3 * 34 * 34
     assert abs(np.diff(off).mean() - lam) < 4 * math.sqrt(lam)
     b = emulate_batch(blank, shot_noise_hz=10.0)
-    np.testing.assert_array_equal(a[off[1]:off[2]], b[1])
+    np.testing.assert_array_equal(a[off[1] : off[2]], b[1])
     # noise streams are per image index, independent of batching
     c = emulate_batch(blank[:1], shot_noise_hz=10.0, index_offset=1)
     np.testing.assert_array_equal(c[0], b[1])
@@ -157,6 +171,7 @@ def test_shot_noise():
 
 def test_time_step_barely_changes_counts():
     from spquant.data.embedded import load_embedded_mnist
+
     x = load_embedded_mnist()[0][:10]
     c1 = np.diff(emulate_batch(x, dt_us=1000, return_offsets=True)[1]).sum()
     c2 = np.diff(emulate_batch(x, dt_us=2000, return_offsets=True)[1]).sum()

@@ -32,10 +32,21 @@ def fake_sources(tmp_path, monkeypatch):
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("Train/3/00001.bin", bytes([1, 2, 0x80, 0, 5]))
     (srv / "t.zip").write_bytes(buf.getvalue())
-    src = Source("Fake", "fake", "http://example.invalid", "fake/Train/<d>/<id>.bin", (
-        Resource("a.gz", ((srv / "missing.gz").as_uri(), (srv / "a.gz").as_uri()), _md5(payload), check="gunzip"),
-        Resource("t.zip", ((srv / "t.zip").as_uri(),), _md5(buf.getvalue()), extract_to=""),
-    ))
+    src = Source(
+        "Fake",
+        "fake",
+        "http://example.invalid",
+        "fake/Train/<d>/<id>.bin",
+        (
+            Resource(
+                "a.gz",
+                ((srv / "missing.gz").as_uri(), (srv / "a.gz").as_uri()),
+                _md5(payload),
+                check="gunzip",
+            ),
+            Resource("t.zip", ((srv / "t.zip").as_uri(),), _md5(buf.getvalue()), extract_to=""),
+        ),
+    )
     sources = dict(fetch_mod.SOURCES)
     sources["fake"] = src
     monkeypatch.setattr(fetch_mod, "SOURCES", sources)
@@ -63,8 +74,15 @@ def test_fetch_checksum_mismatch(tmp_path, fake_sources):
 
 def test_fetch_network_failure_says_what_to_put_where(tmp_path, monkeypatch):
     src = fetch_mod.SOURCES["mnist"]
-    dead = Source(src.name, src.folder, src.homepage, src.layout, tuple(
-        Resource(r.filename, ("http://127.0.0.1:9/" + r.filename,), r.md5, r.check) for r in src.resources))
+    dead = Source(
+        src.name,
+        src.folder,
+        src.homepage,
+        src.layout,
+        tuple(
+            Resource(r.filename, ("http://127.0.0.1:9/" + r.filename,), r.md5, r.check) for r in src.resources
+        ),
+    )
     monkeypatch.setitem(fetch_mod.SOURCES, "mnist", dead)
     with pytest.raises(FetchError) as e:
         fetch("mnist", tmp_path, progress=False, timeout=2)
@@ -77,6 +95,7 @@ def test_fetch_network_failure_says_what_to_put_where(tmp_path, monkeypatch):
 def test_fetch_mnist_accepts_local_copies(tmp_path, shared_mnist):
     # files already in place (any gzip of the right content) are verified, nothing is downloaded
     import shutil
+
     shutil.copytree(shared_mnist, tmp_path / "mnist")
     assert fetch("mnist", tmp_path, progress=False) == tmp_path / "mnist"
 
@@ -107,8 +126,23 @@ def test_cli_emulate(tmp_path, capsys):
     sd.write_idx(tmp_path / "train-images-idx3-ubyte.gz", x)
     sd.write_idx(tmp_path / "train-labels-idx1-ubyte.gz", y)
     out = tmp_path / "cache"
-    rc = main(["data", "emulate", "mnist", "--root", str(tmp_path), "--out", str(out), "--splits", "train",
-               "--workers", "2", "--chunk", "2"])
+    rc = main(
+        [
+            "data",
+            "emulate",
+            "mnist",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--splits",
+            "train",
+            "--workers",
+            "2",
+            "--chunk",
+            "2",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "train: 6 images" in text
@@ -126,8 +160,11 @@ def test_cli_emulate_default_out_is_found_by_emulated_mnist(tmp_path, monkeypatc
     x[:, 8:20, 10:18] = 200
     sd.write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x)
     sd.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y)
-    assert main(["data", "emulate", "mnist", "--root", str(tmp_path), "--splits", "test", "--workers", "1"]) == 0
+    assert (
+        main(["data", "emulate", "mnist", "--root", str(tmp_path), "--splits", "test", "--workers", "1"]) == 0
+    )
     from spquant.data import emulated
+
     calls = []
     monkeypatch.setattr(emulated, "emulate_to_cache", lambda *a, **k: calls.append(1))
     ds = sd.EmulatedMNIST("test", source=tmp_path)

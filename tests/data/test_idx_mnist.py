@@ -24,7 +24,11 @@ MD5 = {
 @pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "f4", "f8"])
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_round_trip(tmp_path, dtype, gz):
-    a = (np.arange(24) - 5).astype(dtype).reshape(2, 3, 4) if dtype != "u1" else np.arange(24, dtype="u1").reshape(2, 3, 4)
+    a = (
+        (np.arange(24) - 5).astype(dtype).reshape(2, 3, 4)
+        if dtype != "u1"
+        else np.arange(24, dtype="u1").reshape(2, 3, 4)
+    )
     p = tmp_path / ("a.idx.gz" if gz else "a.idx")
     write_idx(p, a)
     assert (p.read_bytes()[:2] == b"\x1f\x8b") == gz

@@ -32,7 +32,7 @@ def test_emulate_to_cache_and_dataset(tmp_path):
     for i in range(5):
         np.testing.assert_array_equal(ds.events_of(i), ref[i])
     ev, off = ds.all_events(1, 3)
-    np.testing.assert_array_equal(ev[off[1]:off[2]], ref[2])
+    np.testing.assert_array_equal(ev[off[1] : off[2]], ref[2])
     with pytest.raises(sd.EventFileError, match="no complete emulated 'test' split"):
         sd.EmulatedEvents(out, "test")
 
@@ -49,16 +49,21 @@ def test_unpacked_cache_for_large_sensors(tmp_path):
 
 def test_emulated_mnist_caches_by_parameters(tmp_path, monkeypatch):
     from spquant.data import emulated
+
     calls = []
     real = emulated.emulate_to_cache
     monkeypatch.setattr(emulated, "emulate_to_cache", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(emulated, "_mnist_source", lambda split, source: (
-        sd.load_embedded_mnist()[2][:4], sd.load_embedded_mnist()[3][:4], "tiny"))
+    monkeypatch.setattr(
+        emulated,
+        "_mnist_source",
+        lambda split, source: (sd.load_embedded_mnist()[2][:4], sd.load_embedded_mnist()[3][:4], "tiny"),
+    )
     a = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False, workers=1)
     b = sd.EmulatedMNIST("test", cache_dir=tmp_path, progress=False, workers=1)
     assert len(calls) == 1 and a.dir == b.dir  # second use reads the cache
-    c = sd.EmulatedMNIST("test", cache_dir=tmp_path, config=sd.EmulatorConfig(threshold_on=0.5), progress=False,
-                         workers=1)
+    c = sd.EmulatedMNIST(
+        "test", cache_dir=tmp_path, config=sd.EmulatorConfig(threshold_on=0.5), progress=False, workers=1
+    )
     assert len(calls) == 2 and c.dir != a.dir
 
 
@@ -77,7 +82,9 @@ def test_mnist_frames_direct_and_events(tmp_path):
     again, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=6)
     assert torch.equal(again, fe)
     np.testing.assert_array_equal(fe[4].numpy(), sd.to_frames(ds.events_of(4), (34, 34), 5).astype(np.uint8))
-    fc, _ = sd.mnist_frames("test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48))
+    fc, _ = sd.mnist_frames(
+        "test", T=5, encoding="events", cache_dir=tmp_path, limit=2, mode="count2", size=(48, 48)
+    )
     assert fc.shape == (2, 5, 2, 48, 48) and fc.dtype == torch.float16
 
 

@@ -61,8 +61,13 @@ def test_cifar10dvs_layouts_give_the_same_frames(tmp_path, layout):
             (tmp_path / "sj" / "events_np" / c).mkdir(parents=True)
             for f in sorted((tmp_path / "a2" / c).glob("*.aedat")):
                 raw = sd.read_aedat2(f).events
-                np.savez(tmp_path / "sj" / "events_np" / c / (f.stem + ".npz"), t=raw["t"], x=127 - raw["y"].astype(int),
-                         y=127 - raw["x"].astype(int), p=1 - raw["p"].astype(int))
+                np.savez(
+                    tmp_path / "sj" / "events_np" / c / (f.stem + ".npz"),
+                    t=raw["t"],
+                    x=127 - raw["y"].astype(int),
+                    y=127 - raw["x"].astype(int),
+                    p=1 - raw["p"].astype(int),
+                )
     root = tmp_path / ("a2" if layout == "aedat2" else "sj")
     spec = dict(T=5, polarity="polarity3", size=(48, 48), fit="resize")
     cache = _prep("cifar10-dvs", root, tmp_path, **spec)
@@ -86,7 +91,9 @@ def test_integer_refuses_resize_and_crop_keeps_counts(tmp_path):
     full = torch.from_numpy(sd.to_frames(ev, (128, 128), 2, "count2"))
     torch.testing.assert_close(x, full.reshape(2, 2, 32, 4, 64, 2).sum((3, 5)))  # 4x2 sum pooling
     assert float(x.sum()) == 300.0  # every event kept
-    cache = _prep("cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(120, 120), fit="crop", integer=True)
+    cache = _prep(
+        "cifar10-dvs", root, tmp_path, T=2, polarity="count2", size=(120, 120), fit="crop", integer=True
+    )
     x, _ = FrameDataset(cache, "train")[0]
     assert x.shape == (2, 2, 120, 120) and torch.equal(x, x.round())
 
@@ -98,7 +105,9 @@ def test_dvs128_gesture_segments_and_user_split(tmp_path):
     assert len(tr) == 22 and len(te) == 11  # 11 gestures per trial; users 1, 2 train, 24 test
     assert sorted({tr[i][1] for i in range(len(tr))}) == list(range(11))
     seg, lab = sd.DVSGesture(root, "test")[5]
-    expected = sd.transforms.fit_frames(torch.from_numpy(sd.to_frames(seg, (128, 128), 4, "count2")), (32, 32))
+    expected = sd.transforms.fit_frames(
+        torch.from_numpy(sd.to_frames(seg, (128, 128), 4, "count2")), (32, 32)
+    )
     torch.testing.assert_close(te[5][0], expected.to(torch.float16).float())
     assert te[5][1] == lab == 5
 
@@ -152,14 +161,18 @@ def test_worker_processes_match_in_process(tmp_path):
     spec = FrameSpec(T=3, polarity="polarity3", size=(32, 32), fit="crop")
     one = prepare("nmnist", root, spec, tmp_path / "one", splits=("test",), workers=0, progress=False)
     two = prepare("nmnist", root, spec, tmp_path / "two", splits=("test",), workers=2, progress=False)
-    np.testing.assert_array_equal(np.load(one.path / "test.frames.npy"), np.load(two.path / "test.frames.npy"))
+    np.testing.assert_array_equal(
+        np.load(one.path / "test.frames.npy"), np.load(two.path / "test.frames.npy")
+    )
 
 
 def test_settings_change_the_key(tmp_path):
     root = fake.write_nmnist(tmp_path / "nmnist", per_class=1)
     a = _prep("nmnist", root, tmp_path, T=2, polarity="count2")
     b = _prep("nmnist", root, tmp_path, T=3, polarity="count2")
-    c = _prep("nmnist", root, tmp_path, T=2, polarity="count2", augment="flip+roll")  # augmentation: same cache
+    c = _prep(
+        "nmnist", root, tmp_path, T=2, polarity="count2", augment="flip+roll"
+    )  # augmentation: same cache
     assert a.path != b.path and a.path == c.path
 
 
@@ -193,34 +206,75 @@ def test_cli_prepare_recipe(tmp_path, capsys):
     from spquant.cli import main
 
     root = fake.write_dvs128_gesture(tmp_path / "g", users=(1, 24), events=2000)
-    args = ["data", "prepare", "dvs128-gesture", "--set", f"data.root={root}", "--set", f"data.cache={tmp_path / 'c'}",
-            "--workers", "1", "--no-progress"]
+    args = [
+        "data",
+        "prepare",
+        "dvs128-gesture",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        f"data.cache={tmp_path / 'c'}",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "train: 11 samples, frames [16, 2, 64, 64] |u1" in out and "test: 11 samples" in out
     assert main(args) == 0 and "already complete" in capsys.readouterr().out
-    assert main(["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["data", "prepare", "dvs128-gesture", "--set", f"data.root={tmp_path / 'none'}", "--no-progress"]
+        )
+        == 2
+    )
     assert "trials_to_train.txt" in capsys.readouterr().err
     assert main(["data", "prepare", "demo", "--no-progress"]) == 0  # embedded MNIST: read in memory
     assert "test: 1000 samples ready" in capsys.readouterr().out
-    assert main(["data", "prepare", "detect-moving-digits", "--set", "data.train_subset=3", "--set",
-                 "data.test_subset=2", "--set", f"data.cache={tmp_path / 'md'}", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "detect-moving-digits",
+                "--set",
+                "data.train_subset=3",
+                "--set",
+                "data.test_subset=2",
+                "--set",
+                f"data.cache={tmp_path / 'md'}",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "train: 3 samples ready" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("recipe", ["nmnist", "vgg9-cifar10dvs", "vgg9-ncaltech101", "dvs128-gesture",
-                                    "resnet19-cifar10"])
+@pytest.mark.parametrize(
+    "recipe", ["nmnist", "vgg9-cifar10dvs", "vgg9-ncaltech101", "dvs128-gesture", "resnet19-cifar10"]
+)
 def test_load_frames_from_every_event_recipe(tmp_path, recipe):
     from spquant.data.prepare import load_frames
     from spquant.train.config import load_config
 
-    writers = {"nmnist": fake.write_nmnist, "vgg9-cifar10dvs": fake.write_cifar10dvs,
-               "vgg9-ncaltech101": fake.write_ncaltech101, "dvs128-gesture": fake.write_dvs128_gesture,
-               "resnet19-cifar10": fake.write_cifar10}
+    writers = {
+        "nmnist": fake.write_nmnist,
+        "vgg9-cifar10dvs": fake.write_cifar10dvs,
+        "vgg9-ncaltech101": fake.write_ncaltech101,
+        "dvs128-gesture": fake.write_dvs128_gesture,
+        "resnet19-cifar10": fake.write_cifar10,
+    }
     root = writers[recipe](tmp_path / "data")
-    cfg = load_config(recipe, [f"data.root={root}", f"data.cache={tmp_path / 'cache'}", "data.train_subset=5",
-                               "run.progress=false"])
+    cfg = load_config(
+        recipe,
+        [
+            f"data.root={root}",
+            f"data.cache={tmp_path / 'cache'}",
+            "data.train_subset=5",
+            "run.progress=false",
+        ],
+    )
     train, test = load_frames(cfg, "train"), load_frames(cfg, "test")
     assert len(train) == 5 and len(test) >= 1
     x, y = pp.collate_frames([train[0], train[1]])
@@ -245,7 +299,9 @@ def test_spikingjelly_npz_validation(tmp_path):
 
     from spquant.data.datasets import read_spikingjelly_npz
 
-    np.savez(tmp_path / "ok.npz", t=np.array([5, 9]), x=np.array([1, 2]), y=np.array([3, 4]), p=np.array([1, 0]))
+    np.savez(
+        tmp_path / "ok.npz", t=np.array([5, 9]), x=np.array([1, 2]), y=np.array([3, 4]), p=np.array([1, 0])
+    )
     assert read_spikingjelly_npz(tmp_path / "ok.npz").tolist() == [(1, 3, 5, 1), (2, 4, 9, 0)]
     np.savez(tmp_path / "keys.npz", t=np.array([1]), x=np.array([1]))
     with pytest.raises(sd.EventFileError, match=r"keys\.npz.*lacks arrays \['y', 'p'\]"):
@@ -282,8 +338,15 @@ def test_load_split_streams_prepared_sets_with_batch_augmentation(tmp_path):
     from spquant.train.data import DatasetData, load_split
 
     root = fake.write_nmnist(tmp_path / "nmnist", per_class=2)
-    cfg = load_config("nmnist", [f"data.root={root}", f"data.cache={tmp_path / 'cache'}", "data.augment=flip+roll",
-                                 "run.progress=false"])
+    cfg = load_config(
+        "nmnist",
+        [
+            f"data.root={root}",
+            f"data.cache={tmp_path / 'cache'}",
+            "data.augment=flip+roll",
+            "run.progress=false",
+        ],
+    )
     data = load_split(cfg, "train")
     assert isinstance(data, DatasetData) and len(data) == 20
     idx = torch.tensor([3, 0, 7])
@@ -302,8 +365,16 @@ def test_cli_prepare_names_a_corrupt_recording(tmp_path, capsys):
     root = fake.write_nmnist(tmp_path / "nmnist", per_class=1)
     bad = root / "Train" / "4" / "00000.bin"
     bad.write_bytes(bad.read_bytes()[:-2])  # not a multiple of the 5-byte event
-    args = ["data", "prepare", "nmnist", "--set", f"data.root={root}", "--set", f"data.cache={tmp_path / 'c'}",
-            "--no-progress"]
+    args = [
+        "data",
+        "prepare",
+        "nmnist",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        f"data.cache={tmp_path / 'c'}",
+        "--no-progress",
+    ]
     assert main(args + ["--workers", "2"]) == 2
     err = capsys.readouterr().err
     assert "00000.bin" in err and "truncated" in err

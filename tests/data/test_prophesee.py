@@ -97,12 +97,16 @@ def _dense_events(rng, n_groups: int, w: int, h: int, t_step: int = 300) -> np.n
 
 # ------------------------------------------------------------------ DAT
 def test_dat_type12_cd_events_round_trip(tmp_path, rng):
-    ev = make_events(rng.integers(0, 1280, 500), rng.integers(0, 720, 500), np.sort(rng.integers(0, 10**7, 500)),
-                     rng.integers(0, 2, 500))
+    ev = make_events(
+        rng.integers(0, 1280, 500),
+        rng.integers(0, 720, 500),
+        np.sort(rng.integers(0, 10**7, 500)),
+        rng.integers(0, 2, 500),
+    )
     sd.write_prophesee_dat(tmp_path / "r_td.dat", ev, sensor_size=(1280, 720), event_type=12)
     raw = (tmp_path / "r_td.dat").read_bytes()
     body = raw.index(b"% Width 1280\n") + len(b"% Width 1280\n")
-    assert raw[body:body + 2] == bytes([12, 8])  # event type 12 (EventCD), 8-byte events
+    assert raw[body : body + 2] == bytes([12, 8])  # event type 12 (EventCD), 8-byte events
     rec = sd.read_prophesee_dat(tmp_path / "r_td.dat")
     assert rec.sensor_size == (1280, 720)
     assert rec.events.tolist() == ev.tolist()
@@ -138,10 +142,12 @@ def test_real_ncars_as_type12(shared_events, tmp_path):
 
 # ------------------------------------------------------------------ EVT 2.0
 def test_evt2_hand_words(tmp_path):
-    words = [0x8 << 28 | 3,                                   # time high: t = 3 << 6 = 192 + low
-             0x1 << 28 | 5 << 22 | 100 << 11 | 40,            # ON  x=100 y=40 t=197
-             0xA << 28 | 123,                                 # external trigger: skipped
-             0x0 << 28 | 63 << 22 | 2047 << 11 | 2047]        # OFF x=2047 y=2047 t=255
+    words = [
+        0x8 << 28 | 3,  # time high: t = 3 << 6 = 192 + low
+        0x1 << 28 | 5 << 22 | 100 << 11 | 40,  # ON  x=100 y=40 t=197
+        0xA << 28 | 123,  # external trigger: skipped
+        0x0 << 28 | 63 << 22 | 2047 << 11 | 2047,
+    ]  # OFF x=2047 y=2047 t=255
     (tmp_path / "h.raw").write_bytes(_raw_header("2.0", 2048, 2048) + struct.pack("<4I", *words))
     assert sd.read_events(tmp_path / "h.raw").tolist() == [(100, 40, 197, 1), (2047, 2047, 255, 0)]
     assert sd.detect_format(tmp_path / "h.raw") == "metavision_raw"
@@ -149,17 +155,28 @@ def test_evt2_hand_words(tmp_path):
 
 def test_evt2_drops_events_before_first_time_high_and_unrolls_34_bit_wrap():
     top = (1 << 28) - 1
-    words = np.array([0x1 << 28 | 1 << 11 | 1,                # before any time high: no timestamp, dropped
-                      0x8 << 28 | top, 0x1 << 28 | 2 << 22 | 3 << 11 | 4,
-                      0x8 << 28 | 0, 0x0 << 28 | 1 << 22 | 5 << 11 | 6], np.uint32)
+    words = np.array(
+        [
+            0x1 << 28 | 1 << 11 | 1,  # before any time high: no timestamp, dropped
+            0x8 << 28 | top,
+            0x1 << 28 | 2 << 22 | 3 << 11 | 4,
+            0x8 << 28 | 0,
+            0x0 << 28 | 1 << 22 | 5 << 11 | 6,
+        ],
+        np.uint32,
+    )
     ev = decode_evt2(words)
     assert ev["t"].tolist() == [(top << 6) | 2, (1 << 34) | 1]
     assert ev[["x", "y", "p"]].tolist() == [(3, 4, 1), (5, 6, 0)]
 
 
 def test_evt2_matches_independent_encoder_and_writer(tmp_path, rng):
-    ev = make_events(rng.integers(0, 1280, 3000), rng.integers(0, 720, 3000),
-                     np.sort(rng.integers(0, 5 * 10**6, 3000)), rng.integers(0, 2, 3000))
+    ev = make_events(
+        rng.integers(0, 1280, 3000),
+        rng.integers(0, 720, 3000),
+        np.sort(rng.integers(0, 5 * 10**6, 3000)),
+        rng.integers(0, 2, 3000),
+    )
     (tmp_path / "e.raw").write_bytes(_raw_header("2.0", 1280, 720) + encode_evt2(ev))
     rec = sd.read_metavision_raw(tmp_path / "e.raw")
     assert rec.sensor_size == (1280, 720) and rec.events.tolist() == ev.tolist()
@@ -170,28 +187,48 @@ def test_evt2_matches_independent_encoder_and_writer(tmp_path, rng):
 
 # ------------------------------------------------------------------ EVT 3.0
 def test_evt3_hand_words_with_vectors():
-    words = np.array([
-        0x8 << 12 | 1, 0x6 << 12 | 10,                       # t = (1 << 12) | 10 = 4106
-        0x0 << 12 | 1 << 11 | 7,                             # y = 7 (system-type bit set: ignored)
-        0x2 << 12 | 1 << 11 | 30,                            # single ON at x = 30
-        0x3 << 12 | 0 << 11 | 100,                           # vector base x = 100, OFF
-        0x4 << 12 | 0b100000000101,                          # VECT_12: x = 100, 102, 111
-        0x5 << 12 | 0b10000001,                              # VECT_8 at 112: x = 112, 119
-        0x7 << 12 | 0xF,                                     # CONTINUED_4: skipped
-        0x6 << 12 | 11, 0x2 << 12 | 5,                       # t = 4107, OFF at x = 5 (same y)
-    ], np.uint16)
+    words = np.array(
+        [
+            0x8 << 12 | 1,
+            0x6 << 12 | 10,  # t = (1 << 12) | 10 = 4106
+            0x0 << 12 | 1 << 11 | 7,  # y = 7 (system-type bit set: ignored)
+            0x2 << 12 | 1 << 11 | 30,  # single ON at x = 30
+            0x3 << 12 | 0 << 11 | 100,  # vector base x = 100, OFF
+            0x4 << 12 | 0b100000000101,  # VECT_12: x = 100, 102, 111
+            0x5 << 12 | 0b10000001,  # VECT_8 at 112: x = 112, 119
+            0x7 << 12 | 0xF,  # CONTINUED_4: skipped
+            0x6 << 12 | 11,
+            0x2 << 12 | 5,  # t = 4107, OFF at x = 5 (same y)
+        ],
+        np.uint16,
+    )
     ev = decode_evt3(words)
-    assert ev[["x", "y", "t", "p"]].tolist() == [(30, 7, 4106, 1), (100, 7, 4106, 0), (102, 7, 4106, 0),
-                                                 (111, 7, 4106, 0), (112, 7, 4106, 0), (119, 7, 4106, 0),
-                                                 (5, 7, 4107, 0)]
+    assert ev[["x", "y", "t", "p"]].tolist() == [
+        (30, 7, 4106, 1),
+        (100, 7, 4106, 0),
+        (102, 7, 4106, 0),
+        (111, 7, 4106, 0),
+        (112, 7, 4106, 0),
+        (119, 7, 4106, 0),
+        (5, 7, 4107, 0),
+    ]
 
 
 def test_evt3_drops_before_state_and_unrolls_24_bit_wrap():
-    words = np.array([0x2 << 12 | 3,                          # no time, no y: dropped
-                      0x8 << 12 | 0xFFF, 0x6 << 12 | 0xFFF,
-                      0x2 << 12 | 4,                          # time known but no y yet: dropped
-                      0x0 << 12 | 9, 0x2 << 12 | 1 << 11 | 5,
-                      0x8 << 12 | 0, 0x6 << 12 | 1, 0x2 << 12 | 6], np.uint16)
+    words = np.array(
+        [
+            0x2 << 12 | 3,  # no time, no y: dropped
+            0x8 << 12 | 0xFFF,
+            0x6 << 12 | 0xFFF,
+            0x2 << 12 | 4,  # time known but no y yet: dropped
+            0x0 << 12 | 9,
+            0x2 << 12 | 1 << 11 | 5,
+            0x8 << 12 | 0,
+            0x6 << 12 | 1,
+            0x2 << 12 | 6,
+        ],
+        np.uint16,
+    )
     ev = decode_evt3(words)
     assert ev[["x", "y", "t", "p"]].tolist() == [(5, 9, (1 << 24) - 1, 1), (6, 9, (1 << 24) | 1, 0)]
 
@@ -210,8 +247,12 @@ def test_evt3_matches_independent_vector_encoder(tmp_path, rng):
 
 def test_evt3_writer_long_recording(tmp_path, rng):
     n = 4000
-    ev = make_events(rng.integers(0, 640, n), rng.integers(0, 480, n), np.sort(rng.integers(0, 4 * 10**7, n)),
-                     rng.integers(0, 2, n))  # 40 s: the 24-bit time base wraps twice
+    ev = make_events(
+        rng.integers(0, 640, n),
+        rng.integers(0, 480, n),
+        np.sort(rng.integers(0, 4 * 10**7, n)),
+        rng.integers(0, 2, n),
+    )  # 40 s: the 24-bit time base wraps twice
     sd.write_evt3_raw(tmp_path / "w.raw", ev, (640, 480))
     assert sd.read_events(tmp_path / "w.raw").tolist() == ev.tolist()
 
@@ -245,6 +286,7 @@ def test_real_recordings_reencoded(shared_events, tmp_path, encoder, evt):
     streams = [(sd.read_prophesee_dat(shared_events / "sample_ncars.dat").events, (304, 240))]
     try:
         import aedat  # noqa: F401
+
         streams.append((sd.read_aedat4(shared_events / "davis346.aedat4").events, (346, 260)))
     except ImportError:
         pass

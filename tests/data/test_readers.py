@@ -44,8 +44,10 @@ def test_real_ncars(shared_events):
     assert sd.detect_format(shared_events / "sample_ncars.dat") == "prophesee_dat"
 
 
-@pytest.mark.parametrize("name,count,size,span_s", [("sample.aedat4", 111954, (320, 240), 0.59),
-                                                     ("davis346.aedat4", 78830, (346, 260), 2.36)])
+@pytest.mark.parametrize(
+    "name,count,size,span_s",
+    [("sample.aedat4", 111954, (320, 240), 0.59), ("davis346.aedat4", 78830, (346, 260), 2.36)],
+)
 def test_real_aedat4(shared_events, name, count, size, span_s):
     pytest.importorskip("aedat", reason="optional extra spquant[aedat] not installed")
     rec = sd.read_aedat4(shared_events / name)
@@ -142,6 +144,7 @@ def test_aedat2_errors(tmp_path):
         sd.read_aedat2(tmp_path / "e.aedat")
     # x = 300 in a DAVIS240 (240x180) address
     import struct
+
     (tmp_path / "o.aedat").write_bytes(b"#!AER-DAT2.0\r\n" + struct.pack(">II", 300 << 12, 1))
     with pytest.raises(EventFileError, match="outside the declared sensor size 240x180"):
         sd.read_aedat2(tmp_path / "o.aedat", layout="davis240")
@@ -185,10 +188,12 @@ def test_aedat31_errors(tmp_path, rng):
     (tmp_path / "t.aedat").write_bytes(data[:-3])
     with pytest.raises(EventFileError, match=r"t\.aedat.*truncated"):
         sd.read_aedat31(tmp_path / "t.aedat")
-    (tmp_path / "h.aedat").write_bytes(data[:-80 - 20])  # cut inside the packet header
+    (tmp_path / "h.aedat").write_bytes(data[: -80 - 20])  # cut inside the packet header
     with pytest.raises(EventFileError, match=r"truncated"):
         sd.read_aedat31(tmp_path / "h.aedat")
-    (tmp_path / "n.aedat").write_bytes(b"#!AER-DAT3.1\r\n#Source 1: DVS128\r\n" + data.split(b"#!END-HEADER\r\n")[1])
+    (tmp_path / "n.aedat").write_bytes(
+        b"#!AER-DAT3.1\r\n#Source 1: DVS128\r\n" + data.split(b"#!END-HEADER\r\n")[1]
+    )
     with pytest.raises(EventFileError, match="END-HEADER"):
         sd.read_aedat31(tmp_path / "n.aedat")
     (tmp_path / "e.aedat").write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n")
@@ -211,8 +216,9 @@ def test_gesture_labels(tmp_path):
     (tmp_path / "u_labels.csv").write_text("class,startTime_usec,endTime_usec\n3,100,200\n1,250,400\n")
     lab = sd.read_gesture_labels(tmp_path / "u_labels.csv")
     assert lab.tolist() == [(2, 100, 200), (0, 250, 400)]
-    ev = sd.make_events(np.arange(10), np.zeros(10), [50, 100, 150, 199, 200, 240, 250, 300, 399, 400],
-                        np.zeros(10))
+    ev = sd.make_events(
+        np.arange(10), np.zeros(10), [50, 100, 150, 199, 200, 240, 250, 300, 399, 400], np.zeros(10)
+    )
     seg = sd.split_gesture_segments(ev, lab)
     assert [s[1] for s in seg] == [2, 0]
     assert seg[0][0]["t"].tolist() == [100, 150, 199]
@@ -238,6 +244,7 @@ def test_dat_round_trip(tmp_path, rng):
 
 def test_dat_hand_bytes(tmp_path):
     import struct
+
     body = struct.pack("<II", 42, 5 | (6 << 14) | (1 << 28))
     (tmp_path / "h.dat").write_bytes(b"% Version 2\n" + bytes([0, 8]) + body)
     assert sd.read_events(tmp_path / "h.dat").tolist() == [(5, 6, 42, 1)]
@@ -245,6 +252,7 @@ def test_dat_hand_bytes(tmp_path):
 
 def test_dat_errors(tmp_path):
     import struct
+
     ok = struct.pack("<II", 42, 5 | (6 << 14) | (1 << 28))
     (tmp_path / "t.dat").write_bytes(b"% Version 2\n" + bytes([0, 8]) + ok + b"\x00\x01")
     with pytest.raises(EventFileError, match=r"t\.dat.*truncated.*8-byte"):
@@ -267,8 +275,9 @@ def test_dat_errors(tmp_path):
 
 
 def test_gen1_boxes(tmp_path):
-    old = np.zeros(3, dtype=[("t", "<u8"), ("x", "<f8"), ("y", "<f8"), ("w", "<f8"), ("h", "<f8"),
-                             ("class_id", "<u1")])
+    old = np.zeros(
+        3, dtype=[("t", "<u8"), ("x", "<f8"), ("y", "<f8"), ("w", "<f8"), ("h", "<f8"), ("class_id", "<u1")]
+    )
     old["t"] = [300, 100, 200]
     old["x"], old["class_id"] = [1.5, 2.5, 3.5], [0, 1, 0]
     np.save(tmp_path / "old_bbox.npy", old)

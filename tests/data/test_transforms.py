@@ -105,7 +105,7 @@ def test_random_crop_and_flip_are_seeded():
     assert torch.equal(a, b) and a.shape == (2, 1, 2, 2)
     # the crop is a contiguous window of the original, the same for both time steps
     i, j = divmod(int(a[0, 0, 0, 0]), 4)
-    assert torch.equal(a, f[..., i:i + 2, j:j + 2])
+    assert torch.equal(a, f[..., i : i + 2, j : j + 2])
     padded = random_crop(f, (6, 6), padding=1)
     assert padded.shape == (2, 1, 6, 6) and padded[..., 0, :].abs().sum() == 0
     with pytest.raises(ValueError, match="larger"):

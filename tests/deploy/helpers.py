@@ -27,11 +27,21 @@ def real_mnist(n_train: int, n_test: int):
     """Real MNIST from ../shared/data/mnist (None when absent)."""
     from spquant.data.idx import read_idx
 
-    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    files = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     if not all((MNIST_DIR / f).is_file() for f in files):
         return None
     xtr, ytr, xte, yte = (read_idx(MNIST_DIR / f) for f in files)
-    return xtr[:n_train, None], ytr[:n_train].astype(np.int64), xte[:n_test, None], yte[:n_test].astype(np.int64)
+    return (
+        xtr[:n_train, None],
+        ytr[:n_train].astype(np.int64),
+        xte[:n_test, None],
+        yte[:n_test].astype(np.int64),
+    )
 
 
 def tiny_model(kind: str = "vgg", size: int = 28, **spec_kw):
@@ -45,7 +55,16 @@ def tiny_model(kind: str = "vgg", size: int = 28, **spec_kw):
     raise ValueError(kind)
 
 
-def train(model, x_u8: np.ndarray, y: np.ndarray, steps: int, T: int = 2, batch: int = 32, lr: float = 5e-3, seed: int = 0):
+def train(
+    model,
+    x_u8: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+    T: int = 2,
+    batch: int = 32,
+    lr: float = 5e-3,
+    seed: int = 0,
+):
     """A few Adam steps on mean-over-T cross entropy; returns the model in eval mode."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -20,7 +20,23 @@ def test_run_npz(tmp_path, capsys):
     x, y = synthetic_digits(40, size=16)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     for path in ("fast", "reference"):
-        assert main(["run", str(tmp_path / "m.spq"), "--data", str(tmp_path / "d.npz"), "--T", "2", "--path", path, "--batch-size", "16"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(tmp_path / "m.spq"),
+                    "--data",
+                    str(tmp_path / "d.npz"),
+                    "--T",
+                    "2",
+                    "--path",
+                    path,
+                    "--batch-size",
+                    "16",
+                ]
+            )
+            == 0
+        )
         res = json.loads(capsys.readouterr().out)
         assert res["samples"] == 40
         want = (Interpreter(load(tmp_path / "m.spq")).predict(x, T=2) == y).mean()
@@ -35,8 +51,17 @@ def test_export_real_run_folder(tmp_path, capsys):
     from spquant.train import load_config, train
     from spquant.train.data import load_split
 
-    cfg = load_config("demo:quant", ["data.dataset='synthetic'", "data.train_subset=64", "data.test_subset=16",
-                                     "train.max_steps=3", "train.batch_size=16", "run.progress=false"])
+    cfg = load_config(
+        "demo:quant",
+        [
+            "data.dataset='synthetic'",
+            "data.train_subset=64",
+            "data.test_subset=16",
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "run.progress=false",
+        ],
+    )
     train(cfg, tmp_path / "run", progress=False)
     out = tmp_path / "m.spq"
     assert main(["export", str(tmp_path / "run"), "-o", str(out)]) == 0
@@ -47,6 +72,8 @@ def test_export_real_run_folder(tmp_path, capsys):
     test = load_split(cfg, "test")
     codes = test.inputs.numpy()  # uint8 pixels, the run's own input codes
     T = cfg.model.T
-    env = DeploySim(program).run_codes(torch.from_numpy(np.broadcast_to(codes[None], (T, *codes.shape)).copy()))
+    env = DeploySim(program).run_codes(
+        torch.from_numpy(np.broadcast_to(codes[None], (T, *codes.shape)).copy())
+    )
     sim_logits = env[program.output].to(torch.int64).numpy()
     assert np.array_equal(sim_logits, Interpreter(program).run(codes, T))

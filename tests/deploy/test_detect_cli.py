@@ -13,10 +13,22 @@ from spquant.train import load_config, load_run, train
 from spquant.train.data import load_split
 
 TINY = [
-    "data.train_subset=24", "data.test_subset=12", "data.options.canvas=32", "data.options.downsample=1",
-    "data.options.steps=4", "data.options.digits=[1, 2]", "model.input=[32, 32]", "model.T=2",
-    "model.plan=[6, 'M', 8, 'M', 8]", "model.head_kernel=3", "train.epochs=2", "train.batch_size=8",
-    "run.progress=false", "run.tensorboard=false", "run.threads=1", "detect.conf_threshold=0.01",
+    "data.train_subset=24",
+    "data.test_subset=12",
+    "data.options.canvas=32",
+    "data.options.downsample=1",
+    "data.options.steps=4",
+    "data.options.digits=[1, 2]",
+    "model.input=[32, 32]",
+    "model.T=2",
+    "model.plan=[6, 'M', 8, 'M', 8]",
+    "model.head_kernel=3",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.threads=1",
+    "detect.conf_threshold=0.01",
 ]
 
 
@@ -38,7 +50,12 @@ def test_export_and_run_detector_map_equals_deploy_sim(tmp_path, capsys):
     x = torch.stack([ds[i][0] for i in range(12)], 1)
     codes = program.encode_input(x)
     assert np.array_equal(codes, x.numpy())
-    ref = evaluate_integer_detector(lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
-                                    program, [(codes, [ds[i][1] for i in range(12)])],
-                                    run.config.detect.conf_threshold, run.config.detect.nms_iou, run.config.detect.max_det)
+    ref = evaluate_integer_detector(
+        lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
+        program,
+        [(codes, [ds[i][1] for i in range(12)])],
+        run.config.detect.conf_threshold,
+        run.config.detect.nms_iou,
+        run.config.detect.max_det,
+    )
     assert res["mAP50"] == ref["mAP50"] and res["mAP50_95"] == ref["mAP50_95"]

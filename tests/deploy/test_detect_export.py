@@ -26,30 +26,48 @@ T = 3
 # head options: anchors (number, sizes), classes (one / many), head bits, head kernel, pooling depth, and the
 # quantization of the blocks feeding the head (threshold per channel, 5-level membrane, pruning)
 HEADS = {
-    "quant_2anchors_10classes": dict(mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8)),
-    "quant_1anchor_1class_head4bit": dict(mode="quant", anchors=[[8.0, 8.0]], classes=1, plan=(6, "M", 8, "M", 8),
-                                          spec=dict(last_bits=4)),
-    "quant_3anchors_3pools_channel_vth": dict(mode="quant", anchors=[[4.0, 6.0], [8.0, 10.0], [12.0, 12.0]], classes=3,
-                                              plan=(4, "M", 6, "M", 8, "M", 8),
-                                              spec=dict(learn_threshold="channel", membrane_lb=-3, membrane_ub=1)),
-    "quant_3x3_head": dict(mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8),
-                           head_kernel=3),
-    "spquant_2anchors_10classes": dict(mode="spquant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10,
-                                       plan=(6, "M", 8, "M", 8)),
+    "quant_2anchors_10classes": dict(
+        mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8)
+    ),
+    "quant_1anchor_1class_head4bit": dict(
+        mode="quant", anchors=[[8.0, 8.0]], classes=1, plan=(6, "M", 8, "M", 8), spec=dict(last_bits=4)
+    ),
+    "quant_3anchors_3pools_channel_vth": dict(
+        mode="quant",
+        anchors=[[4.0, 6.0], [8.0, 10.0], [12.0, 12.0]],
+        classes=3,
+        plan=(4, "M", 6, "M", 8, "M", 8),
+        spec=dict(learn_threshold="channel", membrane_lb=-3, membrane_ub=1),
+    ),
+    "quant_3x3_head": dict(
+        mode="quant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8), head_kernel=3
+    ),
+    "spquant_2anchors_10classes": dict(
+        mode="spquant", anchors=[[6.0, 9.0], [10.0, 10.0]], classes=10, plan=(6, "M", 8, "M", 8)
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def data():
-    ds = MovingDigits(num_samples=24, canvas=32, digits=(1, 2), T=T, steps=6, speed=(2.0, 6.0), cache_dir=None, seed=3)
+    ds = MovingDigits(
+        num_samples=24, canvas=32, digits=(1, 2), T=T, steps=6, speed=(2.0, 6.0), cache_dir=None, seed=3
+    )
     return collate_detection([ds[i] for i in range(len(ds))])
 
 
 def _tiny_detector(opt: dict, x, boxes) -> SpikingYOLO:
     torch.manual_seed(0)
     spec = QuantSpec(mode=opt["mode"], **opt.get("spec", {}))
-    model = SpikingYOLO(opt["classes"], in_channels=2, input_size=(32, 32), anchors=opt["anchors"], spec=spec, plan=opt["plan"],
-                        head_kernel=opt.get("head_kernel", 1))
+    model = SpikingYOLO(
+        opt["classes"],
+        in_channels=2,
+        input_size=(32, 32),
+        anchors=opt["anchors"],
+        spec=spec,
+        plan=opt["plan"],
+        head_kernel=opt.get("head_kernel", 1),
+    )
     if opt["classes"] < 10:
         boxes = [b.clone() for b in boxes]
         for b in boxes:
@@ -73,7 +91,9 @@ def test_detector_parity(head, data, tmp_path):
     program = fold_model(model, (2, 32, 32), input_bits=8, input_scale=1.0)
     assert any(n["op"] == "maxpool" for n in program.nodes) and program.nodes[-1]["name"].startswith("head")
     meta = detection_meta(program)
-    assert np.allclose(meta["anchors"], HEADS[head]["anchors"]) and meta["num_classes"] == HEADS[head]["classes"]
+    assert (
+        np.allclose(meta["anchors"], HEADS[head]["anchors"]) and meta["num_classes"] == HEADS[head]["classes"]
+    )
     save(program, tmp_path / "det.spq")
     loaded = load(tmp_path / "det.spq")
     assert detection_meta(loaded)["stride"] == list(model.stride)
@@ -109,11 +129,17 @@ def test_interpreter_map_equals_deploy_sim_map(data):
     program = fold_model(model, (2, 32, 32), input_bits=8, input_scale=1.0)
     sim, interp = DeploySim(program), Interpreter(program)
     codes = program.encode_input(x)
-    batches = [(codes[:, i:i + 8], boxes[i:i + 8]) for i in range(0, 24, 8)]
+    batches = [(codes[:, i : i + 8], boxes[i : i + 8]) for i in range(0, 24, 8)]
     m_int = evaluate_integer_detector(lambda c: interp.run(c), program, batches, conf_threshold=0.01)
-    m_ref = evaluate_integer_detector(lambda c: interp.run(c, path="reference"), program, batches, conf_threshold=0.01)
-    m_sim = evaluate_integer_detector(lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
-                                      program, batches, conf_threshold=0.01)
+    m_ref = evaluate_integer_detector(
+        lambda c: interp.run(c, path="reference"), program, batches, conf_threshold=0.01
+    )
+    m_sim = evaluate_integer_detector(
+        lambda c: sim.run_codes(torch.from_numpy(c))[program.output].numpy().astype(np.int64),
+        program,
+        batches,
+        conf_threshold=0.01,
+    )
     assert m_int["samples"] == 24 and m_int["n_det"] > 0
     for key in ("mAP50", "mAP50_95", "AP50_coco"):
         assert m_int[key] == m_sim[key] == m_ref[key], key
@@ -123,7 +149,11 @@ def test_interpreter_map_equals_deploy_sim_map(data):
     # what 'spquant run' calls on a detection data set: the same numbers, plus executed op counts
     samples = [(x[:, i], boxes[i]) for i in range(24)]
     scored = score_detector(program, samples, batch_size=10, path="reference", conf_threshold=0.01)
-    assert scored["mAP50"] == m_int["mAP50"] and scored["mAP50_95"] == m_int["mAP50_95"] and scored["samples"] == 24
+    assert (
+        scored["mAP50"] == m_int["mAP50"]
+        and scored["mAP50_95"] == m_int["mAP50_95"]
+        and scored["samples"] == 24
+    )
     assert 0 < scored["ops_per_sample"]["sops"] < scored["ops_per_sample"]["dense_macs"]
     with pytest.raises(DeployError, match="integer counts"):
         score_detector(program, [(x[:, 0] + 0.5, boxes[0])])
@@ -131,7 +161,9 @@ def test_interpreter_map_equals_deploy_sim_map(data):
 
 def test_fp32_detector_is_refused_and_bad_meta_is_caught(data, tmp_path):
     x, boxes = data
-    fp32 = SpikingYOLO(10, in_channels=2, input_size=(32, 32), plan=(4, "M", 4), spec=QuantSpec(mode="fp32")).eval()
+    fp32 = SpikingYOLO(
+        10, in_channels=2, input_size=(32, 32), plan=(4, "M", 4), spec=QuantSpec(mode="fp32")
+    ).eval()
     with pytest.raises(DeployError, match="no integer"):
         fold_model(fp32, (2, 32, 32), input_bits=8, input_scale=1.0)
     model = _tiny_detector(HEADS["quant_2anchors_10classes"], x, boxes)

@@ -18,7 +18,9 @@ def _event_frames(n: int, seed: int) -> np.ndarray:
     return rng.binomial(7, np.broadcast_to(rate, (T, n, 2, 16, 16))).astype(np.int64)
 
 
-@pytest.mark.parametrize("mode, prune", [("quant", None), ("spquant", {}), ("spquant", {"learned_gate": False})])
+@pytest.mark.parametrize(
+    "mode, prune", [("quant", None), ("spquant", {}), ("spquant", {"learned_gate": False})]
+)
 def test_fast_path_on_event_frames(mode, prune):
     torch.manual_seed(3)
     spec = QuantSpec(mode=mode, prune=prune) if prune is not None else QuantSpec(mode=mode)
@@ -35,7 +37,10 @@ def test_fast_path_on_event_frames(mode, prune):
     program = fold_model(model, (2, 16, 16), input_bits=3, input_scale=1.0)
     codes = _event_frames(6, 1)
     assert not np.array_equal(codes[0], codes[1])
-    env_sim = {k: v.numpy().astype(np.int64) for k, v in DeploySim(program).run_codes(torch.from_numpy(codes)).items()}
+    env_sim = {
+        k: v.numpy().astype(np.int64)
+        for k, v in DeploySim(program).run_codes(torch.from_numpy(codes)).items()
+    }
     interp = Interpreter(program)
     fast = interp.run_all(codes, path="fast")
     ref = interp.run_all(codes, path="reference")

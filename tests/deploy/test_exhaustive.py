@@ -26,7 +26,11 @@ def test_lif_step_every_level(lb, ub, F, tau_shift):
     else:  # 2^16 fractional steps: every rounding boundary +-2 and a random sample in between
         r = np.random.default_rng(0)
         edges = np.arange(lb - 3, ub + 4)[:, None] * one + np.array([-one // 2, 0, one // 2])[None, :]
-        currents = np.unique(np.concatenate([(edges.reshape(-1, 1) + np.arange(-2, 3)).reshape(-1), r.integers(-span, span, 20000)]))
+        currents = np.unique(
+            np.concatenate(
+                [(edges.reshape(-1, 1) + np.arange(-2, 3)).reshape(-1), r.integers(-span, span, 20000)]
+            )
+        )
     for V_units in (1.0, 0.75, 0.25, 2.5, -0.5):
         V = int(V_units * one)
         m_grid, cur = np.meshgrid(np.arange(lb, ub + 1), currents, indexing="ij")
@@ -41,9 +45,25 @@ def test_lif_step_every_level(lb, ub, F, tau_shift):
         # deploy-sim and fast path: two steps, the first sets m (from m0), the second checks
         cur_t = torch.from_numpy(cur)[None]
         for dtype in (torch.float32, torch.int32, torch.int64):
-            sf, mf = lif_seq_fast(cur_t.to(dtype), torch.tensor(V, dtype=dtype), F, tau_shift, lb, ub, m0=torch.from_numpy(m_grid))
+            sf, mf = lif_seq_fast(
+                cur_t.to(dtype),
+                torch.tensor(V, dtype=dtype),
+                F,
+                tau_shift,
+                lb,
+                ub,
+                m0=torch.from_numpy(m_grid),
+            )
             assert np.array_equal(sf[0].numpy(), s) and np.array_equal(mf.numpy(), m_new)
-        ss, ms = lif_seq_sim(cur_t.double(), torch.tensor(float(V), dtype=torch.float64), F, tau_shift, lb, ub, m0=torch.from_numpy(m_grid).double())
+        ss, ms = lif_seq_sim(
+            cur_t.double(),
+            torch.tensor(float(V), dtype=torch.float64),
+            F,
+            tau_shift,
+            lb,
+            ub,
+            m0=torch.from_numpy(m_grid).double(),
+        )
         assert np.array_equal(ss[0].numpy(), s) and np.array_equal(ms.numpy(), m_new)
 
 

@@ -41,7 +41,9 @@ def trained():
         bn = block.bn
         with torch.no_grad():  # BN far from identity, with both signs of gamma and beta
             n = bn.num_features
-            bn.weight.copy_((torch.rand(n, generator=g) + 0.5) * torch.where(torch.rand(n, generator=g) < 0.3, -1, 1))
+            bn.weight.copy_(
+                (torch.rand(n, generator=g) + 0.5) * torch.where(torch.rand(n, generator=g) < 0.3, -1, 1)
+            )
             bn.bias.copy_(torch.randn(n, generator=g) * 0.7)
             bn.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
             bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)

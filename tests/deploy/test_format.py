@@ -34,8 +34,8 @@ def blob(tmp_path_factory):
 
 def _split(data: bytes):
     magic, major, minor, mlen, mcrc, blen = HEADER.unpack_from(data)
-    man = json.loads(data[HEADER.size:HEADER.size + mlen])
-    return man, data[HEADER.size + mlen:]
+    man = json.loads(data[HEADER.size : HEADER.size + mlen])
+    return man, data[HEADER.size + mlen :]
 
 
 def _join(man: dict, body: bytes, fix_crc=True) -> bytes:
@@ -49,7 +49,11 @@ def test_round_trip_and_accounting(tmp_path):
         path = tmp_path / "m.spq"
         size = save(program, path)
         back = load(path)
-        assert back.nodes == program.nodes and back.input == program.input and back.frac_bits == program.frac_bits
+        assert (
+            back.nodes == program.nodes
+            and back.input == program.input
+            and back.frac_bits == program.frac_bits
+        )
         assert set(back.arrays) == set(program.arrays)
         for k in program.arrays:
             assert np.array_equal(back.arrays[k], program.arrays[k]), k
@@ -58,12 +62,21 @@ def test_round_trip_and_accounting(tmp_path):
         rep = file_report(path)
         assert rep["file_bytes"] == size == os.path.getsize(path)
         # weight blobs = params x packed bits (per layer, rounded up to whole bytes)
-        want = sum(int(np.ceil(program.arrays[n["weight"]].size * packed_bits_per_value(2 ** n["bits"] - 1) / 8 - 1e-9)) for n in program.weight_nodes())
+        want = sum(
+            int(
+                np.ceil(
+                    program.arrays[n["weight"]].size * packed_bits_per_value(2 ** n["bits"] - 1) / 8 - 1e-9
+                )
+            )
+            for n in program.weight_nodes()
+        )
         assert rep["weight_blob_bytes"] == want
         assert abs(rep["weight_blob_bytes"] - rep["accounting_packed_bytes"]) < len(program.weight_nodes())
         man, body = _split(path.read_bytes())
         for n in program.weight_nodes():
-            assert man["blobs"][n["weight"]]["nbytes"] == packed_nbytes(program.arrays[n["weight"]].size, n["bits"])
+            assert man["blobs"][n["weight"]]["nbytes"] == packed_nbytes(
+                program.arrays[n["weight"]].size, n["bits"]
+            )
         assert rep["blob_bytes"] == len(body) == rep["weight_blob_bytes"] + rep["fixed_point_param_bytes"]
         assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -88,7 +101,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, blob, monkeypatch):
 def test_truncated(blob, cut):
     _, data = blob
     with pytest.raises(ModelFileError, match="truncated"):
-        loads(data[:cut if cut >= 0 else len(data) + cut])
+        loads(data[: cut if cut >= 0 else len(data) + cut])
 
 
 def test_header_problems(blob, tmp_path):
@@ -130,14 +143,25 @@ HOSTILE = {
     "huge shift": (lambda m, b: m["nodes"][0].update(shift=99), "shift"),
     "bits vs blob": (lambda m, b: m["nodes"][0].update(bits=4, max_code=7), "packed 4-bit"),
     "undefined input": (lambda m, b: m["nodes"][1].update(inputs=["nowhere"]), "not defined"),
-    "huge shape": (lambda m, b: m["blobs"][m["nodes"][0]["weight"]].update(shape=[2**20, 2**20, 3, 3]), "too many|outside"),
-    "blob past end": (lambda m, b: m["blobs"][m["nodes"][0]["M"]].update(offset=len(b) - 2), "runs past|overlap"),
+    "huge shape": (
+        lambda m, b: m["blobs"][m["nodes"][0]["weight"]].update(shape=[2**20, 2**20, 3, 3]),
+        "too many|outside",
+    ),
+    "blob past end": (
+        lambda m, b: m["blobs"][m["nodes"][0]["M"]].update(offset=len(b) - 2),
+        "runs past|overlap",
+    ),
     "nbytes lie": (lambda m, b: m["blobs"][m["nodes"][0]["weight"]].update(nbytes=1), "needs"),
     "path name": (lambda m, b: m["nodes"][0].update(name="../../etc"), "must be a name"),
     "bad grid": (lambda m, b: next(n for n in m["nodes"] if n["op"] == "lif").update(lb=1), "outside"),
     "shape mismatch": (lambda m, b: m["input"].update(shape=[3, 16, 16]), "inconsistent program"),
     "wrong format": (lambda m, b: m.update(format="other"), "format"),
-    "unused blob": (lambda m, b: m["blobs"].update(extra={"encoding": "int32le", "shape": [0], "offset": 0, "nbytes": 0, "crc32": 0}), "unreferenced"),
+    "unused blob": (
+        lambda m, b: m["blobs"].update(
+            extra={"encoding": "int32le", "shape": [0], "offset": 0, "nbytes": 0, "crc32": 0}
+        ),
+        "unreferenced",
+    ),
     "accounting lie": (lambda m, b: m["accounting"].update(weight_params=1), "accounting"),
     "infinite scale": (lambda m, b: m["input"].update(scale=float("inf")), "positive finite"),
     "not json": (None, "not valid JSON"),
@@ -163,10 +187,12 @@ def test_bad_weight_codes(blob):
     _, data = blob
 
     def poison(man, body):
-        w = man["blobs"][man["nodes"][2]["weight"] if man["nodes"][2]["op"] == "conv" else man["nodes"][3]["weight"]]
+        w = man["blobs"][
+            man["nodes"][2]["weight"] if man["nodes"][2]["op"] == "conv" else man["nodes"][3]["weight"]
+        ]
         b = bytearray(body)
         b[w["offset"]] = 250
-        w["crc32"] = zlib.crc32(bytes(b[w["offset"]:w["offset"] + w["nbytes"]]))
+        w["crc32"] = zlib.crc32(bytes(b[w["offset"] : w["offset"] + w["nbytes"]]))
         return bytes(b)
 
     with pytest.raises(ModelFileError, match="valid base-3"):

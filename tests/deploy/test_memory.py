@@ -24,7 +24,9 @@ def test_signed_bits_every_width():
     assert signed_bits(np.array([], dtype=np.int64)) == 1
 
 
-@pytest.mark.parametrize("spec", [dict(), dict(weight_bits=1, last_bits=1, weight_scale="lsq-channel"), dict(weight_bits=4)])
+@pytest.mark.parametrize(
+    "spec", [dict(), dict(weight_bits=1, last_bits=1, weight_scale="lsq-channel"), dict(weight_bits=4)]
+)
 def test_deployed_counts_match_the_file(spec, tmp_path):
     torch.manual_seed(0)
     model = tiny_model("vgg", size=16, **spec).eval()

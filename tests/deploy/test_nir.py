@@ -42,6 +42,8 @@ def test_nir_round_trip(kind, tmp_path):
     for n in convs:
         node = g.nodes[n["name"]]
         assert node.metadata["weight_bits"] == n["bits"]
-        w = program.arrays[n["weight"]] * (program.arrays[n["M"]] / 2.0 ** (16 + n["shift"])).reshape(-1, 1, 1, 1)
+        w = program.arrays[n["weight"]] * (program.arrays[n["M"]] / 2.0 ** (16 + n["shift"])).reshape(
+            -1, 1, 1, 1
+        )
         assert np.allclose(node.weight, w, rtol=1e-6, atol=1e-9)
     assert ("input", convs[0]["name"]) in g.edges

@@ -36,7 +36,9 @@ def _check(model, xte, yte, n_ref, tmp_path):
     assert set(env_sim) == set(fast) == set(ref)
     for name in env_sim:
         assert np.array_equal(env_sim[name], fast[name]), f"fast path differs from deploy-sim at {name}"
-        assert np.array_equal(env_sim[name][:, :n_ref], ref[name]), f"reference differs from deploy-sim at {name}"
+        assert np.array_equal(env_sim[name][:, :n_ref], ref[name]), (
+            f"reference differs from deploy-sim at {name}"
+        )
     spikes = sum(int(env_sim[n["output"]].sum()) for n in program.nodes if n["op"] in ("lif", "lif_pruned"))
     assert spikes > 0, "a parity check on a silent network proves little"
     counts = interp.last_counts
@@ -78,11 +80,25 @@ def test_parity_real_mnist(tmp_path):
     assert acc_int > 0.4  # twenty steps on real digits: well above chance (about 0.75 measured)
 
 
-@pytest.mark.parametrize("prune", [
-    {"mass": 0.7, "init_bias": 0.0, "init_std": 0.5},  # learned gate + channel and spatial prior
-    {"learned_gate": True, "channel_prior": False, "spatial_prior": False, "init_bias": 0.0, "init_std": 0.5},
-    {"learned_gate": False, "channel_prior": True, "channel_prior_threshold": -0.5, "spatial_prior": True},
-])
+@pytest.mark.parametrize(
+    "prune",
+    [
+        {"mass": 0.7, "init_bias": 0.0, "init_std": 0.5},  # learned gate + channel and spatial prior
+        {
+            "learned_gate": True,
+            "channel_prior": False,
+            "spatial_prior": False,
+            "init_bias": 0.0,
+            "init_std": 0.5,
+        },
+        {
+            "learned_gate": False,
+            "channel_prior": True,
+            "channel_prior_threshold": -0.5,
+            "spatial_prior": True,
+        },
+    ],
+)
 def test_parity_pruned(prune, tmp_path):
     """spquant mode: the learned channel gate (integer rule) and the membrane prior."""
     torch.manual_seed(0)
@@ -100,7 +116,9 @@ def test_parity_pruned(prune, tmp_path):
     gates = [k for k in program.arrays if k.endswith(".A")]
     if prune.get("learned_gate", True):  # the gate really switches channels off and on
         g = interp.run_all(program.encode_input(repeat(xte, T)), path="reference")
-        vals = np.concatenate([g[n["output"]].reshape(-1) for n in program.nodes if n["op"] == "channel_gate"])
+        vals = np.concatenate(
+            [g[n["output"]].reshape(-1) for n in program.nodes if n["op"] == "channel_gate"]
+        )
         assert gates and 0 < vals.mean() < 1
 
 
@@ -113,7 +131,11 @@ def test_integer_gate_matches_the_trained_gate(predictor_bits):
     from tests.deploy.helpers import tiny_model
 
     torch.manual_seed(0)
-    model = tiny_model("vgg", size=16, prune={"predictor_bits": predictor_bits, "channel_prior": False, "spatial_prior": False})
+    model = tiny_model(
+        "vgg",
+        size=16,
+        prune={"predictor_bits": predictor_bits, "channel_prior": False, "spatial_prior": False},
+    )
     for g in gate_modules(model):
         torch.nn.init.normal_(g.predictor.weight, std=1.0)  # gates that really switch
         torch.nn.init.zeros_(g.predictor.bias)

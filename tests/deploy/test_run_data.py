@@ -9,8 +9,17 @@ import pytest
 
 from spquant.cli import main
 
-SETS = ["train.max_steps=2", "train.batch_size=4", "data.train_subset=8", "data.test_subset=4", "model.T=2",
-        "model.plan=[4, 'A']", "run.progress=false", "run.tensorboard=false", "run.threads=1"]
+SETS = [
+    "train.max_steps=2",
+    "train.batch_size=4",
+    "data.train_subset=8",
+    "data.test_subset=4",
+    "model.T=2",
+    "model.plan=[4, 'A']",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.threads=1",
+]
 
 
 @pytest.fixture
@@ -34,7 +43,12 @@ def test_event_run_exports_and_runs_on_named_data(tmp_path, mnist_root, capsys):
     spq = str(tmp_path / "dvs.spq")
     assert main(["export", str(tmp_path / "dvs"), "-o", spq]) == 0
     capsys.readouterr()
-    for data in ([], ["--data", "mnist-dvs"], ["--data", "mnist-dvs:spquant"], ["--data", "mnist-dvs", "--set", "data.test_subset=6"]):
+    for data in (
+        [],
+        ["--data", "mnist-dvs"],
+        ["--data", "mnist-dvs:spquant"],
+        ["--data", "mnist-dvs", "--set", "data.test_subset=6"],
+    ):
         assert main(["run", spq, *data]) == 0, data
         r = json.loads(capsys.readouterr().out)
         assert r["samples"] == (6 if "data.test_subset=6" in data else 4) and 0.0 <= r["accuracy"] <= 1.0

@@ -19,8 +19,12 @@ def _tree(root, sensor, splits=("train", "test")):
         d = root / split
         d.mkdir(parents=True)
         n = 4000
-        ev = make_events(rng.integers(0, w, n), rng.integers(0, h, n), np.sort(rng.integers(0, 2_000_000, n)),
-                         rng.integers(0, 2, n))
+        ev = make_events(
+            rng.integers(0, w, n),
+            rng.integers(0, h, n),
+            np.sort(rng.integers(0, 2_000_000, n)),
+            rng.integers(0, 2, n),
+        )
         write_prophesee_dat(d / "rec_td.dat", ev, sensor_size=sensor)
         b = np.zeros(4, BOX_DTYPE)
         b["ts"] = [600_000, 900_000, 1_200_000, 1_500_000]
@@ -39,9 +43,16 @@ def test_benchmark_recipe_validates_and_trains_two_steps(recipe, tmp_path):
     assert full.grid == ((8, 10) if recipe == "yolo-gen1" else (12, 20))
     assert full.num_classes == (2 if recipe == "yolo-gen1" else 3)
     _tree(tmp_path / "data", SENSORS[recipe])
-    small = [f"data.root='{tmp_path / 'data'}'", "model.plan=[4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M', 8]",
-             "train.max_steps=2", "train.batch_size=2", "train.eval_batch_size=4", "run.progress=false",
-             "run.tensorboard=false", "run.threads=1"]
+    small = [
+        f"data.root='{tmp_path / 'data'}'",
+        "model.plan=[4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M', 8]",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "train.eval_batch_size=4",
+        "run.progress=false",
+        "run.tensorboard=false",
+        "run.threads=1",
+    ]
     cfg = load_config(f"{recipe}:quant", small)
     ds = load_split(cfg, "test").dataset
     assert len(ds) == 4 and ds.benchmark == ("gen1" if recipe == "yolo-gen1" else "1mpx")

@@ -12,7 +12,9 @@ def test_box_iou_hand():
 
 
 def test_nms_greedy_and_classwise():
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 10, 10], [0, 0, 9, 10], [30, 30, 40, 40]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [1, 0, 10, 10], [0, 0, 9, 10], [30, 30, 40, 40]], dtype=torch.float32
+    )
     scores = torch.tensor([0.5, 0.9, 0.8, 0.1])
     assert nms(boxes, scores, 0.5).tolist() == [1, 3]
     assert nms(boxes, scores, 0.95).tolist() == [1, 2, 0, 3]
@@ -49,7 +51,9 @@ def test_loss_targets_and_gradient_direction():
     assert g[0, 1, 1, 2, 6] < 0 < g[0, 1, 1, 2, 5]  # class 1 up, class 0 down
     # the exact encoding has zero box/coord loss
     p = torch.zeros(1, 2, 4, 4, 7)
-    p[0, 1, 1, 2, 1:5] = torch.tensor([torch.logit(torch.tensor(0.75)), torch.logit(torch.tensor(0.625)), torch.log(torch.tensor(1.5)), 0.0])
+    p[0, 1, 1, 2, 1:5] = torch.tensor(
+        [torch.logit(torch.tensor(0.75)), torch.logit(torch.tensor(0.625)), torch.log(torch.tensor(1.5)), 0.0]
+    )
     assert loss(p, target)[1]["coord"] == pytest.approx(0.0, abs=1e-10)
 
 
@@ -64,8 +68,14 @@ def test_loss_handles_empty_targets():
 @pytest.mark.parametrize("mode", ["fp32", "quant"])
 def test_yolo_modes_and_readout(mode):
     torch.manual_seed(0)
-    net = SpikingYOLO(3, input_size=(32, 32), width=0.125, anchors=[(8, 8), (16, 16)], spec=QuantSpec(mode=mode),
-                      plan=(16, "M", 32, "M", 64))
+    net = SpikingYOLO(
+        3,
+        input_size=(32, 32),
+        width=0.125,
+        anchors=[(8, 8), (16, 16)],
+        spec=QuantSpec(mode=mode),
+        plan=(16, "M", 32, "M", 64),
+    )
     assert MODELS["yolo"] is SpikingYOLO
     x = (torch.rand(3, 2, 2, 32, 32) < 0.2).float()
     net.eval()

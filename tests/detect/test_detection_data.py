@@ -42,7 +42,7 @@ def test_moving_digits_deterministic_and_cached(tmp_path):
     files = list((tmp_path / "moving_digits").glob("*.npz"))
     assert len(files) == 1
     b = MovingDigits(cache_dir=tmp_path, **SMALL)  # loads the cache
-    c = MovingDigits(cache_dir=None, **SMALL)      # regenerates
+    c = MovingDigits(cache_dir=None, **SMALL)  # regenerates
     for i in range(len(a)):
         assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][0], c[i][0])
         assert torch.equal(a[i][1], c[i][1])
@@ -120,7 +120,9 @@ def test_gen1_windows_boxes_and_filter(tmp_path):
     # boxes clipped to the sensor: 280+40 -> 304, 200+60 -> 240
     assert boxes.tolist() == [[10, 20, 50, 50, 0], [280, 200, 304, 240, 1]]
     # time windows and a down-scaled input
-    ds2 = Gen1DetectionFrames(root, "train", events_per_window=None, window_us=50_000, T=1, input_size=(120, 152))
+    ds2 = Gen1DetectionFrames(
+        root, "train", events_per_window=None, window_us=50_000, T=1, input_size=(120, 152)
+    )
     f2, b2 = ds2[1]
     in_win = ((ev["t"] > 850_000) & (ev["t"] <= 900_000)).sum()
     assert f2.shape == (1, 2, 120, 152) and f2.sum() == in_win
@@ -179,16 +181,27 @@ def test_1mpx_frames_use_the_1mpx_sensor_classes_and_filter(tmp_path):
     d.mkdir(parents=True)
     rng = np.random.default_rng(1)
     n = 3000
-    ev = make_events(rng.integers(0, 1280, n), rng.integers(0, 720, n), np.sort(rng.integers(0, 1_000_000, n)),
-                     rng.integers(0, 2, n))
+    ev = make_events(
+        rng.integers(0, 1280, n),
+        rng.integers(0, 720, n),
+        np.sort(rng.integers(0, 1_000_000, n)),
+        rng.integers(0, 2, n),
+    )
     write_prophesee_dat(d / "rec_td.dat", ev, sensor_size=(1280, 720))
     b = np.zeros(3, BOX_DTYPE)
     b["ts"] = 800_000
     b["x"], b["y"], b["w"], b["h"] = [100, 600, 1200], [100, 300, 700], [100, 30, 200], [50, 30, 100]
     b["class_id"] = [2, 0, 5]  # car kept; 30x30 pedestrian (diag 42 < 60) dropped; traffic sign dropped
     write_gen1_boxes(d / "rec_bbox.npy", b)
-    ds = Gen1DetectionFrames(tmp_path / "1mpx", "val", benchmark="1mpx", events_per_window=None, window_us=50_000,
-                             T=2, input_size=(384, 640))
+    ds = Gen1DetectionFrames(
+        tmp_path / "1mpx",
+        "val",
+        benchmark="1mpx",
+        events_per_window=None,
+        window_us=50_000,
+        T=2,
+        input_size=(384, 640),
+    )
     assert ds.num_classes == 3 and len(ds) == 1
     frames, boxes = ds[0]
     assert frames.shape == (2, 2, 384, 640)  # 1280x720 halved to 640x360, zero-padded to 384 rows
@@ -202,8 +215,10 @@ def test_1mpx_frames_use_the_1mpx_sensor_classes_and_filter(tmp_path):
 SHARED_EVENTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "events"
 
 
-@pytest.mark.skipif(not (SHARED_EVENTS / "sample_ncars.dat").is_file(),
-                    reason="real Prophesee DAT sample not present (../shared/data/events/sample_ncars.dat)")
+@pytest.mark.skipif(
+    not (SHARED_EVENTS / "sample_ncars.dat").is_file(),
+    reason="real Prophesee DAT sample not present (../shared/data/events/sample_ncars.dat)",
+)
 def test_smoke_real_dat_recording_through_the_gen1_pipeline(tmp_path):
     """A real Prophesee DAT v2 recording (N-CARS sample, the Gen1 container) with a box file written
     here: windows, frames and boxes come out consistent with the raw events."""
@@ -219,7 +234,9 @@ def test_smoke_real_dat_recording_through_the_gen1_pipeline(tmp_path):
     b["ts"] = [int(ev["t"][len(ev) // 2]), int(ev["t"][-1])]
     b["x"], b["y"], b["w"], b["h"], b["class_id"] = 10, 5, 40, 30, [0, 1]
     write_gen1_boxes(d / "ncars_bbox.npy", b)
-    ds = Gen1DetectionFrames(tmp_path / "gen1", "test", events_per_window=500, T=2, input_size=(240, 304), skip_us=0)
+    ds = Gen1DetectionFrames(
+        tmp_path / "gen1", "test", events_per_window=500, T=2, input_size=(240, 304), skip_us=0
+    )
     assert len(ds) == 2
     for i, ts in enumerate(b["ts"]):
         frames, boxes = ds[i]

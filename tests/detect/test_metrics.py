@@ -43,7 +43,9 @@ def test_duplicate_is_a_false_positive():
     gts2 = [np.array([gt(A, 0)]), np.array([gt(B, 0)])]
     dets2 = [np.array([det(A, 0.9, 0), det(A, 0.95, 0)]), np.array([det(B, 0.5, 0)])]
     # order: 0.95 TP (img0), 0.9 FP (dup), 0.5 TP -> rec [.5,.5,1], prec [1,.5,.667]
-    ap, rec, prec, n = voc_class_ap([np.asarray(d, float) for d in dets2], [np.asarray(g, float) for g in gts2], 0)
+    ap, rec, prec, n = voc_class_ap(
+        [np.asarray(d, float) for d in dets2], [np.asarray(g, float) for g in gts2], 0
+    )
     assert rec.tolist() == [0.5, 0.5, 1.0]
     assert prec == pytest.approx([1.0, 0.5, 2 / 3])
     assert ap == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
@@ -70,16 +72,18 @@ def test_hand_computed_pr_curve():
     gts = [np.array([gt(A, 0), gt(B, 0)]), np.array([gt(A, 0)]), np.array([gt(A, 0), gt(B, 0)])]
     far = [50, 50, 60, 60]
     dets = [
-        np.array([det(A, 0.9, 0), det(far, 0.6, 0)]),          # TP (0.9), FP (0.6)
-        np.array([det(far, 0.8, 0), det(A, 0.7, 0)]),          # FP (0.8), TP (0.7)
-        np.array([det(B, 0.5, 0), det(far, 0.4, 0)]),          # TP (0.5), FP (0.4)
+        np.array([det(A, 0.9, 0), det(far, 0.6, 0)]),  # TP (0.9), FP (0.6)
+        np.array([det(far, 0.8, 0), det(A, 0.7, 0)]),  # FP (0.8), TP (0.7)
+        np.array([det(B, 0.5, 0), det(far, 0.4, 0)]),  # TP (0.5), FP (0.4)
     ]
     # sorted: .9 TP, .8 FP, .7 TP, .6 FP, .5 TP, .4 FP
     # recall   .2 .2 .4 .4 .6 .6 ; precision 1 .5 .667 .5 .6 .5
     # envelope at recall changes: r .2 -> p 1; r .4 -> max(.667,.5,.6,.5) = .667; r .6 -> .6
     expected = 0.2 * 1 + 0.2 * (2 / 3) + 0.2 * 0.6
     assert evaluate(dets, gts, 1)["mAP50"] == pytest.approx(expected)
-    assert voc_ap(np.array([0.2, 0.2, 0.4, 0.4, 0.6, 0.6]), np.array([1, 0.5, 2 / 3, 0.5, 0.6, 0.5])) == pytest.approx(expected)
+    assert voc_ap(
+        np.array([0.2, 0.2, 0.4, 0.4, 0.6, 0.6]), np.array([1, 0.5, 2 / 3, 0.5, 0.6, 0.5])
+    ) == pytest.approx(expected)
 
 
 def test_no_detections_and_empty_images():
@@ -126,12 +130,32 @@ def test_coco_map_matches_pycocotools(seed):
         images.append({"id": i, "width": 120, "height": 120})
         for b in g:
             w, h = b[2] - b[0], b[3] - b[1]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(b[4]), "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(b[4]),
+                    "bbox": [b[0], b[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for b in d:
-            results.append({"image_id": i, "category_id": int(b[5]), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(b[4])})
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": int(b[5]),
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "score": float(b[4]),
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(n_cls)]}
+        coco.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": c} for c in range(n_cls)],
+        }
         coco.createIndex()
         ev = COCOeval(coco, coco.loadRes(results), "bbox")
         ev.params.areaRng = [[0, 1e10]]

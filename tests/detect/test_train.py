@@ -13,10 +13,21 @@ from spquant.train.data import load_split
 from spquant.train.loop import evaluate
 
 TINY = [
-    "data.train_subset=16", "data.test_subset=8", "data.options.canvas=32", "data.options.downsample=1",
-    "data.options.steps=4", "data.options.digits=[1, 1]", "model.input=[32, 32]", "model.T=2",
-    "model.plan=[4, 'M', 8, 'M', 8]", "train.epochs=2", "train.batch_size=8", "run.log_every=1",
-    "run.progress=false", "run.tensorboard=false", "run.threads=1",
+    "data.train_subset=16",
+    "data.test_subset=8",
+    "data.options.canvas=32",
+    "data.options.downsample=1",
+    "data.options.steps=4",
+    "data.options.digits=[1, 1]",
+    "model.input=[32, 32]",
+    "model.T=2",
+    "model.plan=[4, 'M', 8, 'M', 8]",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "run.log_every=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.threads=1",
 ]
 
 
@@ -30,7 +41,9 @@ def test_recipes_validate_in_the_one_schema():
             cfg = load_config(f"{name}:{v}")
             assert cfg.quant.mode == v and cfg.task == "detect" and cfg.model.name == "yolo"
     assert load_config("detect-moving-digits", ["train.max_steps=3"]).train.max_steps == 3
-    with pytest.raises(ConfigError, match="unknown key 'detect.lambda_cord'.*did you mean 'detect.lambda_coord'"):
+    with pytest.raises(
+        ConfigError, match="unknown key 'detect.lambda_cord'.*did you mean 'detect.lambda_coord'"
+    ):
         load_config("detect-moving-digits", ["detect.lambda_cord=1"])
     with pytest.raises(ConfigError, match="does not fit model.name"):
         load_config("detect-moving-digits", ["model.name=vgg9"])
@@ -125,7 +138,14 @@ def test_loss_decreases_when_overfitting_one_batch(tmp_path):
 def test_cli_train_eval_report_on_a_detection_run(tmp_path, capsys):
     from spquant.cli import main
 
-    args = ["train", "--config", "detect-moving-digits:quant", "--out", str(tmp_path / "run"), "--no-progress"]
+    args = [
+        "train",
+        "--config",
+        "detect-moving-digits:quant",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     for s in TINY + [f"data.cache='{tmp_path / 'cache'}'", "train.max_steps=2"]:
         args += ["--set", s]
     assert main(args) == 0

@@ -45,17 +45,28 @@ CIFAR_CASES = {
     # a numpy object array whose stored list is shorter than its shape (SIGSEGV before)
     "object_dtype_short_list": (_ndarray_pickle((1000,), "O", [1, 2]), "integer dtypes only"),
     # a datetime dtype with odd flags (SIGSEGV / hang before)
-    "datetime_dtype_flags": (_ndarray_pickle((1, 3072), "M8", b"\0" * 8 * 3072,
-                                             (4, "<", None, None, None, -1, -1, 0xFFFF, (b"D", 1, 1, 1))),
-                             "integer dtypes only"),
+    "datetime_dtype_flags": (
+        _ndarray_pickle(
+            (1, 3072), "M8", b"\0" * 8 * 3072, (4, "<", None, None, None, -1, -1, 0xFFFF, (b"D", 1, 1, 1))
+        ),
+        "integer dtypes only",
+    ),
     "raw_shorter_than_shape": (_ndarray_pickle((1, 3072), "u1", b"\0" * 10), "needs 3072 bytes"),
-    "codecs_unknown_encoding": (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x08\x00\x00\x00no-codec\x86R.",
-                                "latin-1"),
+    "codecs_unknown_encoding": (
+        b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x08\x00\x00\x00no-codec\x86R.",
+        "latin-1",
+    ),
     "huge_bytes_length": (b"\x80\x04B\xff\xff\xff\x7f" + b"\0" * 16, "corrupt pickle"),
-    "labels_out_of_range": (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, protocol=2),
-                            "0..9"),
-    "labels_negative_array": (pickle.dumps({b"data": np.zeros((1, 3072), np.uint8),
-                                            b"labels": np.array([-1], np.int64)}, protocol=2), "0..9"),
+    "labels_out_of_range": (
+        pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, protocol=2),
+        "0..9",
+    ),
+    "labels_negative_array": (
+        pickle.dumps(
+            {b"data": np.zeros((1, 3072), np.uint8), b"labels": np.array([-1], np.int64)}, protocol=2
+        ),
+        "0..9",
+    ),
     "not_a_dict": (pickle.dumps([1, 2, 3], protocol=2), "does not hold a dict"),
 }
 
@@ -88,7 +99,9 @@ def _npy(arr) -> bytes:
 
 
 def _boxes(**over):
-    b = np.zeros(2, [("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "<i4")])
+    b = np.zeros(
+        2, [("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "<i4")]
+    )
     b["t"], b["w"], b["h"] = [1, 2], 3.0, 4.0
     for k, v in over.items():
         b[k][0] = v
@@ -97,10 +110,10 @@ def _boxes(**over):
 
 def _header_rows(rows: int) -> bytes:
     data = bytearray(_boxes())
-    text = data[10:10 + struct.unpack_from("<H", data, 8)[0]].decode("latin-1")
+    text = data[10 : 10 + struct.unpack_from("<H", data, 8)[0]].decode("latin-1")
     text = text.replace("(2,)", f"({rows},)")
     head = text.encode("latin-1")
-    return bytes(data[:8]) + struct.pack("<H", len(head)) + head + bytes(data[10 + len(head):])
+    return bytes(data[:8]) + struct.pack("<H", len(head)) + head + bytes(data[10 + len(head) :])
 
 
 BOX_CASES = {
@@ -135,12 +148,14 @@ def _aedat4_with_length(which: str) -> bytes:
     b = bytearray(fuzz._aedat4_bytes(make_events([1, 2], [3, 4], [10, 20], [1, 0]), (64, 48)))
     hlen = struct.unpack_from("<I", b, 14)[0]
     pos = 14 if which == "header" else 18 + hlen + 4
-    b[pos:pos + 4] = b"\xff\xff\xff\xff"
+    b[pos : pos + 4] = b"\xff\xff\xff\xff"
     return bytes(b)
 
 
 def _aedat31_bit31() -> bytes:
-    raw = bytearray(fuzz._file_bytes(rd.write_aedat31, "a.aedat", make_events([1, 2], [3, 4], [10, 20], [1, 0])))
+    raw = bytearray(
+        fuzz._file_bytes(rd.write_aedat31, "a.aedat", make_events([1, 2], [3, 4], [10, 20], [1, 0]))
+    )
     end = raw.index(b"#!END-HEADER\r\n") + len(b"#!END-HEADER\r\n")
     raw[end + 28 + 4 + 3] |= 0x80  # bit 31 of the first event's int32 timestamp
     return bytes(raw)
@@ -152,8 +167,16 @@ def _dat_huge_width() -> bytes:
 
 
 EVENT_CASES = {
-    "aedat4_header_length_max": ("x.aedat4", lambda: _aedat4_with_length("header"), "header length 4294967295"),
-    "aedat4_packet_length_max": ("x.aedat4", lambda: _aedat4_with_length("packet"), "declares 4294967295 bytes"),
+    "aedat4_header_length_max": (
+        "x.aedat4",
+        lambda: _aedat4_with_length("header"),
+        "header length 4294967295",
+    ),
+    "aedat4_packet_length_max": (
+        "x.aedat4",
+        lambda: _aedat4_with_length("packet"),
+        "declares 4294967295 bytes",
+    ),
     "aedat31_timestamp_bit31": ("x.aedat", _aedat31_bit31, "bit 31"),
     "dat_width_huge": ("x.dat", _dat_huge_width, "14-bit"),
 }
@@ -199,10 +222,17 @@ def test_aedat4_non_utf8_stream_description_in_a_subprocess(tmp_path):
     data = fuzz._aedat4_bytes(make_events([1, 2], [3, 4], [10, 20], [1, 0]), (64, 48))
     p = tmp_path / "x.aedat4"
     p.write_bytes(data.replace(b"originalModuleName", b"originalModule\xe1ame", 1))
-    code = ("import sys\nfrom spquant.data.readers import read_recording\nfrom spquant.errors import EventFileError\n"
-            "try:\n    read_recording(sys.argv[1])\nexcept EventFileError as e:\n    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "RUST_BACKTRACE": "0"})
+    code = (
+        "import sys\nfrom spquant.data.readers import read_recording\nfrom spquant.errors import EventFileError\n"
+        "try:\n    read_recording(sys.argv[1])\nexcept EventFileError as e:\n    print(e)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(p)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RUST_BACKTRACE": "0"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "not UTF-8" in r.stdout and str(p) in r.stdout
 
@@ -216,7 +246,9 @@ def test_idx_gzip_header_checked_before_inflating(tmp_path):
     with pytest.raises(EventFileError, match="more than a .*gzip file can hold"):
         read_idx(p)
     q = tmp_path / "y-idx1-ubyte.gz"  # plausible header, body cut short: read only what is declared
-    q.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + np.array([5000], ">u4").tobytes() + bytes(100), mtime=0))
+    q.write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1]) + np.array([5000], ">u4").tobytes() + bytes(100), mtime=0)
+    )
     with pytest.raises(EventFileError, match="truncated"):
         read_idx(q)
 
@@ -256,9 +288,13 @@ def test_spq_manifest_integer_of_5000_digits(tmp_path):
 
     data = fuzz._spq_bytes()
     _, major, minor, mlen, _, blen = HEADER.unpack_from(data)
-    man = data[HEADER.size:HEADER.size + mlen].replace(b'"frac_bits":', b'"frac_bits":' + b"9" * 5000 + b",\"x\":", 1)
+    man = data[HEADER.size : HEADER.size + mlen].replace(
+        b'"frac_bits":', b'"frac_bits":' + b"9" * 5000 + b',"x":', 1
+    )
     p = tmp_path / "m.spq"
-    p.write_bytes(HEADER.pack(b"SPQM", major, minor, len(man), zlib.crc32(man), blen) + man + data[HEADER.size + mlen:])
+    p.write_bytes(
+        HEADER.pack(b"SPQM", major, minor, len(man), zlib.crc32(man), blen) + man + data[HEADER.size + mlen :]
+    )
     with pytest.raises(ModelFileError, match="not valid JSON"):
         load(p)
 
@@ -269,8 +305,8 @@ RECIPE_CASES = {
     "deep_nesting": (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "deeper than"),
     "integer_of_20000_digits": (b"[train]\nseed = " + b"7" * 20000 + b"\n", "invalid TOML"),
     "dotted_header_120k_parts": (b"[" + b"a." * 120_000 + b"a]\n", "dotted key"),
-    "section_not_a_table": (b'model = 3\n', "must be a table"),
-    "variants_not_tables": (b'[variants]\nq = 3\n', "variants"),
+    "section_not_a_table": (b"model = 3\n", "must be a table"),
+    "variants_not_tables": (b"[variants]\nq = 3\n", "variants"),
 }
 
 
@@ -285,10 +321,15 @@ def test_recipe_text_hostile(tmp_path, name):
 
 
 VALUE_CASES = {
-    "train.lr=nan": "finite|must be > 0", "train.lr=inf": "finite", "model.width=inf": "finite",
-    "model.input=[0,0]": "outside the allowed range", "model.T=4294967296": "outside the allowed range",
-    "quant.membrane_ub=2147483648": "outside the allowed range", "quant.backend=referenc": "backend",
-    "train.seed=-1": "outside the allowed range", "quant.tau=1.5": "outside the allowed range",
+    "train.lr=nan": "finite|must be > 0",
+    "train.lr=inf": "finite",
+    "model.width=inf": "finite",
+    "model.input=[0,0]": "outside the allowed range",
+    "model.T=4294967296": "outside the allowed range",
+    "quant.membrane_ub=2147483648": "outside the allowed range",
+    "quant.backend=referenc": "backend",
+    "train.seed=-1": "outside the allowed range",
+    "quant.tau=1.5": "outside the allowed range",
 }
 
 
@@ -303,8 +344,10 @@ def test_recipe_membrane_lb_must_be_below_ub():
         load_config("demo", ["quant.membrane_lb=0", "quant.membrane_ub=0"])
 
 
-@pytest.mark.parametrize("items", [["model=3", "model.T=2"], ["train.lr.x=1"], ["model.T.x.y=1"],
-                                   ["model." + ".".join(["a"] * 40) + "=1"]])
+@pytest.mark.parametrize(
+    "items",
+    [["model=3", "model.T=2"], ["train.lr.x=1"], ["model.T.x.y=1"], ["model." + ".".join(["a"] * 40) + "=1"]],
+)
 def test_set_on_a_non_table(items):
     with pytest.raises(ConfigError):
         load_config("demo", items)
@@ -345,17 +388,20 @@ def test_run_sidecar_edit_is_detected(run_dir, edit):
         load_run(run_dir)
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda m: m.pop("config"), "no config"),
-    (lambda m: m["config"]["model"].__setitem__("T", 2**32), "outside the allowed range"),
-    (lambda m: m["config"]["quant"].__setitem__("membrane_ub", 2**31), "outside the allowed range"),
-    (lambda m: m["config"].__setitem__("model", [1, 2]), "must be a table"),
-    (lambda m: m.__setitem__("step", "x"), "step"),
-    (lambda m: m.__setitem__("tensors", "../../etc/passwd"), "plain"),
-    # a bigger model than the tensors hold is refused before it is allocated
-    (lambda m: m["config"]["model"].__setitem__("classes", 100_000), "describes a model of"),
-    (lambda m: m["config"]["model"].__setitem__("plan", [60_000, "A"]), "describes a model of"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m.pop("config"), "no config"),
+        (lambda m: m["config"]["model"].__setitem__("T", 2**32), "outside the allowed range"),
+        (lambda m: m["config"]["quant"].__setitem__("membrane_ub", 2**31), "outside the allowed range"),
+        (lambda m: m["config"].__setitem__("model", [1, 2]), "must be a table"),
+        (lambda m: m.__setitem__("step", "x"), "step"),
+        (lambda m: m.__setitem__("tensors", "../../etc/passwd"), "plain"),
+        # a bigger model than the tensors hold is refused before it is allocated
+        (lambda m: m["config"]["model"].__setitem__("classes", 100_000), "describes a model of"),
+        (lambda m: m["config"]["model"].__setitem__("plan", [60_000, "A"]), "describes a model of"),
+    ],
+)
 def test_run_sidecar_forged_is_validated_like_a_recipe(run_dir, edit, match):
     """Even with a recomputed integrity hash, the sidecar's config goes through the recipe validator."""
     from spquant.train import load_run
@@ -375,9 +421,9 @@ def test_run_tensor_header_edit_with_matching_hashes(run_dir):
 
     blob = bytearray((run_dir / "model.safetensors").read_bytes())
     n = struct.unpack_from("<Q", blob, 0)[0]
-    head = blob[8:8 + n].decode()
+    head = blob[8 : 8 + n].decode()
     head = head.replace('"shape":[', '"shape":[99999999,', 1)
-    blob = struct.pack("<Q", len(head)) + head.encode() + blob[8 + n:]
+    blob = struct.pack("<Q", len(head)) + head.encode() + blob[8 + n :]
     (run_dir / "model.safetensors").write_bytes(blob)
     meta = _sidecar(run_dir)
     meta["sha256"] = hashlib.sha256(blob).hexdigest()
@@ -395,8 +441,14 @@ def test_latest_checkpoint_skips_tampered(tmp_path):
     model = cfg.build_model()
     opt = torch.optim.Adam(model.parameters())
     for step in (1, 2):
-        save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step, "global_step": step},
-                        cfg.to_dict())
+        save_checkpoint(
+            tmp_path,
+            step,
+            model,
+            opt,
+            {"epoch": 0, "step_in_epoch": step, "global_step": step},
+            cfg.to_dict(),
+        )
     newest = tmp_path / "checkpoints" / "step-00000002.json"
     meta = json.loads(newest.read_text())
     meta["step"] = 7
@@ -417,11 +469,13 @@ def test_cli_errors_are_one_line_and_status_2(tmp_path, capsys, run_dir):
     recipe.write_bytes(b'name = "\xff"')
     ev = tmp_path / "e.aedat"
     ev.write_bytes(_aedat31_bit31())
-    commands = [["run", str(bad), "--data", "mnist-embedded", "--limit", "2"],
-                ["eval", str(run_dir)],
-                ["export", str(run_dir), "-o", str(tmp_path / "out.spq")],
-                ["train", "--config", str(recipe), "--out", str(tmp_path / "r")],
-                ["data", "info", str(ev)]]
+    commands = [
+        ["run", str(bad), "--data", "mnist-embedded", "--limit", "2"],
+        ["eval", str(run_dir)],
+        ["export", str(run_dir), "-o", str(tmp_path / "out.spq")],
+        ["train", "--config", str(recipe), "--out", str(tmp_path / "r")],
+        ["data", "info", str(ev)],
+    ]
     for argv in commands:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

@@ -57,11 +57,26 @@ def cli_env(env=None):
 
 def run_cli(args, env=None, **kw):
     """Run ``python -m spquant ARGS`` in a fresh process (from the project root)."""
-    return subprocess.run([sys.executable, "-m", "spquant", *args], cwd=ROOT, env=cli_env(env), capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "spquant", *args],
+        cwd=ROOT,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def popen_cli(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "spquant", *args], cwd=ROOT, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "spquant", *args],
+        cwd=ROOT,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture(name="run_cli")

@@ -25,11 +25,17 @@ def _step(net, opt):
 def test_round_trip_model_optimizer_rng(tmp_path):
     net = _model()
     opt = build_optimizer(net, TrainConfig(threshold_lr=0.1))
-    assert [g["name"] for g in opt.param_groups] == ["weights", "thresholds"] and opt.param_groups[1]["lr"] == 0.1
+    assert [g["name"] for g in opt.param_groups] == ["weights", "thresholds"] and opt.param_groups[1][
+        "lr"
+    ] == 0.1
     _step(net, opt)
     rng = torch.get_rng_state()
-    p = ck.save_checkpoint(tmp_path, 7, net, opt, {"epoch": 0, "step_in_epoch": 7, "global_step": 7}, {"name": "x"}, {"acc": 0.5})
-    assert p.name == "step-00000007.json" and (tmp_path / "checkpoints" / "step-00000007.safetensors").is_file()
+    p = ck.save_checkpoint(
+        tmp_path, 7, net, opt, {"epoch": 0, "step_in_epoch": 7, "global_step": 7}, {"name": "x"}, {"acc": 0.5}
+    )
+    assert (
+        p.name == "step-00000007.json" and (tmp_path / "checkpoints" / "step-00000007.safetensors").is_file()
+    )
     torch.rand(10)  # move the RNG on
 
     net2 = _model()
@@ -39,7 +45,9 @@ def test_round_trip_model_optimizer_rng(tmp_path):
     ck.restore_optimizer(opt2, tensors, meta)
     ck.restore_rng(tensors)
     assert torch.equal(torch.get_rng_state(), rng)
-    assert meta["state"]["global_step"] == 7 and meta["metrics"] == {"acc": 0.5} and "torch" in meta["versions"]
+    assert (
+        meta["state"]["global_step"] == 7 and meta["metrics"] == {"acc": 0.5} and "torch" in meta["versions"]
+    )
     for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict(), opt2.state_dict()
@@ -61,7 +69,12 @@ def test_keeps_newest_and_skips_torn(tmp_path):
     for s in (1, 2, 3):
         ck.save_checkpoint(tmp_path, s, net, opt, {}, {}, keep=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == ["step-00000002.json", "step-00000002.safetensors", "step-00000003.json", "step-00000003.safetensors"]
+    assert names == [
+        "step-00000002.json",
+        "step-00000002.safetensors",
+        "step-00000003.json",
+        "step-00000003.safetensors",
+    ]
     # corrupt the newest tensor file: the previous checkpoint is used, the torn one is reported
     t3 = tmp_path / "checkpoints" / "step-00000003.safetensors"
     t3.write_bytes(t3.read_bytes()[:100])
@@ -77,7 +90,10 @@ def test_clear_errors(tmp_path):
     opt = build_optimizer(net, TrainConfig())
     p = ck.save_checkpoint(tmp_path, 1, net, opt, {}, {})
     tensors, _ = ck.load_checkpoint(p)
-    with pytest.raises(ck.CheckpointError, match=r"shape mismatch features.0.conv.weight: checkpoint \(8, 1, 3, 3\) vs model \(4, 1, 3, 3\)"):
+    with pytest.raises(
+        ck.CheckpointError,
+        match=r"shape mismatch features.0.conv.weight: checkpoint \(8, 1, 3, 3\) vs model \(4, 1, 3, 3\)",
+    ):
         ck.restore_model(_model(width=4), tensors)
     with pytest.raises(ck.CheckpointError, match="missing"):
         ck.restore_model(_model(mode="fp32"), {k: v for k, v in tensors.items() if "threshold" not in k})

@@ -13,7 +13,12 @@ def test_train_eval_report(tmp_path, tiny_toml, capsys):
     runs = []
     for mode in ("fp32", "quant"):
         out = tmp_path / mode
-        assert main(["train", "--config", cfg, "--out", str(out), "--set", f"quant.mode={mode}", "--no-progress"]) == 0
+        assert (
+            main(
+                ["train", "--config", cfg, "--out", str(out), "--set", f"quant.mode={mode}", "--no-progress"]
+            )
+            == 0
+        )
         runs.append(str(out))
         for f in ("config.json", "metrics.jsonl", "model.safetensors", "model.json", "run.json"):
             assert (out / f).is_file(), f
@@ -78,8 +83,12 @@ def test_library_and_recipes_never_point_into_shared():
     import re
 
     root = Path(__file__).resolve().parents[2] / "spquant"
-    bad = [f"{p.relative_to(root)}:{i + 1}" for p in [*root.rglob("*.py"), *root.rglob("*.toml")]
-           for i, line in enumerate(p.read_text().splitlines()) if re.search(r"[./\\]shared[/\\\"']", line)]
+    bad = [
+        f"{p.relative_to(root)}:{i + 1}"
+        for p in [*root.rglob("*.py"), *root.rglob("*.toml")]
+        for i, line in enumerate(p.read_text().splitlines())
+        if re.search(r"[./\\]shared[/\\\"']", line)
+    ]
     assert not bad, f"paths into a shared data folder: {bad}"
 
 
@@ -89,12 +98,30 @@ def test_help(cmd, capsys):
         main([cmd, "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert {"train": "--resume", "eval": "RUN_DIR", "report": "drop", "demo": "MNIST"}[cmd] in text.replace("run_dir", "RUN_DIR")
+    assert {"train": "--resume", "eval": "RUN_DIR", "report": "drop", "demo": "MNIST"}[cmd] in text.replace(
+        "run_dir", "RUN_DIR"
+    )
 
 
 def test_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--max-steps", "3", "--test-subset", "50", "--no-progress", "--modes", "fp32,quant"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--test-subset",
+                "50",
+                "--no-progress",
+                "--modes",
+                "fp32,quant",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| demo:fp32 | fp32 | 32 / 32 |" in text and "| demo:quant | quant | 2 / 1.58 |" in text
     assert "demo finished in" in text and (out / "report.md").is_file()
@@ -102,7 +129,23 @@ def test_demo_smoke(tmp_path, capsys):
 
 def test_spquant_mode_trains_with_gate_loss(tmp_path, tiny_toml):
     out = tmp_path / "sp"
-    assert main(["train", "--config", str(tiny_toml(mode="spquant", every=0)), "--out", str(out), "--set", "train.max_steps=3", "--set", "model.plan=[4, 8, \"A\"]", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_toml(mode="spquant", every=0)),
+                "--out",
+                str(out),
+                "--set",
+                "train.max_steps=3",
+                "--set",
+                'model.plan=[4, 8, "A"]',
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("gate_loss" in r for r in recs if r["kind"] == "train")
     m = json.loads((out / "run.json").read_text())["metrics"]

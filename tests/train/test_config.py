@@ -11,7 +11,9 @@ def test_recipes_shipped():
         assert variants_of(r) == ["fp32", "quant", "spquant"]
 
 
-@pytest.mark.parametrize("name", ["vgg9-cifar10dvs", "vgg9-ncaltech101", "resnet19-cifar10", "mnist", "mnist-dvs", "demo"])
+@pytest.mark.parametrize(
+    "name", ["vgg9-cifar10dvs", "vgg9-ncaltech101", "resnet19-cifar10", "mnist", "mnist-dvs", "demo"]
+)
 def test_every_recipe_and_variant_parses_and_builds(name):
     built = []
     for variant in ("fp32", "quant", "spquant"):
@@ -25,16 +27,39 @@ def test_every_recipe_and_variant_parses_and_builds(name):
 
 def test_paper_settings():
     c = load_config("vgg9-cifar10dvs:quant")
-    assert (c.model.T, tuple(c.model.input), c.train.batch_size, c.train.epochs, c.train.lr, c.train.lam) == (10, (48, 48), 24, 200, 1e-3, 0.9)
+    assert (c.model.T, tuple(c.model.input), c.train.batch_size, c.train.epochs, c.train.lr, c.train.lam) == (
+        10,
+        (48, 48),
+        24,
+        200,
+        1e-3,
+        0.9,
+    )
     assert c.quant.weight_bits == 2 and (c.quant.membrane_lb, c.quant.membrane_ub) == (-1, 1)
     r = load_config("resnet19-cifar10-quant")  # NAME-VARIANT spelling
-    assert (r.model.T, r.train.batch_size, r.train.lr, r.quant.weight_bits, r.data.augment) == (2, 128, 1e-2, 4, "crop-flip")
+    assert (r.model.T, r.train.batch_size, r.train.lr, r.quant.weight_bits, r.data.augment) == (
+        2,
+        128,
+        1e-2,
+        4,
+        "crop-flip",
+    )
     n = load_config("vgg9-ncaltech101")
     assert tuple(n.model.input) == (48, 64) and n.model.classes == 101 and n.train.batch_size == 16
 
 
 def test_overrides_are_toml_values():
-    c = load_config("mnist", ["train.lr=3e-4", "quant.mode=quant", "model.input=[32, 32]", "model.plan=none", "quant.first_bits=none", "run.progress=false"])
+    c = load_config(
+        "mnist",
+        [
+            "train.lr=3e-4",
+            "quant.mode=quant",
+            "model.input=[32, 32]",
+            "model.plan=none",
+            "quant.first_bits=none",
+            "run.progress=false",
+        ],
+    )
     assert c.train.lr == 3e-4 and c.quant.mode == "quant" and c.model.input == (32, 32)
     assert c.model.plan is None and c.quant.first_bits is None and c.run.progress is False
     assert parse_overrides(["a.b=1", "a.c=x y"]) == [("a.b", 1), ("a.c", "x y")]

@@ -11,10 +11,28 @@ from safetensors.torch import load_file
 
 def test_two_process_ddp_stays_in_sync(tmp_path, tiny_toml):
     root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1"
+    )
     cfg = str(tiny_toml(mode="quant", every=0))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spquant", "train", "--config", cfg, "--out", str(out), "--no-progress", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "spquant",
+        "train",
+        "--config",
+        cfg,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((out / "run.json").read_text())["metrics"]
@@ -29,13 +47,41 @@ def test_two_process_ddp_stays_in_sync(tmp_path, tiny_toml):
 def test_two_process_ddp_detection(tmp_path):
     """The detection task through the same DDP path: ranks stay in sync, rank 0 writes the run."""
     root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    sets = ["data.train_subset=16", "data.test_subset=4", "data.options.canvas=32", "data.options.downsample=1",
-            "data.options.steps=4", "data.options.digits=[1, 1]", "model.T=2", "model.plan=[4, 'M', 8, 'M', 8]",
-            "train.epochs=1", "train.batch_size=4", "run.tensorboard=false", f"data.cache={tmp_path / 'cache'}"]
+    env = dict(
+        os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1"
+    )
+    sets = [
+        "data.train_subset=16",
+        "data.test_subset=4",
+        "data.options.canvas=32",
+        "data.options.downsample=1",
+        "data.options.steps=4",
+        "data.options.digits=[1, 1]",
+        "model.T=2",
+        "model.plan=[4, 'M', 8, 'M', 8]",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "run.tensorboard=false",
+        f"data.cache={tmp_path / 'cache'}",
+    ]
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spquant", "train",
-           "--config", "detect-moving-digits:quant", "--out", str(out), "--no-progress", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "spquant",
+        "train",
+        "--config",
+        "detect-moving-digits:quant",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     cmd += [a for s in sets for a in ("--set", s)]
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

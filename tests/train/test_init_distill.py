@@ -28,9 +28,14 @@ def fp32_run(tmp_path_factory):
     return cfg, out
 
 
-@pytest.mark.parametrize("overrides", [["quant.mode=quant"],
-                                       ["quant.mode=quant", 'quant.weight_scale="lsq-channel"', "quant.learn_threshold=\"channel\""],
-                                       ["quant.mode=spquant", "quant.weight_bits=1", 'quant.weight_scale="lsq-layer"']])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["quant.mode=quant"],
+        ["quant.mode=quant", 'quant.weight_scale="lsq-channel"', 'quant.learn_threshold="channel"'],
+        ["quant.mode=spquant", "quant.weight_bits=1", 'quant.weight_scale="lsq-layer"'],
+    ],
+)
 def test_init_from_loads_the_fp32_weights_exactly(fp32_run, overrides):
     cfg_path, run = fp32_run
     fp32, _ = load_model_file(run / "model.safetensors")
@@ -71,20 +76,52 @@ def test_bn_recalibration_is_the_plain_mean(fp32_run):
 
 def test_init_from_rejects_another_network(fp32_run, tmp_path, capsys):
     cfg_path, run = fp32_run
-    cfg = load_config(str(cfg_path), ["quant.mode=quant", "model.plan=[6, \"A\"]"])
+    cfg = load_config(str(cfg_path), ["quant.mode=quant", 'model.plan=[6, "A"]'])
     with pytest.raises(InitFromError, match="model.plan"):
         init_from_run(cfg.build_model(), cfg, run)
-    assert main(["train", "--config", str(cfg_path), "--set", "quant.mode=quant", "--out", str(tmp_path / "q"),
-                 "--init-from", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg_path),
+                "--set",
+                "quant.mode=quant",
+                "--out",
+                str(tmp_path / "q"),
+                "--init-from",
+                str(tmp_path / "nothing"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "no model.safetensors" in capsys.readouterr().err
 
 
 def test_cli_init_from_and_distill_end_to_end(fp32_run, tmp_path, capsys):
     cfg_path, run = fp32_run
     out = tmp_path / "q"
-    args = ["train", "--config", str(cfg_path), "--out", str(out), "--no-progress", "--init-from", str(run),
-            "--set", "quant.mode=quant", "--set", f"train.distill_teacher={json.dumps(str(run))}",
-            "--set", "train.distill_weight=0.7", "--set", "train.distill_temperature=2.0", "--set", "train.max_steps=2"]
+    args = [
+        "train",
+        "--config",
+        str(cfg_path),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--init-from",
+        str(run),
+        "--set",
+        "quant.mode=quant",
+        "--set",
+        f"train.distill_teacher={json.dumps(str(run))}",
+        "--set",
+        "train.distill_weight=0.7",
+        "--set",
+        "train.distill_temperature=2.0",
+        "--set",
+        "train.max_steps=2",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -116,7 +153,9 @@ def test_distill_loss_matches_a_hand_computation():
     assert math.isclose(float(distill_loss(o, z, tau)), want, rel_tol=1e-6)
     # a teacher with another T: its mean over time is the target at every step
     z1 = z.mean(0, keepdim=True)
-    assert math.isclose(float(distill_loss(o, z1, tau)), float(distill_loss(o, z1.expand(2, 1, 2), tau)), rel_tol=1e-6)
+    assert math.isclose(
+        float(distill_loss(o, z1, tau)), float(distill_loss(o, z1.expand(2, 1, 2), tau)), rel_tol=1e-6
+    )
     # combined with TET: (1 - w) TET + w KD, as the training loop computes it
     y = torch.tensor([0])
     w = 0.3

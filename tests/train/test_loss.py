@@ -21,7 +21,11 @@ def hand_tet(o, y, lam, phi):
 
 
 def test_tet_matches_hand_computation():
-    o = [[[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], [[-0.2, 0.3, 0.1], [2.0, 1.0, 0.0]], [[0.0, 0.0, 1.0], [-1.0, 3.0, 0.5]]]
+    o = [
+        [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]],
+        [[-0.2, 0.3, 0.1], [2.0, 1.0, 0.0]],
+        [[0.0, 0.0, 1.0], [-1.0, 3.0, 0.5]],
+    ]
     y = [2, 0]
     for lam, phi in [(0.0, 1.0), (0.05, 1.0), (0.9, 1.0), (0.5, 0.7), (1.0, 1.0)]:
         got = float(tet_loss(torch.tensor(o, dtype=torch.float64), torch.tensor(y), lam, phi))
@@ -36,7 +40,14 @@ def test_tet_is_mean_of_per_step_ce():
 
 
 def test_phi_threshold_trains_thresholds():
-    net = VGG9(10, 1, (16, 16), width=0.0625, spec=QuantSpec(mode="quant", learn_threshold="layer"), plan=(8, "A", 8, "A"))
+    net = VGG9(
+        10,
+        1,
+        (16, 16),
+        width=0.0625,
+        spec=QuantSpec(mode="quant", learn_threshold="layer"),
+        plan=(8, "A", 8, "A"),
+    )
     phi = resolve_phi("threshold", net)
     assert torch.allclose(phi, mean_threshold(net)) and float(phi.detach()) == 1.0
     loss = tet_loss(net(torch.rand(2, 3, 1, 16, 16)), torch.tensor([1, 2, 3]), lam=1.0, phi=phi)

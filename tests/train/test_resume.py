@@ -14,15 +14,24 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_toml, run_cli, popen_c
     ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
     ref = popen_cli(["train", "--config", cfg, "--out", ref_dir, "--no-progress"])  # in parallel
 
-    r = run_cli(["train", "--config", cfg, "--out", run_dir, "--no-progress"], env={"SPQUANT_TEST_KILL_AFTER_STEP": "4"})
+    r = run_cli(
+        ["train", "--config", cfg, "--out", run_dir, "--no-progress"],
+        env={"SPQUANT_TEST_KILL_AFTER_STEP": "4"},
+    )
     assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
     # killed after step 5's tensors were written but before its JSON (the commit record)
-    r = run_cli(["train", "--config", cfg, "--out", run_dir, "--resume", "--no-progress"], env={"SPQUANT_TEST_KILL_AT": "between-files"})
+    r = run_cli(
+        ["train", "--config", cfg, "--out", run_dir, "--resume", "--no-progress"],
+        env={"SPQUANT_TEST_KILL_AT": "between-files"},
+    )
     assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
     ck = tmp_path / "run" / "checkpoints"
     assert (ck / "step-00000005.safetensors").exists() and not (ck / "step-00000005.json").exists()
     # killed halfway through writing a tensor file (left as a temp file, never as the target)
-    r = run_cli(["train", "--config", cfg, "--out", run_dir, "--resume", "--no-progress"], env={"SPQUANT_TEST_KILL_AT": "mid-write"})
+    r = run_cli(
+        ["train", "--config", cfg, "--out", run_dir, "--resume", "--no-progress"],
+        env={"SPQUANT_TEST_KILL_AT": "mid-write"},
+    )
     assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
     r = run_cli(["train", "--config", cfg, "--out", run_dir, "--resume", "--no-progress"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -38,7 +47,11 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, tiny_toml, run_cli, popen_c
     rb = json.loads((tmp_path / "run" / "run.json").read_text())["metrics"]
     assert ra["steps"] == rb["steps"] == 12 and ra["test_accuracy"] == rb["test_accuracy"]
     # the metrics log has each step once
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in line
+    ]
     assert steps == sorted(set(steps))
 
 

@@ -64,7 +64,9 @@ def detect_format(path) -> str:
         return "prophesee_dat"
     if ext in (".aedat", ".aedat4"):
         raise EventFileError(path, "AEDAT file without a '#!AER-DAT' version line")
-    raise EventFileError(path, f"cannot tell the event format from the header {head[:8]!r} or the extension {ext!r}")
+    raise EventFileError(
+        path, f"cannot tell the event format from the header {head[:8]!r} or the extension {ext!r}"
+    )
 
 
 _READERS = {
@@ -92,8 +94,25 @@ def read_events(path, **kwargs) -> np.ndarray:
 
 
 __all__ = [
-    "detect_format", "read_events", "read_recording", "read_atis_bin", "write_atis_bin", "read_aedat2",
-    "write_aedat2", "read_aedat31", "write_aedat31", "read_gesture_labels", "split_gesture_segments",
-    "read_aedat4", "read_prophesee_dat", "write_prophesee_dat", "memmap_prophesee_dat", "decode_dat_records",
-    "read_gen1_boxes", "write_gen1_boxes", "read_metavision_raw", "write_evt2_raw", "write_evt3_raw",
+    "detect_format",
+    "read_events",
+    "read_recording",
+    "read_atis_bin",
+    "write_atis_bin",
+    "read_aedat2",
+    "write_aedat2",
+    "read_aedat31",
+    "write_aedat31",
+    "read_gesture_labels",
+    "split_gesture_segments",
+    "read_aedat4",
+    "read_prophesee_dat",
+    "write_prophesee_dat",
+    "memmap_prophesee_dat",
+    "decode_dat_records",
+    "read_gen1_boxes",
+    "write_gen1_boxes",
+    "read_metavision_raw",
+    "write_evt2_raw",
+    "write_evt3_raw",
 ]

@@ -26,7 +26,7 @@ def split_text_header(data: bytes, prefix: bytes, path) -> tuple[list[str], int]
     pos = 0
     lines: list[str] = []
     n = len(data)
-    while pos < n and data[pos:pos + len(prefix)] == prefix:
+    while pos < n and data[pos : pos + len(prefix)] == prefix:
         end = data.find(b"\n", pos)
         if end < 0:
             raise EventFileError(path, "header line without line end (file truncated inside the header)")

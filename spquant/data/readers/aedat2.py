@@ -59,8 +59,9 @@ def _dvs128_axes(x, y, p, convention: str):
     return x, y, p
 
 
-def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = None,
-                convention: str = "raw") -> Recording:
+def read_aedat2(
+    path, layout: str = "dvs128", sensor_size: SensorSize | None = None, convention: str = "raw"
+) -> Recording:
     """Read an AEDAT 2.0 file. ``layout``: 'dvs128' (default), 'davis240' or 'davis346';
     ``convention`` (dvs128): 'raw', 'spikingjelly' or 'tonic' (see the module docstring).
 
@@ -69,12 +70,16 @@ def read_aedat2(path, layout: str = "dvs128", sensor_size: SensorSize | None = N
     if layout not in LAYOUTS:
         raise ValueError(f"unknown AEDAT 2.0 address layout {layout!r}; choose one of {sorted(LAYOUTS)}")
     if convention not in CONVENTIONS or (convention != "raw" and layout != "dvs128"):
-        raise ValueError(f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}")
+        raise ValueError(
+            f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}"
+        )
     data = read_bytes(path)
     lines, offset = split_text_header(data, b"#", path)
     if not lines or not lines[0].startswith(MAGIC):
         first = lines[0] if lines else data[:16]
-        raise EventFileError(path, f"not an AEDAT 2.0 file: first header line must be {MAGIC!r}, got {first!r}")
+        raise EventFileError(
+            path, f"not an AEDAT 2.0 file: first header line must be {MAGIC!r}, got {first!r}"
+        )
     rec = body_as(data, offset, EVENT, path, "AEDAT 2.0 events")
     addr = rec["addr"].astype(np.uint32)
     t = _unwrap32(rec["t"])
@@ -99,7 +104,9 @@ def write_aedat2(path, events: np.ndarray, layout: str = "dvs128", convention: s
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}")
     if convention not in CONVENTIONS or (convention != "raw" and layout != "dvs128"):
-        raise ValueError(f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}")
+        raise ValueError(
+            f"convention must be one of {CONVENTIONS} ('raw' only for {layout}), got {convention!r}"
+        )
     x = events["x"].astype(np.int64)
     y = events["y"].astype(np.int64)
     p = events["p"].astype(np.int64)

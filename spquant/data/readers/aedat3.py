@@ -31,13 +31,25 @@ from spquant.data.readers._io import read_bytes, split_text_header
 MAGIC = "#!AER-DAT3.1"
 END_HEADER = "#!END-HEADER"
 PACKET_HEADER = np.dtype(
-    [("type", "<i2"), ("source", "<i2"), ("size", "<i4"), ("ts_offset", "<i4"), ("ts_overflow", "<i4"),
-     ("capacity", "<i4"), ("number", "<i4"), ("valid", "<i4")]
+    [
+        ("type", "<i2"),
+        ("source", "<i2"),
+        ("size", "<i4"),
+        ("ts_offset", "<i4"),
+        ("ts_overflow", "<i4"),
+        ("capacity", "<i4"),
+        ("number", "<i4"),
+        ("valid", "<i4"),
+    ]
 )
 POLARITY_EVENT = np.dtype([("data", "<u4"), ("t", "<i4")])
 POLARITY_TYPE = 1
-KNOWN_SENSORS: dict[str, SensorSize] = {"DVS128": (128, 128), "DAVIS240": (240, 180), "DAVIS346": (346, 260),
-                                         "DVXPLORER": (640, 480)}
+KNOWN_SENSORS: dict[str, SensorSize] = {
+    "DVS128": (128, 128),
+    "DAVIS240": (240, 180),
+    "DAVIS346": (346, 260),
+    "DVXPLORER": (640, 480),
+}
 
 
 def _sensor_from_header(lines: list[str]) -> SensorSize | None:
@@ -61,7 +73,9 @@ def read_aedat31(path, sensor_size: SensorSize | None = None) -> Recording:
     lines, offset = split_text_header(data, b"#", path)
     if not lines or not lines[0].startswith(MAGIC):
         first = lines[0] if lines else data[:16]
-        raise EventFileError(path, f"not an AEDAT 3.1 file: first header line must be {MAGIC!r}, got {first!r}")
+        raise EventFileError(
+            path, f"not an AEDAT 3.1 file: first header line must be {MAGIC!r}, got {first!r}"
+        )
     if not any(line.startswith(END_HEADER) for line in lines):
         raise EventFileError(path, f"AEDAT 3.1 header has no {END_HEADER!r} line")
     size = tuple(sensor_size) if sensor_size is not None else _sensor_from_header(lines)
@@ -69,26 +83,42 @@ def read_aedat31(path, sensor_size: SensorSize | None = None) -> Recording:
     pos, n = offset, len(data)
     while pos < n:
         if n - pos < PACKET_HEADER.itemsize:
-            raise EventFileError(path, f"truncated: {n - pos} bytes at offset {pos} are too few for a 28-byte packet header")
+            raise EventFileError(
+                path, f"truncated: {n - pos} bytes at offset {pos} are too few for a 28-byte packet header"
+            )
         h = np.frombuffer(data, PACKET_HEADER, count=1, offset=pos)[0]
         ev_size, cap, num = int(h["size"]), int(h["capacity"]), int(h["number"])
         if ev_size <= 0 or cap < 0 or num < 0 or num > cap:
-            raise EventFileError(path, f"corrupt packet header at offset {pos} (event size {ev_size}, capacity {cap}, number {num})")
+            raise EventFileError(
+                path,
+                f"corrupt packet header at offset {pos} (event size {ev_size}, capacity {cap}, number {num})",
+            )
         length = cap * ev_size
         start = pos + PACKET_HEADER.itemsize
         if start + length > n:
-            raise EventFileError(path, f"truncated: packet at offset {pos} needs {length} bytes of events, only {n - start} left")
+            raise EventFileError(
+                path,
+                f"truncated: packet at offset {pos} needs {length} bytes of events, only {n - start} left",
+            )
         if int(h["type"]) == POLARITY_TYPE:
             if ev_size != POLARITY_EVENT.itemsize:
-                raise EventFileError(path, f"polarity packet at offset {pos} has event size {ev_size}, expected 8")
+                raise EventFileError(
+                    path, f"polarity packet at offset {pos} has event size {ev_size}, expected 8"
+                )
             if int(h["ts_overflow"]) < 0:
-                raise EventFileError(path, f"polarity packet at offset {pos} has a negative timestamp overflow "
-                                     f"counter ({int(h['ts_overflow'])})")
+                raise EventFileError(
+                    path,
+                    f"polarity packet at offset {pos} has a negative timestamp overflow "
+                    f"counter ({int(h['ts_overflow'])})",
+                )
             ev = np.frombuffer(data, POLARITY_EVENT, count=num, offset=start)
             if num and int(ev["t"].min()) < 0:
                 bad = int(np.argmax(ev["t"] < 0))
-                raise EventFileError(path, f"event {bad} of the packet at offset {pos} has bit 31 of its 31-bit "
-                                     "timestamp set (corrupt event)")
+                raise EventFileError(
+                    path,
+                    f"event {bad} of the packet at offset {pos} has bit 31 of its 31-bit "
+                    "timestamp set (corrupt event)",
+                )
             chunks_d.append(ev["data"])
             chunks_t.append(ev["t"].astype(np.int64) + (int(h["ts_overflow"]) << 31))
         pos = start + length
@@ -108,13 +138,19 @@ def read_aedat31(path, sensor_size: SensorSize | None = None) -> Recording:
 def write_aedat31(path, events: np.ndarray, packet_size: int = 4096, camera: str = "DVS128") -> None:
     """Write events as an AEDAT 3.1 file of polarity packets (``packet_size`` events each)."""
     t = events["t"].astype(np.int64)
-    d = (1 | (events["p"].astype(np.uint32) << 1) | (events["y"].astype(np.uint32) << 2)
-         | (events["x"].astype(np.uint32) << 17))
-    header = (f"{MAGIC}\r\n#Format: RAW\r\n#Source 1: {camera}\r\n#Start-Time: 2017-01-01 00:00:00\r\n"
-              f"{END_HEADER}\r\n").encode()
+    d = (
+        1
+        | (events["p"].astype(np.uint32) << 1)
+        | (events["y"].astype(np.uint32) << 2)
+        | (events["x"].astype(np.uint32) << 17)
+    )
+    header = (
+        f"{MAGIC}\r\n#Format: RAW\r\n#Source 1: {camera}\r\n#Start-Time: 2017-01-01 00:00:00\r\n"
+        f"{END_HEADER}\r\n"
+    ).encode()
     parts = [header]
     for s in range(0, t.size, packet_size):  # once per packet
-        tt, dd = t[s:s + packet_size], d[s:s + packet_size]
+        tt, dd = t[s : s + packet_size], d[s : s + packet_size]
         overflow = int(tt[0] >> 31)
         if np.any((tt >> 31) != overflow):
             raise ValueError("a packet may not span a timestamp overflow; use a smaller packet_size")
@@ -145,7 +181,9 @@ def read_gesture_labels(path) -> np.ndarray:
         raise EventFileError(path, f"gesture label file is not valid CSV ({e})") from None
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows or [c.strip() for c in rows[0]] != ["class", "startTime_usec", "endTime_usec"]:
-        raise EventFileError(path, "gesture label file must start with the header 'class,startTime_usec,endTime_usec'")
+        raise EventFileError(
+            path, "gesture label file must start with the header 'class,startTime_usec,endTime_usec'"
+        )
     out = np.zeros(len(rows) - 1, dtype=[("label", "<i8"), ("start", "<i8"), ("end", "<i8")])
     if any(len(r) != 3 for r in rows[1:]):
         raise EventFileError(path, "gesture label file has a row without exactly 3 fields")

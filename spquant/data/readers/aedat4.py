@@ -38,7 +38,9 @@ def _io_header_fields(head: bytes) -> tuple[int, bytes | None]:
     if vtable < 0:
         raise struct.error("vtable outside the header")
     vt_size = struct.unpack_from("<H", head, vtable)[0]
-    fields = [struct.unpack_from("<H", head, vtable + 4 + 2 * i)[0] for i in range(max(0, (vt_size - 4) // 2))]
+    fields = [
+        struct.unpack_from("<H", head, vtable + 4 + 2 * i)[0] for i in range(max(0, (vt_size - 4) // 2))
+    ]
     table = struct.unpack_from("<q", head, root + fields[1])[0] if len(fields) > 1 and fields[1] else -1
     info = None
     if len(fields) > 2 and fields[2]:  # field 2: infoNode, a string (uint32 length, bytes)
@@ -47,7 +49,7 @@ def _io_header_fields(head: bytes) -> tuple[int, bytes | None]:
         n = struct.unpack_from("<I", head, start)[0]
         if start + 4 + n > len(head):
             raise struct.error("infoNode string runs past the header")
-        info = head[start + 4:start + 4 + n]
+        info = head[start + 4 : start + 4 + n]
     return table, info
 
 
@@ -58,29 +60,34 @@ def _check_layout(path: str) -> None:
     with open(path, "rb") as f:
         data = f.read()
     start = len(MAGIC) + 2  # magic and CR LF
-    if size < start + 4 or data[len(MAGIC):start] != b"\r\n":
+    if size < start + 4 or data[len(MAGIC) : start] != b"\r\n":
         raise EventFileError(path, "truncated AEDAT 4 file: no header length after the version line")
     hlen = struct.unpack_from("<I", data, start)[0]
     pos = start + 4 + hlen
     if pos > size:
         raise EventFileError(path, f"AEDAT 4 header length {hlen} runs past the end of the {size}-byte file")
     try:
-        table, info = _io_header_fields(data[start + 4:pos])
+        table, info = _io_header_fields(data[start + 4 : pos])
     except struct.error:
         raise EventFileError(path, "corrupt AEDAT 4 header (its offsets point outside it)") from None
     try:  # the decoder hands the stream description to Python as text (and aborts if it is not UTF-8)
         if info is not None:
             info.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise EventFileError(path, f"corrupt AEDAT 4 header: the stream description is not UTF-8 (byte {e.start})") from None
+        raise EventFileError(
+            path, f"corrupt AEDAT 4 header: the stream description is not UTF-8 (byte {e.start})"
+        ) from None
     end = table if pos <= table <= size else size
     while pos < end:
         if end - pos < 8:
             raise EventFileError(path, f"truncated AEDAT 4 packet header at offset {pos}")
         plen = struct.unpack_from("<I", data, pos + 4)[0]
         if plen > end - pos - 8:
-            raise EventFileError(path, f"AEDAT 4 packet at offset {pos} declares {plen} bytes, only {end - pos - 8} "
-                                 "are left (corrupt length or truncated file)")
+            raise EventFileError(
+                path,
+                f"AEDAT 4 packet at offset {pos} declares {plen} bytes, only {end - pos - 8} "
+                "are left (corrupt length or truncated file)",
+            )
         pos += 8 + plen
 
 

@@ -44,7 +44,7 @@ def _parse_header(data: bytes, path) -> tuple[dict[str, str], int]:
     """``%`` header lines -> ({key: value}, offset of the word stream)."""
     info: dict[str, str] = {}
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] == b"%":
+    while pos < len(data) and data[pos : pos + 1] == b"%":
         end = data.find(b"\n", pos, pos + MAX_HEADER_BYTES)
         if end < 0:
             raise EventFileError(path, "RAW header line without line end (file truncated inside the header)")
@@ -66,11 +66,20 @@ def raw_encoding_and_size(info: dict[str, str], path) -> tuple[str, SensorSize |
     fmt = info.get("format", "")
     fields = dict(kv.split("=", 1) for kv in fmt.split(";")[1:] if "=" in kv)
     name = (fmt.split(";")[0] or info.get("evt", "")).strip().lower().replace(" ", "")
-    encoding = {"evt2": "evt2", "2.0": "evt2", "evt2.0": "evt2", "evt3": "evt3", "3.0": "evt3",
-                "evt3.0": "evt3"}.get(name)
+    encoding = {
+        "evt2": "evt2",
+        "2.0": "evt2",
+        "evt2.0": "evt2",
+        "evt3": "evt3",
+        "3.0": "evt3",
+        "evt3.0": "evt3",
+    }.get(name)
     if encoding is None:
-        raise EventFileError(path, f"RAW header names no supported encoding (format {fmt!r}, evt "
-                             f"{info.get('evt')!r}); readable: EVT 2.0, EVT 3.0")
+        raise EventFileError(
+            path,
+            f"RAW header names no supported encoding (format {fmt!r}, evt "
+            f"{info.get('evt')!r}); readable: EVT 2.0, EVT 3.0",
+        )
     size = None
     try:
         if "width" in fields and "height" in fields:
@@ -79,11 +88,15 @@ def raw_encoding_and_size(info: dict[str, str], path) -> tuple[str, SensorSize |
             w, h = info["geometry"].lower().split("x")
             size = (int(w), int(h))
     except ValueError:
-        raise EventFileError(path, f"bad sensor size in the RAW header (format {fmt!r}, geometry "
-                             f"{info.get('geometry')!r})") from None
+        raise EventFileError(
+            path, f"bad sensor size in the RAW header (format {fmt!r}, geometry {info.get('geometry')!r})"
+        ) from None
     if size is not None and not (0 < size[0] <= 2048 and 0 < size[1] <= 2048):
-        raise EventFileError(path, f"sensor size {size[0]}x{size[1]} in the RAW header exceeds the 2048x2048 "
-                             "that EVT 2.0 / 3.0 can address")
+        raise EventFileError(
+            path,
+            f"sensor size {size[0]}x{size[1]} in the RAW header exceeds the 2048x2048 "
+            "that EVT 2.0 / 3.0 can address",
+        )
     return encoding, size
 
 
@@ -158,9 +171,18 @@ def decode_evt3(words: np.ndarray, path=None, sensor_size: SensorSize | None = N
     p = np.concatenate([ps, pol_ff[vec][row]])[order]
     pos = pos[order]
     if x.size and int(x.max()) > 0x7FF:
-        raise EventFileError(path, f"EVT 3.0 vector runs past x = 2047 (max x {int(x.max())}): corrupt stream")
-    return finish_events(path, x.astype(np.uint16), y_ff[pos].astype(np.uint16), t_all[pos],
-                         p.astype(np.uint8), sensor_size, allow_empty=True)
+        raise EventFileError(
+            path, f"EVT 3.0 vector runs past x = 2047 (max x {int(x.max())}): corrupt stream"
+        )
+    return finish_events(
+        path,
+        x.astype(np.uint16),
+        y_ff[pos].astype(np.uint16),
+        t_all[pos],
+        p.astype(np.uint8),
+        sensor_size,
+        allow_empty=True,
+    )
 
 
 def read_metavision_raw(path, sensor_size: SensorSize | None = None) -> Recording:
@@ -176,8 +198,11 @@ def read_metavision_raw(path, sensor_size: SensorSize | None = None) -> Recordin
     word = np.dtype("<u4" if encoding == "evt2" else "<u2")
     nbytes = len(data) - offset
     if nbytes % word.itemsize:
-        raise EventFileError(path, f"truncated: {nbytes} bytes of {encoding.upper()} data is not a multiple of the "
-                             f"{word.itemsize}-byte word")
+        raise EventFileError(
+            path,
+            f"truncated: {nbytes} bytes of {encoding.upper()} data is not a multiple of the "
+            f"{word.itemsize}-byte word",
+        )
     words = np.frombuffer(data, dtype=word, offset=offset)
     decode = decode_evt2 if encoding == "evt2" else decode_evt3
     events = decode(words, path, size)
@@ -189,8 +214,10 @@ def read_metavision_raw(path, sensor_size: SensorSize | None = None) -> Recordin
 def _header(encoding: str, sensor_size: SensorSize) -> bytes:
     w, h = int(sensor_size[0]), int(sensor_size[1])
     version = "2.0" if encoding == "evt2" else "3.0"
-    return (f"% camera_integrator_name spquant\n% evt {version}\n% format {encoding.upper()};height={h};width={w}\n"
-            f"% geometry {w}x{h}\n% end\n").encode()
+    return (
+        f"% camera_integrator_name spquant\n% evt {version}\n% format {encoding.upper()};height={h};width={w}\n"
+        f"% geometry {w}x{h}\n% end\n"
+    ).encode()
 
 
 def _check_writable(events: np.ndarray, sensor_size: SensorSize) -> None:
@@ -207,8 +234,12 @@ def write_evt2_raw(path, events: np.ndarray, sensor_size: SensorSize) -> None:
     high = (t >> 6) & 0x0FFFFFFF
     new_high = np.ones(t.size, bool)
     new_high[1:] = high[1:] != high[:-1]
-    cd = ((events["p"].astype(np.uint32) << 28) | ((t & 0x3F).astype(np.uint32) << 22)
-          | (events["x"].astype(np.uint32) << 11) | events["y"].astype(np.uint32))
+    cd = (
+        (events["p"].astype(np.uint32) << 28)
+        | ((t & 0x3F).astype(np.uint32) << 22)
+        | (events["x"].astype(np.uint32) << 11)
+        | events["y"].astype(np.uint32)
+    )
     pairs = np.stack([(8 << 28) | high.astype(np.uint32), cd], axis=1)
     keep = np.stack([new_high, np.ones(t.size, bool)], axis=1)
     with open(os.fspath(path), "wb") as f:
@@ -231,8 +262,15 @@ def write_evt3_raw(path, events: np.ndarray, sensor_size: SensorSize) -> None:
     new_high = changed(t >> 12)
     new_low = new_high | changed(low)
     new_y = changed(y)
-    words = np.stack([(8 << 12) | high, (6 << 12) | low, y,
-                      (2 << 12) | (events["p"].astype(np.int64) << 11) | events["x"].astype(np.int64)], axis=1)
+    words = np.stack(
+        [
+            (8 << 12) | high,
+            (6 << 12) | low,
+            y,
+            (2 << 12) | (events["p"].astype(np.int64) << 11) | events["x"].astype(np.int64),
+        ],
+        axis=1,
+    )
     keep = np.stack([new_high, new_low, new_y, np.ones(t.size, bool)], axis=1)
     with open(os.fspath(path), "wb") as f:
         f.write(_header("evt3", sensor_size) + words[keep].astype("<u2").tobytes())

@@ -36,8 +36,18 @@ EVENT_TYPE_2D = 0
 EVENT_TYPE_CD = 12
 DAT_2D_TYPES = {EVENT_TYPE_2D: "Event2D", EVENT_TYPE_CD: "EventCD"}
 BOX_FIELDS = ("ts", "x", "y", "w", "h", "class_id")
-BOX_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
-                      ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+BOX_DTYPE = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("w", "<f4"),
+        ("h", "<f4"),
+        ("class_id", "u1"),
+        ("confidence", "<f4"),
+        ("track_id", "<u4"),
+    ]
+)
 
 
 def _dat_layout(data: bytes, path) -> tuple[int, SensorSize | None]:
@@ -54,8 +64,11 @@ def _dat_layout(data: bytes, path) -> tuple[int, SensorSize | None]:
     ev_type, ev_size = data[offset], data[offset + 1]
     if ev_type not in DAT_2D_TYPES or ev_size != DAT_EVENT.itemsize:
         known = ", ".join(f"{k} ({v})" for k, v in DAT_2D_TYPES.items())
-        raise EventFileError(path, f"unsupported DAT event type {ev_type} / size {ev_size} (readable: 8-byte 2D "
-                             f"events of type {known})")
+        raise EventFileError(
+            path,
+            f"unsupported DAT event type {ev_type} / size {ev_size} (readable: 8-byte 2D "
+            f"events of type {known})",
+        )
     size: SensorSize | None = GEN1_SENSOR if ev_type == EVENT_TYPE_2D else None
     try:
         if "width" in info and "height" in info:
@@ -64,10 +77,15 @@ def _dat_layout(data: bytes, path) -> tuple[int, SensorSize | None]:
             w, h = info["geometry"].lower().split("x")
             size = (int(w), int(h))
     except ValueError:
-        raise EventFileError(path, f"bad sensor size in the DAT header: width {info.get('width')!r}, height "
-                             f"{info.get('height')!r}, geometry {info.get('geometry')!r}") from None
+        raise EventFileError(
+            path,
+            f"bad sensor size in the DAT header: width {info.get('width')!r}, height "
+            f"{info.get('height')!r}, geometry {info.get('geometry')!r}",
+        ) from None
     if size is not None and not (0 < size[0] <= 1 << 14 and 0 < size[1] <= 1 << 14):
-        raise EventFileError(path, f"sensor size {size[0]}x{size[1]} in the DAT header does not fit 14-bit coordinates")
+        raise EventFileError(
+            path, f"sensor size {size[0]}x{size[1]} in the DAT header does not fit 14-bit coordinates"
+        )
     return offset + 2, size
 
 
@@ -102,13 +120,20 @@ def memmap_prophesee_dat(path) -> tuple[np.memmap, SensorSize | None]:
 def decode_dat_records(rec: np.ndarray, path=None, sensor_size: SensorSize | None = None) -> np.ndarray:
     """Turn raw (t, xyp) DAT records into an event array (validated like a file read)."""
     v = np.asarray(rec["xyp"])
-    return finish_events(path, (v & 0x3FFF).astype(np.uint16), ((v >> 14) & 0x3FFF).astype(np.uint16),
-                         np.asarray(rec["t"]).astype(np.int64), (v >> 28).astype(np.uint8), sensor_size,
-                         allow_empty=True)
+    return finish_events(
+        path,
+        (v & 0x3FFF).astype(np.uint16),
+        ((v >> 14) & 0x3FFF).astype(np.uint16),
+        np.asarray(rec["t"]).astype(np.int64),
+        (v >> 28).astype(np.uint8),
+        sensor_size,
+        allow_empty=True,
+    )
 
 
-def write_prophesee_dat(path, events: np.ndarray, sensor_size: SensorSize | None = None,
-                        event_type: int = EVENT_TYPE_2D) -> None:
+def write_prophesee_dat(
+    path, events: np.ndarray, sensor_size: SensorSize | None = None, event_type: int = EVENT_TYPE_2D
+) -> None:
     """Write events as a Prophesee DAT v2 file (t must fit uint32, x/y 14 bits); ``event_type`` 0
     (Event2D, Gen1) or 12 (EventCD, Metavision / 1-Megapixel)."""
     if event_type not in DAT_2D_TYPES:
@@ -153,15 +178,22 @@ def _read_npy_structured(path: str) -> np.ndarray:
             raise EventFileError(path, f"corrupt .npy header ({type(e).__name__}: {str(e)[:200]})") from None
         offset = f.tell()
     if dtype.names is None or len(shape) != 1 or fortran:
-        raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array, header says {dtype} {shape}")
+        raise EventFileError(
+            path, f"not a Gen1 box array: needs a 1-D structured array, header says {dtype} {shape}"
+        )
     for name in dtype.names:
         sub = dtype.fields[name][0]
         if sub.kind not in "iuf" or sub.shape:
-            raise EventFileError(path, f"box field {name!r} has type {sub}; only integer and float fields are allowed")
+            raise EventFileError(
+                path, f"box field {name!r} has type {sub}; only integer and float fields are allowed"
+            )
     rows = int(shape[0])
     if dtype.itemsize == 0 or rows * dtype.itemsize != size - offset:
-        raise EventFileError(path, f"header declares {rows} rows of {dtype.itemsize} bytes but the file holds "
-                             f"{size - offset} bytes after the header (truncated or padded)")
+        raise EventFileError(
+            path,
+            f"header declares {rows} rows of {dtype.itemsize} bytes but the file holds "
+            f"{size - offset} bytes after the header (truncated or padded)",
+        )
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
@@ -189,7 +221,9 @@ def _check_box_values(path, arr: np.ndarray, src: dict) -> None:
             raise EventFileError(path, f"box field {name!r} holds non-integer values")
         lo_v, hi_v = float(v.min()), float(v.max())
         if lo_v < 0 or hi_v > hi:
-            raise EventFileError(path, f"box field {name!r} has values in [{lo_v:g}, {hi_v:g}], outside 0..{hi}")
+            raise EventFileError(
+                path, f"box field {name!r} has values in [{lo_v:g}, {hi_v:g}], outside 0..{hi}"
+            )
 
 
 def read_gen1_boxes(path) -> np.ndarray:
@@ -210,7 +244,10 @@ def read_gen1_boxes(path) -> np.ndarray:
         src["ts"] = "t"
     missing = [f for f in BOX_FIELDS if f not in src]
     if missing:
-        raise EventFileError(path, f"not a Gen1 box array: needs a 1-D structured array with fields {BOX_FIELDS}, missing {missing}")
+        raise EventFileError(
+            path,
+            f"not a Gen1 box array: needs a 1-D structured array with fields {BOX_FIELDS}, missing {missing}",
+        )
     _check_box_values(path, arr, src)
     out = np.zeros(arr.shape[0], BOX_DTYPE)
     for f in BOX_DTYPE.names:

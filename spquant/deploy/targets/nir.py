@@ -67,8 +67,16 @@ def _nir_affine(g: _Graph, n: dict, src: list, meta: dict):
     meta.update(weight_bits=int(n["bits"]), weight_codes_scale="per-channel M/2^(F+S)", shift=S, frac_bits=F)
     if n["op"] == "conv":
         hw = tuple(g.info[n["inputs"][0]]["shape"][1:])
-        return g.nir.Conv2d(input_shape=hw, weight=w.astype(np.float32), stride=n["stride"], padding=n["padding"],
-                            dilation=1, groups=1, bias=b.astype(np.float32), metadata=meta)
+        return g.nir.Conv2d(
+            input_shape=hw,
+            weight=w.astype(np.float32),
+            stride=n["stride"],
+            padding=n["padding"],
+            dilation=1,
+            groups=1,
+            bias=b.astype(np.float32),
+            metadata=meta,
+        )
     return g.nir.Affine(weight=w.astype(np.float32), bias=b.astype(np.float32), metadata=meta)
 
 
@@ -80,33 +88,51 @@ def _nir_channel_gate(g: _Graph, n: dict, src: list, meta: dict):
 def _nir_lif(g: _Graph, n: dict, src: list, meta: dict):
     F, program = g.F, g.program
     if n["op"] == "lif_pruned":
-        meta.update(dropped="learned channel gate and membrane-prior skips (not expressible in NIR)",
-                    prior_channel=n["prior_channel"], prior_channel_min=n["prior_channel_min"],
-                    prior_spatial=n["prior_spatial"], prior_spatial_level=n["prior_spatial_level"],
-                    gated=len(n["inputs"]) > 1)
+        meta.update(
+            dropped="learned channel gate and membrane-prior skips (not expressible in NIR)",
+            prior_channel=n["prior_channel"],
+            prior_channel_min=n["prior_channel_min"],
+            prior_spatial=n["prior_spatial"],
+            prior_spatial_level=n["prior_spatial_level"],
+            gated=len(n["inputs"]) > 1,
+        )
     shape = tuple(g.info[n["output"]]["shape"])
     k = int(n["tau_shift"])
     decay = 1.0 - 2.0**-k
     V = program.arrays[n["V"]].astype(np.float64) / 2.0**F
-    Vfull = np.broadcast_to(V.reshape((-1,) + (1,) * (len(shape) - 1)) if V.size > 1 else V.reshape(()), shape)
+    Vfull = np.broadcast_to(
+        V.reshape((-1,) + (1,) * (len(shape) - 1)) if V.size > 1 else V.reshape(()), shape
+    )
     ones = np.ones(shape, dtype=np.float32)
     tau = g.dt / decay if decay > 0 else math.inf
     r = 1.0 / decay if decay > 0 else 1.0
     lb, ub = int(n["lb"]), int(n["ub"])
     meta.update(
-        membrane_grid=[lb, ub], membrane_bits=float(math.log2(ub - lb + 1)), membrane_rounding="half_up",
-        reset="hard_to_zero_then_quantize", spike="u > v_threshold (strict)", frac_bits=F, dt=g.dt,
-        tau_shift=k, integer_threshold=program.arrays[n["V"]].astype(np.int64).tolist(),
+        membrane_grid=[lb, ub],
+        membrane_bits=float(math.log2(ub - lb + 1)),
+        membrane_rounding="half_up",
+        reset="hard_to_zero_then_quantize",
+        spike="u > v_threshold (strict)",
+        frac_bits=F,
+        dt=g.dt,
+        tau_shift=k,
+        integer_threshold=program.arrays[n["V"]].astype(np.int64).tolist(),
     )
-    return g.nir.LIF(tau=(ones * tau).astype(np.float32), r=(ones * r).astype(np.float32),
-                     v_leak=np.zeros(shape, np.float32), v_threshold=np.ascontiguousarray(Vfull, dtype=np.float32),
-                     v_reset=np.zeros(shape, np.float32), metadata=meta)
+    return g.nir.LIF(
+        tau=(ones * tau).astype(np.float32),
+        r=(ones * r).astype(np.float32),
+        v_leak=np.zeros(shape, np.float32),
+        v_threshold=np.ascontiguousarray(Vfull, dtype=np.float32),
+        v_reset=np.zeros(shape, np.float32),
+        metadata=meta,
+    )
 
 
 def _nir_sumpool(g: _Graph, n: dict, src: list, meta: dict):
     kk = int(n["kernel"])
-    return g.nir.SumPool2d(kernel_size=np.array([kk, kk]), stride=np.array([kk, kk]), padding=np.array([0, 0]),
-                           metadata=meta)
+    return g.nir.SumPool2d(
+        kernel_size=np.array([kk, kk]), stride=np.array([kk, kk]), padding=np.array([0, 0]), metadata=meta
+    )
 
 
 def _nir_maxpool(g: _Graph, n: dict, src: list, meta: dict):
@@ -114,15 +140,18 @@ def _nir_maxpool(g: _Graph, n: dict, src: list, meta: dict):
 
 
 def _nir_flatten(g: _Graph, n: dict, src: list, meta: dict):
-    return g.nir.Flatten(input_type={"input": np.array(g.info[n["inputs"][0]]["shape"])}, start_dim=0, metadata=meta)
+    return g.nir.Flatten(
+        input_type={"input": np.array(g.info[n["inputs"][0]]["shape"])}, start_dim=0, metadata=meta
+    )
 
 
 def _nir_gsumpool(g: _Graph, n: dict, src: list, meta: dict):
     # global sum pool = SumPool2d over the whole map, then Flatten
     c, h, w = g.info[n["inputs"][0]]["shape"]
     pool = n["name"] + "_pool"
-    g.nodes[pool] = g.nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0]),
-                                    metadata=meta)
+    g.nodes[pool] = g.nir.SumPool2d(
+        kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0]), metadata=meta
+    )
     for s in src:
         g.edges.append((s, pool))
     src[:] = [pool]
@@ -165,15 +194,22 @@ def to_nir(program: Program, dt: float = 1e-3):
             continue
         g.nodes[n["name"]] = node
         for s in src:
-            for s2 in (s if isinstance(s, list) else [s]):
+            for s2 in s if isinstance(s, list) else [s]:
                 g.edges.append((s2, n["name"]))
         g.rename[n["output"]] = n["name"]
     out_shape = g.info[program.output]["shape"]
     g.nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
     g.edges.append((g.rename[program.output], "output"))
-    meta = {"source": "spquant", "format_version": 1, "frac_bits": g.F, "dt": dt, "input_scale": program.input["scale"],
-            "input_max": program.input["max"], "readout": "argmax of the sum over T of the output",
-            "lossy": "integer membrane grid, half-up rounding and fixed-point rounding are not expressible in NIR"}
+    meta = {
+        "source": "spquant",
+        "format_version": 1,
+        "frac_bits": g.F,
+        "dt": dt,
+        "input_scale": program.input["scale"],
+        "input_max": program.input["max"],
+        "readout": "argmax of the sum over T of the output",
+        "lossy": "integer membrane grid, half-up rounding and fixed-point rounding are not expressible in NIR",
+    }
     try:
         return nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata=meta)
     except Exception:  # older/newer NIR type checks can be stricter than needed; keep the graph

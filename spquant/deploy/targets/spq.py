@@ -50,7 +50,12 @@ HEADER = struct.Struct("<4sHHIIQ")
 MAX_MANIFEST = 64 << 20
 MAX_ELEMENTS = 1 << 31
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-_INT_ENC = {"int8": np.dtype("i1"), "int16le": np.dtype("<i2"), "int32le": np.dtype("<i4"), "int64le": np.dtype("<i8")}
+_INT_ENC = {
+    "int8": np.dtype("i1"),
+    "int16le": np.dtype("<i2"),
+    "int32le": np.dtype("<i4"),
+    "int64le": np.dtype("<i8"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,11 +74,16 @@ def _encode(program: Program) -> bytes:
         else:
             a = np.asarray(arr, dtype=np.int64)
             # the narrowest little-endian width that holds every value
-            enc = next(e for e, dt in _INT_ENC.items()
-                       if a.size == 0 or (a.min() >= np.iinfo(dt).min and a.max() <= np.iinfo(dt).max))
+            enc = next(
+                e
+                for e, dt in _INT_ENC.items()
+                if a.size == 0 or (a.min() >= np.iinfo(dt).min and a.max() <= np.iinfo(dt).max)
+            )
             data = a.astype(_INT_ENC[enc]).tobytes()
             entry = {"encoding": enc}
-        entry.update({"shape": list(arr.shape), "offset": offset, "nbytes": len(data), "crc32": zlib.crc32(data)})
+        entry.update(
+            {"shape": list(arr.shape), "offset": offset, "nbytes": len(data), "crc32": zlib.crc32(data)}
+        )
         index[name] = entry
         blobs.append(data)
         offset += len(data)
@@ -91,7 +101,9 @@ def _encode(program: Program) -> bytes:
     }
     mbytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
     body = b"".join(blobs)
-    return HEADER.pack(MAGIC, VERSION[0], VERSION[1], len(mbytes), zlib.crc32(mbytes), len(body)) + mbytes + body
+    return (
+        HEADER.pack(MAGIC, VERSION[0], VERSION[1], len(mbytes), zlib.crc32(mbytes), len(body)) + mbytes + body
+    )
 
 
 def save(program: Program, path) -> int:
@@ -127,8 +139,6 @@ def _str(v, what: str) -> str:
     return v
 
 
-
-
 def _validate_manifest(man: dict, blob_len: int) -> None:
     if not isinstance(man, dict):
         raise ValueError("manifest is not a JSON object")
@@ -146,7 +156,11 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         _int(s, f"input.shape[{i}]", 1, 1 << 16)
     _int(inp.get("bits"), "input.bits", 1, 16)
     _int(inp.get("max"), "input.max", 1, 2**16 - 1)
-    if not isinstance(inp.get("scale"), (int, float)) or isinstance(inp.get("scale"), bool) or not 0 < inp["scale"] < float("inf"):
+    if (
+        not isinstance(inp.get("scale"), (int, float))
+        or isinstance(inp.get("scale"), bool)
+        or not 0 < inp["scale"] < float("inf")
+    ):
         raise ValueError("input.scale must be a positive finite number")
     blobs = man.get("blobs")
     if not isinstance(blobs, dict):
@@ -176,7 +190,9 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
         if nb != need:
             raise ValueError(f"blob {name!r}: nbytes {nb} but shape {shp} with encoding {enc} needs {need}")
         if off + nb > blob_len:
-            raise ValueError(f"blob {name!r} [{off}, {off + nb}) runs past the blob section ({blob_len} bytes)")
+            raise ValueError(
+                f"blob {name!r} [{off}, {off + nb}) runs past the blob section ({blob_len} bytes)"
+            )
         _int(b.get("crc32"), f"blob {name!r} crc32", 0, 2**32 - 1)
         spans.append((off, off + nb, name))
     spans.sort()
@@ -197,7 +213,9 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
             raise ValueError(f"node {name!r}: unknown op {op!r}")
         ins = n.get("inputs")
         if not isinstance(ins, list) or len(ins) not in OPS[op].arity:
-            raise ValueError(f"node {name!r}: needs {' or '.join(map(str, OPS[op].arity))} input(s), got {ins!r}")
+            raise ValueError(
+                f"node {name!r}: needs {' or '.join(map(str, OPS[op].arity))} input(s), got {ins!r}"
+            )
         for x in ins:
             if _str(x, f"node {name!r} input") not in seen:
                 raise ValueError(f"node {name!r}: input {x!r} is not defined before it")
@@ -219,11 +237,15 @@ def _validate_manifest(man: dict, blob_len: int) -> None:
                 if enc != "packed" or blobs[ref]["bits"] != n["bits"]:
                     raise ValueError(f"node {name!r}: weight blob must be packed {n['bits']}-bit codes")
                 if n["max_code"] != max_code_for(n["bits"]):
-                    raise ValueError(f"node {name!r}: max_code {n['max_code']} inconsistent with {n['bits']} bits")
+                    raise ValueError(
+                        f"node {name!r}: max_code {n['max_code']} inconsistent with {n['bits']} bits"
+                    )
             elif enc == "packed":
                 raise ValueError(f"node {name!r}: {key} blob must be integers, not packed codes")
         if op in ("lif", "lif_pruned") and not n["lb"] < n["ub"]:
-            raise ValueError(f"node {name!r}: membrane grid lb={n['lb']} ub={n['ub']} needs lb < 0 <= ub or lb <= 0 < ub")
+            raise ValueError(
+                f"node {name!r}: membrane grid lb={n['lb']} ub={n['ub']} needs lb < 0 <= ub or lb <= 0 < ub"
+            )
     unused = set(blobs) - used
     if unused:
         raise ValueError(f"unreferenced blob(s) {sorted(unused)}")
@@ -242,7 +264,9 @@ def _decode(data: bytes, path) -> Program:
     if magic != MAGIC:
         raise ModelFileError(path, f"not a .spq model file (magic {magic!r}, expected {MAGIC!r})")
     if major != VERSION[0]:
-        raise ModelFileError(path, f"format version {major}.{minor} is not supported (this reader: {VERSION[0]}.x)")
+        raise ModelFileError(
+            path, f"format version {major}.{minor} is not supported (this reader: {VERSION[0]}.x)"
+        )
     if mlen > MAX_MANIFEST:
         raise ModelFileError(path, f"manifest length {mlen} exceeds the {MAX_MANIFEST}-byte limit")
     expected = HEADER.size + mlen + blen
@@ -250,7 +274,7 @@ def _decode(data: bytes, path) -> Program:
         raise ModelFileError(path, f"truncated: header says {expected} bytes, file has {len(data)}")
     if len(data) > expected:
         raise ModelFileError(path, f"{len(data) - expected} unexpected trailing bytes after the blob section")
-    mbytes = data[HEADER.size:HEADER.size + mlen]
+    mbytes = data[HEADER.size : HEADER.size + mlen]
     if zlib.crc32(mbytes) != mcrc:
         raise ModelFileError(path, "manifest checksum mismatch (corrupt file)")
     try:
@@ -261,10 +285,10 @@ def _decode(data: bytes, path) -> Program:
         _validate_manifest(man, blen)
     except (ValueError, TypeError) as e:  # TypeError: a JSON list or object where a name belongs
         raise ModelFileError(path, f"invalid manifest: {str(e)[:300]}") from None
-    body = memoryview(data)[HEADER.size + mlen:]
+    body = memoryview(data)[HEADER.size + mlen :]
     arrays = {}
     for name, b in man["blobs"].items():
-        raw = bytes(body[b["offset"]:b["offset"] + b["nbytes"]])
+        raw = bytes(body[b["offset"] : b["offset"] + b["nbytes"]])
         if zlib.crc32(raw) != b["crc32"]:
             raise ModelFileError(path, f"blob {name!r} checksum mismatch (corrupt file)")
         shape = tuple(b["shape"])
@@ -274,10 +298,18 @@ def _decode(data: bytes, path) -> Program:
                 codes = unpack_codes(raw, count, b["bits"]).reshape(shape)
                 arrays[name] = codes.astype(np.int8 if b["bits"] <= 8 else np.int16)
             else:
-                arrays[name] = np.frombuffer(raw, dtype=_INT_ENC[b["encoding"]]).astype(np.int64).reshape(shape)
+                arrays[name] = (
+                    np.frombuffer(raw, dtype=_INT_ENC[b["encoding"]]).astype(np.int64).reshape(shape)
+                )
         except PackingError as e:
             raise ModelFileError(path, f"blob {name!r}: {e}") from None
-    program = Program(input=man["input"], frac_bits=man["frac_bits"], nodes=man["nodes"], arrays=arrays, meta=man.get("meta", {}))
+    program = Program(
+        input=man["input"],
+        frac_bits=man["frac_bits"],
+        nodes=man["nodes"],
+        arrays=arrays,
+        meta=man.get("meta", {}),
+    )
     for n in program.nodes:
         if n["op"] in ("conv", "linear"):
             w = arrays[n["weight"]]
@@ -285,7 +317,9 @@ def _decode(data: bytes, path) -> Program:
             if w.ndim != want:
                 raise ModelFileError(path, f"node {n['name']!r}: weight has {w.ndim} dims, expected {want}")
             if n["op"] == "conv" and w.shape[2:] != (n["kernel"], n["kernel"]):
-                raise ModelFileError(path, f"node {n['name']!r}: weight {w.shape} does not match kernel {n['kernel']}")
+                raise ModelFileError(
+                    path, f"node {n['name']!r}: weight {w.shape} does not match kernel {n['kernel']}"
+                )
             if np.abs(arrays[n["M"]]).max(initial=0) >= 2**32:
                 raise ModelFileError(path, f"node {n['name']!r}: multiplier exceeds 32 bits")
     acc = man.get("accounting", {})
@@ -321,9 +355,14 @@ def file_report(path) -> dict:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         _, _, _, mlen, _, blen = HEADER.unpack(f.read(HEADER.size))
-    acct_bits = sum(program.arrays[n["weight"]].size * packed_bits_per_value(weight_levels(n["bits"])) for n in program.weight_nodes())
+    acct_bits = sum(
+        program.arrays[n["weight"]].size * packed_bits_per_value(weight_levels(n["bits"]))
+        for n in program.weight_nodes()
+    )
     paper_bits = sum(program.arrays[n["weight"]].size * n["bits"] for n in program.weight_nodes())
-    weight_bytes = sum(packed_nbytes(program.arrays[n["weight"]].size, n["bits"]) for n in program.weight_nodes())
+    weight_bytes = sum(
+        packed_nbytes(program.arrays[n["weight"]].size, n["bits"]) for n in program.weight_nodes()
+    )
     return {
         "file_bytes": size,
         "manifest_bytes": mlen,

@@ -332,7 +332,12 @@ def train(
     show = r_cfg.progress if progress is None else progress
     show = show and dist.main
     try:
-        return _train(config, run_dir, resume, data, show, dist)
+        result = _train(config, run_dir, resume, data, show, dist)
+        # all ranks finish before any tears the group down: a rank that destroys its gloo pairs
+        # while its peer is still sending makes the peer abort (only on success: after an error
+        # the peer may be blocked in another collective)
+        dist.barrier()
+        return result
     finally:
         dist.close()
 

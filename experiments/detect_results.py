@@ -178,7 +178,8 @@ def picture(rows: dict, overrides: list[str]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+
+    from spquant.detect.plot import draw_detections
 
     mode = "spquant" if "spquant" in rows else "quant"
     cfg = load_config(f"{RECIPE}:{mode}", overrides)
@@ -187,33 +188,8 @@ def picture(rows: dict, overrides: list[str]) -> None:
     fig, axes = plt.subplots(2, 4, figsize=(12.8, 6.8))
     for i, ax in enumerate(axes.flat):
         frames, boxes = test_ds[i]
-        acc = frames.sum(0).numpy()
-        img = np.zeros((*acc.shape[1:], 3))
-        scale = max(float(acc.max()), 1.0)
-        img[..., 0] = np.clip(acc[1] / scale * 3, 0, 1)
-        img[..., 1] = np.clip(acc[0] / scale * 3, 0, 1)
-        ax.imshow(img, interpolation="nearest")
-        ax.axis("off")
-        for b in boxes.tolist():
-            ax.add_patch(
-                Rectangle(
-                    (b[0] - 0.5, b[1] - 0.5),
-                    b[2] - b[0],
-                    b[3] - b[1],
-                    fill=False,
-                    ec="white",
-                    ls="--",
-                    lw=1.2,
-                )
-            )
-            ax.text(b[0] - 0.5, b[3] + 0.3, str(int(b[4])), color="white", fontsize=8, va="top")
-        for d in sorted(dets[i], key=lambda d: -d[4])[:4]:  # the 4 best-scoring detections (score >= 0.1)
-            if d[4] < 0.1:
-                continue
-            ax.add_patch(
-                Rectangle((d[0] - 0.5, d[1] - 0.5), d[2] - d[0], d[3] - d[1], fill=False, ec="cyan", lw=1.4)
-            )
-            ax.text(d[0] - 0.5, d[1] - 0.7, f"{int(d[5])} {d[4]:.2f}", color="cyan", fontsize=8)
+        best = [d for d in sorted(dets[i], key=lambda d: -d[4])[:4] if d[4] >= 0.1]  # 4 best, score >= 0.1
+        draw_detections(ax, frames, boxes, best, fontsize=8)
         ax.set_title(f"test sample {i}", fontsize=8)
     fig.suptitle(
         f"{mode} detector run by the integer interpreter (.spq): true boxes white dashed, "

@@ -195,7 +195,8 @@ def _one_block(gate_options, membrane, prior, seed):
 def test_paper_terms_of_a_learned_gate_with_fp32_membrane():
     net, cap = _one_block({"init_std": 3.0, "init_bias": 0.0}, None, None, seed=4)
     x = (torch.rand(3, 2, 2, 5, 7) < 0.5).float()
-    got = measure_cost(net, [x]).paper_convention
+    cost = measure_cost(net, [x])
+    got = cost.paper_convention
     g = cap["gate"]  # [T, B, C_out]: the only thing that switches channels off here
     assert cap["mem"] is None and 0 < g.float().mean() < 1
     frac = [float(g[t].float().mean()) for t in range(3)]
@@ -208,6 +209,8 @@ def test_paper_terms_of_a_learned_gate_with_fp32_membrane():
     }
     assert {k: got[k] for k in expected} == pytest.approx(expected, rel=1e-9)
     assert got["batch_sizes"] == [2]
+    # gate overhead per step: B * (C_in*H*W + 3*C_in + C_in*C_out + 2*C_out) = 2 * (70 + 6 + 8 + 8)
+    assert cost.layers[0]["overhead_macs"] == [184] * 3
 
 
 def test_paper_terms_of_a_prior_only_layer():

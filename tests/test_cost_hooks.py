@@ -236,3 +236,55 @@ def test_spatial_only_gate_counted_at_its_quantizer_bits():
     assert c.weight_memory_mb_by_kind["gate"] == pytest.approx((18 * 8 + 32) / 8 / MB, rel=1e-12)
     c0 = static_cost(net, (2, 5, 7), gate_bits=0)
     assert "gate" not in c0.weight_memory_mb_by_kind
+
+
+def test_linear_layer_fed_analog_once_is_a_mac_layer():
+    lin = nn.Linear(4, 2).eval()
+    cost = measure_cost(lin, [torch.randn(2, 3, 4), (torch.rand(2, 3, 4) < 0.5).float()])
+    (lc,) = cost.layers
+    assert lc["spike_input"] is False and lc["dense_macs"] == [6 * 8, 6 * 8]
+
+
+def test_ungated_block_counts_dense_and_is_a_mac_layer_after_analog_input():
+    from spquant.neuron import LIF
+
+    net = nn.Sequential(ConvBNLIF(2, 3, 3, neuron=LIF())).eval()
+    analog, spikes = torch.randn(2, 1, 2, 4, 5), (torch.rand(2, 2, 2, 4, 5) < 0.5).float()
+    cost = measure_cost(net, [analog, spikes])
+    (lc,) = cost.layers
+    assert (lc["kind"], lc["macs_per_output"]) == ("conv", 18)  # no gate, no prior
+    assert lc["spike_input"] is False
+    assert lc["dense_macs"] == [3 * 3 * 20 * 18] * 2 == lc["kept_macs"]  # 3 samples x C_out*H*W x 18
+    assert lc["skipped_updates"] == [0, 0] and lc["overhead_macs"] == [0, 0]
+
+
+class _KindsNet(nn.Module):
+    """A conv with bias, a BatchNorm, a free parameter and an (unused here) channel gate."""
+
+    def __init__(self):
+        super().__init__()
+        from spquant.prune import build_gate
+
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(4)
+        self.scale = nn.Parameter(torch.ones(()))
+        self.gate = build_gate(2, 4, {})
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        return self.bn(self.conv(x.flatten(0, 1))).reshape(T, B, -1) * self.scale
+
+
+def test_weight_memory_by_kind_by_hand():
+    from spquant.cost import static_cost
+
+    c = static_cost(_KindsNet(), (2, 5, 7))
+    # bytes: conv weight 72 x 4, bias 4 x 4, BN 8 x 4, the free scalar 4, gate 8 weights x 1 + 4 biases x 4
+    assert c.weight_memory_mb_by_kind == pytest.approx(
+        {"weight": 288e-6, "bias": 16e-6, "bn": 32e-6, "gate": 24e-6, "other": 4e-6}, rel=1e-12
+    )
+    assert c.params_by_bits == {8.0: 8, 32.0: 72 + 4 + 8 + 1 + 4}
+    d = c.to_dict()
+    assert d["input_shape"] == [2, 5, 7] and d["params_by_bits"] == {"8.0": 8, "32.0": 89}
+    ignored = static_cost(_KindsNet(), (2, 5, 7), bn="ignore")
+    assert "bn" not in ignored.weight_memory_mb_by_kind and ignored.params_by_bits == {8.0: 8, 32.0: 81}

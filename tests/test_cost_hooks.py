@@ -4,6 +4,8 @@ modules called once per time step, and the state the counter must restore."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -167,6 +169,8 @@ def test_reports_of_a_tiny_model_written_out_by_hand():
     assert format_measured(m).startswith("measured cost: 1 samples")
     d = m.to_dict()
     assert d["note"].startswith("counts per sample (all T steps); energies are estimates")
+    two = dataclasses.replace(m, paper_convention={"batch_sizes": [2, 4]})
+    assert "paper_convention_reduction 1.00x   (authors' convention, B = 2, 4)\n" in format_measured(two)
     assert d["sops"] == 1180 and d["paper_convention_reduction"] == 1.0
 
 
@@ -276,7 +280,7 @@ class _KindsNet(nn.Module):
 
 
 def test_weight_memory_by_kind_by_hand():
-    from spquant.cost import static_cost
+    from spquant.cost import format_static, static_cost
 
     c = static_cost(_KindsNet(), (2, 5, 7))
     # bytes: conv weight 72 x 4, bias 4 x 4, BN 8 x 4, the free scalar 4, gate 8 weights x 1 + 4 biases x 4
@@ -284,6 +288,7 @@ def test_weight_memory_by_kind_by_hand():
         {"weight": 288e-6, "bias": 16e-6, "bn": 32e-6, "gate": 24e-6, "other": 4e-6}, rel=1e-12
     )
     assert c.params_by_bits == {8.0: 8, 32.0: 72 + 4 + 8 + 1 + 4}
+    assert "\n  params by bits        8 @ 8 b, 89 @ 32 b\n" in format_static(c)
     d = c.to_dict()
     assert d["input_shape"] == [2, 5, 7] and d["params_by_bits"] == {"8.0": 8, "32.0": 89}
     ignored = static_cost(_KindsNet(), (2, 5, 7), bn="ignore")

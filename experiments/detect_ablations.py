@@ -79,10 +79,10 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
         ["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000", "detect.class_radius=1"],
         {},
     ),
-    # Quant / SpQuant: quantization-aware fine-tuning of the FP32 grid8_12k model of 2,000 steps
-    "grid8_12k_init": (
-        ["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000"],
-        {"init": "grid8-fp32-2000.pt", "lr": 1e-3},
+    # Quant / SpQuant: quantization-aware fine-tuning of the FP32 grid8_12k_cr1 model of 2,000 steps
+    "grid8_12k_cr1_init": (
+        ["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000", "detect.class_radius=1"],
+        {"init": "grid8_12k_cr1-fp32-2000.pt", "lr": 1e-3},
     ),
     "grid8_cr1": (["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "detect.class_radius=1"], {}),
     "cr1": (["detect.class_radius=1"], {}),

@@ -1,16 +1,17 @@
 """Detection rows of RESULTS.md: FP32 / Quant / SpQuant spiking YOLO on moving-digits events, and the
 Quant and SpQuant detectors run by the integer interpreter from their ``.spq`` files.
 
-    OMP_NUM_THREADS=1 python experiments/detect_results.py --steps 1500          # train (resumable) + write
-    python experiments/detect_results.py --write-only                            # rewrite from saved rows
+    OMP_NUM_THREADS=1 python experiments/detect_results.py --steps 2000 --ablation grid8_12k_cr1 \
+        --quantized grid8_12k_cr1_init:1000                       # train (or reuse ablation runs) + write
+    python experiments/detect_results.py --write-only            # rewrite from saved rows
 
 Each mode trains the ``detect-moving-digits`` recipe for ``--steps`` optimizer steps (the loop of
 ``experiments/detect_ablations.py``), is scored with VOC mAP@0.5 and COCO mAP@[.5:.95] on the test
 set, its memory and the three operation accountings (docs/method.md) are measured; the quantized
 ones are folded to ``.spq``, loaded back and run by the integer interpreter on every test sample,
 whose integer outputs are compared with deploy-simulation's sample by sample. Rows are saved as JSON
-under ``runs/detect-results/``; the RESULTS.md section between the ``detection`` markers and
-``docs/img/detections_integer.png`` are written from those files only.
+under ``runs/detect-results/``; the section between the ``detection`` markers of RESULTS.md and
+docs/detection.md and ``docs/img/detections_integer.png`` are written from those files only.
 """
 
 from __future__ import annotations
@@ -363,16 +364,21 @@ def section(rows: dict) -> str:
 
 
 def write(rows: dict) -> None:
-    path = ROOT / "RESULTS.md"
-    text = path.read_text() if path.is_file() else ""
+    """The generated block into RESULTS.md (appended when it has none) and docs/detection.md (between
+    its markers, image paths relative to docs/)."""
     block = section(rows)
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    for path, image_prefix in ((ROOT / "RESULTS.md", "docs/img/"), (ROOT / "docs" / "detection.md", "img/")):
+        text = path.read_text() if path.is_file() else ""
+        mine = block.replace("](docs/img/", f"]({image_prefix}")
+        if START in text and END in text:
+            text = text[: text.index(START)] + mine + text[text.index(END) + len(END) :]
+        elif path.name == "RESULTS.md":
+            text = text.rstrip("\n") + "\n\n" + mine + "\n"
+        else:
+            continue
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def main(argv=None) -> None:

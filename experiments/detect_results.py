@@ -234,10 +234,10 @@ def _how_trained(r: dict) -> str:
         )
     if opts.get("init"):
         text += (
-            f": quantization-aware fine-tuning of the FP32 model `{opts['init']}` (2-bit weights, ternary "
-            "membrane, BN statistics re-estimated first, as `spquant train --init-from RUN`),"
+            f": quantization-aware fine-tuning of the FP32 model `{opts['init']}` (BN statistics re-estimated "
+            "and, in SpQuant, gates opened first, as `spquant train --init-from RUN` does),"
         )
-    text += f" {r['steps']:,} detector Adam steps (cosine lr from {opts.get('lr', 'the recipe')})"
+    text += f"{'' if opts.get('init') else ','} {r['steps']:,} detector Adam steps (cosine lr from {opts.get('lr', 'the recipe')})"
     return text + "."
 
 
@@ -252,15 +252,16 @@ def section(rows: dict) -> str:
     fp = rows.get("fp32")
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     any_row = next(iter(rows.values()))
-    quantized = rows.get("quant") or rows.get("spquant")
     command = (
         f"python experiments/detect_results.py --steps {any_row['steps']} --ablation {any_row['ablation']}"
     )
-    if fp and quantized and (quantized["ablation"], quantized["steps"]) != (fp["ablation"], fp["steps"]):
-        command = (
-            f"python experiments/detect_results.py --steps {fp['steps']} --ablation {fp['ablation']} "
-            f"--quantized {quantized['ablation']}:{quantized['steps']}"
-        )
+    if fp:
+        command = f"python experiments/detect_results.py --steps {fp['steps']} --ablation {fp['ablation']}"
+        q = {m: f"{rows[m]['ablation']}:{rows[m]['steps']}" for m in ("quant", "spquant") if m in rows}
+        if len(set(q.values())) == 1 and next(iter(q.values())) != f"{fp['ablation']}:{fp['steps']}":
+            command += f" --quantized {next(iter(q.values()))}"
+        elif len(set(q.values())) > 1:
+            command += " --quantized " + ",".join(f"{m}={v}" for m, v in q.items())
     names = {"fp32": "FP32 SNN", "quant": "Quant-SNN", "spquant": "SpQuant-SNN"}
     lines = [
         START,
@@ -327,9 +328,10 @@ def section(rows: dict) -> str:
             "*Slot class accuracy*: the arg-max class at the responsible (cell, anchor) slot of every test / "
             "training box, i.e. whether the head classifies, independent of objectness and NMS (chance 10 %). "
             "Recipe keys as recorded: the first runs used the separate detector trainer, whose `loss.*` keys are "
-            "today's `detect.*`. *Recipe change* is relative to the recipe of the time: rows without a grid "
-            "and sample count ran before the recipe moved to the 8x8 grid and 12,000 training samples "
-            "(it then had a 4x4 grid and 3,000 samples). Wall time at 1 torch thread on the shared machine.",
+            "today's `detect.*`. *Recipe change* is the whole change from the recipe before these ablations "
+            "(4x4 grid, 3,000 training samples, `detect.class_radius` 0): every row ran against that recipe or "
+            "spells out the shipped recipe's new values; grid and sample count as the run recorded them (- where "
+            "it did not). Wall time at 1 torch thread on the shared machine.",
             "",
             "| ablation | recipe change | mode | grid / training samples | steps | mAP@0.5 | class-agnostic mAP@0.5 "
             "| slot class accuracy test / train | wall time |",
@@ -393,7 +395,8 @@ def main(argv=None) -> None:
         "--quantized",
         default=None,
         metavar="ENTRY:STEPS",
-        help="train the Quant and SpQuant rows as this entry for STEPS instead (e.g. fine-tuned from FP32)",
+        help="train the Quant and SpQuant rows as this entry for STEPS instead (e.g. fine-tuned from FP32); "
+        "per mode: quant=ENTRY:STEPS,spquant=ENTRY:STEPS",
     )
     ap.add_argument("--write-only", action="store_true")
     ap.add_argument(
@@ -406,7 +409,9 @@ def main(argv=None) -> None:
         for mode in a.modes.split(","):
             ablation, steps = a.ablation, a.steps
             if a.quantized and mode != "fp32":
-                ablation, steps = a.quantized.split(":")[0], int(a.quantized.split(":")[1])
+                per_mode = dict(p.split("=") for p in a.quantized.split(",")) if "=" in a.quantized else {}
+                spec = per_mode.get(mode, a.quantized)
+                ablation, steps = spec.split(":")[0], int(spec.split(":")[1])
             run_mode(mode, steps, a.seed, ablation)
     rows = {m: json.loads((OUT / f"{m}.json").read_text()) for m in MODES if (OUT / f"{m}.json").is_file()}
     if a.recost:  # the accountings again from the saved weights (e.g. after spquant.cost gained one)

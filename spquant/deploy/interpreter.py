@@ -542,8 +542,18 @@ class Interpreter:
                 y = (out, False)
             elif op == "sumpool":
                 k = int(n["kernel"])
-                flat = a.reshape(-1, *a.shape[len(lead) :]).to(torch.float32)
-                pooled = Fn.avg_pool2d(flat, k, divisor_override=1)  # window sums of small integers: exact
+                flat = a.reshape(-1, *a.shape[len(lead) :])
+                if flat.dtype == torch.uint8 and k * k * self.info[n["inputs"][0]]["max"] <= 255:
+                    # spikes: a sum of k*k strided views stays exact in uint8, ~8x faster than a float pool
+                    Ho, Wo = flat.shape[-2] // k, flat.shape[-1] // k
+                    pooled = sum(
+                        flat[..., i : i + k * Ho : k, j : j + k * Wo : k] for i in range(k) for j in range(k)
+                    )
+                else:
+                    flat = flat.to(torch.float32)
+                    pooled = Fn.avg_pool2d(
+                        flat, k, divisor_override=1
+                    )  # window sums of small integers: exact
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "maxpool":
                 k = int(n["kernel"])
@@ -618,7 +628,7 @@ class Interpreter:
         flat = x.reshape(-1, *x.shape[-3:])
         # input channels without a single spike in the whole batch (e.g. switched off upstream)
         # add nothing: the convolution runs over the active ones only
-        active_in = flat.ne(0).any(dim=(0, 2, 3))
+        active_in = flat.any(dim=0).any(dim=-1).any(dim=-1)  # much faster than ne(0).any(dims)
         idx_in = active_in.nonzero().flatten() if bool(active_in.any()) else torch.zeros(1, dtype=torch.long)
         if len(idx_in) < flat.shape[1]:
             flat = flat[:, idx_in]
@@ -693,7 +703,7 @@ class Interpreter:
         cols = Fn.unfold(flat, k, padding=pad, stride=stride)  # [N, C*k*k, L]
         L = cols.shape[-1]
         if input_sparse:
-            active_in = flat.reshape(flat.shape[0], C, -1).ne(0).any(-1)  # [N, C]
+            active_in = flat.reshape(flat.shape[0], C, -1).any(-1)  # [N, C]
             cols = Fn.pad(cols.reshape(-1, C, k * k, L), (0, 0, 0, 0, 0, 1))  # input channel C: zeros
             arange_in = torch.arange(C)
         lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])

@@ -19,7 +19,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "keep": 1.0,
     "gate_target": "auto",
     "importance": "auto",
-    "target_scope": "sample",
+    "target_scope": "batch",
     "budget_weight": 4.0,
     "warmup": 0.2,
     "ramp": 0.3,

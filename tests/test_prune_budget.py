@@ -130,3 +130,47 @@ def test_budget_loss_drives_kept_fraction_to_target():
     assert abs(overall - keep) <= 0.1, (overall, after)
     for name, frac in after.items():
         assert abs(frac - keep) <= 0.5 * (1.0 - keep), (name, frac)
+
+
+def test_budget_gate_predictors_train_at_their_own_lr_without_decay():
+    """Each budget gate's predictor weight and bias sit in one optimizer group at train.lr x
+    predictor_lr_scale with no weight decay; every other parameter is in exactly one group, and
+    mass-target gates stay with the network's weights (the method's unscaled predictor)."""
+    from types import SimpleNamespace
+
+    from spquant.prune import gate_modules
+    from spquant.train.loop import build_optimizer
+
+    t = SimpleNamespace(lr=2e-3, weight_decay=1e-4, threshold_lr=None, optimizer="adam", momentum=0.0)
+    plan = [8, "A", 16]
+    for prune, scale in (({"keep": 0.5, "predictor_lr_scale": 7.0}, 7.0), ({}, None)):
+        net = VGG9(
+            4, in_channels=2, input_size=(8, 8), width=1.0, plan=plan, spec=QuantSpec("spquant", prune=prune)
+        )
+        opt = build_optimizer(net, t)
+        groups = {g["name"]: g for g in opt.param_groups}
+        seen = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert sorted(seen) == sorted(id(p) for p in net.parameters() if p.requires_grad)
+        predictor_ids = {id(p) for g in gate_modules(net) for p in g.predictor.parameters()}
+        assert len(predictor_ids) == 2 * len(gate_modules(net)) > 0
+        if scale is None:
+            assert not any(name.startswith("gates") for name in groups)
+            assert predictor_ids <= {id(p) for p in groups["weights"]["params"]}
+        else:
+            (gates,) = [g for name, g in groups.items() if name.startswith("gates")]
+            assert {id(p) for p in gates["params"]} == predictor_ids
+            assert gates["lr"] == pytest.approx(2e-3 * 7.0) and gates["weight_decay"] == 0.0
+            assert gates["base_lr"] == gates["lr"]
+
+
+def test_every_prune_option_is_in_the_docs_table_with_its_default():
+    import re
+    from pathlib import Path
+
+    from spquant.prune import PRUNE_DEFAULTS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pruning_and_cost.md").read_text()
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text, flags=re.M))
+    assert set(PRUNE_DEFAULTS) <= set(table), sorted(set(PRUNE_DEFAULTS) - set(table))
+    for key, default in PRUNE_DEFAULTS.items():
+        assert table[key].strip() == str(default), (key, table[key], default)

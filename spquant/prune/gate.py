@@ -144,9 +144,12 @@ class ChannelGate(nn.Module):
         imp = opt["importance"]
         self.importance = ("pos_l1" if self.target_kind == "budget" else "max_abs") if imp == "auto" else imp
         self.budget_weight = float(opt["budget_weight"])
+        self.target_scope = opt["target_scope"]
         self.layer_keep = max(self.keep, float(opt["min_keep"]))  # per-layer floor
         self.warmup = float(opt["warmup"]) if self.keep < 1.0 else 0.0
         self.ramp = float(opt["ramp"]) if self.keep < 1.0 else 0.0
+        # read by the trainer's optimizer: the predictor's lr is train.lr times this
+        self.lr_scale = float(opt["predictor_lr_scale"]) if self.target_kind == "budget" else 1.0
         self.progress = 1.0  # fraction of training done; set by set_training_progress
         self.binarize_at = float(opt["binarize_at"])
         self.input_scale = bool(opt["input_scale"])
@@ -246,6 +249,8 @@ class ChannelGate(nn.Module):
                 importance = channel_importance(current, self.importance)  # [T, B, C_out]
                 if self.target_kind == "budget":
                     k = self.current_keep()
+                    if self.target_scope == "batch":
+                        importance = importance.mean(dim=(0, 1), keepdim=True).expand_as(importance)
                     target = topk_target(importance, k)
                     loss = F.binary_cross_entropy_with_logits(logits, target)
                     loss = loss + self.budget_weight * budget_gap(p, g, k)

@@ -19,10 +19,12 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "keep": 1.0,
     "gate_target": "auto",
     "importance": "auto",
+    "target_scope": "batch",
     "budget_weight": 4.0,
     "warmup": 0.2,
     "ramp": 0.3,
     "init_spread": 6.0,
+    "predictor_lr_scale": 10.0,
     "min_keep": 0.1,
     "mass": 0.85,
     "loss_weight": 1.0,
@@ -55,12 +57,17 @@ PRUNE_OPTION_DOCS: dict[str, str] = {
     "importance": "channel importance of the target: 'max_abs' (max over space of |I|), 'l1' (mean "
     "|I|), 'pos_l1' (mean max(I, 0)); 'auto' = pos_l1 for the budget target (measured best, see "
     "docs/pruning_and_cost.md), max_abs for the mass target (the method's rule)",
+    "target_scope": "budget target: 'sample' ranks channels per sample and time step (a dynamic gate), "
+    "'batch' ranks them by their importance averaged over the batch and time steps (one shared top-k: "
+    "the predictor learns a mostly static choice the network can adapt to)",
     "budget_weight": "weight of the budget term (gap between kept fraction and keep) in the gate loss",
     "warmup": "fraction of training during which the gates are held open (predictors still learn) "
     "when keep < 1",
     "ramp": "fraction of training, after the warm-up, over which the target falls linearly from 1 to keep",
     "init_spread": "when keep < 1, the predictor biases start spread uniformly over init_bias +- init_spread/2 "
     "(a common shift then turns channels off one by one instead of all at once)",
+    "predictor_lr_scale": "when keep < 1, the gate predictors train at this multiple of train.lr (the "
+    "logits must travel several units within the ramp; at the network's lr they move ~lr per step)",
     "min_keep": "per-layer floor: no gated layer is asked to keep less than this fraction",
     "mass": "self-supervised target: keep the smallest set of channels holding this fraction of the "
     "max-|current| mass (docs/method.md#mass-target), in (0, 1]",
@@ -93,6 +100,7 @@ _FLOAT_KEYS = {
     "keep",
     "ramp",
     "init_spread",
+    "predictor_lr_scale",
     "budget_weight",
     "warmup",
     "min_keep",
@@ -110,7 +118,11 @@ _FLOAT_KEYS = {
 _INT_KEYS = {"spatial_block"}
 _OPTIONAL_FLOAT_KEYS = {"spatial_prior_level"}
 _OPTIONAL_BITS_KEYS = {"predictor_bits"}
-_CHOICE_KEYS = {"gate_target": ("auto", "budget", "mass"), "importance": ("auto", "max_abs", "l1", "pos_l1")}
+_CHOICE_KEYS = {
+    "gate_target": ("auto", "budget", "mass"),
+    "importance": ("auto", "max_abs", "l1", "pos_l1"),
+    "target_scope": ("sample", "batch"),
+}
 
 
 def validate_prune_options(options: dict | None) -> dict:
@@ -158,6 +170,7 @@ def validate_prune_options(options: dict | None) -> dict:
         "warmup": (0.0, 1.0, True, False),
         "ramp": (0.0, 1.0, True, True),
         "init_spread": (0.0, 100.0, True, True),
+        "predictor_lr_scale": (0.0, 1e4, False, True),
         "min_keep": (0.0, 1.0, True, True),
     }
     for key, (lo, hi, lo_in, hi_in) in ranges.items():

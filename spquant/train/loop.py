@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spquant.prune import gate_modules
 from spquant.train import checkpoint as ckpt
 from spquant.train.config import Config, ConfigError, config_from_dict
 from spquant.train.data import TensorData, load_split
@@ -79,15 +80,28 @@ def _is_threshold(name: str) -> bool:
 
 def build_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     """Adam or SGD; learnable thresholds get their own group (lr ``threshold_lr``, no weight decay),
-    learned quantizer steps too (lr ``lr``, no weight decay: decay would shrink the step, not the weights)."""
+    learned quantizer steps too (lr ``lr``, no weight decay: decay would shrink the step, not the weights),
+    and budget-gate predictors (lr ``lr`` x their ``predictor_lr_scale``, no weight decay)."""
     thr = [p for n, p in model.named_parameters() if p.requires_grad and _is_threshold(n)]
     steps = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("weight_quant.step")]
+    fast_gates = [g for g in gate_modules(model) if g.predictor is not None and g.lr_scale != 1.0]
+    gate_ids = {id(p) for g in fast_gates for p in g.predictor.parameters()}
     rest = [
         p
         for n, p in model.named_parameters()
-        if p.requires_grad and not _is_threshold(n) and not n.endswith("weight_quant.step")
+        if p.requires_grad
+        and not _is_threshold(n)
+        and not n.endswith("weight_quant.step")
+        and id(p) not in gate_ids
     ]
     groups = [{"params": rest, "lr": t.lr, "weight_decay": t.weight_decay, "name": "weights"}]
+    for scale in sorted({g.lr_scale for g in fast_gates}):
+        params = [
+            p for g in fast_gates if g.lr_scale == scale for p in g.predictor.parameters() if p.requires_grad
+        ]
+        groups.append(
+            {"params": params, "lr": t.lr * scale, "weight_decay": 0.0, "name": f"gates_x{scale:g}"}
+        )
     if steps:
         groups.append({"params": steps, "lr": t.lr, "weight_decay": 0.0, "name": "quantizer_steps"})
     if thr:

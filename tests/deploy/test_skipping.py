@@ -39,7 +39,7 @@ def _program(prior: str, gate: bool, seed: int = 0):
 
 @pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
 @pytest.mark.parametrize("prior", list(PRIORS))
-@pytest.mark.parametrize("path", ["union", "gather"])
+@pytest.mark.parametrize("path", ["union", "gather", "gather_in"])
 def test_skipping_equals_reference_on_every_named_tensor(prior, gate, path):
     if prior == "none" and not gate:
         pytest.skip("nothing to skip: the layer is a plain LIF")
@@ -67,6 +67,18 @@ def test_calibrate_picks_an_exact_path_per_layer_and_static_input():
     x = np.random.RandomState(2).randint(0, 4, size=(5, 2, 8, 8))  # static: the same frame every step
     choice = interp.calibrate(x, T=3, repeats=1)
     assert set(choice) == {c["name"] for c in interp._conv_of.values()}
-    assert set(choice.values()) <= {"union", "gather"}
+    assert set(choice.values()) <= {"union", "gather", "gather_in"}
     ref = interp.run(x, T=3, path="reference")
     assert np.array_equal(interp.run(x, T=3, path="fast"), ref)
+
+
+@pytest.mark.parametrize("path", ["union", "gather", "gather_in"])
+def test_every_path_equals_reference_on_static_input(path):
+    program = _program("both", True, seed=4)
+    interp = Interpreter(program)
+    interp.skip_paths = {c["name"]: path for c in interp._conv_of.values()}
+    x = np.random.RandomState(5).randint(0, 4, size=(7, 2, 8, 8))
+    ref = interp.run_all(x, T=3, path="reference")
+    fast = interp.run_all(x, T=3, path="fast")
+    for name in ref:
+        assert np.array_equal(ref[name], fast[name]), name

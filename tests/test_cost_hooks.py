@@ -55,7 +55,6 @@ def test_plain_conv_and_linear_counts_by_hand():
     expected = {"conv": [0.0] * T, "fc": [0.0] * T}
     with torch.no_grad():
         for x in (analog, spikes):
-            B = x.shape[1]
             net(x)
             for t in range(T):
                 expected["conv"][t] += _conv_sops_by_loops(x[t])

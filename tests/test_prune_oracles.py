@@ -104,7 +104,11 @@ def test_prune_stats_add_up_over_batches():
             counts.append(_by_hand(cap)[1])
     d = stats.as_dict()[""]
     n_ch = 2 * 3 * 4
-    for key, name in (("gate_on", "gate_on_fraction"), ("kept", "kept_fraction")):
+    for key, name in (
+        ("gate_on", "gate_on_fraction"),
+        ("kept", "kept_fraction"),
+        ("spatial_skip", "spatial_skip_fraction"),
+    ):
         per = 1 if key == "gate_on" else 16
         assert d[name] == [(a[key] + b[key]) / (n_ch * per) for a, b in zip(*counts)], name
 
@@ -244,3 +248,71 @@ def test_prior_level_of_a_membrane_without_levels():
     assert MembranePrior().level_for(object()) == -1.0
     assert MembranePrior().level_for(IntegerMembrane(-3, 3)) == -3.0
     assert MembranePrior(spatial_level=0.5).level_for(IntegerMembrane()) == 0.5
+
+
+def test_prune_stats_of_a_single_neuron():
+    torch.manual_seed(0)
+    block = ConvBNLIF(1, 1, 1, neuron=LIF(membrane=IntegerMembrane()), gate=build_gate(1, 1, {})).eval()
+    with record_prune_stats(block) as stats, torch.no_grad():
+        block(torch.ones(1, 1, 1, 1, 1))
+    d = stats.as_dict()[""]
+    assert d["kept_fraction"] == [1.0] and d["mean_kept_fraction"] == 1.0  # gates start on
+
+
+def test_gate_initialisation_follows_the_options():
+    torch.manual_seed(0)
+    spread = build_gate(4, 64, {"keep": 0.5, "init_std": 0.0, "init_bias": 1.0, "init_spread": 6.0})
+    b = spread.predictor.bias.detach()
+    assert 4.0 < float(b.max() - b.min()) <= 6.0 and abs(float(b.mean()) - 1.0) < 0.5  # 1 +- 3
+    flat = build_gate(4, 64, {"keep": 0.5, "init_std": 0.0, "init_bias": 1.0, "init_spread": 0.0})
+    assert torch.equal(flat.predictor.bias.detach(), torch.ones(64))
+    sp = build_gate(64, 4, {"spatial_gate": True, "init_std": 0.01})
+    w = sp.spatial_conv.weight.detach()
+    assert abs(float(w.mean())) < 0.005 and 0.005 < float(w.std()) < 0.02
+
+
+def test_gate_loss_before_any_forward_is_zero():
+    from spquant.prune import gate_loss
+
+    block = ConvBNLIF(2, 3, 3, neuron=LIF(), gate=build_gate(2, 3, {}))
+    assert gate_loss(block).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"predictor_bits": 32},
+        {"predictor_bits": 16},
+        {"predictor_bits": 2},
+        {"warmup": 0.0, "ramp": 0.0, "min_keep": 0.0, "init_spread": 0.0},
+        {"init_spread": 0.5},
+        {"loss_weight": 0.0, "budget_weight": 0.0},
+        {"spatial_mass": 1.0, "mass": 1.0, "keep": 1.0},
+    ],
+)
+def test_prune_options_accepted_at_their_bounds(options):
+    from spquant.prune import validate_prune_options
+
+    merged = validate_prune_options(options)
+    assert all(merged[k] == v for k, v in options.items())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"predictor_bits": 17},
+        {"predictor_bits": 1},
+        {"spatial_mass": 1.5},
+        {"spatial_mass": 0.0},
+        {"softmax_temperature": 0.0},
+        {"spatial_temperature": 0.0},
+        {"loss_weight": -0.1},
+        {"spatial_block": 0},
+        {"warmup": 1.0},
+    ],
+)
+def test_prune_options_refused_outside_their_bounds(options):
+    from spquant.prune import validate_prune_options
+
+    with pytest.raises(ValueError, match="invalid prune option"):
+        validate_prune_options(options)

@@ -74,6 +74,26 @@ ABLATIONS: dict[str, tuple[list[str], dict]] = {
         {},
     ),
     "train12k": (["data.train_subset=12000"], {}),
+    "grid8_12k": (["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000"], {}),
+    "grid8_12k_cr1": (
+        ["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000", "detect.class_radius=1"],
+        {},
+    ),
+    # Quant / SpQuant: quantization-aware fine-tuning of the FP32 grid8_12k_cr1 model of 2,000 steps
+    "grid8_12k_cr1_init": (
+        ["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "data.train_subset=12000", "detect.class_radius=1"],
+        {"init": "grid8_12k_cr1-fp32-2000.pt", "lr": 1e-3},
+    ),
+    "grid8_cr1": (["model.plan=[16, 'M', 32, 'M', 64, 128, 128]", "detect.class_radius=1"], {}),
+    "cr1": (["detect.class_radius=1"], {}),
+    "fullres8": (
+        [
+            "data.options.downsample=1",
+            "model.input=[64, 64]",
+            "model.anchors=[[11.0, 20.0], [18.0, 20.0]]",
+        ],
+        {},
+    ),
 }
 
 
@@ -188,6 +208,46 @@ def pretrain_backbone(
     return info
 
 
+def init_from_weights(model, path: Path, train_ds, calib_batches: int = 8, log=print) -> dict:
+    """Start a quantized detector from a trained FP32 one (the weights an ablation run saved), the way
+    ``spquant train --init-from RUN`` does (spquant.train.init_from): same-named tensors copied,
+    learned quantizer steps initialised from the loaded weights, gates opened, BN statistics
+    re-estimated with the quantized network on ``calib_batches`` training batches of 32."""
+    from spquant.quant import _ScaledQuantizer
+    from spquant.train.init_from import _open_gates, recalibrate_bn
+
+    state, mine = torch.load(path, weights_only=True), model.state_dict()
+    with torch.no_grad():
+        for k, v in state.items():
+            if mine[k].shape == v.shape:
+                mine[k].copy_(v)
+            elif k.endswith("threshold") and v.dim() == 0:
+                mine[k].copy_(v.expand_as(mine[k]))
+            else:
+                raise ValueError(
+                    f"{path}: tensor {k} has shape {tuple(v.shape)}, here {tuple(mine[k].shape)}"
+                )
+    for module in model.modules():
+        for child in module.children():
+            if isinstance(child, _ScaledQuantizer) and hasattr(module, "weight"):
+                child.init_from_weight(module.weight)
+    if model.spec.pruned:
+        _open_gates(model, 3.0)
+    batches = (
+        collate_detection([train_ds[j] for j in range(i * 32, i * 32 + 32)])[0] for i in range(calib_batches)
+    )
+    recalibrate_bn(model, batches)
+    recs = [json.loads(line) for line in (OUT / "results.jsonl").read_text().splitlines() if line.strip()]
+    fp32_s = [
+        r["train_s"]
+        for r in recs
+        if r.get("weights", f"{r['name']}-{r['mode']}-{r['steps']}.pt") == path.name
+    ]
+    info = {"init_from": path.name, "init_train_s": fp32_s[-1] if fp32_s else None}
+    log(f"initialised from {info}")
+    return info
+
+
 def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=print):
     """Train the recipe's detector for ``steps`` Adam steps (cosine lr); returns (model, data, history).
     ``opts['pretrain']``: steps of backbone pre-training on digit crops first (:func:`pretrain_backbone`);
@@ -197,6 +257,8 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
     train_ds, test_ds = load_split(cfg, "train").dataset, load_split(cfg, "test").dataset
     model = cfg.build_model()
     pre = pretrain_backbone(model, train_ds, opts["pretrain"], seed, log=log) if opts.get("pretrain") else {}
+    if opts.get("init"):
+        pre = init_from_weights(model, OUT / opts["init"], train_ds, log=log)
     loss_cls = FocalClassLoss if opts.get("cls_loss") == "focal" else YOLOLoss
     loss_fn = loss_cls(model.anchors, model.num_classes, model.stride, **cfg.detect.loss_weights())
     lr = opts.get("lr", cfg.train.lr)
@@ -238,9 +300,17 @@ def train_detector_steps(cfg: dict, steps: int, opts: dict, seed: int = 0, log=p
                 )
                 log(f"{model.spec.mode} {step}/{steps} {history[-1]}")
     info = {"history": history, "train_s": round(time.time() - start, 1), **pre}
-    if pre:
+    if pre.get("pretrain_s"):
         info["train_s"] = round(info["train_s"] + pre["pretrain_s"], 1)
     return model.eval(), (train_ds, test_ds), info
+
+
+def weights_name(name: str, mode: str, steps: int, extra_overrides: list[str]) -> str:
+    """File name of a run's weights; extra ``--set`` overrides add a hash of themselves."""
+    import hashlib
+
+    tag = hashlib.sha1(json.dumps(extra_overrides).encode()).hexdigest()[:8] if extra_overrides else ""
+    return f"{name}-{mode}-{steps}{'-' + tag if tag else ''}.pt"
 
 
 def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str]) -> dict:
@@ -257,6 +327,7 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
         "seed": seed,
         "steps": steps,
         "train_s": info["train_s"],
+        "init_train_s": info.get("init_train_s"),
         "overrides": overrides + extra_overrides,
         "opts": opts,
         "mAP50": metrics["mAP50"],
@@ -265,9 +336,12 @@ def run(name: str, steps: int, mode: str, seed: int, extra_overrides: list[str])
         "slot_class_acc": slot_class_accuracy(model, test_ds),
         "train_slot_class_acc": slot_class_accuracy(model, torch.utils.data.Subset(train_ds, range(500))),
         "last": history[-1] if history else {},
+        "grid": list(model.grid),
+        "train_samples": len(train_ds),
+        "weights": weights_name(name, mode, steps, extra_overrides),
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), OUT / f"{name}-{mode}-{steps}.pt")
+    torch.save(model.state_dict(), OUT / row["weights"])
     with open(OUT / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)

@@ -1,16 +1,17 @@
 """Detection rows of RESULTS.md: FP32 / Quant / SpQuant spiking YOLO on moving-digits events, and the
 Quant and SpQuant detectors run by the integer interpreter from their ``.spq`` files.
 
-    OMP_NUM_THREADS=1 python experiments/detect_results.py --steps 1500          # train (resumable) + write
-    python experiments/detect_results.py --write-only                            # rewrite from saved rows
+    OMP_NUM_THREADS=1 python experiments/detect_results.py --steps 2000 --ablation grid8_12k_cr1 \
+        --quantized grid8_12k_cr1_init:1000                       # train (or reuse ablation runs) + write
+    python experiments/detect_results.py --write-only            # rewrite from saved rows
 
 Each mode trains the ``detect-moving-digits`` recipe for ``--steps`` optimizer steps (the loop of
 ``experiments/detect_ablations.py``), is scored with VOC mAP@0.5 and COCO mAP@[.5:.95] on the test
 set, its memory and the three operation accountings (docs/method.md) are measured; the quantized
 ones are folded to ``.spq``, loaded back and run by the integer interpreter on every test sample,
 whose integer outputs are compared with deploy-simulation's sample by sample. Rows are saved as JSON
-under ``runs/detect-results/``; the RESULTS.md section between the ``detection`` markers and
-``docs/img/detections_integer.png`` are written from those files only.
+under ``runs/detect-results/``; the section between the ``detection`` markers of RESULTS.md and
+docs/detection.md and ``docs/img/detections_integer.png`` are written from those files only.
 """
 
 from __future__ import annotations
@@ -109,16 +110,25 @@ def _integer(model, test_ds, cfg, mode: str) -> dict:
 
 
 def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
-    """The model an ``experiments/detect_ablations.py`` run of the same entry, mode, steps and seed saved
-    (so a row is not trained twice), with its recorded training time; else None."""
-    weights = ROOT / "runs" / "detect-ablations" / f"{ablation}-{mode}-{steps}.pt"
+    """The model an ``experiments/detect_ablations.py`` run with the same recipe overrides, options,
+    mode, steps and seed saved (so a row is not trained twice), with its recorded training time;
+    else None."""
     log = ROOT / "runs" / "detect-ablations" / "results.jsonl"
-    if not weights.is_file() or not log.is_file():
+    if not log.is_file():
         return None
+    overrides, opts = ABLATIONS[ablation]
     recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if (r["name"], r["mode"], r["steps"], r["seed"]) == (ablation, mode, steps, seed)]
+    recs = [
+        r
+        for r in recs
+        if (r["mode"], r["steps"], r["seed"]) == (mode, steps, seed)
+        and r["overrides"] == overrides
+        and r["opts"] == opts
+    ]
+    recs = [r for r in recs if (ROOT / "runs" / "detect-ablations" / _weights(r)).is_file()]
     if not recs:
         return None
+    weights = ROOT / "runs" / "detect-ablations" / _weights(recs[-1])
     model = cfg.build_model()
     model.load_state_dict(torch.load(weights, weights_only=True))
     data = (load_split(cfg, "train").dataset, load_split(cfg, "test").dataset)
@@ -126,8 +136,17 @@ def _from_ablation(ablation: str, mode: str, steps: int, seed: int, cfg: dict):
     return (
         model.eval(),
         data,
-        {"history": [recs[-1]["last"]], "train_s": recs[-1]["train_s"], "from_ablation": weights.name},
+        {
+            "history": [recs[-1]["last"]],
+            "train_s": recs[-1]["train_s"],
+            "init_train_s": recs[-1].get("init_train_s"),
+            "from_ablation": weights.name,
+        },
     )
+
+
+def _weights(rec: dict) -> str:
+    return rec.get("weights") or f"{rec['name']}-{rec['mode']}-{rec['steps']}.pt"
 
 
 def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
@@ -154,6 +173,7 @@ def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
         "overrides": overrides,
         "opts": opts,
         "train_s": info["train_s"],
+        "init_train_s": info.get("init_train_s"),
         "pretrain_steps": info.get("pretrain_steps", 0),
         "threads": torch.get_num_threads(),
         "history": info["history"],
@@ -172,7 +192,7 @@ def run_mode(mode: str, steps: int, seed: int, ablation: str) -> dict:
     return row
 
 
-def picture(rows: dict, overrides: list[str]) -> None:
+def picture(rows: dict) -> None:
     """Detections of the integer SpQuant (else Quant) model on the first 8 test samples."""
     import matplotlib
 
@@ -182,7 +202,7 @@ def picture(rows: dict, overrides: list[str]) -> None:
     from spquant.detect.plot import draw_detections
 
     mode = "spquant" if "spquant" in rows else "quant"
-    cfg = load_config(f"{RECIPE}:{mode}", overrides)
+    cfg = load_config(f"{RECIPE}:{mode}", rows[mode]["overrides"])
     test_ds = load_split(cfg, "test").dataset
     dets = rows[mode]["integer"]["detections"]
     fig, axes = plt.subplots(2, 4, figsize=(12.8, 6.8))
@@ -203,34 +223,67 @@ def picture(rows: dict, overrides: list[str]) -> None:
     plt.close(fig)
 
 
+def _how_trained(r: dict) -> str:
+    text = f"entry `{r['ablation']}`"
+    if r["overrides"]:
+        text += " (" + ", ".join(f"`{o}`" for o in r["overrides"]) + ")"
+    opts = r.get("opts", {})
+    if opts.get("pretrain"):
+        text += (
+            f", {opts['pretrain']} steps of backbone pre-training on digit crops of the training set, then"
+        )
+    if opts.get("init"):
+        text += (
+            f": quantization-aware fine-tuning of the FP32 model `{opts['init']}` (BN statistics re-estimated "
+            "and, in SpQuant, gates opened first, as `spquant train --init-from RUN` does),"
+        )
+    text += f"{'' if opts.get('init') else ','} {r['steps']:,} detector Adam steps (cosine lr from {opts.get('lr', 'the recipe')})"
+    return text + "."
+
+
+def _train_time(r: dict) -> str:
+    text = f"{r['train_s'] / 60:.1f} min"
+    if r.get("init_train_s"):
+        text += f" + {r['init_train_s'] / 60:.1f} min FP32"
+    return text
+
+
 def section(rows: dict) -> str:
     fp = rows.get("fp32")
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     any_row = next(iter(rows.values()))
+    command = (
+        f"python experiments/detect_results.py --steps {any_row['steps']} --ablation {any_row['ablation']}"
+    )
+    if fp:
+        command = f"python experiments/detect_results.py --steps {fp['steps']} --ablation {fp['ablation']}"
+        q = {m: f"{rows[m]['ablation']}:{rows[m]['steps']}" for m in ("quant", "spquant") if m in rows}
+        if len(set(q.values())) == 1 and next(iter(q.values())) != f"{fp['ablation']}:{fp['steps']}":
+            command += f" --quantized {next(iter(q.values()))}"
+        elif len(set(q.values())) > 1:
+            command += " --quantized " + ",".join(f"{m}={v}" for m, v in q.items())
+    names = {"fp32": "FP32 SNN", "quant": "Quant-SNN", "spquant": "SpQuant-SNN"}
     lines = [
         START,
         "## Detection: spiking YOLO on moving-digits events",
         "",
-        f"Generated by `python experiments/detect_results.py --steps {any_row['steps']} "
-        f"--ablation {any_row.get('ablation', 'base')}` from `runs/detect-results/*.json` "
-        "(no number typed by hand). Recipe `detect-moving-digits`"
-        + (f" with {', '.join(f'`{o}`' for o in any_row['overrides'])}" if any_row["overrides"] else "")
-        + (
-            f", after {any_row['opts']['pretrain']} steps of backbone pre-training on digit crops of the training set"
-            if any_row.get("opts", {}).get("pretrain")
-            else ""
-        )
-        + f" (entry `{any_row.get('ablation', 'base')}` of `experiments/detect_ablations.py`)"
-        + f": {any_row['train_samples']:,} training / {any_row['test_samples']} test samples, "
-        f"{any_row['steps']} detector Adam steps (cosine lr), seed {any_row['seed']}, {any_row['threads']} torch thread, "
-        "on a shared 2-core machine (wall times are that machine's, under load from other jobs).",
+        f"Generated by `{command}` from `runs/detect-results/*.json` "
+        "(no number typed by hand). Recipe `detect-moving-digits`: "
+        f"{any_row['train_samples']:,} training / {any_row['test_samples']} test samples, seed {any_row['seed']}, "
+        f"{any_row['threads']} torch thread, on a shared 2-core machine (wall times are that machine's, under load "
+        "from other jobs). How each row was trained (entries of `experiments/detect_ablations.py`):",
+        "",
+    ]
+    for mode in MODES:
+        if mode in rows:
+            lines.append(f"* {names[mode]}: {_how_trained(rows[mode])}")
+    lines += [
         "",
         "| row | mAP@0.5 (VOC) | mAP@[.5:.95] (COCO) | class-agnostic mAP@0.5 | class accuracy at the responsible slot "
         "| memory MB (packed / paper's 2-bit) | memory reduction (packed) | FLOPs reduction (dense / kept MACs) "
         "| effective-op reduction (SOPs) | authors' convention | train time |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    names = {"fp32": "FP32 SNN", "quant": "Quant-SNN", "spquant": "SpQuant-SNN"}
     for mode in MODES:
         r = rows.get(mode)
         if r is None:
@@ -242,7 +295,7 @@ def section(rows: dict) -> str:
             f"{100 * r['slot_class_acc']:.1f} % | {st['total_mb_packed']:.4f} / {st['total_mb']:.4f} | {f(red, '.2f')}x | "
             f"{me['flops_reduction']:.2f}x | {me['effective_reduction']:.2f}x | "
             f"{f(me.get('paper_convention_reduction'), '.2f')}{'x' if me.get('paper_convention_reduction') else ''} | "
-            f"{r['train_s'] / 60:.1f} min |"
+            f"{_train_time(r)} |"
         )
         if "integer" in r:
             it = r["integer"]
@@ -269,26 +322,35 @@ def section(rows: dict) -> str:
         recs = [json.loads(line) for line in abl.read_text().splitlines() if line.strip()]
         lines += [
             "",
-            "### Ablations: what holds class-aware mAP back (FP32, seed 0)",
+            "### Ablations: what holds class-aware mAP back (seed 0)",
             "",
             "From `runs/detect-ablations/results.jsonl` (`python experiments/detect_ablations.py NAME --steps N`). "
             "*Slot class accuracy*: the arg-max class at the responsible (cell, anchor) slot of every test / "
             "training box, i.e. whether the head classifies, independent of objectness and NMS (chance 10 %). "
             "Recipe keys as recorded: the first runs used the separate detector trainer, whose `loss.*` keys are "
-            "today's `detect.*`.",
+            "today's `detect.*`. *Recipe change* is the whole change from the recipe before these ablations "
+            "(4x4 grid, 3,000 training samples, `detect.class_radius` 0): every row ran against that recipe or "
+            "spells out the shipped recipe's new values; grid and sample count as the run recorded them (- where "
+            "it did not). Wall time at 1 torch thread on the shared machine.",
             "",
-            "| ablation | recipe change | steps | mAP@0.5 | class-agnostic mAP@0.5 | slot class accuracy test / train "
-            "| wall time |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| ablation | recipe change | mode | grid / training samples | steps | mAP@0.5 | class-agnostic mAP@0.5 "
+            "| slot class accuracy test / train | wall time |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in recs:
             change = (
                 ", ".join([f"`{o}`" for o in r["overrides"]] + [f"`{k}={v}`" for k, v in r["opts"].items()])
                 or "none"
             )
+            grid = (
+                f"{r['grid'][0]}x{r['grid'][1]} / {r['train_samples']:,}"
+                if "grid" in r
+                else "(earlier recipe)"
+            )
             lines.append(
-                f"| {r['name']} | {change} | {r['steps']} | {r['mAP50']:.3f} | {r['mAP50_agnostic']:.3f} | "
-                f"{100 * r['slot_class_acc']:.1f} % / {100 * r['train_slot_class_acc']:.1f} % | {r['train_s'] / 60:.1f} min |"
+                f"| {r['name']} | {change} | {r['mode']} | {grid} | {r['steps']} | {r['mAP50']:.3f} | "
+                f"{r['mAP50_agnostic']:.3f} | "
+                f"{100 * r['slot_class_acc']:.1f} % / {100 * r['train_slot_class_acc']:.1f} % | {_train_time(r)} |"
             )
         lines.append("")
     lines += [
@@ -304,16 +366,21 @@ def section(rows: dict) -> str:
 
 
 def write(rows: dict) -> None:
-    path = ROOT / "RESULTS.md"
-    text = path.read_text() if path.is_file() else ""
+    """The generated block into RESULTS.md (appended when it has none) and docs/detection.md (between
+    its markers, image paths relative to docs/)."""
     block = section(rows)
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    for path, image_prefix in ((ROOT / "RESULTS.md", "docs/img/"), (ROOT / "docs" / "detection.md", "img/")):
+        text = path.read_text() if path.is_file() else ""
+        mine = block.replace("](docs/img/", f"]({image_prefix}")
+        if START in text and END in text:
+            text = text[: text.index(START)] + mine + text[text.index(END) + len(END) :]
+        elif path.name == "RESULTS.md":
+            text = text.rstrip("\n") + "\n\n" + mine + "\n"
+        else:
+            continue
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def main(argv=None) -> None:
@@ -324,6 +391,13 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--ablation", default="base", help="recipe overrides of this experiments/detect_ablations.py entry"
     )
+    ap.add_argument(
+        "--quantized",
+        default=None,
+        metavar="ENTRY:STEPS",
+        help="train the Quant and SpQuant rows as this entry for STEPS instead (e.g. fine-tuned from FP32); "
+        "per mode: quant=ENTRY:STEPS,spquant=ENTRY:STEPS",
+    )
     ap.add_argument("--write-only", action="store_true")
     ap.add_argument(
         "--recost", action="store_true", help="recompute memory and operation counts from the saved weights"
@@ -331,10 +405,14 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     OUT.mkdir(parents=True, exist_ok=True)
-    overrides = ABLATIONS[a.ablation][0]
     if not a.write_only:
         for mode in a.modes.split(","):
-            run_mode(mode, a.steps, a.seed, a.ablation)
+            ablation, steps = a.ablation, a.steps
+            if a.quantized and mode != "fp32":
+                per_mode = dict(p.split("=") for p in a.quantized.split(",")) if "=" in a.quantized else {}
+                spec = per_mode.get(mode, a.quantized)
+                ablation, steps = spec.split(":")[0], int(spec.split(":")[1])
+            run_mode(mode, steps, a.seed, ablation)
     rows = {m: json.loads((OUT / f"{m}.json").read_text()) for m in MODES if (OUT / f"{m}.json").is_file()}
     if a.recost:  # the accountings again from the saved weights (e.g. after spquant.cost gained one)
         for mode, row in rows.items():
@@ -344,7 +422,7 @@ def main(argv=None) -> None:
             row["cost"] = _cost(model.eval(), load_split(cfg, "test").dataset, cfg)
             (OUT / f"{mode}.json").write_text(json.dumps(row, indent=1))
     if any("integer" in r for r in rows.values()):
-        picture(rows, overrides)
+        picture(rows)
     write(rows)
     print(section(rows))
 

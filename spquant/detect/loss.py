@@ -111,6 +111,7 @@ class YOLOLoss(nn.Module):
         lambda_noobj: float = 0.5,
         lambda_cls: float = 1.0,
         ignore_threshold: float = 0.6,
+        class_radius: int = 0,
     ):
         super().__init__()
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).reshape(-1, 2))
@@ -119,6 +120,7 @@ class YOLOLoss(nn.Module):
         self.lambda_coord, self.lambda_obj = lambda_coord, lambda_obj
         self.lambda_noobj, self.lambda_cls = lambda_noobj, lambda_cls
         self.ignore_threshold = ignore_threshold
+        self.class_radius = int(class_radius)
 
     def forward(self, pred: torch.Tensor, targets) -> tuple[torch.Tensor, dict]:
         B, A, Gh, Gw, D = pred.shape
@@ -162,11 +164,12 @@ class YOLOLoss(nn.Module):
             scale = 2.0 - tg["wh"].prod(1) / (Gh * sy * Gw * sx)
             err = ((torch.sigmoid(p[:, 1:3]) - tg["txy"]) ** 2).sum(1) + ((p[:, 3:5] - tg["twh"]) ** 2).sum(1)
             l_coord = (scale * err).sum()
-            l_cls = (
-                F.cross_entropy(p[:, 5:], tg["cls"], reduction="sum")
-                if self.num_classes > 1
-                else p.new_zeros(())
-            )
+            if self.num_classes == 1:
+                l_cls = p.new_zeros(())
+            else:
+                l_cls = F.cross_entropy(p[:, 5:], tg["cls"], reduction="sum")
+                if self.class_radius:
+                    l_cls = l_cls + self._neighbour_cls(pred, b, a, gy, gx, tg["cls"])
         else:
             l_obj = l_coord = l_cls = pred.sum() * 0
         total = (
@@ -180,3 +183,18 @@ class YOLOLoss(nn.Module):
             for k, v in {"obj": l_obj, "noobj": l_noobj, "coord": l_coord, "cls": l_cls}.items()
         }
         return total, parts
+
+    def _neighbour_cls(self, pred, b, a, gy, gx, cls) -> torch.Tensor:
+        """Class cross-entropy at the responsible anchor of every cell within ``class_radius``
+        cells (Chebyshev distance) of the centre cell, averaged over those cells per box."""
+        _, _, Gh, Gw, _ = pred.shape
+        r = self.class_radius
+        d = torch.arange(-r, r + 1, device=pred.device)
+        dy, dx = (v.reshape(-1) for v in torch.meshgrid(d, d, indexing="ij"))
+        ny, nx = gy[:, None] + dy[None], gx[:, None] + dx[None]  # [n, (2r+1)^2]
+        ok = (ny >= 0) & (ny < Gh) & (nx >= 0) & (nx < Gw)
+        weight = ok.float() / ok.sum(1, keepdim=True)
+        bb, aa = b[:, None].expand_as(ny), a[:, None].expand_as(ny)
+        logits = pred[bb[ok], aa[ok], ny[ok], nx[ok]][:, 5:]
+        ce = F.cross_entropy(logits, cls[:, None].expand_as(ny)[ok], reduction="none")
+        return (ce * weight[ok]).sum()

@@ -237,6 +237,7 @@ class DetectConfig:
     lambda_noobj: float = 0.5
     lambda_cls: float = 1.0
     ignore_threshold: float = 0.6
+    class_radius: int = 0  # the class loss also at cells this many cells around the centre cell
     conf_threshold: float = 0.05
     nms_iou: float = 0.45
     max_det: int = 100
@@ -249,11 +250,20 @@ class DetectConfig:
             if not 0 <= getattr(self, k) <= 1:
                 raise ConfigError(f"detect.{k} must be in [0, 1], got {getattr(self, k)}")
         _positive("detect.max_det", self.max_det)
+        if not isinstance(self.class_radius, int) or self.class_radius < 0:
+            raise ConfigError(f"detect.class_radius must be an integer >= 0, got {self.class_radius!r}")
 
     def loss_weights(self) -> dict:
         return {
             k: getattr(self, k)
-            for k in ("lambda_coord", "lambda_obj", "lambda_noobj", "lambda_cls", "ignore_threshold")
+            for k in (
+                "lambda_coord",
+                "lambda_obj",
+                "lambda_noobj",
+                "lambda_cls",
+                "ignore_threshold",
+                "class_radius",
+            )
         }
 
 

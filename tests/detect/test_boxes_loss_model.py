@@ -116,3 +116,22 @@ def test_agnostic_decode_scores_by_objectness():
     assert d[0, 5].item() == 1
     (d2,) = decode(pred, anchors, (8, 8), conf_threshold=0.5)  # class-wise: 0.88 * ~0.35 < 0.5
     assert d2.shape == (0, 6)
+
+
+def test_class_radius_adds_the_mean_class_loss_of_the_neighbouring_cells():
+    torch.manual_seed(0)
+    anchors, stride = [(8, 8), (20, 24)], (8, 8)
+    target = [torch.tensor([[1.0, 1.0, 9.0, 9.0, 1.0]])]  # centre (5, 5): cell (0, 0), anchor 0
+    pred = torch.randn(1, 2, 4, 4, 7, requires_grad=True)
+    plain = YOLOLoss(anchors, num_classes=2, stride=stride)(pred, target)[1]["cls"]
+    total, parts = YOLOLoss(anchors, num_classes=2, stride=stride, class_radius=1)(pred, target)
+    # the corner cell has 3 neighbours inside the grid: cells (0,0), (0,1), (1,0), (1,1) of anchor 0
+    ce = [
+        torch.nn.functional.cross_entropy(pred[0, 0, y, x, 5:], torch.tensor(1))
+        for y, x in [(0, 0), (0, 1), (1, 0), (1, 1)]
+    ]
+    assert parts["cls"] == pytest.approx(plain + float(sum(ce)) / 4, rel=1e-6)
+    total.backward()
+    g = pred.grad
+    assert g[0, 0, 1, 1, 6] < 0 < g[0, 0, 1, 1, 5]  # a neighbour learns the class too
+    assert torch.all(g[0, 0, 2:, :, 5:] == 0) and torch.all(g[0, 1, :, :, 5:] == 0)  # nothing further away

@@ -10,10 +10,11 @@ that module and runs only the tests that exercise it, and the counts are printed
     python benchmarks/mutation.py prune --sample 400 --seed 0 --keep   # a seeded random sample
     python benchmarks/mutation.py cost --resume /tmp/mutation-cost-XXXX  # re-test its survivors
 
-``--resume`` takes a copy kept by an earlier run, refreshes its tests from this checkout (the
-mutated source stays as it was) and re-tests only the mutants that survived there (or were never
-tested): a killed mutant stays killed when tests are only added, so the result is the score the
-new tests would get on a fresh run of the same mutants, in a fraction of the time.
+``--resume`` takes a copy kept by an earlier run, adds this checkout's new test files to it (and
+replaces those named by ``--update-tests``; the mutated source stays as it was) and re-tests only
+the mutants that survived there (or were never tested): a killed mutant stays killed when tests are
+only added, so the result is the score the new tests would get on a fresh run of the same mutants,
+in a fraction of the time.
 
 Score = killed / (killed + survived), with timeouts counted as killed (the mutant made a test run
 forever, which is a detected change) and mutants no test reaches reported separately. Surviving
@@ -121,8 +122,10 @@ def _selection_fingerprint(tests: list[str]) -> str:
     return hashlib.sha256(repr(tuple(tests)).encode()).hexdigest()[:12]
 
 
-def _refresh_tests(work: Path, tests: list[str]) -> None:
-    """Copy this checkout's tests into a kept copy and let mutmut keep its verdicts for the new list."""
+def _refresh_tests(work: Path, tests: list[str], update: list[str]) -> None:
+    """Copy this checkout's new test files (and those named in ``update``) into a kept copy and let
+    mutmut keep its verdicts for the new test list. Test files the copy already has stay as they are:
+    they match its (older) source, which this checkout's versions may have outgrown."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "tests"],
         cwd=ROOT,
@@ -131,6 +134,8 @@ def _refresh_tests(work: Path, tests: list[str]) -> None:
         check=True,
     ).stdout.split()
     for f in files:
+        if (work / f).exists() and f not in update:
+            continue
         for dest in (work / f, work / "mutants" / f):
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest)
@@ -155,6 +160,7 @@ def run_module(
     seed: int = 0,
     resume: Path | None = None,
     score_only: bool = False,
+    update_tests: list[str] | None = None,
 ) -> dict:
     paths, tests = CORE[name]
     if files:
@@ -167,7 +173,7 @@ def run_module(
         work = resume
         tests = [t for t in tests if (ROOT / t).exists()]
         if not score_only:
-            _refresh_tests(work, tests)
+            _refresh_tests(work, tests, update_tests or [])
         chosen_file = work / "mutation-sample.json"
         chosen = set(json.loads(chosen_file.read_text())) if chosen_file.exists() else None
         codes = {k: v for k, v in _exit_codes(work).items() if _in_files(k, files)}
@@ -240,6 +246,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     ap.add_argument("--resume", type=Path, help="kept copy of one module: re-test its survivors")
     ap.add_argument("--score-only", action="store_true", help="with --resume: only count its verdicts")
+    ap.add_argument(
+        "--update-tests",
+        nargs="+",
+        default=[],
+        help="with --resume: test files the copy already has that are replaced by this checkout's",
+    )
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in CORE]
     if unknown:
@@ -247,7 +259,17 @@ def main(argv=None) -> int:
     if (args.files or args.resume) and len(args.modules) != 1:
         ap.error("--files and --resume need exactly one module")
     rows = [
-        run_module(m, args.jobs, args.keep, args.files, args.sample, args.seed, args.resume, args.score_only)
+        run_module(
+            m,
+            args.jobs,
+            args.keep,
+            args.files,
+            args.sample,
+            args.seed,
+            args.resume,
+            args.score_only,
+            args.update_tests,
+        )
         for m in args.modules
     ]
     print("| module | mutants | killed | survived | no test | not run | score |")

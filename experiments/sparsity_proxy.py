@@ -65,8 +65,6 @@ def rows(keep: float) -> list[tuple[str, str, str, list[str]]]:
             SP + k + ["quant.prune.target_scope=sample"],
         ),
         ("batch", f"SpQuant keep {keep:g}, batch target", "spquant", SP + batch),
-        # capacity control: a dense Quant-SNN with about half the MACs (width 1/8 divided by sqrt 2)
-        ("quant-narrow", "Quant-SNN at width 0.088 (dense, ~0.5x the MACs)", "quant", ["model.width=0.0884"]),
         (
             "batch-no-spatial",
             "  ... spatial prior off",
@@ -79,6 +77,8 @@ def rows(keep: float) -> list[tuple[str, str, str, list[str]]]:
             "spquant",
             SP + batch + ["quant.prune.spatial_prior=false", "quant.prune.channel_prior=false"],
         ),
+        # capacity control: a dense Quant-SNN with about half the MACs (width 1/8 divided by sqrt 2)
+        ("quant-narrow", "Quant-SNN at width 0.088 (dense, ~0.5x the MACs)", "quant", ["model.width=0.0884"]),
         (
             "priors-only",
             "SpQuant, priors only (learned gate off)",

@@ -51,7 +51,12 @@ CORE = {
     ),
     "prune": (
         ["spquant/prune"],
-        ["tests/test_prune.py", "tests/test_prune_budget.py", "tests/test_gate_overhead_oracle.py"],
+        [
+            "tests/test_prune.py",
+            "tests/test_prune_budget.py",
+            "tests/test_gate_overhead_oracle.py",
+            "tests/test_prune_oracles.py",
+        ],
     ),
     "cost": (
         ["spquant/cost"],

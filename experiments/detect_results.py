@@ -342,11 +342,7 @@ def section(rows: dict) -> str:
                 ", ".join([f"`{o}`" for o in r["overrides"]] + [f"`{k}={v}`" for k, v in r["opts"].items()])
                 or "none"
             )
-            grid = (
-                f"{r['grid'][0]}x{r['grid'][1]} / {r['train_samples']:,}"
-                if "grid" in r
-                else "(earlier recipe)"
-            )
+            grid = f"{r['grid'][0]}x{r['grid'][1]} / {r['train_samples']:,}" if "grid" in r else "-"
             lines.append(
                 f"| {r['name']} | {change} | {r['mode']} | {grid} | {r['steps']} | {r['mAP50']:.3f} | "
                 f"{r['mAP50_agnostic']:.3f} | "

@@ -20,20 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from sparsity import COMMON as SWEEP_COMMON  # noqa: E402
 
 from spquant.train import load_config, train  # noqa: E402
 
-COMMON = [
-    "model.plan=none",
-    "model.input=[32, 32]",
-    "model.width=0.125",
-    "model.T=4",
-    "train.seed=0",
-    "data.resize=crop",
-    "train.lr=3e-3",
-    "train.batch_size=64",
-    "train.lam=0.05",
-    "run.threads=1",
+# the keep sweep's network and optimiser (experiments/sparsity.py) at its `embedded` budget
+COMMON = SWEEP_COMMON + [
     "data.source=embedded",
     "data.train_subset=6000",
     "train.epochs=1",

@@ -40,6 +40,9 @@ def test_avgpool_with_tuple_padding_is_accepted_and_unknown_layers_are_named():
     model = _vgg16()
     model.features[1].module.padding = (0, 0)  # the same pooling as padding=0
     assert [n["op"] for n in fold_model(model, (1, 16, 16)).nodes].count("sumpool") == 2
+    model.features[1].module = nn.AvgPool2d((2, 4), stride=(2, 4))  # a rectangle, not a 2 x 2 sum
+    with pytest.raises(DeployError, match="non-overlapping unpadded average pooling"):
+        fold_model(model, (1, 16, 16))
     model.features[1] = nn.Identity()
     with pytest.raises(DeployError, match="Identity"):
         fold_model(model, (1, 16, 16))
@@ -186,8 +189,9 @@ def test_maxpool_written_with_tuples_is_accepted():
         nn.MaxPool2d(2, padding=1),
         nn.MaxPool2d(2, dilation=2),
         nn.MaxPool2d(2, ceil_mode=True),
+        nn.MaxPool2d((2, 4), stride=(2, 4)),
     ],
-    ids=["overlapping", "padded", "dilated", "ceil"],
+    ids=["overlapping", "padded", "dilated", "ceil", "rectangle"],
 )
 def test_maxpool_refusals(pool):
     model = _yolo()

@@ -130,7 +130,7 @@ def test_class_radius_adds_the_mean_class_loss_of_the_neighbouring_cells():
         torch.nn.functional.cross_entropy(pred[0, 0, y, x, 5:], torch.tensor(1))
         for y, x in [(0, 0), (0, 1), (1, 0), (1, 1)]
     ]
-    assert parts["cls"] == pytest.approx(plain + float(sum(ce)) / 4, rel=1e-6)
+    assert parts["cls"] == pytest.approx(plain + sum(c.item() for c in ce) / 4, rel=1e-6)
     total.backward()
     g = pred.grad
     assert g[0, 0, 1, 1, 6] < 0 < g[0, 0, 1, 1, 5]  # a neighbour learns the class too

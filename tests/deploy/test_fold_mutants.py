@@ -26,6 +26,7 @@ def _vgg16():
 def test_default_frac_bits_and_its_bounds():
     assert fold_model(_vgg16(), (1, 16, 16)).frac_bits == 16
     assert fold_model(_vgg16(), (1, 16, 16), frac_bits=30).frac_bits == 30
+    assert fold_model(_vgg16(), (1, 16, 16), frac_bits=2).frac_bits == 2
     with pytest.raises(DeployError, match="2..30"):
         fold_model(_vgg16(), (1, 16, 16), frac_bits=31)
 
@@ -43,13 +44,18 @@ def test_avgpool_with_tuple_padding_is_accepted_and_unknown_layers_are_named():
     model.features[1].module = nn.AvgPool2d((2, 4), stride=(2, 4))  # a rectangle, not a 2 x 2 sum
     with pytest.raises(DeployError, match="non-overlapping unpadded average pooling"):
         fold_model(model, (1, 16, 16))
+    model.features[1].module = nn.AvgPool2d(2, stride=1)  # overlapping windows
+    with pytest.raises(DeployError, match="non-overlapping unpadded average pooling"):
+        fold_model(model, (1, 16, 16))
     model.features[1] = nn.Identity()
     with pytest.raises(DeployError, match="Identity"):
         fold_model(model, (1, 16, 16))
 
 
 @pytest.mark.parametrize(
-    "attr, value", [("groups", 2), ("kernel_size", (3, 1)), ("dilation", (2, 2))], ids=str
+    "attr, value",
+    [("groups", 2), ("kernel_size", (3, 1)), ("dilation", (2, 2)), ("padding", (1, 0))],
+    ids=str,
 )
 def test_conv_refusals(attr, value):
     model = _vgg16()
@@ -69,7 +75,7 @@ class _Quant:
         return self.codes, self.s_w
 
 
-def _linear_node(codes, bias, input_max=1):
+def _linear_node(codes, bias, input_max=1, bits=8):
     """One linear layer with integer weight codes and weight scale 2^-4 after an input of scale 1."""
     codes = torch.tensor(codes, dtype=torch.int64)
     layer = SimpleNamespace(
@@ -77,9 +83,11 @@ def _linear_node(codes, bias, input_max=1):
         weight_quant=_Quant(codes, 2.0**-4),
         bias=None if bias is None else torch.tensor(bias, dtype=torch.float32),
     )
+    layer.weight_quant.bits = bits
     f = _Folder(16, (codes.shape[1],), 8, 1.0, input_max)
     name = f.linear("input", layer)
     node = f.program.nodes[-1]
+    assert f.program.arrays[name + ".weight"].tolist() == codes.tolist()  # stored without overflow
     return node, f.program.arrays[name + ".M"], f.program.arrays[name + ".B"]
 
 
@@ -96,6 +104,34 @@ def test_shift_keeps_the_16_bit_multiplier_when_no_float32_shift_fits():
     # acc_max = 100 * 100 = 10,000: even M = 2^(16-4+0) = 4096 gives 4.1e7 > 2^23, so S = S0 = 3.
     node, M, B = _linear_node([[100] * 100], None)
     assert node["shift"] == 3 and M.tolist() == [32768] and B.tolist() == [0]
+
+
+def test_nine_bit_codes_are_stored_without_overflow():
+    node, M, B = _linear_node([[200, -255]], None, bits=9)
+    assert node["bits"] == 9
+
+
+def test_fold_refuses_other_models_and_a_zero_leak():
+    with pytest.raises(DeployError, match="VGG9, ResNet19 and SpikingYOLO, got Linear"):
+        fold_model(nn.Linear(2, 2).eval(), (1, 2, 2))
+    model = _vgg16()
+    model.features[0].neuron.tau = 0.0
+    with pytest.raises(DeployError, match="power of two"):
+        fold_model(model, (1, 16, 16))
+
+
+def test_resnet_second_conv_folds_its_batchnorm():
+    model = tiny_model("resnet", size=8).eval()
+    with torch.no_grad():
+        for blk in model.layers:
+            blk.bn2.bias.fill_(0.5)  # running mean 0: the folded bias is exactly 0.5
+    program = fold_model(model, (1, 8, 8))
+    adds = [n for n in program.nodes if n["op"] == "add"]
+    assert adds
+    for add in adds:
+        c2 = next(n for n in program.nodes if n["name"] == add["inputs"][0])
+        B = program.arrays[c2["B"]] / 2.0 ** (program.frac_bits + c2["shift"])
+        assert np.all(np.abs(B - 0.5) <= 2.0 ** -(program.frac_bits + c2["shift"]))
 
 
 # ---- the learned gate and the channel prior ---------------------------------------------------------
@@ -143,6 +179,12 @@ def test_gate_tables_and_matrix_by_hand():
     assert lif["prior_channel_min"] == -hw // 2  # lb = -1, so -32 is in range and -32 / 64 == -0.5
 
 
+def test_channel_prior_above_the_membrane_range_never_keeps():
+    _, program = _gated_vgg(channel_prior_threshold=1.5)  # ub = 1: no channel mean reaches 1.5
+    lif = next(n for n in program.nodes if n["op"] == "lif_pruned")
+    assert lif["prior_channel"] == 1 and lif["prior_channel_min"] == 1 * 64 + 1
+
+
 def test_channel_prior_is_not_applied_to_a_linear_layer():
     # the prior keeps channels by their spatial mean, which a [T, B, F] membrane does not have: in
     # PyTorch it keeps everything there, so the fold must not turn it into a channel bound
@@ -172,7 +214,8 @@ def test_detector_fold_keeps_pooling_spec_and_anchors():
     assert program.meta["spec"] == model.spec.to_dict() and program.meta["spec"]["mode"] == "quant"
     det = program.meta["detection"]
     assert det["anchors"] == [[float(v) for v in a] for a in model.anchors.tolist()]
-    assert det["num_classes"] == 2
+    assert det["num_classes"] == 2 and det["grid"] == [8, 8] and det["input_size"] == [16, 16]
+    assert program.meta["model"] == "SpikingYOLO"
 
 
 def test_maxpool_written_with_tuples_is_accepted():

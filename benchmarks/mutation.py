@@ -75,7 +75,12 @@ CORE = {
     ),
     "deploy-fold": (
         ["spquant/deploy/fold.py"],
-        ["tests/deploy/test_fold_oracle.py", "tests/deploy/test_refusals.py", "tests/deploy/test_parity.py"],
+        [
+            "tests/deploy/test_fold_oracle.py",
+            "tests/deploy/test_refusals.py",
+            "tests/deploy/test_parity.py",
+            "tests/deploy/test_fold_mutants.py",
+        ],
     ),
     "deploy-interpreter": (
         ["spquant/deploy/interpreter.py"],

@@ -29,6 +29,13 @@ def _rhu(x: np.ndarray | float) -> np.ndarray:
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
 
 
+def _square(v) -> int | None:
+    """The side of a square pooling window or stride (an int or an equal pair), else None."""
+    if isinstance(v, int):
+        return v
+    return int(v[0]) if len(v) == 2 and v[0] == v[1] else None
+
+
 # ------------------------------------------------------------------------------------------------
 # folding a live model
 # ------------------------------------------------------------------------------------------------
@@ -303,27 +310,14 @@ def fold_model(
     with torch.no_grad():
         if isinstance(model, VGG9):
             x = "input"
-            h, w = H, W
             for layer in model.features:
                 if isinstance(layer, ConvBNLIF):
                     x = f.block(x, layer)
-                    st = layer.conv.stride[0]
-                    h, w = (
-                        (h + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1,
-                        (w + 2 * layer.conv.padding[0] - layer.conv.kernel_size[0]) // st + 1,
-                    )
                 elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.AvgPool2d):
-                    ks = layer.module.kernel_size
-                    ks = ks if isinstance(ks, int) else ks[0]
-                    stride = (
-                        layer.module.stride
-                        if isinstance(layer.module.stride, int)
-                        else layer.module.stride[0]
-                    )
-                    if stride != ks or layer.module.padding not in (0, (0, 0)):
+                    ks, stride = _square(layer.module.kernel_size), _square(layer.module.stride)
+                    if ks is None or stride != ks or layer.module.padding not in (0, (0, 0)):
                         raise DeployError("only non-overlapping unpadded average pooling is supported")
                     x = f.sumpool(x, ks)
-                    h, w = h // ks, w // ks
                 else:
                     raise DeployError(f"unsupported layer in VGG9.features: {type(layer).__name__}")
             x = f.flatten(x)
@@ -352,10 +346,10 @@ def fold_model(
                     x = f.block(x, layer)
                 elif isinstance(layer, SeqModule) and isinstance(layer.module, nn.MaxPool2d):
                     mp = layer.module
-                    ks = mp.kernel_size if isinstance(mp.kernel_size, int) else mp.kernel_size[0]
-                    st = mp.stride if isinstance(mp.stride, int) else mp.stride[0]
+                    ks, st = _square(mp.kernel_size), _square(mp.stride)
                     if (
-                        st != ks
+                        ks is None
+                        or st != ks
                         or mp.padding not in (0, (0, 0))
                         or mp.dilation not in (1, (1, 1))
                         or mp.ceil_mode

@@ -48,7 +48,12 @@ CORE = {
     ),
     "neuron": (
         ["spquant/neuron"],
-        ["tests/test_neuron.py", "tests/test_fused.py", "tests/test_surrogate_oracles.py"],
+        [
+            "tests/test_neuron.py",
+            "tests/test_fused.py",
+            "tests/test_surrogate_oracles.py",
+            "tests/test_neuron_edges.py",
+        ],
     ),
     "prune": (
         ["spquant/prune"],

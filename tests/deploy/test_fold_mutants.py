@@ -241,3 +241,24 @@ def test_maxpool_refusals(pool):
     model.features[1].module = pool
     with pytest.raises(DeployError, match="non-overlapping unpadded max pooling"):
         fold_model(model, (2, 16, 16), input_bits=1, input_scale=1.0)
+
+
+def _pruned_vgg(size, plan, spec_kw=None, **prune):
+    torch.manual_seed(0)
+    opt = {"learned_gate": False, "channel_prior": False, "spatial_prior": False, **prune}
+    spec = QuantSpec(mode="spquant", prune=opt, **(spec_kw or {}))
+    net = VGG9(4, in_channels=2, input_size=(size, size), width=1.0, plan=plan, spec=spec).eval()
+    return fold_model(net, (2, size, size), input_bits=1, input_scale=1.0)
+
+
+def test_channel_prior_on_a_one_pixel_map():
+    # 2 x 2 input, pool -> 1 x 1: the channel mean is the single membrane value, sums in lb..ub = -1..1
+    program = _pruned_vgg(2, [6, "A", 8], channel_prior=True, channel_prior_threshold=-0.5)
+    lif = [n for n in program.nodes if n["op"] == "lif_pruned"][-1]
+    assert lif["prior_channel"] == 1 and lif["prior_channel_min"] == 0  # smallest s in -1..1 with s >= -0.5
+
+
+def test_spatial_prior_level_defaults_to_the_membrane_lower_bound():
+    program = _pruned_vgg(4, [6], spec_kw={"membrane_lb": -2}, spatial_prior=True)
+    lif = next(n for n in program.nodes if n["op"] == "lif_pruned")
+    assert lif["lb"] == -2 and lif["prior_spatial"] == 1 and lif["prior_spatial_level"] == -2

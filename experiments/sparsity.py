@@ -93,7 +93,8 @@ def command(row, sets, out):
 
 
 def train_row(row, budget, root, out_root: Path) -> dict:
-    sets = [s.format(out=out_root) for s in overrides_for(row, budget, root)]
+    raw = overrides_for(row, budget, root)
+    sets = [s.format(out=out_root) for s in raw]
     run_dir = out_root / row[0]
     if not (run_dir / "run.json").is_file():
         print(f"== {row[1]}: {command(row, sets, run_dir)}", flush=True)
@@ -106,7 +107,7 @@ def train_row(row, budget, root, out_root: Path) -> dict:
         )
         (run_dir / "experiment.json").write_text(json.dumps({"wall_seconds": time.time() - t0}))
     run = json.loads((run_dir / "run.json").read_text())
-    shown = [s for s in overrides_for(row, budget, root) if not s.startswith("data.root=")]
+    shown = [s for s in raw if not s.startswith("data.root=")]
     run["command"] = command(
         row, [s.format(out=f"runs/sparsity/{budget}") for s in shown], f"runs/sparsity/{budget}/{row[0]}"
     )

@@ -549,11 +549,8 @@ class Interpreter:
                     pooled = sum(
                         flat[..., i : i + k * Ho : k, j : j + k * Wo : k] for i in range(k) for j in range(k)
                     )
-                else:
-                    flat = flat.to(torch.float32)
-                    pooled = Fn.avg_pool2d(
-                        flat, k, divisor_override=1
-                    )  # window sums of small integers: exact
+                else:  # window sums of small integers: exact in float32
+                    pooled = Fn.avg_pool2d(flat.to(torch.float32), k, divisor_override=1)
                 y = (pooled.reshape(*lead, *pooled.shape[1:]), st)
             elif op == "maxpool":
                 k = int(n["kernel"])
@@ -586,11 +583,12 @@ class Interpreter:
     def _skip_conv_lif(self, x: torch.Tensor, static: bool, T: int, nc: dict, nl: dict, gate) -> torch.Tensor:
         """Spikes [T, B, O, H', W'] (uint8) of a gated conv + pruned LIF, computing only what is kept.
 
-        Two exact paths (``skip_paths[conv name]``, chosen per layer by :meth:`calibrate`):
+        Three exact paths (``skip_paths[conv name]``, chosen per layer by :meth:`calibrate`):
 
         * ``union`` (default): the output channels the gate keeps for at least one sample and step
           are gathered, and the input channels with at least one spike; the convolution (all steps
-          at once) and the LIF loop run on those channels only, the LIF in float32 where the bounds prove every value is an integer below 2^24.
+          at once) and the LIF loop run on those channels only, the LIF in float32 where the bounds
+          prove every value is an integer below 2^24.
           A channel the gate never keeps gets no current at any step: its state stays 0 and it
           spikes iff 0 > V_c, filled in without computing.
         * ``gather``: per step, the channels kept by the gate AND the channel prior (which needs
@@ -600,7 +598,7 @@ class Interpreter:
           without a single spike (channels the previous layer's gate switched off, silent
           channels): the matmul runs over the kept outputs x the active inputs only.
 
-        Both apply the spatial prior and the channel prior exactly as the dense path does; every
+        All apply the spatial prior and the channel prior exactly as the dense path does; every
         value is an integer within the bounds ``analyze`` proved, so float sums are exact in any
         order and the epilogue is the conv path's, element for element: bit-identical.
         """
@@ -629,7 +627,9 @@ class Interpreter:
         # input channels without a single spike in the whole batch (e.g. switched off upstream)
         # add nothing: the convolution runs over the active ones only
         active_in = flat.any(dim=0).any(dim=-1).any(dim=-1)  # much faster than ne(0).any(dims)
-        idx_in = active_in.nonzero().flatten() if bool(active_in.any()) else torch.zeros(1, dtype=torch.long)
+        idx_in = active_in.nonzero().flatten()
+        if len(idx_in) == 0:  # no input spike at all: keep one (zero) channel so the conv has an input
+            idx_in = torch.zeros(1, dtype=torch.long)
         if len(idx_in) < flat.shape[1]:
             flat = flat[:, idx_in]
         key = ("union", tuple(idx.tolist()), tuple(idx_in.tolist()))

@@ -4,6 +4,12 @@ emulated-event MNIST (``mnist-dvs``), beside the FP32 SNN and the Quant-SNN of t
     python experiments/sparsity.py                          # train (resumable) + measure + RESULTS.md
     python experiments/sparsity.py --budget cpu             # the RESULTS.md budget (full MNIST events)
     python experiments/sparsity.py --keeps 1.0,0.5          # a subset of the sweep
+    python experiments/sparsity.py --budget cpu --epochs 2 --schedule early --keeps 0.5,0.4 \
+        --results docs/pruning_and_cost.md --marker sparsity-schedule   # a schedule at another length
+
+``--epochs`` trains every row (FP32, Quant, gated) for that many epochs; ``--schedule`` picks the
+budgeted gates' warm-up / ramp (``SCHEDULES``); either one moves the runs to
+``<out>/<budget>-<epochs>ep-<schedule>``. ``--only`` trains a subset of the rows (parallel jobs).
 
 Every row is one ``spquant train`` run under ``runs/sparsity/<budget>/<row>``. Per SpQuant row the
 script measures, on the test split, the three accountings (``spquant cost --checkpoint RUN --json``
@@ -50,15 +56,48 @@ COMMON = [
     "run.threads=1",
 ]
 SP = ["quant.prune.predictor_bits=2"]
-BEGIN, END = "<!-- sparsity:begin -->", "<!-- sparsity:end -->"
+# warm-up / ramp of the budgeted gates (rows with keep < 1); "default" is quant.prune's own
+SCHEDULES = {
+    "default": [],
+    # the target is reached at 20 % of training instead of 50 %: 80 % of the steps (at the higher
+    # part of the cosine lr) train the network with the channels it keeps
+    "early": ["quant.prune.warmup=0.05", "quant.prune.ramp=0.15"],
+}
+MIN_PLOTTED = 3  # a trade-off curve needs a few gated rows
 
 
-def rows(keeps, from_quant=()):
+def markers(name: str = "sparsity") -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def pareto_png(marker: str = "sparsity") -> Path:
+    return ROOT / "docs" / "img" / f"{marker.replace('-', '_')}_pareto.png"
+
+
+def variant_name(budget: str, epochs: int | None = None, schedule: str = "default") -> str:
+    """Folder of a sweep: the budget, plus the epochs and schedule when they are not the budget's."""
+    return (
+        budget
+        + (f"-{epochs}ep" if epochs is not None else "")
+        + (f"-{schedule}" if schedule != "default" else "")
+    )
+
+
+def rows(keeps, from_quant=(), schedule="default"):
     """The sweep's rows; ``from_quant``: keeps also trained from the finished Quant-SNN row
-    (``train.init_from``, one more epoch), beside the Quant-SNN fine-tuned the same way."""
+    (``train.init_from``, one more epoch), beside the Quant-SNN fine-tuned the same way;
+    ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1)."""
+    sched = SCHEDULES[schedule]
     out = [("fp32", "FP32 SNN", "fp32", []), ("quant", "Quant-SNN", "quant", [])]
     for k in keeps:
-        out.append((f"keep-{k:g}", f"SpQuant-SNN keep {k:g}", "spquant", SP + [f"quant.prune.keep={k}"]))
+        out.append(
+            (
+                f"keep-{k:g}",
+                f"SpQuant-SNN keep {k:g}",
+                "spquant",
+                SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []),
+            )
+        )
     if from_quant:
         init = ["train.init_from={out}/quant"]
         out.append(("quant-ft", "Quant-SNN, +1 epoch from the Quant-SNN", "quant", init))
@@ -68,14 +107,15 @@ def rows(keeps, from_quant=()):
                 f"keep-{k:g}-from-quant",
                 f"SpQuant-SNN keep {k:g}, +1 epoch from the Quant-SNN",
                 "spquant",
-                SP + [f"quant.prune.keep={k}"] + init,
+                SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + init,
             )
         )
     return out
 
 
-def overrides_for(row, budget, root):
-    source, n, epochs = BUDGETS[budget]
+def overrides_for(row, budget, root, epochs=None):
+    source, n, budget_epochs = BUDGETS[budget]
+    epochs = budget_epochs if epochs is None else epochs
     return (
         COMMON
         + [f"data.source={source}", f"data.train_subset={n}", f"train.epochs={epochs}"]
@@ -92,8 +132,8 @@ def command(row, sets, out):
     )
 
 
-def train_row(row, budget, root, out_root: Path) -> dict:
-    raw = overrides_for(row, budget, root)
+def train_row(row, budget, root, out_root: Path, epochs=None, shown_root=None) -> dict:
+    raw = overrides_for(row, budget, root, epochs)
     sets = [s.format(out=out_root) for s in raw]
     run_dir = out_root / row[0]
     if not (run_dir / "run.json").is_file():
@@ -108,9 +148,8 @@ def train_row(row, budget, root, out_root: Path) -> dict:
         (run_dir / "experiment.json").write_text(json.dumps({"wall_seconds": time.time() - t0}))
     run = json.loads((run_dir / "run.json").read_text())
     shown = [s for s in raw if not s.startswith("data.root=")]
-    run["command"] = command(
-        row, [s.format(out=f"runs/sparsity/{budget}") for s in shown], f"runs/sparsity/{budget}/{row[0]}"
-    )
+    shown_root = shown_root or f"runs/sparsity/{budget}"
+    run["command"] = command(row, [s.format(out=shown_root) for s in shown], f"{shown_root}/{row[0]}")
     run["row"], run["label"], run["dir"] = row[0], row[1], str(run_dir)
     exp = run_dir / "experiment.json"
     run["wall_seconds"] = json.loads(exp.read_text())["wall_seconds"] if exp.is_file() else None
@@ -217,22 +256,51 @@ def _load(measured) -> str:
     return f"1-minute load average {min(loads):.1f}-{max(loads):.1f} during the timings"
 
 
+def _flags(args) -> str:
+    """The non-default flags of this invocation that change the table (for the 'Generated by' line)."""
+    out = ""
+    if getattr(args, "keeps", None) and args.keeps != ",".join(f"{k:g}" for k in KEEPS):
+        out += f" --keeps {args.keeps}"
+    if getattr(args, "from_quant", ""):
+        out += f" --from-quant {args.from_quant}"
+    if getattr(args, "epochs", None) is not None:
+        out += f" --epochs {args.epochs}"
+    if getattr(args, "schedule", "default") != "default":
+        out += f" --schedule {args.schedule}"
+    if getattr(args, "marker", "sparsity") != "sparsity":
+        out += f" --results {Path(args.results).name if Path(args.results).parent == ROOT else args.results}"
+        out += f" --marker {args.marker}"
+    return out
+
+
 def section(runs, measured, budget, args) -> list[str]:
     src, n, epochs = BUDGETS[budget]
+    epochs = epochs if getattr(args, "epochs", None) is None else args.epochs
+    schedule = getattr(args, "schedule", "default")
+    marker = getattr(args, "marker", "sparsity")
+    begin, end = markers(marker)
     by = {r["row"]: r for r in runs}
     fp, q = by.get("fp32"), by.get("quant")
+    gate = "with its defaults" + (
+        ""
+        if schedule == "default"
+        else f" except the `{schedule}` schedule (`" + "`, `".join(SCHEDULES[schedule]) + "`)"
+    )
+    title = (
+        "## Sparsity budget sweep (`quant.prune.keep`)"
+        if marker == "sparsity"
+        else f"#### Measured: {epochs} epoch(s), `{schedule}` schedule (`experiments/sparsity.py`)"
+    )
     L = [
-        BEGIN,
+        begin,
         "",
-        "## Sparsity budget sweep (`quant.prune.keep`)",
+        title,
         "",
-        f"Generated by `python experiments/sparsity.py --budget {budget}"
-        + (f" --from-quant {args.from_quant}" if getattr(args, "from_quant", "") else "")
-        + "`. "
+        f"Generated by `python experiments/sparsity.py --budget {budget}{_flags(args)}`. "
         f"Budget: `{src}` MNIST as emulated events, "
         f"{n:,} training images, {epochs} epoch(s), VGG-9 width 0.125 at 32x32, T = 4, batch 64, Adam lr 3e-3 cosine, seed 0, "
         f"1 torch thread, on a shared 2-core machine ({_load(measured)}). Ternary gate predictors; below keep 1 the budgeted "
-        "gate with its defaults (target ranked over the batch, predictor lr x10). Accuracy on the run's whole test split; "
+        f"gate {gate} (target ranked over the batch, predictor lr x10). Accuracy on the run's whole test split; "
         f"operation counts on the first {args.cost_samples} test samples; interpreter timings on {args.speed_samples} test samples "
         f"(median of {args.repeats} alternating repeats, min-max in brackets).",
         "",
@@ -357,8 +425,12 @@ def section(runs, measured, budget, args) -> list[str]:
             + verdict
             + ".",
         ]
-    L += ["", "![sparsity_pareto](docs/img/sparsity_pareto.png)", "", "Commands:", "", "```"]
-    L += [r["command"] for r in runs] + ["```", "", END]
+    if len(measured) >= MIN_PLOTTED:
+        png = pareto_png(marker)
+        rel = os.path.relpath(png, Path(getattr(args, "results", ROOT / "RESULTS.md")).resolve().parent)
+        L += ["", f"![{png.stem}]({rel})"]
+    L += ["", "Commands:", "", "```"]
+    L += [r["command"] for r in runs] + ["```", "", end]
     return L
 
 
@@ -397,12 +469,13 @@ def plot(runs, measured, png: Path):
     fig.savefig(png, dpi=110)
 
 
-def write_results(lines: list[str], path: Path):
+def write_results(lines: list[str], path: Path, marker: str = "sparsity"):
+    begin, end = markers(marker)
     text = path.read_text() if path.is_file() else ""
     block = "\n".join(lines) + "\n"
-    if BEGIN in text and END in text:
-        pre, rest = text.split(BEGIN, 1)
-        post = rest.split(END, 1)[1].lstrip("\n")
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        post = rest.split(end, 1)[1].lstrip("\n")
         text = pre + block + post
     else:
         text = text.rstrip("\n") + "\n\n" + block
@@ -429,14 +502,33 @@ def main(argv=None) -> int:
         "finished rows (run.json) and their stored measurements (sparsity_measure.json)",
     )
     ap.add_argument("--results", default=str(ROOT / "RESULTS.md"))
+    ap.add_argument(
+        "--marker", default="sparsity", help="the section between <!-- MARKER:begin/end --> of --results"
+    )
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of every row (default: the budget's)")
+    ap.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), default="default", help="budgeted gates' schedule"
+    )
+    ap.add_argument("--only", default="", help="comma-separated rows to train (implies --train-only)")
+    ap.add_argument(
+        "--no-train",
+        action="store_true",
+        help="leave out the rows not trained yet; measure and write the rest",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     keeps = [float(k) for k in args.keeps.split(",")]
-    out_root = Path(args.out) / args.budget
-    todo = rows(keeps, [float(k) for k in args.from_quant.split(",") if k.strip()])
-    if args.write_only:
+    sweep = variant_name(args.budget, args.epochs, args.schedule)
+    out_root = Path(args.out) / sweep
+    todo = rows(keeps, [float(k) for k in args.from_quant.split(",") if k.strip()], args.schedule)
+    if args.only:
+        only = set(args.only.split(","))
+        todo, args.train_only = [r for r in todo if r[0] in only], True
+    if args.write_only or args.no_train:
         todo = [r for r in todo if (out_root / r[0] / "run.json").is_file()]
-    runs = [train_row(r, args.budget, args.root, out_root) for r in todo]
+    runs = [
+        train_row(r, args.budget, args.root, out_root, args.epochs, f"runs/sparsity/{sweep}") for r in todo
+    ]
     for r in runs:
         print(f"{r['label']}: {100 * r['metrics']['test_accuracy']:.2f} %", flush=True)
     if args.train_only:
@@ -457,8 +549,9 @@ def main(argv=None) -> int:
                 json.dumps({k: v for k, v in measured[r["row"]].items() if k != "kept_fraction_by_layer"}),
                 flush=True,
             )
-    plot(runs, measured, ROOT / "docs" / "img" / "sparsity_pareto.png")
-    write_results(section(runs, measured, args.budget, args), Path(args.results))
+    if len(measured) >= MIN_PLOTTED:
+        plot(runs, measured, pareto_png(args.marker))
+    write_results(section(runs, measured, args.budget, args), Path(args.results), args.marker)
     print(f"wrote {args.results}", flush=True)
     return 0
 

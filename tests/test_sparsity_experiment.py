@@ -1,0 +1,59 @@
+"""experiments/sparsity.py: the options that change what a sweep trains (``--epochs``,
+``--schedule``) reach the trained model, and a section written under its own marker leaves the rest
+of the file alone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import sparsity  # noqa: E402
+
+from spquant.prune import gate_modules  # noqa: E402
+from spquant.train import load_config  # noqa: E402
+
+
+def _row(rows, name):
+    return next(r for r in rows if r[0] == name)
+
+
+def test_schedule_reaches_the_budgeted_gates_only():
+    rows = sparsity.rows([1.0, 0.5], from_quant=[0.5], schedule="early")
+    sets = sparsity.overrides_for(_row(rows, "keep-0.5"), "embedded", None, epochs=2)
+    assert "train.epochs=2" in sets and "train.epochs=1" not in sets
+    model = load_config("mnist-dvs:spquant", sets).build_model()
+    gates = gate_modules(model)
+    assert gates and all(g.warmup == 0.05 and g.ramp == 0.15 and g.layer_keep == 0.5 for g in gates)
+    # the default schedule is quant.prune's own
+    sets = sparsity.overrides_for(_row(sparsity.rows([0.5]), "keep-0.5"), "embedded", None)
+    assert "train.epochs=1" in sets
+    gates = gate_modules(load_config("mnist-dvs:spquant", sets).build_model())
+    assert all(g.warmup == 0.2 and g.ramp == 0.3 for g in gates)
+    # keep 1 (the mass target) and the dense rows get no schedule overrides
+    for name in ("fp32", "quant", "keep-1"):
+        assert not any("warmup" in s or "ramp" in s for s in _row(rows, name)[3])
+    assert all(s in _row(rows, "keep-0.5-from-quant")[3] for s in sparsity.SCHEDULES["early"])
+
+
+def test_sweep_folder_names_the_epochs_and_schedule():
+    assert sparsity.variant_name("cpu") == "cpu"
+    assert sparsity.variant_name("cpu", 2, "early") == "cpu-2ep-early"
+    assert sparsity.variant_name("cpu", None, "early") == "cpu-early"
+
+
+@pytest.mark.parametrize("marker", ["sparsity", "sparsity-schedule"])
+def test_section_replaced_between_its_own_markers(tmp_path, marker):
+    other = "sparsity-schedule" if marker == "sparsity" else "sparsity"
+    b, e = sparsity.markers(marker)
+    ob, oe = sparsity.markers(other)
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"head\n\n{ob}\nkeep me\n{oe}\n\n{b}\nold\n{e}\n\ntail\n")
+    sparsity.write_results([b, "new", e], doc, marker)
+    text = doc.read_text()
+    assert "old" not in text and "new" in text and "keep me" in text
+    assert text.startswith("head\n") and text.endswith("tail\n")

@@ -83,9 +83,9 @@ def variant_name(budget: str, epochs: int | None = None, schedule: str = "defaul
     )
 
 
-def rows(keeps, from_quant=(), schedule="default"):
+def rows(keeps, from_quant=(), schedule="default", epochs=1):
     """The sweep's rows; ``from_quant``: keeps also trained from the finished Quant-SNN row
-    (``train.init_from``, one more epoch), beside the Quant-SNN fine-tuned the same way;
+    (``train.init_from``, ``epochs`` more epochs), beside the Quant-SNN fine-tuned the same way;
     ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1)."""
     sched = SCHEDULES[schedule]
     out = [("fp32", "FP32 SNN", "fp32", []), ("quant", "Quant-SNN", "quant", [])]
@@ -100,12 +100,13 @@ def rows(keeps, from_quant=(), schedule="default"):
         )
     if from_quant:
         init = ["train.init_from={out}/quant"]
-        out.append(("quant-ft", "Quant-SNN, +1 epoch from the Quant-SNN", "quant", init))
+        more = f"+{epochs} epoch{'s' if epochs != 1 else ''} from the Quant-SNN"
+        out.append(("quant-ft", f"Quant-SNN, {more}", "quant", init))
     for k in from_quant:
         out.append(
             (
                 f"keep-{k:g}-from-quant",
-                f"SpQuant-SNN keep {k:g}, +1 epoch from the Quant-SNN",
+                f"SpQuant-SNN keep {k:g}, {more}",
                 "spquant",
                 SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + init,
             )
@@ -487,7 +488,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="embedded")
     ap.add_argument("--keeps", default=",".join(f"{k:g}" for k in KEEPS))
     ap.add_argument(
-        "--from-quant", default="", help="keeps also trained from the finished Quant-SNN row (+1 epoch)"
+        "--from-quant",
+        default="",
+        help="keeps also trained from the finished Quant-SNN row (the sweep's epochs more)",
     )
     ap.add_argument("--root", default=None, help="MNIST IDX folder for --budget cpu (data.root)")
     ap.add_argument("--out", default="runs/sparsity")
@@ -520,7 +523,12 @@ def main(argv=None) -> int:
     keeps = [float(k) for k in args.keeps.split(",")]
     sweep = variant_name(args.budget, args.epochs, args.schedule)
     out_root = Path(args.out) / sweep
-    todo = rows(keeps, [float(k) for k in args.from_quant.split(",") if k.strip()], args.schedule)
+    todo = rows(
+        keeps,
+        [float(k) for k in args.from_quant.split(",") if k.strip()],
+        args.schedule,
+        args.epochs or BUDGETS[args.budget][2],
+    )
     if args.only:
         only = set(args.only.split(","))
         todo, args.train_only = [r for r in todo if r[0] in only], True

@@ -38,6 +38,10 @@ def test_schedule_reaches_the_budgeted_gates_only():
     for name in ("fp32", "quant", "keep-1"):
         assert not any("warmup" in s or "ramp" in s for s in _row(rows, name)[3])
     assert all(s in _row(rows, "keep-0.5-from-quant")[3] for s in sparsity.SCHEDULES["early"])
+    # the fine-tune rows train the sweep's epochs and say so
+    two = sparsity.rows([0.5], from_quant=[0.5], epochs=2)
+    assert all("+2 epochs" in _row(two, n)[1] for n in ("quant-ft", "keep-0.5-from-quant"))
+    assert "+1 epoch from" in _row(rows, "quant-ft")[1]
 
 
 def test_sweep_folder_names_the_epochs_and_schedule():

@@ -91,7 +91,9 @@ def table(runs: Path, name: str) -> list[str]:
     ]
     for k in ROWS:
         xs = [a for a in acc[k].values() if a is not None]
-        drops = [acc["fp32"][s] - a for s, a in acc[k].items() if a is not None and acc["fp32"][s] is not None]
+        drops = [
+            acc["fp32"][s] - a for s, a in acc[k].items() if a is not None and acc["fp32"][s] is not None
+        ]
         drop = "0 (reference)" if k == "fp32" else _ms(drops)
         lines.append(f"| {LABELS[k]} | {len(xs)} | {_ms(xs)} | {drop} |")
     lines += ["", "| paired difference, lsq-channel - stat | seeds | pt (mean +- sd) | 95 % t-interval |"]

@@ -28,7 +28,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from quant_stats import DATASETS, base_overrides, dvs_data, proxy_data, run_one  # noqa: E402
+from quant_stats import DATASETS, base_overrides, dvs_data, proxy_data, run_logger, run_one  # noqa: E402
 
 START, END = "<!-- quant_defaults:start -->", "<!-- quant_defaults:end -->"
 EPOCHS = 3  # as long as the FP32 parent + fine-tune of quant_stats.py
@@ -160,13 +159,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "log.txt", "a")
-
-    def log(msg):
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = run_logger(out / "log.txt")
 
     if not (out / "budget.json").is_file():
         (out / "budget.json").write_text(

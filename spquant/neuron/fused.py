@@ -173,7 +173,12 @@ def _forward_step(m, i, gate, keep, threshold, tau: float, lb, ub, u_out, s_out)
     return m
 
 
-def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
+def _backward_step(
+    u, threshold, gs, dm, membrane, surrogate, th_shape, tau, sp, ch, gate, cur, g_shape, d_out
+):
+    """One BPTT step; also applies the step's prior masks (``sp``, ``ch``) and gate to the current's
+    gradient (written into ``d_out``) and, given the ungated current ``cur``, returns the gate's
+    gradient summed to ``g_shape``. Returns (threshold grad, dm of the step before, gate grad)."""
     x = u - threshold
     s = x > 0
     if dm is not None:
@@ -186,8 +191,16 @@ def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
         ds = gs
     dx, grad_th = spike_backward(x, ds, surrogate, th_shape)
     du = dx + torch.where(s, 0.0, dr) if dm is not None else dx
-    du_out.copy_(du)
-    return grad_th
+    dm_prev = du * tau  # the masks act on the current only, not on the membrane's path
+    if sp is not None:
+        du = du * sp.to(du.dtype)
+    if ch is not None:
+        du = du * ch.to(du.dtype)
+    grad_gate = None if cur is None else sum_to_shape(du * cur, g_shape)
+    if gate is not None:
+        du = du * gate
+    d_out.copy_(du)
+    return grad_th, dm_prev, grad_gate
 
 
 _compile = {"enabled": False, "forward": None, "backward": None}
@@ -262,20 +275,16 @@ class _FusedLIF(torch.autograd.Function):
             else:
                 keeps.append(None)
             u, s = u_all[t], spikes[t]
+            # u = tau * m + (I * g) * keep, keep = ch & sp (the reference's order), computed as
+            # tau * m + (I * (g * ch)) * sp: the channel prior folded into the small gate. The same
+            # floats: a product with a 0./1. factor is exact (the one rounding, of I * g, is the same
+            # in both orders), so the eager path's multiply-add rounds once, like the reference's add.
+            f = g_t
+            if ch is not None:
+                f = ch.to(dtype) if f is None else f * ch
             if step is not None:
-                keep = sp
-                if ch is not None:
-                    keep = ch.to(dtype) if keep is None else keep.mul_(ch)
-                m = step(m, i_t, g_t, keep, threshold, tau, lb, ub, u, s)
+                m = step(m, i_t, f, sp, threshold, tau, lb, ub, u, s)
             else:
-                # u = tau * m + (I * g) * keep, keep = ch & sp (the reference's order), computed as
-                # tau * m + (I * (g * ch)) * sp: the channel prior folded into the small gate, the
-                # spatial mask multiplied inside the add. The same floats: a product with a 0./1.
-                # factor is exact (the one rounding, of I * g, is the same in both orders), so the
-                # multiply-add rounds once, like the reference's add.
-                f = g_t
-                if ch is not None:
-                    f = ch.to(dtype) if f is None else f * ch
                 if f is not None:
                     i_t = torch.mul(i_t, f, out=gated)
                 if sp is not None and split is None:  # keep_mask's mask, not known to be {0, 1}
@@ -326,21 +335,27 @@ class _FusedLIF(torch.autograd.Function):
         grad_th = None
         th_shape = ctx.th_shape if need_th else None
         dm = None
-        if _compile["enabled"]:
+        d_gate = torch.zeros_like(gate) if need_g else None
+        g_shape = None if gate is None else gate.shape[1:]
+        if _compile["enabled"]:  # masks, gate and the gate's gradient inside the compiled step
             step = _kernel("backward")
             for t in reversed(range(T)):
                 if grad_mems is not None:
                     dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
-                dv = step(u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, d_cur[t])
+                ch, sp = ctx.keeps[t] or (None, None)
+                gi = t if gate is not None and gate.shape[0] > 1 else 0
+                g_t = gate[gi] if gate is not None and need_i else None
+                cur = current[t] if need_g else None
+                args = (u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, tau)
+                dv, dm, dg = step(*args, sp, ch, g_t, cur, g_shape, d_cur[t])
                 if dv is not None:
                     grad_th = dv if grad_th is None else grad_th.add_(dv)
-                dm = d_cur[t] * tau
-        else:
-            grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
+                if dg is not None:
+                    d_gate[gi] += dg
+            return (d_cur if need_i else None), grad_th, d_gate, None, None, None, None, None
+        grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None
         if need_g or need_i:
-            d_gate = torch.zeros_like(gate) if need_g else None
-            g_shape = None if gate is None else gate.shape[1:]
             ws = _Workspace(u_all[0])
             for t in range(T):
                 ch, sp = ctx.keeps[t] or (None, None)

@@ -4,6 +4,7 @@ replaces (the prior's ``keep_mask`` float mask, multiplied in separate passes) a
 spikes and membranes bit-identical, gradients allclose."""
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -231,3 +232,12 @@ def test_soft_gate_rounds_like_the_reference(prior):
     """A gate outside {0, 1}: I * g rounds, so it must not go into a fused multiply-add (which would
     change the FP32 membrane in its last bits)."""
     _compare(3, (4, 8, 6, 6), "fp32", PRIORS[prior], "soft", True, seed=1)
+
+
+@pytest.mark.skipif(os.environ.get("SPQUANT_TEST_COMPILE") != "1", reason="compiling takes minutes: opt-in")
+@pytest.mark.parametrize("gate_kind", ["learned", "shared"])
+def test_split_prior_with_compiled_kernels(gate_kind, monkeypatch):
+    monkeypatch.setitem(fused._compile, "enabled", True)
+    monkeypatch.setitem(fused._compile, "forward", None)
+    monkeypatch.setitem(fused._compile, "backward", None)
+    _compare(4, (4, 8, 6, 6), "ternary", {}, gate_kind, True, seed=3)

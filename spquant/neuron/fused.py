@@ -14,6 +14,14 @@ autograd graph instead of ~8 per time step, and saves far less for the backward 
 * only when they are needed: the ungated current (when a learned gate requires a gradient), the
   prior's keep masks (as ``bool`` when they are {0,1}, which they are), the gate itself.
 
+The membrane prior runs inside the time loop. A prior with ``split_keep`` (``MembranePrior``) hands
+its decision over in two parts: the channel part, a bool per (sample, channel), is folded into the
+small per-channel gate (``g * ch``), so it costs no pass over the neurons; the spatial part is one
+comparison written as 0./1. into a reused buffer, multiplied into the current inside the
+``u = tau m + I`` update (one multiply-add) and saved as ``bool`` (a float -> bool copy, cheap on
+CPUs where bool -> float and bool arithmetic are not: the backward reads it back through ``uint8``).
+Any other prior goes through ``keep_mask`` (a float mask, separate multiplications).
+
 Backward (per step, from t = T-1 down to 0; ``gs``: incoming gradient of the spikes, ``gm``: of the
 returned membrane, if any)::
 

@@ -188,12 +188,9 @@ def _forward_step(m, i, gate, keep, threshold, tau: float, lb, ub, u_out, s_out)
     return m
 
 
-def _backward_step(
-    u, threshold, gs, dm, membrane, surrogate, th_shape, tau, sp, ch, gate, cur, g_shape, d_out
-):
-    """One BPTT step; also applies the step's prior masks (``sp``, ``ch``) and gate to the current's
-    gradient (written into ``d_out``) and, given the ungated current ``cur``, returns the gate's
-    gradient summed to ``g_shape``. Returns (threshold grad, dm of the step before, gate grad)."""
+def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, tau, du_out):
+    """One BPTT step: writes dL/dI_gated into ``du_out``, returns (threshold grad, dm of the step
+    before)."""
     x = u - threshold
     s = x > 0
     if dm is not None:
@@ -206,19 +203,28 @@ def _backward_step(
         ds = gs
     dx, grad_th = spike_backward(x, ds, surrogate, th_shape)
     du = dx + torch.where(s, 0.0, dr) if dm is not None else dx
-    dm_prev = du * tau  # the masks act on the current only, not on the membrane's path
+    du_out.copy_(du)
+    return grad_th, du * tau
+
+
+def _mask_step(d, sp, ch, gate, cur, g_shape):
+    """dL/dI_gated ``d`` of one step -> dL/dcurrent in place (times the prior's masks ``sp``, ``ch``
+    and the gate); given the ungated current ``cur``, returns the gate's gradient summed to
+    ``g_shape``. A kernel of its own: the BPTT step's variants stay those of the ungated layers."""
     if sp is not None:
-        du = du * sp.to(du.dtype)
+        d2 = d * sp.to(d.dtype)
+    else:
+        d2 = d
     if ch is not None:
-        du = du * ch.to(du.dtype)
-    grad_gate = None if cur is None else sum_to_shape(du * cur, g_shape)
+        d2 = d2 * ch.to(d.dtype)
+    grad_gate = None if cur is None else sum_to_shape(d2 * cur, g_shape)
     if gate is not None:
-        du = du * gate
-    d_out.copy_(du)
-    return grad_th, dm_prev, grad_gate
+        d2 = d2 * gate
+    d.copy_(d2)
+    return grad_gate
 
 
-_compile = {"enabled": False, "forward": None, "backward": None}
+_compile = {"enabled": False, "forward": None, "backward": None, "masks": None}
 
 
 def compile_kernels(enabled: bool = True) -> None:
@@ -239,7 +245,7 @@ def kernels_compiled() -> bool:
 
 
 def _kernel(name: str):
-    fn = {"forward": _forward_step, "backward": _backward_step}[name]
+    fn = {"forward": _forward_step, "backward": _backward_step, "masks": _mask_step}[name]
     if not _compile["enabled"]:
         return fn
     if _compile[name] is None:
@@ -268,7 +274,7 @@ class _FusedLIF(torch.autograd.Function):
         # mask (see _prior_masks); any other prior goes through keep_mask
         split = getattr(prior, "split_keep", None)
         gated = None if (gate is None and prior is None) or step is not None else torch.empty_like(m)
-        spatial = saved_sp = None
+        spatial = None
         for t in range(T):
             i_t = current[t]
             g_t = None if gate is None else gate[t if gate.shape[0] > 1 else 0]
@@ -282,10 +288,8 @@ class _FusedLIF(torch.autograd.Function):
                     keeps.append(None if sp is None or not keep_masks else (None, _compact_mask(sp)))
                 else:
                     saved = None
-                    if sp is not None and keep_masks:
-                        if saved_sp is None:
-                            saved_sp = torch.empty((T - 1, *step_shape), dtype=torch.bool, device=m.device)
-                        saved = saved_sp[t - 1].copy_(sp)  # float -> bool is cheap, bool -> float is not
+                    if sp is not None and keep_masks:  # float -> bool is cheap, bool -> float is not
+                        saved = torch.empty(step_shape, dtype=torch.bool, device=m.device).copy_(sp)
                     keeps.append(None if ch is None and sp is None else (ch, saved))
             else:
                 keeps.append(None)
@@ -352,21 +356,23 @@ class _FusedLIF(torch.autograd.Function):
         dm = None
         d_gate = torch.zeros_like(gate) if need_g else None
         g_shape = None if gate is None else gate.shape[1:]
-        if _compile["enabled"]:  # masks, gate and the gate's gradient inside the compiled step
-            step = _kernel("backward")
+        if _compile["enabled"]:  # the BPTT step, then the masks, gate and gate gradient: compiled
+            step, masks = _kernel("backward"), _kernel("masks")
             for t in reversed(range(T)):
                 if grad_mems is not None:
                     dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
+                args = (u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, tau)
+                dv, dm = step(*args, d_cur[t])
+                if dv is not None:
+                    grad_th = dv if grad_th is None else grad_th.add_(dv)
                 ch, sp = ctx.keeps[t] or (None, None)
                 gi = t if gate is not None and gate.shape[0] > 1 else 0
                 g_t = gate[gi] if gate is not None and need_i else None
                 cur = current[t] if need_g else None
-                args = (u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, tau)
-                dv, dm, dg = step(*args, sp, ch, g_t, cur, g_shape, d_cur[t])
-                if dv is not None:
-                    grad_th = dv if grad_th is None else grad_th.add_(dv)
-                if dg is not None:
-                    d_gate[gi] += dg
+                if sp is not None or ch is not None or g_t is not None or cur is not None:
+                    dg = masks(d_cur[t], sp, ch, g_t, cur, g_shape)
+                    if dg is not None:
+                        d_gate[gi] += dg
             return (d_cur if need_i else None), grad_th, d_gate, None, None, None, None, None
         grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None

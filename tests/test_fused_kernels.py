@@ -22,7 +22,6 @@ def step_kernels(monkeypatch):
     monkeypatch.setitem(fused._compile, "enabled", True)
     monkeypatch.setitem(fused._compile, "forward", fused._forward_step)
     monkeypatch.setitem(fused._compile, "backward", fused._backward_step)
-    monkeypatch.setitem(fused._compile, "masks", fused._mask_step)
 
 
 CASES = list(

@@ -124,7 +124,6 @@ def step_kernels(monkeypatch):
     monkeypatch.setitem(fused._compile, "enabled", True)
     monkeypatch.setitem(fused._compile, "forward", fused._forward_step)
     monkeypatch.setitem(fused._compile, "backward", fused._backward_step)
-    monkeypatch.setitem(fused._compile, "masks", fused._mask_step)
 
 
 @pytest.mark.parametrize("membrane,prior,gate_kind", CASES[::5])
@@ -217,7 +216,6 @@ def test_gated_prior_model_split_equals_keep_mask_path(kernels, monkeypatch, one
         monkeypatch.setitem(fused._compile, "enabled", True)
         monkeypatch.setitem(fused._compile, "forward", fused._forward_step)
         monkeypatch.setitem(fused._compile, "backward", fused._backward_step)
-        monkeypatch.setitem(fused._compile, "masks", fused._mask_step)
     out_new, g_new = _vgg_step(False)
     out_old, g_old = _vgg_step(True)
     out_ref, g_ref = _vgg_step(False, backend="reference")
@@ -242,5 +240,4 @@ def test_split_prior_with_compiled_kernels(gate_kind, monkeypatch):
     monkeypatch.setitem(fused._compile, "enabled", True)
     monkeypatch.setitem(fused._compile, "forward", None)
     monkeypatch.setitem(fused._compile, "backward", None)
-    monkeypatch.setitem(fused._compile, "masks", None)
     _compare(4, (4, 8, 6, 6), "ternary", {}, gate_kind, True, seed=3)

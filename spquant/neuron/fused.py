@@ -207,24 +207,7 @@ def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, tau, du_
     return grad_th, du * tau
 
 
-def _mask_step(d, sp, ch, gate, cur, g_shape):
-    """dL/dI_gated ``d`` of one step -> dL/dcurrent in place (times the prior's masks ``sp``, ``ch``
-    and the gate); given the ungated current ``cur``, returns the gate's gradient summed to
-    ``g_shape``. A kernel of its own: the BPTT step's variants stay those of the ungated layers."""
-    if sp is not None:
-        d2 = d * sp.to(d.dtype)
-    else:
-        d2 = d
-    if ch is not None:
-        d2 = d2 * ch.to(d.dtype)
-    grad_gate = None if cur is None else sum_to_shape(d2 * cur, g_shape)
-    if gate is not None:
-        d2 = d2 * gate
-    d.copy_(d2)
-    return grad_gate
-
-
-_compile = {"enabled": False, "forward": None, "backward": None, "masks": None}
+_compile = {"enabled": False, "forward": None, "backward": None}
 
 
 def compile_kernels(enabled: bool = True) -> None:
@@ -245,7 +228,7 @@ def kernels_compiled() -> bool:
 
 
 def _kernel(name: str):
-    fn = {"forward": _forward_step, "backward": _backward_step, "masks": _mask_step}[name]
+    fn = {"forward": _forward_step, "backward": _backward_step}[name]
     if not _compile["enabled"]:
         return fn
     if _compile[name] is None:
@@ -356,8 +339,8 @@ class _FusedLIF(torch.autograd.Function):
         dm = None
         d_gate = torch.zeros_like(gate) if need_g else None
         g_shape = None if gate is None else gate.shape[1:]
-        if _compile["enabled"]:  # the BPTT step, then the masks, gate and gate gradient: compiled
-            step, masks = _kernel("backward"), _kernel("masks")
+        if _compile["enabled"]:
+            step = _kernel("backward")
             for t in reversed(range(T)):
                 if grad_mems is not None:
                     dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
@@ -365,16 +348,8 @@ class _FusedLIF(torch.autograd.Function):
                 dv, dm = step(*args, d_cur[t])
                 if dv is not None:
                     grad_th = dv if grad_th is None else grad_th.add_(dv)
-                ch, sp = ctx.keeps[t] or (None, None)
-                gi = t if gate is not None and gate.shape[0] > 1 else 0
-                g_t = gate[gi] if gate is not None and need_i else None
-                cur = current[t] if need_g else None
-                if sp is not None or ch is not None or g_t is not None or cur is not None:
-                    dg = masks(d_cur[t], sp, ch, g_t, cur, g_shape)
-                    if dg is not None:
-                        d_gate[gi] += dg
-            return (d_cur if need_i else None), grad_th, d_gate, None, None, None, None, None
-        grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
+        else:
+            grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None
         if need_g or need_i:
             ws = _Workspace(u_all[0])

@@ -1,10 +1,11 @@
 """Where the time of a training step goes: ``torch.profiler`` over the CPU-scale VGG of ``_common.py``.
 
 For each variant (``fp32``, ``spquant``, ``spquant_full`` = SpQuant + learned gate + membrane prior)
-it profiles ``--steps`` training steps after two warm-up steps, one torch thread, and prints the
-profiled CPU time per step split into: convolutions (forward, backward), BatchNorm (forward,
-backward), pooling, the fused LIF (forward, backward; the prior's masks are inside the forward), the
-gate module (predictor, target, loss: forward only, its backward is tiny), the optimizer, the rest.
+it profiles ``--steps`` training steps after two warm-up steps (round-robin over the variants, so
+load drift hits all alike), one torch thread, and prints the profiled CPU time per step split into:
+convolutions (forward, backward), BatchNorm (forward, backward), pooling, the fused LIF (forward,
+backward; the prior's masks are inside the forward), the gate module (predictor, target, loss:
+forward only, its backward is tiny), the optimizer, the rest.
 Profiler overhead inflates every row alike; compare rows and variants of one run, not seconds.
 
     python benchmarks/profile_step.py [--variants spquant spquant_full] [--steps 4] [--batch 16]
@@ -52,14 +53,7 @@ def _label_gate_forward() -> None:
     ChannelGate.forward = labelled
 
 
-def profile_variant(kind: str, steps: int, batch: int, T: int) -> dict:
-    step = make_step(spiking_vgg(kind, "fused"), T, batch)
-    for _ in range(2):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-    events = prof.key_averages()
+def _rows(events) -> tuple[float, dict]:
     total = sum(e.self_cpu_time_total for e in events)
     rows: dict[str, float] = {}
     covered = 0.0
@@ -67,12 +61,29 @@ def profile_variant(kind: str, steps: int, batch: int, T: int) -> dict:
         if e.key in ROWS:
             rows[ROWS[e.key]] = rows.get(ROWS[e.key], 0.0) + e.self_cpu_time_total
             covered += e.self_cpu_time_total
-    for e in events:
-        if e.key in TOTAL_ROWS:
-            rows[TOTAL_ROWS[e.key]] = e.cpu_time_total
+        elif e.key in TOTAL_ROWS:
+            rows[TOTAL_ROWS[e.key]] = rows.get(TOTAL_ROWS[e.key], 0.0) + e.cpu_time_total
             covered += e.cpu_time_total
     rows["rest"] = total - covered
-    return {"total": total / steps / 1e3, "rows": {k: v / steps / 1e3 for k, v in rows.items()}}
+    return total, rows
+
+
+def profile_variants(kinds, steps: int, batch: int, T: int) -> dict:
+    """Round-robin: one profiled step of every variant, ``steps`` times (load drift hits all alike)."""
+    fns = {k: make_step(spiking_vgg(k, "fused"), T, batch) for k in kinds}
+    for fn in fns.values():
+        fn()
+        fn()
+    res = {k: {"total": 0.0, "rows": {}} for k in kinds}
+    for _ in range(steps):
+        for k, fn in fns.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+            total, rows = _rows(prof.key_averages())
+            res[k]["total"] += total / steps / 1e3
+            for n, v in rows.items():
+                res[k]["rows"][n] = res[k]["rows"].get(n, 0.0) + v / steps / 1e3
+    return res
 
 
 def main() -> None:
@@ -85,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(1)
     _label_gate_forward()
     print(f"load before {load_average()}")
-    res = {k: profile_variant(k, args.steps, args.batch, args.T) for k in args.variants}
+    res = profile_variants(args.variants, args.steps, args.batch, args.T)
     names = list(dict.fromkeys(n for r in res.values() for n in r["rows"]))
     print(f"{'profiled CPU ms per step':28s}" + "".join(f"{k:>16s}" for k in res))
     for n in names:

@@ -89,11 +89,25 @@ CORE = {
             "tests/deploy/test_parity.py",
             "tests/deploy/test_event_input_parity.py",
             "tests/deploy/test_skipping.py",
+            "tests/deploy/test_format.py",
+            "tests/deploy/test_detect_export.py",
+            "tests/test_learned_quant.py",
+            "tests/test_gpu_check.py",
         ],
     ),
     "readers": (
         ["spquant/data/readers"],
-        ["tests/data/test_readers.py", "tests/data/test_aedat2_bytes.py", "tests/data/test_prophesee.py"],
+        [
+            "tests/data/test_readers.py",
+            "tests/data/test_aedat2_bytes.py",
+            "tests/data/test_prophesee.py",
+            "tests/data/test_conventions.py",
+            "tests/data/test_doctests.py",
+            "tests/data/test_datasets.py",
+            "tests/data/test_prepare.py",
+            "tests/detect/test_detection_data.py",
+            "tests/hostile/test_regressions.py",
+        ],
     ),
 }
 

@@ -107,6 +107,7 @@ CORE = {
             "tests/data/test_prepare.py",
             "tests/detect/test_detection_data.py",
             "tests/hostile/test_regressions.py",
+            "tests/data/test_reader_faults.py",
         ],
     ),
 }
@@ -164,6 +165,15 @@ def _refresh_tests(work: Path, tests: list[str], update: list[str]) -> None:
         if (work / f).exists() and f not in update:
             continue
         for dest in (work / f, work / "mutants" / f):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest)
+    # tests that import benchmarks/ (fuzz seeds, gpu_check) were skipped in copies made before
+    # benchmarks/ joined also_copy
+    for f in subprocess.run(
+        ["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split():
+        dest = work / "mutants" / f
+        if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest)
     py = work / "pyproject.toml"
@@ -224,7 +234,7 @@ def run_module(
                 "\n[tool.mutmut]\n"
                 f"paths_to_mutate = {json.dumps(existing)}\n"
                 f"tests_dir = {json.dumps(tests)}\n"
-                'also_copy = ["spquant", "tests"]\n'
+                'also_copy = ["spquant", "tests", "benchmarks"]\n'  # some tests import benchmarks/
             )
         chosen = None
         before = None

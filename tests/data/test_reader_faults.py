@@ -25,7 +25,26 @@ def _refused(read, p, match: str | None = None, **kw):
 
 
 # ------------------------------------------------------------------------------ AEDAT 4 by hand
-def _aedat4(ev, size, stream_id=0, per_packet=2, table=False, xml_pad=0) -> bytes:
+def _ioheader(xml: bytes, table_pos: int, layout: str) -> bytes:
+    """The IOHeader flatbuffer: root offset, 'IOHE', a vtable and the table (compression 0,
+    dataTablePosition, infoNode = the XML string: uint32 length, bytes, NUL).
+
+    'standard': vtable (size 10, table 20, fields at 4, 12, 8) before the table at 20;
+    'vtable-after': table at 8, its vtable after it (a negative vtable offset, as flatbuffers allow);
+    'no-info': a two-field vtable without the infoNode."""
+    if layout == "standard":
+        body = struct.pack("<I4sHHHHHH", 20, b"IOHE", 10, 20, 4, 12, 8, 0)
+        body += struct.pack("<iiIq", 12, 0, 12, table_pos) + struct.pack("<I", len(xml)) + xml + b"\0"
+    elif layout == "vtable-after":
+        body = struct.pack("<I4siiIIq", 8, b"IOHE", -24, 0, 28, 0, table_pos)  # table at 8
+        body += struct.pack("<HHHHHH", 10, 24, 4, 16, 8, 0)  # vtable at 32; the string at 16 + 28
+        body += struct.pack("<I", len(xml)) + xml + b"\0"
+    else:
+        body = struct.pack("<I4sHHHHiiq", 16, b"IOHE", 8, 16, 4, 8, 8, 0, table_pos)
+    return body + b"\0" * (-len(body) % 4)
+
+
+def _aedat4(ev, size, stream_id=0, per_packet=2, table=False, xml_pad=0, layout="standard") -> bytes:
     """IOHeader flatbuffer (compression NONE, dataTablePosition, infoNode XML) and size-prefixed
     EventPacket flatbuffers ('EVTS': root table at 16, one vector of 16-byte events t, x, y, on)."""
     w, h = size
@@ -48,11 +67,7 @@ def _aedat4(ev, size, stream_id=0, per_packet=2, table=False, xml_pad=0) -> byte
         packets += struct.pack("<iI", stream_id, len(p)) + p
 
     def header(table_pos: int) -> bytes:
-        # root 20, 'IOHE', vtable (size 10, table 20, fields at 4, 12, 8), table: compression 0,
-        # infoNode offset, dataTablePosition; then the string (uint32 length, bytes, NUL)
-        body = struct.pack("<I4sHHHHHH", 20, b"IOHE", 10, 20, 4, 12, 8, 0)
-        body += struct.pack("<iiIq", 12, 0, 12, table_pos) + struct.pack("<I", len(xml)) + xml + b"\0"
-        body += b"\0" * (-len(body) % 4)
+        body = _ioheader(xml, table_pos, layout)
         return b"#!AER-DAT4.0\r\n" + struct.pack("<I", len(body)) + body
 
     if not table:
@@ -72,8 +87,8 @@ def aedat():
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"table": True}, {"stream_id": 3, "per_packet": 1}, {"xml_pad": 1}],
-    ids=["plain", "data-table", "stream3-packets-of-1", "xml-length"],
+    [{}, {"table": True}, {"stream_id": 3, "per_packet": 1}, {"xml_pad": 1}, {"layout": "vtable-after"}],
+    ids=["plain", "data-table", "stream3-packets-of-1", "xml-length", "vtable-after-table"],
 )
 def test_aedat4_hand_packed(tmp_path, aedat, kw):
     p = tmp_path / "rec.aedat4"
@@ -101,6 +116,8 @@ def test_aedat4_faults_name_the_file(tmp_path, aedat):
     p.write_bytes(good.replace(b"typeIdentifier", b"typeIdentifi\xe9r", 1))
     _refused(rd.read_aedat4, p, "not UTF-8")
     p.write_bytes(good.replace(b"</dv>", b"</dx>", 1))  # lengths fine, the decoder refuses the XML
+    _refused(rd.read_aedat4, p, "cannot decode the AEDAT 4 header")
+    p.write_bytes(_aedat4(EVENTS, (64, 48), layout="no-info"))  # no stream description at all
     _refused(rd.read_aedat4, p, "cannot decode the AEDAT 4 header")
     at = 14 + 4 + 24  # the IOHeader's compression field: an unknown algorithm fails each packet
     p.write_bytes(good[:at] + struct.pack("<i", 9) + good[at + 4 :])
@@ -147,6 +164,8 @@ def test_dat_faults_name_the_file(tmp_path):
     p.write_bytes(b"% Version 2\n" + bytes([5, 8]) + bytes(8))
     _refused(rd.read_prophesee_dat, p, "unsupported DAT event type 5")
     _refused(rd.memmap_prophesee_dat, p, "unsupported DAT event type 5")
+    p.write_bytes(b"% Height 240\n% Width 3O4\n" + bytes([0, 8]) + bytes(8))
+    _refused(rd.read_prophesee_dat, p, "bad sensor size in the DAT header: width '3O4'")
     with pytest.raises(ValueError, match="16384"):
         rd.write_prophesee_dat(p, make_events([1], [1 << 14], [0], [1]))
 
@@ -212,6 +231,13 @@ def test_raw_header_variants(tmp_path, header, size):
     p.write_bytes(_raw(header, [0x8005, 0x0000, 0x2000]))
     rec = rd.read_recording(p)
     assert rec.sensor_size == size and rec.events[["x", "y", "t", "p"]].tolist() == [(0, 0, 5 << 12, 0)]
+
+
+def test_evt3_vector_past_x_2047_names_the_file(tmp_path):
+    p = tmp_path / "r.raw"
+    # TIME_HIGH, ADDR_Y 0, VECT_BASE_X x = 2040, VECT_12 with all 12 bits: pixels 2040..2051
+    p.write_bytes(_raw(b"% evt 3.0\n% end\n", [0x8005, 0x0000, 0x3000 | 2040, 0x4FFF]))
+    _refused(rd.read_metavision_raw, p, r"max x 2051\): corrupt stream")
 
 
 def test_raw_header_width_one_below_the_limit(tmp_path):

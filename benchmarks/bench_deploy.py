@@ -13,6 +13,9 @@ alternating repeats, median and min-max spread. ``--run RUN`` times a trained ru
 test data (e.g. a keep-sweep run of experiments/sparsity.py); without it an untrained model with
 calibrated BN and gate biases drawn so that about half of the channels are kept is used.
 
+The compacted program (``spquant.deploy.compact``: channels whose gate can never open removed,
+constant gates dropped; what ``spquant export`` writes) is timed beside them.
+
 Run: ``python benchmarks/bench_deploy.py [--run RUN]`` (prints JSON), or via ``benchmarks/run_all.py``.
 """
 
@@ -166,6 +169,15 @@ def pruned(repeats: int = 5, T: int = 4, batch: int = 64, run: str | None = None
     interp.skipping = False
     same = bool(np.array_equal(logits_skip, interp.run(x, T=t_arg, path="fast")))
     interp.skipping = True
+    from spquant.deploy.compact import compact
+
+    small, report = compact(program)
+    interp_small = Interpreter(small)
+    interp_small.calibrate(x, T=t_arg, repeats=2)
+    same_compact = bool(np.array_equal(logits_skip, interp_small.run(x, T=t_arg, path="fast")))
+
+    def run_compact():
+        interp_small.run(x, T=t_arg, path="fast")
 
     def run_skip():
         interp.skipping = True
@@ -180,7 +192,12 @@ def pruned(repeats: int = 5, T: int = 4, batch: int = 64, run: str | None = None
         with torch.no_grad():
             net(xs)
 
-    fns = {"skipping": run_skip, "skipping_disabled": run_noskip, "float_eval": run_float}
+    fns = {
+        "skipping": run_skip,
+        "skipping_disabled": run_noskip,
+        "float_eval": run_float,
+        "compacted": run_compact,
+    }
     for f in fns.values():
         f()
     times = {k: [] for k in fns}
@@ -207,6 +224,10 @@ def pruned(repeats: int = 5, T: int = 4, batch: int = 64, run: str | None = None
         "seconds_min_max": {k: [round(min(v), 4), round(max(v), 4)] for k, v in times.items()},
         "ratio_skipping_vs_disabled": round(med["skipping_disabled"] / med["skipping"], 2),
         "ratio_skipping_vs_float_eval": round(med["float_eval"] / med["skipping"], 2),
+        "ratio_compacted_vs_float_eval": round(med["float_eval"] / med["compacted"], 2),
+        "ratio_compacted_vs_skipping": round(med["skipping"] / med["compacted"], 2),
+        "compaction": report.to_dict(),
+        "compacted_equals_skipping_logits": same_compact,
         "bit_identical_all_tensors_8_samples": bit_identical,
         "skipping_equals_disabled_logits": same,
         "goal": "skipping >= 2x skipping disabled and >= 3x float eval, bit-identical",

@@ -172,6 +172,19 @@ def base_overrides(name: str) -> list[str]:
     ]
 
 
+def run_logger(path: Path):
+    """A function that prints a time-stamped line and appends it to ``path``."""
+    logf = open(path, "a")
+
+    def log(msg):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    return log
+
+
 def run_one(out: Path, recipe: str, overrides: list[str], data, log) -> dict:
     if (out / "run.json").is_file():
         return json.loads((out / "run.json").read_text())["metrics"]
@@ -204,13 +217,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mnist = Path(args.mnist)
-    logf = open(out / "log.txt", "a")
-
-    def log(msg):
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = run_logger(out / "log.txt")
 
     budget = {
         "threads": torch.get_num_threads(),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -478,11 +479,11 @@ def write_results(tables: dict, integer: dict, stats: dict, args, started: float
         "",
     ]
     path = ROOT / "RESULTS.md"
-    # the section written by experiments/quant_results.py (its own runs) is kept as it is
+    # sections written by other experiments from their own runs (quant_results, quant_defaults,
+    # detection, sparsity: each between its own markers) are kept as they are
     old = path.read_text() if path.is_file() else ""
-    start, end = "<!-- quant_results:start -->", "<!-- quant_results:end -->"
-    if start in old and end in old:
-        lines += [old[old.index(start) : old.index(end) + len(end)], ""]
+    for m in re.finditer(r"<!-- (\w+):(?:start|begin) -->.*?<!-- \1:end -->", old, flags=re.S):
+        lines += [m.group(0), ""]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)

@@ -50,15 +50,3 @@ def test_fused_lif_allocates_on_the_input_device():
     (s.sum() + m.sum()).backward()
     assert s.device.type == m.device.type == x.grad.device.type == th.grad.device.type == "meta"
     assert g.grad.device.type == "meta"
-
-
-def test_interpreter_exact_math_switches_off_cudnn_and_tf32():
-    from spquant.deploy.interpreter import Interpreter
-
-    interp = Interpreter.__new__(Interpreter)
-    interp.device = torch.device("cuda")
-    before = (torch.backends.cudnn.enabled, torch.backends.cuda.matmul.allow_tf32)
-    with interp._exact_math():
-        assert not torch.backends.cudnn.enabled and not torch.backends.cudnn.allow_tf32
-        assert not torch.backends.cuda.matmul.allow_tf32
-    assert (torch.backends.cudnn.enabled, torch.backends.cuda.matmul.allow_tf32) == before

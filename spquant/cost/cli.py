@@ -74,7 +74,8 @@ def _bits_arg(text: str):
 
 
 def deployed_for_model(model, input_shape):
-    """Memory as deployed of a live quantized model (folded in eval mode), or None for FP32 models."""
+    """Memory as deployed of a live quantized model (folded in eval mode, provably silent channels
+    removed as export removes them), or None for FP32 models."""
     from spquant.deploy.fold import fold_model
     from spquant.deploy.memory import deployed_memory
     from spquant.deploy.program import DeployError
@@ -85,7 +86,9 @@ def deployed_for_model(model, input_shape):
     was_training = model.training
     model.eval()
     try:
-        return deployed_memory(fold_model(model, tuple(input_shape)))
+        from spquant.deploy.compact import compact
+
+        return deployed_memory(compact(fold_model(model, tuple(input_shape)))[0])
     except DeployError:
         return None
     finally:

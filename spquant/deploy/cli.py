@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -181,6 +182,12 @@ def cmd_export(args) -> int:
             input_scale=enc["input_scale"],
             frac_bits=args.frac_bits,
         )
+        if not args.no_compact:
+            from spquant.deploy.compact import compact
+
+            program, report = compact(program)
+            if report.changed:
+                print(report, file=sys.stderr)
         program.meta = {
             **program.meta,
             "config": run.config.to_dict(),
@@ -314,6 +321,11 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--frac-bits", type=int, default=16, help="fixed-point fraction bits F of currents and thresholds"
+    )
+    p.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="keep channels whose gate can never open (by default they are removed: the outputs are identical)",
     )
     p.set_defaults(func=cmd_export)
 

@@ -53,6 +53,8 @@ def gate_int(
     """Integer channel gate from per-channel input sums ``counts`` [N, C_in] (int64):
     ``d = max_c counts - counts``, ``E = (exp_hi[d >> k] * exp_lo[d & (2^k - 1)] + 2^(fe-1)) >> fe``
     (the softmax numerator exp(-beta d) in fixed point), gate ``= (E @ A.T >= 0)`` [N, C_out]."""
+    if A.shape[1] == counts.shape[1] + 1:  # the column of removed silent channels: count 0
+        counts = np.concatenate([counts, np.zeros((counts.shape[0], 1), dtype=counts.dtype)], axis=1)
     d = counts.max(axis=1, keepdims=True) - counts
     E = (exp_hi[d >> lo_bits] * exp_lo[d & ((1 << lo_bits) - 1)] + (1 << (fe - 1))) >> fe
     return (E @ A.T >= 0).astype(np.int64)
@@ -513,6 +515,8 @@ class Interpreter:
                     a.reshape(*lead, a.shape[-3], -1).to(torch.float32).sum(-1).to(torch.int64)
                 )  # exact: < 2^24
                 cnt = cnt.reshape(-1, cnt.shape[-1])
+                if p["A"].shape[1] == cnt.shape[1] + 1:  # removed silent channels: count 0
+                    cnt = Fn.pad(cnt, (0, 1))
                 d = cnt.max(dim=1, keepdim=True).values - cnt
                 kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
                 E = (p["exp_hi"][d >> kb] * p["exp_lo"][d & ((1 << kb) - 1)] + (1 << (fe - 1))) >> fe

@@ -16,12 +16,15 @@ matrix and exponent tables. :func:`deployed_memory` counts all of it from a fold
   ternary), as in the paper's convention.
 
 The FP32 reference is the same network deployed in float: weights, the folded BN scale and bias
-per channel, thresholds and the membrane, all at 32 bits (no gates: the FP32 SNN has none).
+per channel, thresholds and the membrane, all at 32 bits (no gates: the FP32 SNN has none). For a
+compacted program (silent channels removed, :mod:`spquant.deploy.compact`) it is the network as
+trained, before compaction, as recorded in ``meta["compaction"]``.
 Bytes are 10^6 per MB.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -114,6 +117,11 @@ def deployed_memory(program: Program) -> DeployedMemory:
     kinds["membrane"] = membrane_bytes
     total = weight_bytes + fixed + membrane_bytes
     fp32 = 4.0 * (fp32_params + fp32_membrane)
+    # a compacted program (spquant.deploy.compact) is compared with the network as trained
+    comp = program.meta.get("compaction")
+    recorded = comp.get("fp32_bytes") if isinstance(comp, dict) else None
+    if isinstance(recorded, (int, float)) and math.isfinite(recorded) and recorded > 0:
+        fp32 = float(recorded)
     return DeployedMemory(
         weight_bytes,
         fixed,

@@ -27,6 +27,9 @@ Fixed-point convention (``F`` fractional bits, default 16): a *current* tensor h
 ``flatten``             [B, C, H, W] -> [B, C*H*W].
 ``channel_gate``        learned channel gate in integer form (docs/deploy.md, "Pruning"):
                         ``g = (A @ E(max cnt - cnt) >= 0)`` from per-channel input sums ``cnt``.
+                        ``A`` may have one more column than the input has channels: the summed
+                        columns of channels removed as silent (:mod:`spquant.deploy.compact`),
+                        read with a count of 0.
 ``lif_pruned``          ``lif`` whose current is multiplied by the gate (every step) and by the
                         membrane prior (t > 0: ``sum_hw m >= P`` per channel, ``m > L`` per neuron).
 
@@ -192,7 +195,7 @@ def _bounds_channel_gate(program: Program, n: dict, ins: list[dict]) -> dict:
     x = ins[0]
     A = program.arrays[n["A"]]
     hi, lo = program.arrays[n["exp_hi"]], program.arrays[n["exp_lo"]]
-    if len(x["shape"]) != 3 or A.ndim != 2 or A.shape[1] != x["shape"][0]:
+    if len(x["shape"]) != 3 or A.ndim != 2 or A.shape[1] not in (x["shape"][0], x["shape"][0] + 1):
         raise DeployError(f"node {n['name']!r}: gate matrix {A.shape} vs input {x['shape']}")
     D = x["max"] * x["shape"][1] * x["shape"][2]
     kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])

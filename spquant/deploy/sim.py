@@ -140,6 +140,9 @@ def _sim_add(sim, n, a, env, T, B):
 
 def _sim_channel_gate(sim, n, a, env, T, B):
     cnt = a.reshape(T * B, a.shape[2], -1).sum(-1)
+    A = sim._arr(n["A"])
+    if A.shape[1] == cnt.shape[1] + 1:  # removed silent channels (spquant.deploy.compact): count 0
+        cnt = torch.nn.functional.pad(cnt, (0, 1))
     d = cnt.max(dim=1, keepdim=True).values - cnt
     kb, fe = int(n["lo_bits"]), int(n["exp_frac_bits"])
     hi = torch.floor(d / 2.0**kb)
@@ -147,7 +150,7 @@ def _sim_channel_gate(sim, n, a, env, T, B):
     E = torch.floor(
         (sim._arr(n["exp_hi"])[hi.long()] * sim._arr(n["exp_lo"])[lo.long()] + 2.0 ** (fe - 1)) / 2.0**fe
     )
-    return (E @ sim._arr(n["A"]).T >= 0).to(torch.float64).reshape(T, B, -1)
+    return (E @ A.T >= 0).to(torch.float64).reshape(T, B, -1)
 
 
 def _sim_lif(sim, n, a, env, T, B):

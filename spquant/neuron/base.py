@@ -35,7 +35,12 @@ class MembranePriorLike(Protocol):
     """Decides, from the stored membrane m_{t-1}, which neurons are skipped at step t."""
 
     def keep_mask(self, m_prev: torch.Tensor, membrane: IntegerMembrane | None) -> torch.Tensor | None:
-        """A {0,1} mask broadcastable to m_prev (1 = update), or None for 'keep all'."""
+        """A {0,1} mask broadcastable to m_prev (1 = update), or None for 'keep all'.
+
+        A prior may also offer ``split_keep(m_prev, membrane, out=None)`` returning the same decision
+        as ``(channel_keep, spatial_keep)`` (a bool ``[B, C, 1, ...]`` and a 0./1. mask in m_prev's
+        dtype, either None when off; keep = channel & spatial) or ``NotImplemented``: the fused LIF
+        then applies it without a full-size float mask (see :class:`spquant.prune.MembranePrior`)."""
 
 
 class SpikingNeuron(nn.Module):

@@ -14,6 +14,14 @@ autograd graph instead of ~8 per time step, and saves far less for the backward 
 * only when they are needed: the ungated current (when a learned gate requires a gradient), the
   prior's keep masks (as ``bool`` when they are {0,1}, which they are), the gate itself.
 
+The membrane prior runs inside the time loop. A prior with ``split_keep`` (``MembranePrior``) hands
+its decision over in two parts: the channel part, a bool per (sample, channel), is folded into the
+small per-channel gate (``g * ch``), so it costs no pass over the neurons; the spatial part is one
+comparison written as 0./1. into a reused buffer, multiplied into the current inside the
+``u = tau m + I`` update (one multiply-add) and saved as ``bool`` (a float -> bool copy, cheap on
+CPUs where bool -> float and bool arithmetic are not: the backward reads it back through ``uint8``).
+Any other prior goes through ``keep_mask`` (a float mask, separate multiplications).
+
 Backward (per step, from t = T-1 down to 0; ``gs``: incoming gradient of the spikes, ``gm``: of the
 returned membrane, if any)::
 
@@ -133,22 +141,29 @@ class _Workspace:
         return buf
 
 
-def _membrane_grad(membrane, r: torch.Tensor, dm: torch.Tensor, ws: _Workspace) -> torch.Tensor:
-    """dm * Q'(r). For the stacked surrogate of :class:`IntegerMembrane` this is
-    ``k * sum_c sigmoid_backward(dm, sigmoid(k r - k c))``: the same maths as
-    ``dm * membrane.derivative(r)`` in about 10 element-wise passes instead of 16, in scratch buffers."""
-    if type(membrane) is not IntegerMembrane or membrane.grad != "stacked":
-        return dm * membrane.derivative(r)
+def _stacked(membrane) -> bool:
+    return type(membrane) is IntegerMembrane and membrane.grad == "stacked"
+
+
+def _membrane_grad(membrane, u, no_spike, dm: torch.Tensor, ws: _Workspace) -> torch.Tensor:
+    """dm * Q'(r) at r = (1 - s) u = u * no_spike. For the stacked surrogate of
+    :class:`IntegerMembrane` this is ``k * sum_c sigmoid_backward(dm, sigmoid(k r - k c))``, the same
+    maths as ``dm * membrane.derivative(r)`` in about 8 element-wise passes instead of 17, in scratch
+    buffers; each ``k r - k c`` is one multiply-add of ``u`` and the mask (the same floats as
+    ``(u * no_spike) * k - k c``: the mask's product is exact), and the factor ``k`` is left to the
+    caller, which folds it into ``dm``."""
+    if not _stacked(membrane):
+        return dm * membrane.derivative(torch.mul(u, no_spike, out=ws("r")))
     k = membrane.k
-    kr = torch.mul(r, k, out=ws("kr"))
     total = ws("dq")
     for i, c in enumerate(membrane.surrogate.boundaries):
-        z = torch.sub(kr, k * c, out=ws("z")).sigmoid_()
+        offset = torch.full((), -k * c, dtype=u.dtype, device=u.device)
+        z = torch.addcmul(offset, u, no_spike, value=k, out=ws("z")).sigmoid_()
         if i == 0:
             torch.ops.aten.sigmoid_backward.grad_input(dm, z, grad_input=total)
         else:
             total.add_(torch.ops.aten.sigmoid_backward.grad_input(dm, z, grad_input=z))
-    return total.mul_(k)
+    return total
 
 
 # -- the per-step kernels of the compiled path ---------------------------------------------------
@@ -173,7 +188,9 @@ def _forward_step(m, i, gate, keep, threshold, tau: float, lb, ub, u_out, s_out)
     return m
 
 
-def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
+def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, tau, du_out):
+    """One BPTT step: writes dL/dI_gated into ``du_out``, returns (threshold grad, dm of the step
+    before)."""
     x = u - threshold
     s = x > 0
     if dm is not None:
@@ -187,7 +204,7 @@ def _backward_step(u, threshold, gs, dm, membrane, surrogate, th_shape, du_out):
     dx, grad_th = spike_backward(x, ds, surrogate, th_shape)
     du = dx + torch.where(s, 0.0, dr) if dm is not None else dx
     du_out.copy_(du)
-    return grad_th
+    return grad_th, du * tau
 
 
 _compile = {"enabled": False, "forward": None, "backward": None}
@@ -230,33 +247,60 @@ class _FusedLIF(torch.autograd.Function):
         spikes = torch.empty_like(u_all)
         mems = torch.empty_like(u_all) if return_membrane else None
         m = torch.zeros(step_shape, dtype=dtype, device=current.device)
+        # per step: None (nothing skipped) or (channel keep, spatial keep) for the backward pass
         keeps = []
+        keep_masks = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
         fast_q = type(membrane) is IntegerMembrane
         lb, ub = (membrane.lb, membrane.ub) if fast_q else (None, None)
         step = _kernel("forward") if (fast_q or membrane is None) and _compile["enabled"] else None
-        gated = None if gate is None or step is not None else torch.empty_like(m)
+        # a prior with split_keep gives its decision as a per-channel bool and a float spatial
+        # mask (see _prior_masks); any other prior goes through keep_mask
+        split = getattr(prior, "split_keep", None)
+        gated = None if (gate is None and prior is None) or step is not None else torch.empty_like(m)
+        spatial = None
         for t in range(T):
             i_t = current[t]
             g_t = None if gate is None else gate[t if gate.shape[0] > 1 else 0]
-            keep = None
+            ch = sp = None
             if prior is not None and t > 0:
-                keep = prior.keep_mask(m, membrane)
-            keeps.append(None if keep is None else _compact_mask(keep.detach()))
-            u, s = u_all[t], spikes[t]
-            if step is not None:
-                m = step(m, i_t, g_t, keep, threshold, tau, lb, ub, u, s)
+                if split is not None and spatial is None:
+                    spatial = torch.empty_like(m)
+                ch, sp = _prior_masks(prior, split, m, membrane, spatial)
+                if ch is NotImplemented:  # keep_mask's float mask, from now on
+                    split, ch = None, None
+                    keeps.append(None if sp is None or not keep_masks else (None, _compact_mask(sp)))
+                else:
+                    saved = None
+                    if sp is not None and keep_masks:  # float -> bool is cheap, bool -> float is not
+                        saved = torch.empty(step_shape, dtype=torch.bool, device=m.device).copy_(sp)
+                    keeps.append(None if ch is None and sp is None else (ch, saved))
             else:
-                if g_t is not None:
-                    i_t = torch.mul(i_t, g_t, out=gated)
-                if keep is not None:
-                    i_t = i_t.mul_(keep) if i_t is gated else i_t * keep
-                torch.mul(m, tau, out=u)  # u = tau * m + i  (the reference's op order)
-                u.add_(i_t)
+                keeps.append(None)
+            u, s = u_all[t], spikes[t]
+            # u = tau * m + (I * g) * keep, keep = ch & sp (the reference's order), computed as
+            # tau * m + (I * (g * ch)) * sp: the channel prior folded into the small gate. The same
+            # floats: a product with a 0./1. factor is exact (the one rounding, of I * g, is the same
+            # in both orders), so the eager path's multiply-add rounds once, like the reference's add.
+            f = g_t
+            if ch is not None:
+                f = ch.to(dtype) if f is None else f * ch
+            if step is not None:
+                m = step(m, i_t, f, sp, threshold, tau, lb, ub, u, s)
+            else:
+                if f is not None:
+                    i_t = torch.mul(i_t, f, out=gated)
+                if sp is not None and split is None:  # keep_mask's mask, not known to be {0, 1}
+                    i_t, sp = (i_t.mul_(sp) if i_t is gated else torch.mul(i_t, sp, out=gated)), None
+                torch.mul(m, tau, out=u)
+                if sp is not None:
+                    u.addcmul_(i_t, sp)
+                else:
+                    u.add_(i_t)
                 torch.sub(u, threshold, out=s)
                 torch.gt(s, 0, out=s)  # H(u - V_th) written as 0./1. in the float dtype
                 # r = (1 - s) u as u - s u: exact for s in {0, 1}, one pass instead of three. A fresh
-                # tensor when a prior looks at it (it may keep what it is given), else reused.
-                m = torch.addcmul(u, s, u, value=-1, out=None if prior is not None else m)
+                # tensor when a prior's keep_mask looks at it (it may keep what it is given), else reused.
+                m = torch.addcmul(u, s, u, value=-1, out=None if prior is not None and split is None else m)
                 if fast_q:
                     m.clamp_(lb, ub).add_(0.5).floor_()  # == IntegerMembrane.quantize, in place
                 elif membrane is not None:
@@ -266,7 +310,7 @@ class _FusedLIF(torch.autograd.Function):
         ctx.tau = tau
         ctx.membrane = membrane
         ctx.surrogate = surrogate
-        ctx.keeps = keeps
+        ctx.keeps = keeps if keep_masks else [None] * T
         ctx.return_membrane = return_membrane
         ctx.gate_is_none = gate is None
         ctx.th_shape = threshold.shape
@@ -292,37 +336,76 @@ class _FusedLIF(torch.autograd.Function):
         d_cur = torch.empty_like(u_all)  # dL/dI_gated per step, turned into dL/dcurrent at the end
         grad_th = None
         th_shape = ctx.th_shape if need_th else None
-        d_gate = torch.zeros_like(gate) if need_g else None
         dm = None
+        d_gate = torch.zeros_like(gate) if need_g else None
+        g_shape = None if gate is None else gate.shape[1:]
         if _compile["enabled"]:
             step = _kernel("backward")
             for t in reversed(range(T)):
                 if grad_mems is not None:
                     dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
-                dv = step(u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, d_cur[t])
+                args = (u_all[t], threshold, grad_spikes[t], dm, membrane, surrogate, th_shape, tau)
+                dv, dm = step(*args, d_cur[t])
                 if dv is not None:
                     grad_th = dv if grad_th is None else grad_th.add_(dv)
-                dm = d_cur[t] * tau
         else:
             grad_th = _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape)
         grad_current = grad_gate = None
-        keeps = ctx.keeps
-        if need_g:
+        if need_g or need_i:
+            ws = _Workspace(u_all[0])
             for t in range(T):
-                g_t = d_cur[t] * current[t]
-                if keeps[t] is not None:
-                    g_t = g_t * keeps[t]
-                gi = t if gate.shape[0] > 1 else 0
-                d_gate[gi] += sum_to_shape(g_t, gate.shape[1:])
+                ch, sp = ctx.keeps[t] or (None, None)
+                d = d_cur[t]  # dL/dI_gated -> (* sp) -> dL/dcurrent = dL/dI_gated * g * ch * sp
+                if sp is not None:
+                    d.mul_(_float_mask(sp, d, ws))
+                g_t = None if gate is None else gate[t if gate.shape[0] > 1 else 0]
+                if need_g:  # dL/dg = sum_to_gate_shape(dL/dI_gated * current * keep)
+                    prod = torch.mul(d, current[t], out=ws("prod"))
+                    if ch is not None and not _sums_keep(ch.shape, g_shape):
+                        prod.mul_(ch)
+                        ch_after = None
+                    else:
+                        ch_after = ch  # constant over what the sum reduces: applied to the sum
+                    red = sum_to_shape(prod, g_shape)
+                    if ch_after is not None:
+                        red = red * ch_after
+                    d_gate[t if gate.shape[0] > 1 else 0] += red
+                if need_i:
+                    f = g_t
+                    if ch is not None:
+                        f = ch.to(d.dtype) if f is None else f * ch
+                    if f is not None:
+                        d.mul_(f)
             grad_gate = d_gate
-        if need_i:
-            if gate is not None:
-                d_cur.mul_(gate)
-            for t in range(T):
-                if keeps[t] is not None:
-                    d_cur[t].mul_(keeps[t])
-            grad_current = d_cur
+            grad_current = d_cur if need_i else None
         return grad_current, grad_th, grad_gate, None, None, None, None, None
+
+
+def _prior_masks(prior, split, m, membrane, out):
+    """``(channel keep, spatial keep)`` of the prior at one step: from ``split_keep`` (a bool
+    [B, C, 1, ...] and a 0./1. float mask written into ``out``) when the prior has it, else
+    ``(NotImplemented, keep_mask(...))``."""
+    if split is not None:
+        res = split(m, membrane, out=out)
+        if res is not NotImplemented:
+            return res
+    return NotImplemented, prior.keep_mask(m, membrane)
+
+
+def _float_mask(mask: torch.Tensor, like: torch.Tensor, ws: _Workspace) -> torch.Tensor:
+    """A saved keep mask as 0./1. in ``like``'s dtype (a full-size bool goes through uint8, whose
+    conversion to float is vectorized on CPUs where bool's is not)."""
+    if mask.dtype == like.dtype:
+        return mask
+    if mask.dtype == torch.bool and mask.shape == like.shape:
+        return ws("keep").copy_(mask.view(torch.uint8))
+    return mask.to(like.dtype)
+
+
+def _sums_keep(ch_shape, g_shape) -> bool:
+    """Whether summing a step's gradient to the gate's shape leaves the channel mask's dims alone
+    (then the mask can multiply the small sum instead of the full product)."""
+    return all(c == 1 or g == c for c, g in zip(ch_shape, g_shape))
 
 
 def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_shape):
@@ -334,7 +417,9 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
     ws = _Workspace(u_all[0])
     triangle = type(surrogate) is Triangle
     grad_th = None
-    dm = None
+    dm = dm_k = None
+    # dm_k: dm times the stacked surrogate's slope k (_membrane_grad leaves that factor to us)
+    k = membrane.k if _stacked(membrane) else 1.0
     for t in reversed(range(u_all.shape[0])):
         u = u_all[t]
         x = torch.sub(u, threshold, out=ws("x"))
@@ -343,13 +428,13 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
         gs = grad_spikes[t]
         if grad_mems is not None:
             dm = grad_mems[t].clone() if dm is None else dm.add_(grad_mems[t])
+            dm_k = dm if k == 1.0 else torch.mul(dm, k, out=ws("dm_k"))
         du = d_cur[t]
         if dm is not None:
             if membrane is None:
                 dr = dm
             else:
-                r = torch.mul(u, no_spike, out=ws("r"))  # (1 - s) u
-                dr = _membrane_grad(membrane, r, dm, ws)
+                dr = _membrane_grad(membrane, u, no_spike, dm_k, ws)
             ds = torch.addcmul(gs, dr, u, value=-1, out=ws("ds"))  # gs - dr * u
         else:
             ds = gs
@@ -374,7 +459,10 @@ def _backward_eager(ctx, u_all, threshold, grad_spikes, grad_mems, d_cur, th_sha
             torch.add(dx, dr.mul_(no_spike), out=du)  # dr * (1 - s) + dx
         else:
             du.copy_(dx)
-        dm = torch.mul(du, tau, out=ws("dm"))
+        if k == 1.0 or grad_mems is not None:
+            dm = dm_k = torch.mul(du, tau, out=ws("dm"))  # dm_k from it at the next step
+        else:  # only dm * k is used: one pass
+            dm = dm_k = torch.mul(du, tau * k, out=ws("dm_k"))
     return grad_th
 
 

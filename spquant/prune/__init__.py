@@ -13,7 +13,8 @@ layer, per sample and per time step, so that their MACs and membrane updates can
   t > 0 a channel whose mean stored potential m_{t-1} over space is below
   ``channel_prior_threshold`` is skipped; a neuron whose stored potential sits at the lowest level
   is skipped (spatial prior). The neuron calls ``prior.keep_mask(m_prev, membrane)`` inside its
-  recurrence (see :func:`spquant.neuron.lif_reference`).
+  recurrence (see :func:`spquant.neuron.lif_reference`); the fused kernel calls
+  ``prior.split_keep`` (the same decision split into a channel and a spatial part).
 
 A neuron's current is zeroed if *either* mechanism says skip **[choice]**.
 

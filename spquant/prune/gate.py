@@ -78,8 +78,8 @@ def channel_importance(current: torch.Tensor, signal: str = "max_abs") -> torch.
     ``pos_l1``: mean over space of max(I, 0) (only positive current pushes a neuron towards a spike).
     """
     c = current.detach()
-    if signal == "max_abs":
-        return c.abs().amax(dim=(3, 4))
+    if signal == "max_abs":  # max |I| = max(max I, -min I): two reductions, no full-size |I| temporary
+        return torch.maximum(c.amax(dim=(3, 4)), c.amin(dim=(3, 4)).neg_())
     if signal == "l1":
         return c.abs().mean(dim=(3, 4))
     if signal == "pos_l1":

@@ -81,6 +81,32 @@ class MembranePrior:
         keep = ch if sp is None else (sp if ch is None else ch & sp)
         return keep.to(m_prev.dtype)
 
+    @torch.no_grad()
+    def split_keep(self, m_prev: torch.Tensor, membrane=None, out: torch.Tensor | None = None):
+        """:meth:`keep_mask`'s decision in the form the fused LIF applies cheaply (it calls this
+        instead of ``keep_mask`` when the prior has it; recorded the same way).
+
+        Returns ``(channel_keep, spatial_keep)``, ``keep_mask == channel_keep & spatial_keep``: the
+        channel part as bool ``[B, C, 1, ...]`` (the kernel folds it into the per-channel gate), the
+        spatial part as 0./1. in ``m_prev``'s dtype (float compares and multiplies are several times
+        faster than bool ones on CPUs), written into ``out`` when given; None for a part that is off.
+        ``NotImplemented`` for a subclass that overrides :meth:`keep_mask` or :meth:`masks` (its
+        decision is only known through ``keep_mask``)."""
+        cls = type(self)
+        if cls.keep_mask is not MembranePrior.keep_mask or cls.masks is not MembranePrior.masks:
+            return NotImplemented
+        ch = sp = None
+        if self.channel and m_prev.dim() >= 3:
+            dims = tuple(range(2, m_prev.dim()))
+            ch = m_prev.mean(dim=dims, keepdim=True) >= self.channel_threshold
+        if self.spatial:
+            sp = torch.gt(m_prev, self.level_for(membrane), out=out)
+            if out is None:
+                sp = sp.to(m_prev.dtype)
+        if self.record:
+            self.records.append((ch, None if sp is None else sp.to(torch.bool)))
+        return ch, sp
+
     # pickling: drop recorded tensors
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -33,7 +33,8 @@ class GateRecorder:
     """Hooks every ``ConvBNLIF`` of a model; after each of its forwards calls ``callback(name, LayerRecord)``.
 
     Switches on ``record`` of the gates and priors while active (and restores it on ``close``).
-    Works with any LIF backend that honours the prior contract (``keep_mask`` called once per t > 0).
+    Works with any LIF backend that honours the prior contract (``keep_mask`` or ``split_keep`` called
+    once per t > 0).
     """
 
     def __init__(self, model: nn.Module, callback: Callable[[str, LayerRecord], None]):

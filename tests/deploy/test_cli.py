@@ -77,3 +77,35 @@ def test_export_real_run_folder(tmp_path, capsys):
     )
     sim_logits = env[program.output].to(torch.int64).numpy()
     assert np.array_equal(sim_logits, Interpreter(program).run(codes, T))
+
+
+def test_export_compacts_a_run_by_default_and_keeps_every_channel_when_asked(tmp_path, capsys):
+    """Gate biases spread over +-40 leave some channels that no input can open: export removes them
+    (same logits), --no-compact keeps them."""
+    from spquant.train import load_config, train
+
+    cfg = load_config(
+        "demo:spquant",
+        [
+            "data.dataset='synthetic'",
+            "data.train_subset=64",
+            "data.test_subset=16",
+            "train.max_steps=2",
+            "train.batch_size=16",
+            "run.progress=false",
+            "quant.prune.keep=0.5",
+            "quant.prune.init_bias=0.0",
+            "quant.prune.init_spread=80.0",
+            "quant.prune.spatial_gate=false",
+        ],
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    small, full = tmp_path / "small.spq", tmp_path / "full.spq"
+    assert main(["export", str(tmp_path / "run"), "-o", str(small)]) == 0
+    assert "channels kept" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), "-o", str(full), "--no-compact"]) == 0
+    a, b = load(small), load(full)
+    assert a.weight_params() < b.weight_params() and "compaction" in a.meta and "compaction" not in b.meta
+    codes = np.random.RandomState(0).randint(0, 256, size=(8, *b.input["shape"]))
+    T = cfg.model.T
+    assert np.array_equal(Interpreter(a).run(codes, T), Interpreter(b).run(codes, T, path="reference"))

@@ -108,8 +108,8 @@ def test_header_problems(blob, tmp_path):
     _, data = blob
     with pytest.raises(ModelFileError, match="not a .spq"):
         loads(b"PK\x03\x04" + data[4:])
-    with pytest.raises(ModelFileError, match="version 2.0"):
-        loads(data[:4] + struct.pack("<H", 2) + data[6:])
+    with pytest.raises(ModelFileError, match=r"version 2\.0 is not supported"):
+        loads(data[:4] + struct.pack("<HH", 2, 0) + data[8:])
     with pytest.raises(ModelFileError, match="trailing"):
         loads(data + b"\x00")
     with pytest.raises(ModelFileError, match="exceeds"):

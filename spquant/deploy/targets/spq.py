@@ -45,7 +45,7 @@ from spquant.fileio import atomic_write
 __all__ = ["ModelFileError", "save", "load", "export", "MAGIC", "VERSION", "file_report"]
 
 MAGIC = b"SPQM"
-VERSION = (1, 0)
+VERSION = (1, 1)  # 1.1: a channel_gate's A may carry one extra column (removed silent channels)
 HEADER = struct.Struct("<4sHHIIQ")
 MAX_MANIFEST = 64 << 20
 MAX_ELEMENTS = 1 << 31

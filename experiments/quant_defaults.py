@@ -1,0 +1,192 @@
+"""Which weight scale should a Quant-SNN trained from scratch use? Fixed statistics vs learned steps,
+over seeds, on the harder proxy and on mnist-dvs.
+
+The library's default weight scale is ``stat`` (TWN threshold and scale recomputed from the
+weights at every forward). ``lsq-channel`` learns one step per output channel (LSQ-style). The
+lever study of ``experiments/quant_stats.py`` found learned steps the biggest lever when a trained
+FP32 network is quantized (``--init-from``), but trained from scratch it was never compared. Here
+every row trains from scratch for the same number of epochs, with the same data, seed and schedule:
+
+* ``fp32``: the FP32 SNN;
+* ``quant-stat`` / ``quant-lsq``: the Quant-SNN (ternary weights, 8-bit first/last, ternary
+  membrane), weight scale ``stat`` / ``lsq-channel``;
+* ``spquant-stat`` / ``spquant-lsq``: the same with the gates and priors of the SpQuant-SNN.
+
+The data sets, network (reduced VGG plan) and optimiser are those of ``experiments/quant_stats.py``.
+The table (mean +- sd over seeds, and the paired difference lsq - stat per seed with its 95 %
+t-interval) is written between markers in RESULTS.md; every number is read from the run folders.
+
+    OMP_NUM_THREADS=1 nice -n 10 python experiments/quant_defaults.py --out runs/quant-defaults
+    python experiments/quant_defaults.py --out runs/quant-defaults --write RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from quant_stats import DATASETS, base_overrides, dvs_data, proxy_data, run_logger, run_one  # noqa: E402
+
+START, END = "<!-- quant_defaults:start -->", "<!-- quant_defaults:end -->"
+EPOCHS = 3  # as long as the FP32 parent + fine-tune of quant_stats.py
+T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}
+ROWS = {  # name -> (recipe mode, overrides)
+    "fp32": ("fp32", []),
+    "quant-stat": ("quant", ['quant.weight_scale="stat"']),
+    "quant-lsq": ("quant", ['quant.weight_scale="lsq-channel"']),
+    "spquant-stat": ("spquant", ['quant.weight_scale="stat"']),
+    "spquant-lsq": ("spquant", ['quant.weight_scale="lsq-channel"']),
+}
+LABELS = {
+    "fp32": "FP32 SNN",
+    "quant-stat": "Quant-SNN, weight scale `stat` (TWN statistics)",
+    "quant-lsq": "Quant-SNN, weight scale `lsq-channel` (learned per-channel steps)",
+    "spquant-stat": "SpQuant-SNN, `stat`",
+    "spquant-lsq": "SpQuant-SNN, `lsq-channel`",
+}
+
+
+def _acc(path: Path) -> float | None:
+    p = path / "run.json"
+    return 100 * json.loads(p.read_text())["metrics"]["test_accuracy"] if p.is_file() else None
+
+
+def _ms(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{xs[0]:.2f}" if xs else "n/a"
+    return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs):.2f}"
+
+
+def _interval(ds: list[float]) -> str:
+    if len(ds) < 2:
+        return "one seed"
+    m = statistics.mean(ds)
+    half = T95.get(len(ds), 2.0) * statistics.stdev(ds) / math.sqrt(len(ds))
+    verdict = "contains 0: within noise" if abs(m) <= half else "excludes 0"
+    return f"[{m - half:+.2f}, {m + half:+.2f}] ({verdict})"
+
+
+def table(runs: Path, name: str) -> list[str]:
+    seeds = sorted(p.name for p in (runs / name).glob("seed*"))
+    if not seeds:
+        return []
+    acc = {k: {s: _acc(runs / name / s / k) for s in seeds} for k in ROWS}
+    lines = [
+        f"### {name}",
+        "",
+        "| row | seeds | accuracy % (mean +- sd) | drop vs FP32 of the same seed, pt |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for k in ROWS:
+        xs = [a for a in acc[k].values() if a is not None]
+        drops = [
+            acc["fp32"][s] - a for s, a in acc[k].items() if a is not None and acc["fp32"][s] is not None
+        ]
+        drop = "0 (reference)" if k == "fp32" else _ms(drops)
+        lines.append(f"| {LABELS[k]} | {len(xs)} | {_ms(xs)} | {drop} |")
+    lines += ["", "| paired difference, lsq-channel - stat | seeds | pt (mean +- sd) | 95 % t-interval |"]
+    lines += ["| --- | ---: | ---: | --- |"]
+    for mode in ("quant", "spquant"):
+        ds = [
+            acc[f"{mode}-lsq"][s] - acc[f"{mode}-stat"][s]
+            for s in seeds
+            if acc[f"{mode}-lsq"][s] is not None and acc[f"{mode}-stat"][s] is not None
+        ]
+        lines.append(f"| {mode} | {len(ds)} | {_ms(ds)} | {_interval(ds)} |")
+    return lines + [""]
+
+
+def render(runs: Path) -> str:
+    budget = json.loads((runs / "budget.json").read_text()) if (runs / "budget.json").is_file() else {}
+    log = (runs / "log.txt").read_text().splitlines() if (runs / "log.txt").is_file() else []
+    lines = [
+        START,
+        "## Weight scale of a Quant-SNN trained from scratch: statistics vs learned steps",
+        "",
+        "Generated by `python experiments/quant_defaults.py --write RESULTS.md` from the run folders of "
+        "the same script. Every row trains from scratch for "
+        f"{EPOCHS} epochs (Adam lr 2e-3 cosine, batch 64, TET lam 0.05, no distillation) on the network and "
+        'data sets of the section "Quantizing a trained SNN" (reduced VGG plan, proxy and mnist-dvs), '
+        "1 torch thread per run on a shared 2-core "
+        f"machine (1-minute load average at the start: "
+        f"{', '.join(f'{v:.1f}' for v in budget.get('load_at_start', [])) or '?'}).",
+        "",
+    ]
+    for name in DATASETS:
+        lines += table(runs, name)
+    times = [ln for ln in log if " in " in ln and "%" in ln]
+    if times:
+        lines += ["Run log (wall time per run, including evaluation):", "", "```", *times, "```", ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/quant-defaults")
+    ap.add_argument("--mnist", default=str(ROOT.parent.parent / "shared" / "data" / "mnist"))
+    ap.add_argument("--datasets", default="proxy,mnist-dvs")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--smoke", action="store_true", help="2 steps per run (checks the script)")
+    ap.add_argument("--write", metavar="RESULTS_MD", help="only write the table from the run folders")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.write:
+        write_section(Path(args.write), render(out))
+        return 0
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    log = run_logger(out / "log.txt")
+
+    if not (out / "budget.json").is_file():
+        (out / "budget.json").write_text(
+            json.dumps({"load_at_start": os.getloadavg(), "epochs": EPOCHS, "rows": ROWS}, indent=1)
+        )
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        data = proxy_data(Path(args.mnist)) if name == "proxy" else dvs_data(Path(args.mnist), out / "cache")
+        base = base_overrides(name) + [f"train.epochs={EPOCHS}"]
+        if args.smoke:
+            base.append("train.max_steps=2")
+        recipe = "mnist" if name == "proxy" else "mnist-dvs"
+        for seed in seeds:
+            for row in rows:
+                mode, extra = ROWS[row]
+                run_one(
+                    out / name / f"seed{seed}" / row,
+                    f"{recipe}:{mode}",
+                    base + [f"train.seed={seed}"] + extra,
+                    data,
+                    log,
+                )
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

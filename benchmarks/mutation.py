@@ -53,6 +53,10 @@ CORE = {
             "tests/test_fused.py",
             "tests/test_surrogate_oracles.py",
             "tests/test_neuron_edges.py",
+            "tests/test_neuron_protocol.py",
+            "tests/test_fused_kernels.py",
+            "tests/test_fused_prior.py",
+            "tests/test_backend_default.py",
         ],
     ),
     "prune": (

@@ -562,11 +562,8 @@ def _aedat4_bytes(ev, size, stream_id=0, packet_events=32):
     rec["t"], rec["x"], rec["y"], rec["on"] = ev["t"], ev["x"], ev["y"], ev["p"]
     for s in range(0, len(ev), packet_events):
         chunk = rec[s : s + packet_events]
-        pkt = (
-            struct.pack("<I4sHHHH", 12, b"EVTS", 6, 8, 4, 0)
-            + struct.pack("<iII", 4, 4, len(chunk))
-            + chunk.tobytes()
-        )
+        # root table at 16, after the identifier, two bytes of padding and its 6-byte vtable
+        pkt = struct.pack("<I4sHHHHiII", 16, b"EVTS", 0, 6, 8, 4, 6, 4, len(chunk)) + chunk.tobytes()
         pkt = struct.pack("<I", len(pkt)) + pkt
         out += struct.pack("<iI", stream_id, len(pkt)) + pkt
     return out

@@ -57,6 +57,8 @@ CORE = {
             "tests/test_fused_kernels.py",
             "tests/test_fused_prior.py",
             "tests/test_backend_default.py",
+            "tests/test_fused_mutants.py",
+            "tests/test_gpu_check.py",
         ],
     ),
     "prune": (

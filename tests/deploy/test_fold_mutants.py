@@ -262,3 +262,26 @@ def test_spatial_prior_level_defaults_to_the_membrane_lower_bound():
     program = _pruned_vgg(4, [6], spec_kw={"membrane_lb": -2}, spatial_prior=True)
     lif = next(n for n in program.nodes if n["op"] == "lif_pruned")
     assert lif["lb"] == -2 and lif["prior_spatial"] == 1 and lif["prior_spatial_level"] == -2
+
+
+def test_a_vanishing_multiplier_caps_the_shift_so_the_bias_still_fits_int64():
+    """BN weight 1e-9 asks for a shift past 40; capped at 40, a BN bias of 40 becomes
+    B = 40 * 2^(16 + 40) < 2^62 and the layer folds (one more bit of shift would overflow)."""
+    from spquant.deploy import Interpreter
+
+    torch.manual_seed(0)
+    net = VGG9(4, in_channels=1, input_size=(8, 8), width=1.0, plan=[4, "A"], spec=QuantSpec(mode="quant"))
+    with torch.no_grad():
+        bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+        bn.weight.fill_(1e-9)
+        bn.bias.fill_(40.0)
+        bn.running_var.fill_(1.0)
+        bn.running_mean.zero_()
+    program = fold_model(net.eval(), (1, 8, 8))
+    conv = program.nodes[0]
+    assert conv["op"] == "conv" and conv["shift"] == 40
+    B = program.arrays[conv["B"]]
+    assert np.all(B == 40 * 2**56)  # the bias exactly, in fixed point: 40 * 2^(F + S)
+    x = np.random.RandomState(0).randint(0, 256, size=(2, 1, 8, 8))
+    cur = Interpreter(program).run_all(x, T=2, path="reference")[conv["output"]]
+    assert np.all(np.abs(cur - 40 * 2**16) <= 2)  # ~40.0 in fixed point: the weights barely count

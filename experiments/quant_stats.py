@@ -210,6 +210,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only-levers", action="store_true")
     ap.add_argument("--students", default=",".join(STUDENTS), help="which of the student rows to run")
     ap.add_argument(
+        "--finetune-epochs", type=int, default=1, help="epochs of every run started from the FP32 run"
+    )
+    ap.add_argument(
+        "--controls",
+        action="store_true",
+        help="also fine-tune each seed's FP32 run the same way (fp32-continued): what the extra epochs alone give",
+    )
+    ap.add_argument(
         "--smoke", action="store_true", help="2 steps per run, 200 test images (checks the script)"
     )
     args = ap.parse_args(argv)
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
         "datasets": DATASETS,
         "seeds": args.seeds,
         "new_defaults": NEW_DEFAULTS,
-        "finetune": FINETUNE,
+        "finetune": FINETUNE + [f"train.epochs={args.finetune_epochs}"],
         "students": {k: v[1] for k, v in STUDENTS.items()},
         "levers": {k: v[1] for k, v in LEVERS.items()},
     }
@@ -262,11 +270,14 @@ def main(argv=None) -> int:
                 base
                 + [f"train.seed={seed}", f'train.init_from="{teacher}"', f'train.distill_teacher="{teacher}"']
                 + FINETUNE
+                + [f"train.epochs={args.finetune_epochs}"]
             )
             wanted = [w.strip() for w in args.students.split(",") if w.strip()]
             todo = {} if args.only_levers else {k: v for k, v in STUDENTS.items() if k in wanted}
             if (args.levers or args.only_levers) and name == "proxy" and seed == 0:
                 todo.update({k: (v[0], v[1]) for k, v in LEVERS.items()})
+            if args.controls:
+                todo["fp32-continued"] = LEVERS["fp32-continued"][:2]
             for student, (mode, extra) in todo.items():
                 over = list(student_base)
                 if student == "quant-scratch":  # the old path: from scratch, as long as FP32 + fine-tune

@@ -36,7 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from quant_stats import DATASETS, base_overrides, dvs_data, proxy_data, run_logger, run_one  # noqa: E402
+from quant_stats import (  # noqa: E402
+    DATASETS,
+    base_overrides,
+    budget_and_log,
+    dvs_data,
+    proxy_data,
+    run_logger,
+    run_one,
+)
 
 START, END = "<!-- quant_defaults:start -->", "<!-- quant_defaults:end -->"
 EPOCHS = 3  # as long as the FP32 parent + fine-tune of quant_stats.py
@@ -108,8 +116,7 @@ def table(runs: Path, name: str) -> list[str]:
 
 
 def render(runs: Path) -> str:
-    budget = json.loads((runs / "budget.json").read_text()) if (runs / "budget.json").is_file() else {}
-    log = (runs / "log.txt").read_text().splitlines() if (runs / "log.txt").is_file() else []
+    budget, log = budget_and_log(runs)
     lines = [
         START,
         "## Weight scale of a Quant-SNN trained from scratch: statistics vs learned steps",

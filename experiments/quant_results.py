@@ -22,6 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from quant_stats import budget_and_log  # noqa: E402
 
 START, END = "<!-- quant_results:start -->", "<!-- quant_results:end -->"
 T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}
@@ -201,8 +204,7 @@ def vgg9_memory_table() -> list[str]:
 
 
 def render(runs: Path) -> str:
-    budget = json.loads((runs / "budget.json").read_text()) if (runs / "budget.json").is_file() else {}
-    log = (runs / "log.txt").read_text().splitlines() if (runs / "log.txt").is_file() else []
+    budget, log = budget_and_log(runs)
     lines = [
         START,
         "## Quantizing a trained SNN: 3 seeds, mnist-dvs and a harder proxy",

@@ -172,6 +172,13 @@ def base_overrides(name: str) -> list[str]:
     ]
 
 
+def budget_and_log(runs: Path) -> tuple[dict, list[str]]:
+    """The ``budget.json`` and the lines of ``log.txt`` a run folder of these experiments holds."""
+    budget = json.loads((runs / "budget.json").read_text()) if (runs / "budget.json").is_file() else {}
+    log = (runs / "log.txt").read_text().splitlines() if (runs / "log.txt").is_file() else []
+    return budget, log
+
+
 def run_logger(path: Path):
     """A function that prints a time-stamped line and appends it to ``path``."""
     logf = open(path, "a")

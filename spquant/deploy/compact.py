@@ -83,14 +83,6 @@ def static_gate_rows(program: Program, node: dict) -> tuple[np.ndarray, np.ndarr
     return (A < 0).all(axis=1), (A >= 0).all(axis=1)
 
 
-def _consumers(program: Program) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for n in program.nodes:
-        for i in n["inputs"]:
-            out.setdefault(i, []).append(n)
-    return out
-
-
 def _silent_reach(program, consumers, info, tensor: str, silent: np.ndarray, plan: dict) -> bool:
     """Follow silent channels of ``tensor`` (bool over its channels or features) to the layers that
     read them, recording in ``plan`` what each loses. False when some consumer cannot drop them."""
@@ -118,7 +110,7 @@ def _silent_reach(program, consumers, info, tensor: str, silent: np.ndarray, pla
 def compact(program: Program) -> tuple[Program, CompactReport]:
     """A copy of ``program`` without its provably silent channels (see the module docstring)."""
     info = analyze(program)
-    consumers = _consumers(program)
+    consumers = program.consumers()
     by_output = {n["output"]: n for n in program.nodes}
     report = CompactReport(weights_before=program.weight_params())
     plan: dict[tuple[str, str], list[np.ndarray]] = {}

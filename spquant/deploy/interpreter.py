@@ -227,10 +227,7 @@ class Interpreter:
         # time loop, for the channels the gate and the channel prior keep (see _skip_conv_lif)
         self.skipping = True
         self.skip_paths: dict[str, str] = {}  # conv name -> 'union' | 'gather' | 'gather_in' (calibrate)
-        users: dict[str, list] = {}
-        for n in program.nodes:
-            for name in n["inputs"]:
-                users.setdefault(name, []).append(n)
+        users = program.consumers()
         self._fused: dict[str, dict] = {}  # conv output name -> the lif_pruned node that consumes it
         for n in program.nodes:
             u = users.get(n["output"], [])

@@ -88,6 +88,14 @@ class Program:
                 return n
         raise KeyError(name)
 
+    def consumers(self) -> dict[str, list[dict]]:
+        """Tensor name -> the nodes that read it, in program order."""
+        users: dict[str, list[dict]] = {}
+        for n in self.nodes:
+            for name in n["inputs"]:
+                users.setdefault(name, []).append(n)
+        return users
+
     def weight_nodes(self) -> list[dict]:
         return [n for n in self.nodes if n["op"] in ("conv", "linear")]
 

@@ -63,6 +63,31 @@ SCHEDULES = {
     # part of the cosine lr) train the network with the channels it keeps
     "early": ["quant.prune.warmup=0.05", "quant.prune.ramp=0.15"],
 }
+# Levers tried to close the budgeted gate's accuracy gap (``--levers``). A gated lever is a row
+# fine-tuned from the finished Quant-SNN row like ``--from-quant`` (the sweep's epochs more) at its
+# own ``keep``, with its own overrides; a dense lever (``keep`` None) is a reference network trained
+# from scratch for the sweep's epochs.
+LEVERS = {
+    "distill": {
+        "label": "distilled from the Quant-SNN (weight 0.5, temperature 2)",
+        "keep": 0.5,
+        "sets": [
+            "train.distill_teacher={out}/quant",
+            "train.distill_weight=0.5",
+            "train.distill_temperature=2.0",
+        ],
+    },
+    "no-spatial-prior": {
+        "label": "spatial prior off",
+        "keep": 0.5,
+        "sets": ["quant.prune.spatial_prior=false"],
+    },
+    "width-0.0625": {
+        "label": "Quant-SNN at width 1/16 (dense, half the channels of every layer)",
+        "keep": None,
+        "sets": ["model.width=0.0625"],
+    },
+}
 MIN_PLOTTED = 3  # a trade-off curve needs a few gated rows
 
 
@@ -83,10 +108,11 @@ def variant_name(budget: str, epochs: int | None = None, schedule: str = "defaul
     )
 
 
-def rows(keeps, from_quant=(), schedule="default", epochs=1):
+def rows(keeps, from_quant=(), schedule="default", epochs=1, levers=()):
     """The sweep's rows; ``from_quant``: keeps also trained from the finished Quant-SNN row
     (``train.init_from``, ``epochs`` more epochs), beside the Quant-SNN fine-tuned the same way;
-    ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1)."""
+    ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1); ``levers``: keys of
+    ``LEVERS``."""
     sched = SCHEDULES[schedule]
     out = [("fp32", "FP32 SNN", "fp32", []), ("quant", "Quant-SNN", "quant", [])]
     for k in keeps:
@@ -98,9 +124,10 @@ def rows(keeps, from_quant=(), schedule="default", epochs=1):
                 SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []),
             )
         )
-    if from_quant:
-        init = ["train.init_from={out}/quant"]
-        more = f"+{epochs} epoch{'s' if epochs != 1 else ''} from the Quant-SNN"
+    init = ["train.init_from={out}/quant"]
+    more = f"+{epochs} epoch{'s' if epochs != 1 else ''} from the Quant-SNN"
+    if from_quant or any(LEVERS[v]["keep"] is not None for v in levers):
+        # the fine-tuned rows are compared with the Quant-SNN fine-tuned the same way
         out.append(("quant-ft", f"Quant-SNN, {more}", "quant", init))
     for k in from_quant:
         out.append(
@@ -109,6 +136,20 @@ def rows(keeps, from_quant=(), schedule="default", epochs=1):
                 f"SpQuant-SNN keep {k:g}, {more}",
                 "spquant",
                 SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + init,
+            )
+        )
+    for name in levers:
+        lever = LEVERS[name]
+        k = lever["keep"]
+        if k is None:
+            out.append((f"quant-{name}", lever["label"], "quant", list(lever["sets"])))
+            continue
+        out.append(
+            (
+                f"keep-{k:g}-from-quant-{name}",
+                f"SpQuant-SNN keep {k:g}, {more}, {lever['label']}",
+                "spquant",
+                SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + list(lever["sets"]) + init,
             )
         )
     return out
@@ -264,6 +305,8 @@ def _flags(args) -> str:
         out += f" --keeps {args.keeps}"
     if getattr(args, "from_quant", ""):
         out += f" --from-quant {args.from_quant}"
+    if getattr(args, "levers", ""):
+        out += f" --levers {args.levers}"
     if getattr(args, "epochs", None) is not None:
         out += f" --epochs {args.epochs}"
     if getattr(args, "schedule", "default") != "default":
@@ -326,8 +369,13 @@ def section(runs, measured, budget, args) -> list[str]:
             )
             continue
         if m is None:
+            macs = r["metrics"].get("dense_macs_per_step")
+            ref = q["metrics"].get("dense_macs_per_step") if q else None
+            kept, red = "1.000 (dense)", "1.00x"
+            if macs and ref and macs != ref:  # a narrower dense network: its MACs against the Quant-SNN's
+                kept, red = f"{macs / ref:.3f} (dense, narrower)", f"{ref / macs:.2f}x (all layers)"
             L.append(
-                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | 1.000 (dense) | 1.00x | - | - | - | - | - | {wall} |"
+                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {kept} | {red} | - | - | - | - | - | {wall} |"
             )
             continue
         s = m["seconds"]
@@ -492,6 +540,11 @@ def main(argv=None) -> int:
         default="",
         help="keeps also trained from the finished Quant-SNN row (the sweep's epochs more)",
     )
+    ap.add_argument(
+        "--levers",
+        default="",
+        help=f"comma-separated extra rows from LEVERS ({', '.join(LEVERS)})",
+    )
     ap.add_argument("--root", default=None, help="MNIST IDX folder for --budget cpu (data.root)")
     ap.add_argument("--out", default="runs/sparsity")
     ap.add_argument("--cost-samples", type=int, default=500)
@@ -528,6 +581,7 @@ def main(argv=None) -> int:
         [float(k) for k in args.from_quant.split(",") if k.strip()],
         args.schedule,
         args.epochs or BUDGETS[args.budget][2],
+        [v for v in args.levers.split(",") if v.strip()],
     )
     if args.only:
         only = set(args.only.split(","))

@@ -82,6 +82,11 @@ LEVERS = {
         "keep": 0.5,
         "sets": ["quant.prune.spatial_prior=false"],
     },
+    "early": {
+        "label": "target reached at 20 % of the fine-tune (the `early` schedule)",
+        "keep": 0.5,
+        "sets": list(SCHEDULES["early"]),
+    },
     "width-0.0625": {
         "label": "Quant-SNN at width 1/16 (dense, half the channels of every layer)",
         "keep": None,

@@ -64,7 +64,7 @@ def test_section_replaced_between_its_own_markers(tmp_path, marker):
 
 
 def test_levers_reach_the_trained_model(tmp_path):
-    rows = sparsity.rows([0.5], epochs=2, levers=["distill", "no-spatial-prior", "width-0.0625"])
+    rows = sparsity.rows([0.5], epochs=2, levers=["distill", "no-spatial-prior", "early", "width-0.0625"])
     names = [r[0] for r in rows]
     # gated levers are fine-tuned from the Quant-SNN row, so the Quant-SNN fine-tuned alike is a row too
     assert "quant-ft" in names and "keep-0.5-from-quant" not in names
@@ -84,6 +84,8 @@ def test_levers_reach_the_trained_model(tmp_path):
     priors = [m.prior for m in c.build_model().modules() if getattr(m, "prior", None) is not None]
     assert priors and all(p.channel and not p.spatial for p in priors)
     assert not c.train.distill_teacher
+    gates = gate_modules(config("keep-0.5-from-quant-early").build_model())
+    assert gates and all(g.warmup == 0.05 and g.ramp == 0.15 and g.layer_keep == 0.5 for g in gates)
     c = config("quant-width-0.0625")
     assert c.model.width == 0.0625 and c.quant.mode == "quant" and not c.train.init_from
     assert "+2 epochs" in _row(rows, "keep-0.5-from-quant-distill")[1]

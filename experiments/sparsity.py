@@ -212,6 +212,22 @@ def _timed(fn, repeats):
     return times
 
 
+def measure_dense(run: dict, n_cost: int) -> dict:
+    """A dense reference row's effective operations on ``n_cost`` test samples, over its own dense
+    MACs (no gates: ``dense_mac_reduction`` is 1); ``section`` rescales them to the Quant-SNN's."""
+    from spquant.cost import measure_cost
+    from spquant.train.data import load_split
+
+    loaded = load_run(run["dir"])
+    model, config = loaded["model"].eval(), loaded["config"]
+    test = load_split(config, "test")
+    n_cost = min(n_cost, len(test))
+    T = config.model.T
+    batches = [test.batch(torch.arange(s, min(s + 100, n_cost)), T)[0] for s in range(0, n_cost, 100)]
+    mc = measure_cost(model, batches)
+    return {"effective_op_reduction": mc.effective_op_reduction, "cost_samples": n_cost}
+
+
 def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     """Three accountings on ``n_cost`` test samples; interpreter parity and speed on ``n_speed``."""
     from spquant.cost import measure_cost
@@ -377,10 +393,13 @@ def section(runs, measured, budget, args) -> list[str]:
             macs = r["metrics"].get("dense_macs_per_step")
             ref = q["metrics"].get("dense_macs_per_step") if q else None
             kept, red = "1.000 (dense)", "1.00x"
+            eff = "-"
             if macs and ref and macs != ref:  # a narrower dense network: its MACs against the Quant-SNN's
                 kept, red = f"{macs / ref:.3f} (dense, narrower)", f"{ref / macs:.2f}x (all layers)"
+                if "dense_cost" in r:
+                    eff = f"{r['dense_cost']['effective_op_reduction'] * ref / macs:.2f}x"
             L.append(
-                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {kept} | {red} | - | - | - | - | - | {wall} |"
+                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {kept} | {red} | {eff} | - | - | - | - | {wall} |"
             )
             continue
         s = m["seconds"]
@@ -616,6 +635,13 @@ def main(argv=None) -> int:
                 json.dumps({k: v for k, v in measured[r["row"]].items() if k != "kept_fraction_by_layer"}),
                 flush=True,
             )
+    for r in runs:
+        if r["row"].startswith("quant-") and r["row"][len("quant-") :] in LEVERS:
+            path = Path(r["dir"]) / "sparsity_dense_measure.json"
+            if not path.is_file() and not args.write_only:
+                path.write_text(json.dumps(measure_dense(r, args.cost_samples), indent=1))
+            if path.is_file():
+                r["dense_cost"] = json.loads(path.read_text())
     if len(measured) >= MIN_PLOTTED:
         plot(runs, measured, pareto_png(args.marker))
     write_results(section(runs, measured, args.budget, args), Path(args.results), args.marker)

@@ -97,9 +97,11 @@ def test_narrower_dense_row_reports_its_macs_against_the_quant_snn():
         return {"row": row, "label": label, "metrics": metrics, "command": f"spquant train {row}"}
 
     runs = [run("quant", "Quant-SNN", 0.9, 4000), run("quant-width-0.0625", "narrow", 0.8, 1000)]
+    runs[1]["dense_cost"] = {"effective_op_reduction": 2.5}  # over its own dense MACs
     args = type("A", (), {"cost_samples": 10, "speed_samples": 10, "repeats": 1})()
     text = "\n".join(sparsity.section(runs, {}, "embedded", args))
     narrow = next(line for line in text.splitlines() if line.startswith("| narrow |"))
     assert "0.250 (dense, narrower)" in narrow and "4.00x" in narrow and "-10.00 pt" in narrow
+    assert "| 10.00x |" in narrow  # effective operations against the Quant-SNN's dense MACs
     quant = next(line for line in text.splitlines() if line.startswith("| Quant-SNN |"))
     assert "1.000 (dense) | 1.00x" in quant

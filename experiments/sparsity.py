@@ -92,6 +92,11 @@ LEVERS = {
         "keep": None,
         "sets": ["model.width=0.0625"],
     },
+    "width-0.0625-ft": {  # as many epochs in all as the rows fine-tuned from the Quant-SNN
+        "label": "Quant-SNN at width 1/16, fine-tuned from the row above as long again",
+        "keep": None,
+        "sets": ["model.width=0.0625", "train.init_from={out}/quant-width-0.0625"],
+    },
 }
 MIN_PLOTTED = 3  # a trade-off curve needs a few gated rows
 

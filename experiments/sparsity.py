@@ -87,6 +87,13 @@ LEVERS = {
         "keep": 0.5,
         "sets": list(SCHEDULES["early"]),
     },
+    "spread-kept": {
+        # train.init_from raises every predictor bias below 3 to 3 (gates open), which collapses the
+        # lower half of the default 3 +- 3 spread; at 6 +- 3 the whole spread survives
+        "label": "predictor biases 6 +- 3 (the spread survives init_from)",
+        "keep": 0.5,
+        "sets": ["quant.prune.init_bias=6.0"],
+    },
     "width-0.0625": {
         "label": "Quant-SNN at width 1/16 (dense, half the channels of every layer)",
         "keep": None,
@@ -475,6 +482,19 @@ def section(runs, measured, budget, args) -> list[str]:
             L.append(
                 "* no SpQuant row is within the accuracy bounds: both reduction targets **missed** at this budget"
             )
+        ft = by.get("quant-ft")
+        tuned = [r for r in runs if "-from-quant" in r["row"] and r["row"] in measured]
+        if ft and tuned:
+            near = [
+                r
+                for r in tuned
+                if r["metrics"]["test_accuracy"] >= ft["metrics"]["test_accuracy"] - 0.005 - 1e-9
+            ]
+            L.append(
+                f"* the rows fine-tuned from the Quant-SNN trained as many epochs as {ft['label']} "
+                f"({_pct(ft['metrics']['test_accuracy'])}); within 0.5 pt of it: "
+                + (", ".join(r["label"] for r in near) if near else "none")
+            )
     for r in runs:
         m = measured.get(r["row"])
         if m and "fast_vs_no_skip" in m:
@@ -512,7 +532,9 @@ def section(runs, measured, budget, args) -> list[str]:
     return L
 
 
-def plot(runs, measured, png: Path):
+def plot(runs, measured, png: Path, line: bool = True):
+    """Accuracy against effective operations; ``line`` joins the gated rows (a sweep of one knob),
+    else they are separate points (rows that differ in more than the budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -528,7 +550,21 @@ def plot(runs, measured, png: Path):
             labels.append(r["row"])
     pts = sorted(zip(xs, ys, labels))
     xs, ys, labels = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
-    ax.plot(xs, ys, "o-", color="#2a7", label="SpQuant-SNN (keep sweep)")
+    ax.plot(
+        xs, ys, "o-" if line else "o", color="#2a7", label="SpQuant-SNN" + (" (keep sweep)" if line else "")
+    )
+    ref = next((r for r in runs if r["row"] == "quant"), None)
+    shown = False
+    for r in runs:  # dense narrower references, against the Quant-SNN's dense MACs
+        if "dense_cost" in r and ref and r["metrics"].get("dense_macs_per_step"):
+            ratio = ref["metrics"]["dense_macs_per_step"] / r["metrics"]["dense_macs_per_step"]
+            x_, y_ = (
+                1 / (r["dense_cost"]["effective_op_reduction"] * ratio),
+                100 * r["metrics"]["test_accuracy"],
+            )
+            ax.plot([x_], [y_], "s", color="#a52", label=None if shown else "narrower dense Quant-SNN")
+            shown = True
+            ax.annotate(r["row"], (x_, y_), fontsize=7, xytext=(3, -9), textcoords="offset points")
     for x_, y_, lab in zip(xs, ys, labels):
         ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for r, c in (
@@ -648,7 +684,7 @@ def main(argv=None) -> int:
             if path.is_file():
                 r["dense_cost"] = json.loads(path.read_text())
     if len(measured) >= MIN_PLOTTED:
-        plot(runs, measured, pareto_png(args.marker))
+        plot(runs, measured, pareto_png(args.marker), line=not args.levers)
     write_results(section(runs, measured, args.budget, args), Path(args.results), args.marker)
     print(f"wrote {args.results}", flush=True)
     return 0

@@ -500,12 +500,13 @@ class Interpreter:
                 y = (("deferred", a), st)  # computed by the pruned LIF that consumes it
             elif op in ("conv", "linear"):
                 p = self._torch[n["name"]]
-                flat = a.reshape(-1, *a.shape[len(lead) :]).to(p["dtype"])
+                flat = a.reshape(-1, *a.shape[len(lead) :])
                 if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
-                    acc = Fn.conv2d(_layout(flat), p["w"], stride=n["stride"], padding=n["padding"])
+                    flat = flat.to(p["dtype"], memory_format=torch.channels_last)  # type and layout: one pass
+                    acc = Fn.conv2d(flat, p["w"], stride=n["stride"], padding=n["padding"])
                     shape = (1, -1, 1, 1)
                 else:
-                    acc = flat @ p["w"].T
+                    acc = flat.to(p["dtype"]) @ p["w"].T
                     shape = (1, -1)
                 cur = _requantize(
                     acc,
@@ -669,8 +670,8 @@ class Interpreter:
                 pc["BR"][idx].view(1, -1, 1, 1),
             )
         w, Ms, BRs, M, BR = cache[key]
-        flat = flat.to(pc["dtype"])
-        acc = Fn.conv2d(_layout(flat), w, stride=nc["stride"], padding=nc["padding"])
+        flat = flat.to(pc["dtype"], memory_format=torch.channels_last)  # one pass: type and layout
+        acc = Fn.conv2d(flat, w, stride=nc["stride"], padding=nc["padding"])
         cur = _requantize(acc, pc["epi"], Ms, BRs, M, BR, nc["shift"])
         cur = cur.reshape(*((B,) if static else (T, B)), U, Ho, Wo)
         V = V_all[idx].view(-1, 1, 1) if V_all.numel() > 1 else V_all.view(())

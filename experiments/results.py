@@ -307,6 +307,8 @@ def run_seeds(args, seeds: list[int], out_root: Path) -> int:
     for name in wanted:
         for seed in seeds:
             for row in MAIN_ROWS[name]:
+                if args.finished_only and not (out_root / seed_row(row, seed)[0] / "run.json").is_file():
+                    continue
                 r = run_row(seed_row(row, seed), out_root, args.budget, args.width, args.set)
                 tables.setdefault(name, {}).setdefault(seed, []).append(r)
     if args.no_write:
@@ -715,6 +717,11 @@ def main(argv=None) -> int:
         "mean +- sd section only",
     )
     p.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="file the --seeds section goes to")
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="with --seeds: train nothing, write the section from the runs already finished",
+    )
     args = p.parse_args(argv)
     started = time.time()
     out_root = Path(args.out)

@@ -84,11 +84,20 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs):.2f}"
 
 
-def _noise(ds: list[float]) -> str:
+def t_interval(ds: list[float]) -> tuple[float, float] | None:
+    """The 95 % t-interval (low, high) of the mean of paired differences; None under 2 values."""
     if len(ds) < 2:
-        return "one seed"
+        return None
+    m = statistics.mean(ds)
     half = T95.get(len(ds), 2.0) * statistics.stdev(ds) / math.sqrt(len(ds))
-    return "contains 0: within noise" if abs(statistics.mean(ds)) <= half else "excludes 0"
+    return m - half, m + half
+
+
+def _noise(ds: list[float]) -> str:
+    ci = t_interval(ds)
+    if ci is None:
+        return "one seed"
+    return "contains 0: within noise" if ci[0] <= 0 <= ci[1] else "excludes 0"
 
 
 def dataset_table(runs: Path, name: str) -> list[str]:

@@ -4,6 +4,13 @@ events), the integer-interpreter row, and the ablations on the event data.
     python experiments/results.py                      # everything (resumable: finished rows are reused)
     python experiments/results.py --rows events        # one table: static | events | ablations | all
     python experiments/results.py --budget quick       # a smoke-sized budget (minutes)
+    python experiments/results.py --seeds 0,1,2        # the main rows over seeds: their own section
+
+With ``--seeds`` the static and event rows (FP32 / Quant-SNN / SpQuant-SNN) are trained once per
+seed (``runs/results/<row>/seed<k>``, ``train.seed=k``: initialisation, batch order and the
+training subset) and only the section between the ``results_seeds`` markers of RESULTS.md is
+rewritten (mean +- sd per row, the paired drop vs the FP32 run of the same seed and its 95 %
+t-interval); the one-seed tables and every other section stay as they are.
 
 Every row is one ``spquant train`` run (``runs/results/<row>``), so an interrupted invocation
 continues where it stopped (``--resume`` semantics of spquant.train). RESULTS.md and the plots in
@@ -25,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 
 import torch  # noqa: E402
 
@@ -145,7 +153,7 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
     run_dir = out_root / row[0]
     record_path = run_dir / "experiment.json"
     if not (run_dir / "run.json").is_file():
-        t0 = time.time()
+        t0, load0 = time.time(), os.getloadavg()
         before = json.loads(record_path.read_text())["wall_seconds"] if record_path.is_file() else 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
         # record the wall time spent so far even if this invocation is interrupted
@@ -161,6 +169,8 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
             "wall_seconds": before + time.time() - t0,
             "complete": True,
             "threads": torch.get_num_threads(),
+            "load_start": load0,  # 1/5/15-minute load averages of the shared machine
+            "load_end": os.getloadavg(),
         }
         record_path.write_text(json.dumps(record, indent=1))
     run = json.loads((run_dir / "run.json").read_text())
@@ -168,6 +178,145 @@ def run_row(row, out_root: Path, budget: str, width: float, extra_sets: list[str
     run["experiment"].setdefault("command", command_for(row, overrides))
     run["row"], run["label"], run["dir"] = row[0], row[1], str(run_dir)
     return run
+
+
+# -- the main rows over seeds ----------------------------------------------------------------------
+SEEDS_START, SEEDS_END = "<!-- results_seeds:start -->", "<!-- results_seeds:end -->"
+
+
+def seed_row(row, seed: int):
+    """The row trained with ``train.seed=seed`` in its own folder ``<row>/seed<seed>``."""
+    row_id, label, data, mode, sets = row
+    return (f"{row_id}/seed{seed}", label, data, mode, sets + [f"train.seed={seed}"])
+
+
+def seeds_table(runs: dict[int, list[dict]]) -> list[str]:
+    """One table of a data set: ``runs`` maps seed -> its run records (FP32 first, as MAIN_ROWS)."""
+    from quant_results import _ms, _noise, t_interval
+
+    seeds = sorted(runs)
+    by_label: dict[str, dict[int, dict]] = {}
+    for s in seeds:
+        for r in runs[s]:
+            by_label.setdefault(r["label"], {})[s] = r["metrics"]
+    fp32 = next(iter(by_label.values()))
+    lines = [
+        "| row | seeds | accuracy % (mean +- sd) | per seed | drop vs FP32 of the same seed, pt (mean +- sd) | "
+        "95 % t-interval of the drop | memory reduction (packed) | FLOPs reduction (mean) |",
+        "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+    for i, (label, ms) in enumerate(by_label.items()):
+        accs = [100 * ms[s]["test_accuracy"] for s in seeds if s in ms]
+        drops = [
+            100 * (fp32[s]["test_accuracy"] - ms[s]["test_accuracy"]) for s in seeds if s in ms and s in fp32
+        ]
+        per_seed = ", ".join(f"{100 * ms[s]['test_accuracy']:.2f}" for s in seeds if s in ms)
+        if i == 0:
+            drop, ci = "0 (reference)", ""
+        else:
+            iv = t_interval(drops)
+            drop = _ms(drops)
+            ci = f"[{iv[0]:+.2f}, {iv[1]:+.2f}]: {_noise(drops)}" if iv else _noise(drops)
+        mem = [
+            ms[s]["memory_reduction_packed"] for s in seeds if s in ms and "memory_reduction_packed" in ms[s]
+        ]
+        mem = f"{sum(mem) / len(mem):.2f}x" if mem else "1.00x"
+        fl = [ms[s]["flops_reduction"] for s in seeds if s in ms and "flops_reduction" in ms[s]]
+        fl = f"{sum(fl) / len(fl):.2f}x" if fl else "1.00x (dense)"
+        lines.append(f"| {label} | {len(accs)} | {_ms(accs)} | {per_seed} | {drop} | {ci} | {mem} | {fl} |")
+    labels = list(by_label)
+    if len(labels) >= 3:
+        a, b = by_label[labels[2]], by_label[labels[1]]
+        ds = [100 * (a[s]["test_accuracy"] - b[s]["test_accuracy"]) for s in seeds if s in a and s in b]
+        iv = t_interval(ds)
+        lines += [
+            "",
+            f"{labels[2]} - {labels[1]}, paired by seed: {_ms(ds)} pt"
+            + (
+                f", 95 % t-interval [{iv[0]:+.2f}, {iv[1]:+.2f}] ({_noise(ds)})."
+                if iv
+                else f" ({_noise(ds)})."
+            ),
+        ]
+    return lines + [""]
+
+
+def seeds_section(tables: dict[str, dict[int, list[dict]]], args) -> list[str]:
+    n_train, epochs, t_static, t_events = BUDGETS[args.budget]
+    seeds = sorted({s for t in tables.values() for s in t})
+    walls = [r["experiment"]["wall_seconds"] for t in tables.values() for rs in t.values() for r in rs]
+    lines = [
+        SEEDS_START,
+        f"## The main rows over {len(seeds)} seed(s)",
+        "",
+        f"Generated by `python experiments/results.py --seeds {','.join(map(str, seeds))}"
+        + (f" --budget {args.budget}" if args.budget != "cpu" else "")
+        + "` from the run folders `runs/results/<row>/seed<k>` (every number is read from a run).",
+        "",
+        f"* The rows and budget `{args.budget}` of the one-seed tables above ({n_train:,} training images, {epochs} epoch(s), "
+        f"T = {t_static} static / {t_events} events, width {args.width}); `train.seed=k` sets the initialisation, the batch "
+        "order and which training images form the subset. Each run from scratch, 1 torch thread.",
+        "* Accuracy: mean +- sample standard deviation over the seeds. Drop: FP32 accuracy minus the row's, paired by seed, "
+        "then mean +- sd; *within noise* when the 95 % t-interval of the paired drops contains 0 "
+        "(helpers of experiments/quant_results.py).",
+        "* Memory reduction: packed convention of the tables above (same architecture and bits for every seed).",
+        "",
+    ]
+    for name, title in (("static", "MNIST, static images"), ("events", "MNIST as emulated events")):
+        if tables.get(name):
+            ss = sorted(tables[name])
+            lines += [f"### {title} (seeds {', '.join(map(str, ss))})", ""]
+            lines += seeds_table(tables[name])
+    loads = [
+        r["experiment"][k][0]
+        for t in tables.values()
+        for rs in t.values()
+        for r in rs
+        for k in ("load_start", "load_end")
+        if k in r["experiment"]
+    ]
+    lines += [
+        f"Training wall time summed over the {len(walls)} runs: {sum(walls) / 60:.1f} min"
+        + (
+            f" (1-minute load average of the 2-core machine at the runs' starts and ends: {min(loads):.1f} to {max(loads):.1f})."
+            if loads
+            else "."
+        ),
+        "",
+        SEEDS_END,
+    ]
+    return lines
+
+
+def write_marked(path: Path, lines: list[str], start: str, end: str) -> None:
+    """Replace the text between ``start`` and ``end`` of ``path`` (or append it), nothing else."""
+    text = "\n".join(lines)
+    old = path.read_text() if path.is_file() else ""
+    if start in old and end in old:
+        new = old[: old.index(start)] + text + old[old.index(end) + len(end) :]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
+def run_seeds(args, seeds: list[int], out_root: Path) -> int:
+    wanted = ["static", "events"] if args.rows in ("all", "ablations") else [args.rows]
+    tables: dict[str, dict[int, list[dict]]] = {}
+    for name in wanted:
+        for seed in seeds:
+            for row in MAIN_ROWS[name]:
+                if args.finished_only and not (out_root / seed_row(row, seed)[0] / "run.json").is_file():
+                    continue
+                r = run_row(seed_row(row, seed), out_root, args.budget, args.width, args.set)
+                tables.setdefault(name, {}).setdefault(seed, []).append(r)
+    if args.no_write:
+        return 0
+    path = Path(args.results)
+    write_marked(path, seeds_section(tables, args), SEEDS_START, SEEDS_END)
+    print(f"wrote {path}")
+    return 0
 
 
 def integer_row(run: dict, max_ref: int = 200) -> dict:
@@ -561,9 +710,23 @@ def main(argv=None) -> int:
     )
     p.add_argument("--only", default=None, help="comma-separated row ids to (re)run, e.g. events-spquant")
     p.add_argument("--no-write", action="store_true", help="train only, do not write RESULTS.md")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: train the static and event rows once per seed and write their "
+        "mean +- sd section only",
+    )
+    p.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="file the --seeds section goes to")
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="with --seeds: train nothing, write the section from the runs already finished",
+    )
     args = p.parse_args(argv)
     started = time.time()
     out_root = Path(args.out)
+    if args.seeds:
+        return run_seeds(args, [int(s) for s in args.seeds.split(",") if s.strip()], out_root)
     wanted = ["static", "events", "ablations"] if args.rows == "all" else [args.rows]
     if "ablations" in wanted and "events" not in wanted:
         wanted.insert(0, "events")

@@ -156,6 +156,19 @@ def _lif_pruned_fast(
     return out.view(torch.uint8)
 
 
+def _requantize(acc, epi: str, Ms, BRs, M, BR, shift: int) -> torch.Tensor:
+    """``(acc * M + B + R) >> S`` per output channel, exactly, in the cheapest arithmetic the
+    bounds allow (``epi``): float32 or float64 as ``floor(acc * (M 2^-S) + (B + R) 2^-S)``, exact
+    when every intermediate is an integer (times a power of two) below 2^24 or 2^53 (float
+    products vectorize on CPUs, int64 ones do not), else int64. ``Ms``/``BRs`` are ``M``/``B + R``
+    times 2^-S in the epilogue's float type."""
+    if epi == "f32":
+        return acc.mul_(Ms).add_(BRs).floor_()
+    if epi == "f64":
+        return acc.to(torch.float64).mul_(Ms).add_(BRs).floor_()
+    return (acc.to(torch.int64) * M + BR) >> shift
+
+
 def _layout(t: torch.Tensor) -> torch.Tensor:
     """4-D tensors in channels_last memory format (a layout change only: values are untouched)."""
     if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
@@ -256,16 +269,21 @@ class Interpreter:
                 S = int(n["shift"])
                 M = program.arrays[n["M"]].astype(np.int64)
                 BR = program.arrays[n["B"]].astype(np.int64) + ((1 << (S - 1)) if S > 0 else 0)
-                # float32 epilogue: (acc*M + B + R) * 2^-S then floor, exact when every value < 2^24
-                epi = "f32" if (dt == torch.float32 and out["prod_max"] < 2**24) else "i64"
+                # float epilogue: (acc*M + B + R) * 2^-S then floor, exact when every value is an
+                # integer (times a power of two) below 2^24 (float32) or 2^53 (float64)
+                if dt == torch.float32 and out["prod_max"] < 2**24:
+                    epi = "f32"
+                else:
+                    epi = "f64" if out["prod_max"] < 2**53 else "i64"
+                sdt = torch.float32 if epi == "f32" else torch.float64
                 self._torch[n["name"]] = {
                     "w": _layout(torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt)),
                     "dtype": dt,
                     "epi": epi,
                     "M": torch.from_numpy(M),
                     "BR": torch.from_numpy(BR),
-                    "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).float(),
-                    "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).float(),
+                    "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).to(sdt),
+                    "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).to(sdt),
                 }
             elif n["op"] == "channel_gate":
                 self._torch[n["name"]] = {
@@ -482,17 +500,23 @@ class Interpreter:
                 y = (("deferred", a), st)  # computed by the pruned LIF that consumes it
             elif op in ("conv", "linear"):
                 p = self._torch[n["name"]]
-                flat = a.reshape(-1, *a.shape[len(lead) :]).to(p["dtype"])
+                flat = a.reshape(-1, *a.shape[len(lead) :])
                 if op == "conv":  # channels_last: much faster oneDNN kernels for few channels
-                    acc = Fn.conv2d(_layout(flat), p["w"], stride=n["stride"], padding=n["padding"])
+                    flat = flat.to(p["dtype"], memory_format=torch.channels_last)  # type and layout: one pass
+                    acc = Fn.conv2d(flat, p["w"], stride=n["stride"], padding=n["padding"])
                     shape = (1, -1, 1, 1)
                 else:
-                    acc = flat @ p["w"].T
+                    acc = flat.to(p["dtype"]) @ p["w"].T
                     shape = (1, -1)
-                if p["epi"] == "f32":  # exact: every intermediate is an integer (times 2^-S) below 2^24
-                    cur = acc.mul_(p["Ms"].view(shape)).add_(p["BRs"].view(shape)).floor_()
-                else:
-                    cur = (acc.to(torch.int64) * p["M"].view(shape) + p["BR"].view(shape)) >> n["shift"]
+                cur = _requantize(
+                    acc,
+                    p["epi"],
+                    p["Ms"].view(shape),
+                    p["BRs"].view(shape),
+                    p["M"].view(shape),
+                    p["BR"].view(shape),
+                    n["shift"],
+                )
                 y = (cur.reshape(*lead, *cur.shape[1:]), st)
             elif op == "scale_current":
                 y = (a.to(torch.int64) * int(n["K"]), st)
@@ -646,45 +670,83 @@ class Interpreter:
                 pc["BR"][idx].view(1, -1, 1, 1),
             )
         w, Ms, BRs, M, BR = cache[key]
-        flat = flat.to(pc["dtype"])
-        acc = Fn.conv2d(_layout(flat), w, stride=nc["stride"], padding=nc["padding"])
-        if pc["epi"] == "f32":
-            cur = acc.mul_(Ms).add_(BRs).floor_()
-        else:
-            cur = (acc.to(torch.int64) * M + BR) >> nc["shift"]
+        flat = flat.to(pc["dtype"], memory_format=torch.channels_last)  # one pass: type and layout
+        acc = Fn.conv2d(flat, w, stride=nc["stride"], padding=nc["padding"])
+        cur = _requantize(acc, pc["epi"], Ms, BRs, M, BR, nc["shift"])
         cur = cur.reshape(*((B,) if static else (T, B)), U, Ho, Wo)
         V = V_all[idx].view(-1, 1, 1) if V_all.numel() > 1 else V_all.view(())
-        lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])
-        if pl["f32"]:
-            if cur.dtype != torch.float32 or not pl["noclamp"]:
-                cur = cur.clamp(pl["imin"], pl["imax"]).to(torch.float32)
-            V = V.to(torch.float32)
-            m = torch.zeros(B, U, Ho, Wo, dtype=torch.float32)
-            leak, inv, half = float(1 << (F - tau)), 2.0**-F, float(1 << (F - 1))
-        else:
-            cur = cur.to(torch.int64)
-            V = V.to(torch.int64)
-            m = torch.zeros(B, U, Ho, Wo, dtype=torch.int64)
         g = gate[:, :, idx].unsqueeze(-1).unsqueeze(-1)  # [T, B, U, 1, 1]
-        hw = Ho * Wo
+        if pl["f32"]:
+            if cur.dtype != torch.float32 or not pl["noclamp"]:  # cur is ours: saturate in place
+                cur = cur.clamp_(pl["imin"], pl["imax"]).to(torch.float32)
+            spikes = self._union_lif_f32(cur, static, T, B, V.to(torch.float32), g, nl, F)
+        else:
+            spikes = self._union_lif_i64(cur.to(torch.int64), static, T, B, V.to(torch.int64), g, nl, F)
+        if U == O:
+            return spikes.view(torch.uint8)
+        out[:, :, idx] = spikes
+        return out.view(torch.uint8)
+
+    @staticmethod
+    def _union_lif_f32(cur, static, T, B, V, g, nl, F) -> torch.Tensor:
+        """Spikes [T, B, U, H, W] (bool) of the union path's LIF in float32.
+
+        Exact: every value is an integer below 2^24 (``f32`` is only chosen when the LIF bound
+        proves it) and the scalings are powers of two. The masks are float 0./1. tensors, not bool
+        ones (bool comparisons, bool masks and float x bool products are not vectorized on CPUs):
+        ``m > level`` is ``clamp(m - level, 0, 1)`` and ``u > V`` is ``clamp(u - V, 0, 1)`` (integers:
+        a difference >= 1 or <= 0; one that rounds is far beyond 1 in magnitude), a product with a
+        0./1. mask is exact, and the reset ``m - m s`` is +0. where the neuron spiked."""
+        lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])
+        leak, inv, half = float(1 << (F - tau)), 2.0**-F, float(1 << (F - 1))
+        first = cur if static else cur[0]
+        U, Ho, Wo = first.shape[-3:]
+        # the state in the current's memory layout (channels_last from the convolution), so every
+        # element-wise pass walks the three tensors in the same order
+        m = torch.zeros_like(first)
+        spare = torch.empty_like(first)
+        s_f = torch.empty_like(first)
+        sp = torch.empty_like(first) if nl["prior_spatial"] else None
+        spikes = torch.empty((T, B, U, Ho, Wo), dtype=torch.bool)
+        gf = g.to(torch.float32)
+        for t in range(T):
+            i_t = cur if static else cur[t]
+            keep = gf[t]  # [B, U, 1, 1]
+            if t > 0 and nl["prior_channel"]:
+                alive = m.sum(dim=(-2, -1)) >= nl["prior_channel_min"]  # exact: integer sums < 2^24
+                keep = keep * alive.view(B, U, 1, 1).to(torch.float32)
+            u = torch.mul(m, leak, out=spare)
+            if t > 0 and nl["prior_spatial"]:
+                torch.sub(m, nl["prior_spatial_level"], out=sp).clamp_(0, 1).mul_(keep)
+                u.addcmul_(i_t, sp)
+            else:
+                u.addcmul_(i_t, keep)
+            torch.sub(u, V, out=s_f).clamp_(0, 1)
+            spikes[t].copy_(s_f)
+            spare = m
+            m = u.add_(half).mul_(inv).floor_().clamp_(lb, ub)
+            m.addcmul_(m, s_f, value=-1)
+        return spikes
+
+    @staticmethod
+    def _union_lif_i64(cur, static, T, B, V, g, nl, F) -> torch.Tensor:
+        """Spikes [T, B, U, H, W] (bool) of the union path's LIF in int64 (bounds past 2^24)."""
+        lb, ub, tau = int(nl["lb"]), int(nl["ub"]), int(nl["tau_shift"])
+        first = cur if static else cur[0]
+        U, Ho, Wo = first.shape[-3:]
+        m = torch.zeros(B, U, Ho, Wo, dtype=torch.int64)
+        spikes = torch.empty((T, B, U, Ho, Wo), dtype=torch.bool)
         for t in range(T):
             i_t = cur if static else cur[t]
             keep = g[t]
             if t > 0 and nl["prior_channel"]:
-                keep = keep & (m.reshape(B, U, hw).sum(-1) >= nl["prior_channel_min"]).view(B, U, 1, 1)
+                keep = keep & (m.sum(dim=(-2, -1)) >= nl["prior_channel_min"]).view(B, U, 1, 1)
             if t > 0 and nl["prior_spatial"]:
                 keep = keep & (m > nl["prior_spatial_level"])
-            i_t = i_t * keep
-            if pl["f32"]:  # exact: integers below 2^24 (the LIF bound), power-of-two scalings
-                u = m.mul(leak).add_(i_t)
-                s = torch.gt(u, V)
-                m = u.add(half).mul_(inv).floor_().clamp_(lb, ub).masked_fill_(s, 0)
-            else:
-                u = i_t + (m << (F - tau) if F >= tau else m)
-                s = torch.gt(u, V)
-                m = ((u + (1 << (F - 1))) >> F).clamp_(lb, ub).masked_fill_(s, 0)
-            out[t][:, idx] = s
-        return out.view(torch.uint8)
+            u = i_t * keep + (m << (F - tau) if F >= tau else m)
+            s = torch.gt(u, V, out=spikes[t])
+            m = ((u + (1 << (F - 1))) >> F).clamp_(lb, ub).masked_fill_(s, 0)
+        return spikes
 
     def _skip_gather(
         self, x, static, T, nc, nl, gate, pc, pl, O, Ho, Wo, B, input_sparse=False
@@ -739,12 +801,8 @@ class Interpreter:
                     acc = torch.bmm(w_sel.reshape(B, K, -1), c_sel.reshape(B, -1, L))  # [B, K, L]
                 else:
                     acc = torch.bmm(pc["w2p"][idx], cols_t)  # [B, K, L]
-                if pc["epi"] == "f32":
-                    part = acc.mul_(pc["Msp"][idx].unsqueeze(-1)).add_(pc["BRsp"][idx].unsqueeze(-1)).floor_()
-                else:
-                    part = (
-                        acc.to(torch.int64) * pc["Mp"][idx].unsqueeze(-1) + pc["BRp"][idx].unsqueeze(-1)
-                    ) >> nc["shift"]
+                sel = [pc[key + "p"][idx].unsqueeze(-1) for key in ("Ms", "BRs", "M", "BR")]
+                part = _requantize(acc, pc["epi"], *sel, nc["shift"])
                 cur = torch.zeros(B, O + 1, L, dtype=part.dtype).scatter_(
                     1, idx.unsqueeze(-1).expand(B, K, L), part
                 )[:, :O]

@@ -173,21 +173,23 @@ def _node(op, name, inputs, **kw):
     return {"op": op, "name": name, "inputs": list(inputs), "output": name, **kw}
 
 
-def gated_program(big_epilogue: bool, big_threshold: bool) -> Program:
+def gated_program(epilogue: str, big_threshold: bool) -> Program:
     """x [2, 4, 4] (codes 0..3) -> gate(x) and conv3x3(x) -> pruned LIF (gate, both priors) ->
     2x2 sum pool -> flatten -> linear. Channel 2's gate row is negative: never kept. Channel 1's
     threshold lies above the top membrane level (the clamp at ub decides its spikes).
-    ``big_epilogue``: M, B scaled by 2^20 and S raised by 20 (the same integers, but acc*M+B
-    passes 2^24: the int64 epilogue); ``big_threshold``: channel 0 never spikes (V > 2^24: the
+    ``epilogue``: ``"f32"``; ``"f64"``: M, B scaled by 2^20 (M plus 1) and S raised by 20 (nearly
+    the same integers, but acc*M+B passes 2^24 with a low bit set: the float64 epilogue);
+    ``"i64"``: the same at 2^45 (acc*M+B passes 2^53: the int64 epilogue); ``big_threshold``: channel 0 never spikes (V > 2^24: the
     int64 LIF)."""
     r = np.random.RandomState(7)
-    up = 20 if big_epilogue else 0
+    up = {"f32": 0, "f64": 20, "i64": 45}[epilogue]
     arrays = {
         "A": np.array([[3, -4], [-4, 3], [-1, -1]], np.int64),
         "exp_lo": np.round(2**8 * np.exp(-0.1 * np.arange(4))).astype(np.int64),
         "exp_hi": np.round(2**8 * np.exp(-0.4 * np.arange(13))).astype(np.int64),
         "w1": r.randint(-1, 2, size=(3, 2, 3, 3)).astype(np.int8),
-        "M1": np.array([12, 16, 6], np.int64) << up,
+        # + 1: products with significant bits from 2^0 to past 2^24 (float32 could not hold them)
+        "M1": (np.array([12, 16, 6], np.int64) << up) + (1 if up else 0),
         "B1": np.array([-8, 120, 4], np.int64) << up,
         "V1": np.array([2**24 + 3 if big_threshold else 30, 64, 25], np.int64),
         "w2": r.randint(-3, 4, size=(4, 12)).astype(np.int8),
@@ -261,13 +263,13 @@ def _fast(interp, x, T, skipping, path):
 
 
 @pytest.mark.parametrize("static", [True, False], ids=["static", "frames"])
-@pytest.mark.parametrize("big_epilogue", [False, True], ids=["f32-epi", "i64-epi"])
+@pytest.mark.parametrize("epilogue", ["f32", "f64", "i64"], ids=["f32-epi", "f64-epi", "i64-epi"])
 @pytest.mark.parametrize("big_threshold", [False, True], ids=["f32-lif", "i64-lif"])
-def test_gated_program_every_path_equals_the_oracle(static, big_epilogue, big_threshold):
-    program = gated_program(big_epilogue, big_threshold)
+def test_gated_program_every_path_equals_the_oracle(static, epilogue, big_threshold):
+    program = gated_program(epilogue, big_threshold)
     interp = Interpreter(program)
     assert interp._fused == {"c1": program.node("l1")}  # the skipping paths are taken
-    assert (interp._torch["c1"]["epi"] == "i64") == big_epilogue
+    assert interp._torch["c1"]["epi"] == epilogue
     assert (not interp._torch["l1"]["f32"]) == big_threshold
     x = _inputs(static)
     T = 4 if static else None
@@ -401,7 +403,7 @@ def test_gate_rounds_each_numerator_before_the_sum():
 
 
 def test_predict_and_evaluate_against_the_oracle():
-    program = gated_program(False, False)
+    program = gated_program("f32", False)
     interp = Interpreter(program)
     x = _inputs(static=True)
     T = 3
@@ -434,3 +436,28 @@ def test_exact_math_switches_off_cudnn_and_tf32_and_restores_them():
             assert torch.backends.cuda.matmul.allow_tf32 == tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before[1]
+
+
+@pytest.mark.parametrize("acc_dtype", [torch.float32, torch.float64])
+def test_float64_epilogue_equals_int64_right_shift(acc_dtype):
+    """The float64 epilogue is the int64 one, ``(acc*M + B + R) >> S``, whenever the bound is
+    below 2^53, including values one below a multiple of 2^S, where float32 would round up."""
+    from spquant.deploy.interpreter import _requantize
+
+    r = np.random.RandomState(3)
+    S = 30
+    acc_max = 2**23 - 1 if acc_dtype == torch.float32 else 2**20
+    acc = r.randint(-acc_max, acc_max + 1, size=(64, 5, 3, 3)).astype(np.int64)
+    M = r.randint(1, 2**28, size=5).astype(np.int64)
+    B = r.randint(-(2**40), 2**40, size=5).astype(np.int64)
+    acc[0, :, 0, 0] = 1  # one below a multiple of 2^S: B + R = -M - 1 (mod 2^S) for these
+    B = B - ((M + B + (1 << (S - 1)) + 1) % (1 << S))
+    BR = B + (1 << (S - 1))
+    assert (np.abs(acc) * M.max() + np.abs(BR).max()).max() < 2**53
+    want = (acc * M.reshape(1, -1, 1, 1) + BR.reshape(1, -1, 1, 1)) >> S
+    assert (((M + BR) % (1 << S)) == (1 << S) - 1).all()
+    Ms = torch.from_numpy(M.astype(np.float64) * 2.0**-S).view(1, -1, 1, 1)
+    BRs = torch.from_numpy(BR.astype(np.float64) * 2.0**-S).view(1, -1, 1, 1)
+    got = _requantize(torch.from_numpy(acc).to(acc_dtype), "f64", Ms, BRs, None, None, S)
+    assert got.dtype == torch.float64
+    assert np.array_equal(got.numpy().astype(np.int64), want)

@@ -77,6 +77,20 @@ LEVERS = {
             "train.distill_temperature=2.0",
         ],
     },
+    "distill-fp32": {
+        "label": "distilled from the FP32 SNN (weight 0.5, temperature 2)",
+        "keep": 0.5,
+        "sets": [
+            "train.distill_teacher={out}/fp32",
+            "train.distill_weight=0.5",
+            "train.distill_temperature=2.0",
+        ],
+    },
+    "seed-1": {  # the plain fine-tune again with another seed: how far one seed decides
+        "label": "seed 1 (data order and new predictors; same parent)",
+        "keep": 0.5,
+        "sets": ["train.seed=1"],
+    },
     "no-spatial-prior": {
         "label": "spatial prior off",
         "keep": 0.5,

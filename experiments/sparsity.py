@@ -6,10 +6,15 @@ emulated-event MNIST (``mnist-dvs``), beside the FP32 SNN and the Quant-SNN of t
     python experiments/sparsity.py --keeps 1.0,0.5          # a subset of the sweep
     python experiments/sparsity.py --budget cpu --epochs 2 --schedule early --keeps 0.5,0.4 \
         --results docs/pruning_and_cost.md --marker sparsity-schedule   # a schedule at another length
+    python experiments/sparsity.py --budget cpu --epochs 2 --keeps 0.5 --from-quant 0.5,0.45,0.6,0.7,0.8 \
+        --levers distill,distill-fp32,seed-1,no-spatial-prior,early,spread-kept,width-0.0625,width-0.0625-ft \
+        --results docs/pruning_and_cost.md --marker sparsity-levers    # what was tried against the gap
 
 ``--epochs`` trains every row (FP32, Quant, gated) for that many epochs; ``--schedule`` picks the
 budgeted gates' warm-up / ramp (``SCHEDULES``); either one moves the runs to
 ``<out>/<budget>-<epochs>ep-<schedule>``. ``--only`` trains a subset of the rows (parallel jobs).
+``--levers`` adds rows from ``LEVERS``: fine-tunes from the Quant-SNN row with one change each
+(distillation, a prior off, a schedule, another seed) and narrower dense references.
 
 Every row is one ``spquant train`` run under ``runs/sparsity/<budget>/<row>``. Per SpQuant row the
 script measures, on the test split, the three accountings (``spquant cost --checkpoint RUN --json``

@@ -64,7 +64,11 @@ def test_section_replaced_between_its_own_markers(tmp_path, marker):
 
 
 def test_levers_reach_the_trained_model(tmp_path):
-    rows = sparsity.rows([0.5], epochs=2, levers=["distill", "no-spatial-prior", "early", "width-0.0625"])
+    rows = sparsity.rows(
+        [0.5],
+        epochs=2,
+        levers=["distill", "distill-fp32", "seed-1", "no-spatial-prior", "early", "width-0.0625"],
+    )
     names = [r[0] for r in rows]
     # gated levers are fine-tuned from the Quant-SNN row, so the Quant-SNN fine-tuned alike is a row too
     assert "quant-ft" in names and "keep-0.5-from-quant" not in names
@@ -79,6 +83,9 @@ def test_levers_reach_the_trained_model(tmp_path):
     assert c.train.init_from == c.train.distill_teacher == f"{out}/quant"
     assert (c.train.distill_weight, c.train.distill_temperature) == (0.5, 2.0)
     assert c.quant.prune["keep"] == 0.5 and "spatial_prior" not in c.quant.prune
+    c = config("keep-0.5-from-quant-distill-fp32")
+    assert c.train.distill_teacher == f"{out}/fp32" and c.train.init_from == f"{out}/quant"
+    assert config("keep-0.5-from-quant-seed-1").train.seed == 1 and c.train.seed == 0
     c = config("keep-0.5-from-quant-no-spatial-prior")
     assert c.quant.prune["spatial_prior"] is False and c.train.init_from == f"{out}/quant"
     priors = [m.prior for m in c.build_model().modules() if getattr(m, "prior", None) is not None]

@@ -231,7 +231,7 @@ def seeds_table(runs: dict[int, list[dict]]) -> list[str]:
         iv = t_interval(ds)
         lines += [
             "",
-            f"{labels[2]} - {labels[1]}, paired by seed: {_ms(ds)} pt"
+            f"{labels[2]} - {labels[1]} accuracy, paired by seed (positive: {labels[2]} more accurate): {_ms(ds)} pt"
             + (
                 f", 95 % t-interval [{iv[0]:+.2f}, {iv[1]:+.2f}] ({_noise(ds)})."
                 if iv

@@ -6,7 +6,7 @@ emulated-event MNIST (``mnist-dvs``), beside the FP32 SNN and the Quant-SNN of t
     python experiments/sparsity.py --keeps 1.0,0.5          # a subset of the sweep
     python experiments/sparsity.py --budget cpu --epochs 2 --schedule early --keeps 0.5,0.4 \
         --results docs/pruning_and_cost.md --marker sparsity-schedule   # a schedule at another length
-    python experiments/sparsity.py --budget cpu --epochs 2 --keeps 0.5 --from-quant 0.5,0.45,0.6,0.7,0.8 \
+    python experiments/sparsity.py --budget cpu --epochs 2 --keeps 0.5 --from-quant 0.5,0.45,0.6,0.7,0.75,0.8 \
         --levers distill,distill-fp32,seed-1,no-spatial-prior,early,spread-kept,width-0.0625,width-0.0625-ft \
         --results docs/pruning_and_cost.md --marker sparsity-levers    # what was tried against the gap
 

@@ -6,10 +6,15 @@ emulated-event MNIST (``mnist-dvs``), beside the FP32 SNN and the Quant-SNN of t
     python experiments/sparsity.py --keeps 1.0,0.5          # a subset of the sweep
     python experiments/sparsity.py --budget cpu --epochs 2 --schedule early --keeps 0.5,0.4 \
         --results docs/pruning_and_cost.md --marker sparsity-schedule   # a schedule at another length
+    python experiments/sparsity.py --budget cpu --epochs 2 --keeps 0.5 --from-quant 0.5,0.45,0.6,0.7,0.8 \
+        --levers distill,distill-fp32,seed-1,no-spatial-prior,early,spread-kept,width-0.0625,width-0.0625-ft \
+        --results docs/pruning_and_cost.md --marker sparsity-levers    # what was tried against the gap
 
 ``--epochs`` trains every row (FP32, Quant, gated) for that many epochs; ``--schedule`` picks the
 budgeted gates' warm-up / ramp (``SCHEDULES``); either one moves the runs to
 ``<out>/<budget>-<epochs>ep-<schedule>``. ``--only`` trains a subset of the rows (parallel jobs).
+``--levers`` adds rows from ``LEVERS``: fine-tunes from the Quant-SNN row with one change each
+(distillation, a prior off, a schedule, another seed) and narrower dense references.
 
 Every row is one ``spquant train`` run under ``runs/sparsity/<budget>/<row>``. Per SpQuant row the
 script measures, on the test split, the three accountings (``spquant cost --checkpoint RUN --json``
@@ -63,6 +68,62 @@ SCHEDULES = {
     # part of the cosine lr) train the network with the channels it keeps
     "early": ["quant.prune.warmup=0.05", "quant.prune.ramp=0.15"],
 }
+# Levers tried to close the budgeted gate's accuracy gap (``--levers``). A gated lever is a row
+# fine-tuned from the finished Quant-SNN row like ``--from-quant`` (the sweep's epochs more) at its
+# own ``keep``, with its own overrides; a dense lever (``keep`` None) is a reference network trained
+# from scratch for the sweep's epochs.
+LEVERS = {
+    "distill": {
+        "label": "distilled from the Quant-SNN (weight 0.5, temperature 2)",
+        "keep": 0.5,
+        "sets": [
+            "train.distill_teacher={out}/quant",
+            "train.distill_weight=0.5",
+            "train.distill_temperature=2.0",
+        ],
+    },
+    "distill-fp32": {
+        "label": "distilled from the FP32 SNN (weight 0.5, temperature 2)",
+        "keep": 0.5,
+        "sets": [
+            "train.distill_teacher={out}/fp32",
+            "train.distill_weight=0.5",
+            "train.distill_temperature=2.0",
+        ],
+    },
+    "seed-1": {  # the plain fine-tune again with another seed: how far one seed decides
+        "label": "seed 1 (data order and new predictors; same parent)",
+        "keep": 0.5,
+        "sets": ["train.seed=1"],
+    },
+    "no-spatial-prior": {
+        "label": "spatial prior off",
+        "keep": 0.5,
+        "sets": ["quant.prune.spatial_prior=false"],
+    },
+    "early": {
+        "label": "target reached at 20 % of the fine-tune (the `early` schedule)",
+        "keep": 0.5,
+        "sets": list(SCHEDULES["early"]),
+    },
+    "spread-kept": {
+        # train.init_from raises every predictor bias below 3 to 3 (gates open), which collapses the
+        # lower half of the default 3 +- 3 spread; at 6 +- 3 the whole spread survives
+        "label": "predictor biases 6 +- 3 (the spread survives init_from)",
+        "keep": 0.5,
+        "sets": ["quant.prune.init_bias=6.0"],
+    },
+    "width-0.0625": {
+        "label": "Quant-SNN at width 1/16 (dense, half the channels of every layer)",
+        "keep": None,
+        "sets": ["model.width=0.0625"],
+    },
+    "width-0.0625-ft": {  # as many epochs in all as the rows fine-tuned from the Quant-SNN
+        "label": "Quant-SNN at width 1/16, fine-tuned from the row above as long again",
+        "keep": None,
+        "sets": ["model.width=0.0625", "train.init_from={out}/quant-width-0.0625"],
+    },
+}
 MIN_PLOTTED = 3  # a trade-off curve needs a few gated rows
 
 
@@ -83,10 +144,11 @@ def variant_name(budget: str, epochs: int | None = None, schedule: str = "defaul
     )
 
 
-def rows(keeps, from_quant=(), schedule="default", epochs=1):
+def rows(keeps, from_quant=(), schedule="default", epochs=1, levers=()):
     """The sweep's rows; ``from_quant``: keeps also trained from the finished Quant-SNN row
     (``train.init_from``, ``epochs`` more epochs), beside the Quant-SNN fine-tuned the same way;
-    ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1)."""
+    ``schedule``: a key of ``SCHEDULES`` for the budgeted rows (keep < 1); ``levers``: keys of
+    ``LEVERS``."""
     sched = SCHEDULES[schedule]
     out = [("fp32", "FP32 SNN", "fp32", []), ("quant", "Quant-SNN", "quant", [])]
     for k in keeps:
@@ -98,9 +160,10 @@ def rows(keeps, from_quant=(), schedule="default", epochs=1):
                 SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []),
             )
         )
-    if from_quant:
-        init = ["train.init_from={out}/quant"]
-        more = f"+{epochs} epoch{'s' if epochs != 1 else ''} from the Quant-SNN"
+    init = ["train.init_from={out}/quant"]
+    more = f"+{epochs} epoch{'s' if epochs != 1 else ''} from the Quant-SNN"
+    if from_quant or any(LEVERS[v]["keep"] is not None for v in levers):
+        # the fine-tuned rows are compared with the Quant-SNN fine-tuned the same way
         out.append(("quant-ft", f"Quant-SNN, {more}", "quant", init))
     for k in from_quant:
         out.append(
@@ -109,6 +172,20 @@ def rows(keeps, from_quant=(), schedule="default", epochs=1):
                 f"SpQuant-SNN keep {k:g}, {more}",
                 "spquant",
                 SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + init,
+            )
+        )
+    for name in levers:
+        lever = LEVERS[name]
+        k = lever["keep"]
+        if k is None:
+            out.append((f"quant-{name}", lever["label"], "quant", list(lever["sets"])))
+            continue
+        out.append(
+            (
+                f"keep-{k:g}-from-quant-{name}",
+                f"SpQuant-SNN keep {k:g}, {more}, {lever['label']}",
+                "spquant",
+                SP + [f"quant.prune.keep={k}"] + (sched if k < 1 else []) + list(lever["sets"]) + init,
             )
         )
     return out
@@ -164,6 +241,22 @@ def _timed(fn, repeats):
         fn()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def measure_dense(run: dict, n_cost: int) -> dict:
+    """A dense reference row's effective operations on ``n_cost`` test samples, over its own dense
+    MACs (no gates: ``dense_mac_reduction`` is 1); ``section`` rescales them to the Quant-SNN's."""
+    from spquant.cost import measure_cost
+    from spquant.train.data import load_split
+
+    loaded = load_run(run["dir"])
+    model, config = loaded["model"].eval(), loaded["config"]
+    test = load_split(config, "test")
+    n_cost = min(n_cost, len(test))
+    T = config.model.T
+    batches = [test.batch(torch.arange(s, min(s + 100, n_cost)), T)[0] for s in range(0, n_cost, 100)]
+    mc = measure_cost(model, batches)
+    return {"effective_op_reduction": mc.effective_op_reduction, "cost_samples": n_cost}
 
 
 def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
@@ -264,6 +357,8 @@ def _flags(args) -> str:
         out += f" --keeps {args.keeps}"
     if getattr(args, "from_quant", ""):
         out += f" --from-quant {args.from_quant}"
+    if getattr(args, "levers", ""):
+        out += f" --levers {args.levers}"
     if getattr(args, "epochs", None) is not None:
         out += f" --epochs {args.epochs}"
     if getattr(args, "schedule", "default") != "default":
@@ -326,8 +421,16 @@ def section(runs, measured, budget, args) -> list[str]:
             )
             continue
         if m is None:
+            macs = r["metrics"].get("dense_macs_per_step")
+            ref = q["metrics"].get("dense_macs_per_step") if q else None
+            kept, red = "1.000 (dense)", "1.00x"
+            eff = "-"
+            if macs and ref and macs != ref:  # a narrower dense network: its MACs against the Quant-SNN's
+                kept, red = f"{macs / ref:.3f} (dense, narrower)", f"{ref / macs:.2f}x (all layers)"
+                if "dense_cost" in r:
+                    eff = f"{r['dense_cost']['effective_op_reduction'] * ref / macs:.2f}x"
             L.append(
-                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | 1.000 (dense) | 1.00x | - | - | - | - | - | {wall} |"
+                f"| {r['label']} | {_pct(acc)} | {dfp} | {dq} | {kept} | {red} | {eff} | - | - | - | - | {wall} |"
             )
             continue
         s = m["seconds"]
@@ -398,6 +501,19 @@ def section(runs, measured, budget, args) -> list[str]:
             L.append(
                 "* no SpQuant row is within the accuracy bounds: both reduction targets **missed** at this budget"
             )
+        ft = by.get("quant-ft")
+        tuned = [r for r in runs if "-from-quant" in r["row"] and r["row"] in measured]
+        if ft and tuned:
+            near = [
+                r
+                for r in tuned
+                if r["metrics"]["test_accuracy"] >= ft["metrics"]["test_accuracy"] - 0.005 - 1e-9
+            ]
+            L.append(
+                f"* the rows fine-tuned from the Quant-SNN trained as many epochs as {ft['label']} "
+                f"({_pct(ft['metrics']['test_accuracy'])}); within 0.5 pt of it: "
+                + (", ".join(r["label"] for r in near) if near else "none")
+            )
     for r in runs:
         m = measured.get(r["row"])
         if m and "fast_vs_no_skip" in m:
@@ -435,7 +551,9 @@ def section(runs, measured, budget, args) -> list[str]:
     return L
 
 
-def plot(runs, measured, png: Path):
+def plot(runs, measured, png: Path, line: bool = True):
+    """Accuracy against effective operations; ``line`` joins the gated rows (a sweep of one knob),
+    else they are separate points (rows that differ in more than the budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,7 +569,21 @@ def plot(runs, measured, png: Path):
             labels.append(r["row"])
     pts = sorted(zip(xs, ys, labels))
     xs, ys, labels = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
-    ax.plot(xs, ys, "o-", color="#2a7", label="SpQuant-SNN (keep sweep)")
+    ax.plot(
+        xs, ys, "o-" if line else "o", color="#2a7", label="SpQuant-SNN" + (" (keep sweep)" if line else "")
+    )
+    ref = next((r for r in runs if r["row"] == "quant"), None)
+    shown = False
+    for r in runs:  # dense narrower references, against the Quant-SNN's dense MACs
+        if "dense_cost" in r and ref and r["metrics"].get("dense_macs_per_step"):
+            ratio = ref["metrics"]["dense_macs_per_step"] / r["metrics"]["dense_macs_per_step"]
+            x_, y_ = (
+                1 / (r["dense_cost"]["effective_op_reduction"] * ratio),
+                100 * r["metrics"]["test_accuracy"],
+            )
+            ax.plot([x_], [y_], "s", color="#a52", label=None if shown else "narrower dense Quant-SNN")
+            shown = True
+            ax.annotate(r["row"], (x_, y_), fontsize=7, xytext=(3, -9), textcoords="offset points")
     for x_, y_, lab in zip(xs, ys, labels):
         ax.annotate(lab, (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for r, c in (
@@ -492,6 +624,11 @@ def main(argv=None) -> int:
         default="",
         help="keeps also trained from the finished Quant-SNN row (the sweep's epochs more)",
     )
+    ap.add_argument(
+        "--levers",
+        default="",
+        help=f"comma-separated extra rows from LEVERS ({', '.join(LEVERS)})",
+    )
     ap.add_argument("--root", default=None, help="MNIST IDX folder for --budget cpu (data.root)")
     ap.add_argument("--out", default="runs/sparsity")
     ap.add_argument("--cost-samples", type=int, default=500)
@@ -528,6 +665,7 @@ def main(argv=None) -> int:
         [float(k) for k in args.from_quant.split(",") if k.strip()],
         args.schedule,
         args.epochs or BUDGETS[args.budget][2],
+        [v for v in args.levers.split(",") if v.strip()],
     )
     if args.only:
         only = set(args.only.split(","))
@@ -557,8 +695,15 @@ def main(argv=None) -> int:
                 json.dumps({k: v for k, v in measured[r["row"]].items() if k != "kept_fraction_by_layer"}),
                 flush=True,
             )
+    for r in runs:
+        if r["row"].startswith("quant-") and r["row"][len("quant-") :] in LEVERS:
+            path = Path(r["dir"]) / "sparsity_dense_measure.json"
+            if not path.is_file() and not args.write_only:
+                path.write_text(json.dumps(measure_dense(r, args.cost_samples), indent=1))
+            if path.is_file():
+                r["dense_cost"] = json.loads(path.read_text())
     if len(measured) >= MIN_PLOTTED:
-        plot(runs, measured, pareto_png(args.marker))
+        plot(runs, measured, pareto_png(args.marker), line=not args.levers)
     write_results(section(runs, measured, args.budget, args), Path(args.results), args.marker)
     print(f"wrote {args.results}", flush=True)
     return 0

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from quant_results import _ms, _noise, t_interval  # noqa: E402
 from quant_stats import (  # noqa: E402
     DATASETS,
     base_overrides,
@@ -48,7 +47,6 @@ from quant_stats import (  # noqa: E402
 
 START, END = "<!-- quant_defaults:start -->", "<!-- quant_defaults:end -->"
 EPOCHS = 3  # as long as the FP32 parent + fine-tune of quant_stats.py
-T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}
 ROWS = {  # name -> (recipe mode, overrides)
     "fp32": ("fp32", []),
     "quant-stat": ("quant", ['quant.weight_scale="stat"']),
@@ -70,19 +68,11 @@ def _acc(path: Path) -> float | None:
     return 100 * json.loads(p.read_text())["metrics"]["test_accuracy"] if p.is_file() else None
 
 
-def _ms(xs: list[float]) -> str:
-    if len(xs) < 2:
-        return f"{xs[0]:.2f}" if xs else "n/a"
-    return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs):.2f}"
-
-
 def _interval(ds: list[float]) -> str:
-    if len(ds) < 2:
+    ci = t_interval(ds)
+    if ci is None:
         return "one seed"
-    m = statistics.mean(ds)
-    half = T95.get(len(ds), 2.0) * statistics.stdev(ds) / math.sqrt(len(ds))
-    verdict = "contains 0: within noise" if abs(m) <= half else "excludes 0"
-    return f"[{m - half:+.2f}, {m + half:+.2f}] ({verdict})"
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}] ({_noise(ds)})"
 
 
 def table(runs: Path, name: str) -> list[str]:

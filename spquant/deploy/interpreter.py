@@ -156,17 +156,17 @@ def _lif_pruned_fast(
     return out.view(torch.uint8)
 
 
-def _requantize(acc, epi: str, Ms, BRs, M, BR, shift: int) -> torch.Tensor:
+def _requantize(acc, epi: str, scale, offset, shift: int) -> torch.Tensor:
     """``(acc * M + B + R) >> S`` per output channel, exactly, in the cheapest arithmetic the
-    bounds allow (``epi``): float32 or float64 as ``floor(acc * (M 2^-S) + (B + R) 2^-S)``, exact
-    when every intermediate is an integer (times a power of two) below 2^24 or 2^53 (float
-    products vectorize on CPUs, int64 ones do not), else int64. ``Ms``/``BRs`` are ``M``/``B + R``
-    times 2^-S in the epilogue's float type."""
+    bounds allow (``epi``): float32 or float64 as ``floor(acc * scale + offset)`` with ``scale`` =
+    M 2^-S and ``offset`` = (B + R) 2^-S in that type, exact when every intermediate is an integer
+    (times a power of two) below 2^24 or 2^53 (float products vectorize on CPUs, int64 ones do
+    not); else int64 with ``scale`` = M and ``offset`` = B + R."""
     if epi == "f32":
-        return acc.mul_(Ms).add_(BRs).floor_()
+        return acc.mul_(scale).add_(offset).floor_()
     if epi == "f64":
-        return acc.to(torch.float64).mul_(Ms).add_(BRs).floor_()
-    return (acc.to(torch.int64) * M + BR) >> shift
+        return acc.to(torch.float64).mul_(scale).add_(offset).floor_()
+    return (acc.to(torch.int64) * scale + offset) >> shift
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
@@ -275,15 +275,18 @@ class Interpreter:
                     epi = "f32"
                 else:
                     epi = "f64" if out["prod_max"] < 2**53 else "i64"
-                sdt = torch.float32 if epi == "f32" else torch.float64
+                if epi == "i64":
+                    scale, offset = torch.from_numpy(M), torch.from_numpy(BR)
+                else:
+                    sdt = torch.float32 if epi == "f32" else torch.float64
+                    scale = torch.from_numpy(M.astype(np.float64) * 2.0**-S).to(sdt)
+                    offset = torch.from_numpy(BR.astype(np.float64) * 2.0**-S).to(sdt)
                 self._torch[n["name"]] = {
                     "w": _layout(torch.from_numpy(program.arrays[n["weight"]].astype(np.float64)).to(dt)),
                     "dtype": dt,
                     "epi": epi,
-                    "M": torch.from_numpy(M),
-                    "BR": torch.from_numpy(BR),
-                    "Ms": torch.from_numpy(M.astype(np.float64) * 2.0**-S).to(sdt),
-                    "BRs": torch.from_numpy(BR.astype(np.float64) * 2.0**-S).to(sdt),
+                    "scale": scale,
+                    "offset": offset,
                 }
             elif n["op"] == "channel_gate":
                 self._torch[n["name"]] = {
@@ -508,15 +511,7 @@ class Interpreter:
                 else:
                     acc = flat.to(p["dtype"]) @ p["w"].T
                     shape = (1, -1)
-                cur = _requantize(
-                    acc,
-                    p["epi"],
-                    p["Ms"].view(shape),
-                    p["BRs"].view(shape),
-                    p["M"].view(shape),
-                    p["BR"].view(shape),
-                    n["shift"],
-                )
+                cur = _requantize(acc, p["epi"], p["scale"].view(shape), p["offset"].view(shape), n["shift"])
                 y = (cur.reshape(*lead, *cur.shape[1:]), st)
             elif op == "scale_current":
                 y = (a.to(torch.int64) * int(n["K"]), st)
@@ -664,15 +659,13 @@ class Interpreter:
                 cache.clear()
             cache[key] = (
                 _layout(pc["w"][idx][:, idx_in].contiguous()),
-                pc["Ms"][idx].view(1, -1, 1, 1),
-                pc["BRs"][idx].view(1, -1, 1, 1),
-                pc["M"][idx].view(1, -1, 1, 1),
-                pc["BR"][idx].view(1, -1, 1, 1),
+                pc["scale"][idx].view(1, -1, 1, 1),
+                pc["offset"][idx].view(1, -1, 1, 1),
             )
-        w, Ms, BRs, M, BR = cache[key]
+        w, scale, offset = cache[key]
         flat = flat.to(pc["dtype"], memory_format=torch.channels_last)  # one pass: type and layout
         acc = Fn.conv2d(flat, w, stride=nc["stride"], padding=nc["padding"])
-        cur = _requantize(acc, pc["epi"], Ms, BRs, M, BR, nc["shift"])
+        cur = _requantize(acc, pc["epi"], scale, offset, nc["shift"])
         cur = cur.reshape(*((B,) if static else (T, B)), U, Ho, Wo)
         V = V_all[idx].view(-1, 1, 1) if V_all.numel() > 1 else V_all.view(())
         g = gate[:, :, idx].unsqueeze(-1).unsqueeze(-1)  # [T, B, U, 1, 1]
@@ -759,7 +752,7 @@ class Interpreter:
             pc["w2p"] = torch.cat([w2, w2.new_zeros(1, w2.shape[1])])  # row O: the padding row
             # [O + 1, C + 1, k*k]: a zero padding row (output O) and a zero padding input channel C
             pc["w3p"] = Fn.pad(pc["w2p"].reshape(O + 1, C, k * k), (0, 0, 0, 1))
-            for key in ("Ms", "BRs", "M", "BR"):
+            for key in ("scale", "offset"):
                 pc[key + "p"] = torch.cat([pc[key], pc[key].new_zeros(1)])
         dt = pc["dtype"]
         flat = x.reshape(-1, *x.shape[-3:]).to(dt)
@@ -801,8 +794,8 @@ class Interpreter:
                     acc = torch.bmm(w_sel.reshape(B, K, -1), c_sel.reshape(B, -1, L))  # [B, K, L]
                 else:
                     acc = torch.bmm(pc["w2p"][idx], cols_t)  # [B, K, L]
-                sel = [pc[key + "p"][idx].unsqueeze(-1) for key in ("Ms", "BRs", "M", "BR")]
-                part = _requantize(acc, pc["epi"], *sel, nc["shift"])
+                scale, offset = pc["scalep"][idx].unsqueeze(-1), pc["offsetp"][idx].unsqueeze(-1)
+                part = _requantize(acc, pc["epi"], scale, offset, nc["shift"])
                 cur = torch.zeros(B, O + 1, L, dtype=part.dtype).scatter_(
                     1, idx.unsqueeze(-1).expand(B, K, L), part
                 )[:, :O]

@@ -458,6 +458,6 @@ def test_float64_epilogue_equals_int64_right_shift(acc_dtype):
     assert (((M + BR) % (1 << S)) == (1 << S) - 1).all()
     Ms = torch.from_numpy(M.astype(np.float64) * 2.0**-S).view(1, -1, 1, 1)
     BRs = torch.from_numpy(BR.astype(np.float64) * 2.0**-S).view(1, -1, 1, 1)
-    got = _requantize(torch.from_numpy(acc).to(acc_dtype), "f64", Ms, BRs, None, None, S)
+    got = _requantize(torch.from_numpy(acc).to(acc_dtype), "f64", Ms, BRs, S)
     assert got.dtype == torch.float64
     assert np.array_equal(got.numpy().astype(np.int64), want)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from quant_stats import FINETUNE, NEW_DEFAULTS  # noqa: E402
-from results import write_marked  # noqa: E402
+from sections import write_marked  # noqa: E402
 from sparsity import COMMON  # noqa: E402
 
 START, END = "<!-- binary_memory:start -->", "<!-- binary_memory:end -->"

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detect_ablations import ABLATIONS, slot_class_accuracy, train_detector_steps  # noqa: E402
+from sections import write_marked  # noqa: E402
 
 from spquant.data.detection import collate_detection  # noqa: E402
 from spquant.train import load_config  # noqa: E402
@@ -367,16 +368,8 @@ def write(rows: dict) -> None:
     block = section(rows)
     for path, image_prefix in ((ROOT / "RESULTS.md", "docs/img/"), (ROOT / "docs" / "detection.md", "img/")):
         text = path.read_text() if path.is_file() else ""
-        mine = block.replace("](docs/img/", f"]({image_prefix}")
-        if START in text and END in text:
-            text = text[: text.index(START)] + mine + text[text.index(END) + len(END) :]
-        elif path.name == "RESULTS.md":
-            text = text.rstrip("\n") + "\n\n" + mine + "\n"
-        else:
-            continue
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        if path.name == "RESULTS.md" or (START in text and END in text):
+            write_marked(path, [block.replace("](docs/img/", f"]({image_prefix}")], START, END)
 
 
 def main(argv=None) -> None:

@@ -44,6 +44,7 @@ from quant_stats import (  # noqa: E402
     run_logger,
     run_one,
 )
+from sections import write_marked  # noqa: E402
 
 START, END = "<!-- quant_defaults:start -->", "<!-- quant_defaults:end -->"
 EPOCHS = 3  # as long as the FP32 parent + fine-tune of quant_stats.py
@@ -129,18 +130,6 @@ def render(runs: Path) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/quant-defaults")
@@ -153,7 +142,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.write:
-        write_section(Path(args.write), render(out))
+        write_marked(Path(args.write), [render(out)], START, END)
         return 0
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from quant_stats import budget_and_log  # noqa: E402
+from sections import write_marked  # noqa: E402
 
 START, END = "<!-- quant_results:start -->", "<!-- quant_results:end -->"
 T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}
@@ -265,13 +266,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     text = render(Path(args.runs))
     if args.write:
-        p = Path(args.write)
-        old = p.read_text() if p.is_file() else ""
-        if START in old and END in old:
-            new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        p.write_text(new)
+        write_marked(Path(args.write), [text], START, END)
     print(text)
     return 0
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import torch  # noqa: E402
+from sections import write_marked  # noqa: E402
 
 from spquant.train import load_config, load_run, train  # noqa: E402
 
@@ -286,19 +287,6 @@ def seeds_section(tables: dict[str, dict[int, list[dict]]], args) -> list[str]:
         SEEDS_END,
     ]
     return lines
-
-
-def write_marked(path: Path, lines: list[str], start: str, end: str) -> None:
-    """Replace the text between ``start`` and ``end`` of ``path`` (or append it), nothing else."""
-    text = "\n".join(lines)
-    old = path.read_text() if path.is_file() else ""
-    if start in old and end in old:
-        new = old[: old.index(start)] + text + old[old.index(end) + len(end) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def run_seeds(args, seeds: list[int], out_root: Path) -> int:

@@ -36,9 +36,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sections import write_marked  # noqa: E402
 
 from spquant.train import load_config, load_run, train  # noqa: E402
 
@@ -603,16 +605,7 @@ def plot(runs, measured, png: Path, line: bool = True):
 
 
 def write_results(lines: list[str], path: Path, marker: str = "sparsity"):
-    begin, end = markers(marker)
-    text = path.read_text() if path.is_file() else ""
-    block = "\n".join(lines) + "\n"
-    if begin in text and end in text:
-        pre, rest = text.split(begin, 1)
-        post = rest.split(end, 1)[1].lstrip("\n")
-        text = pre + block + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    write_marked(path, lines, *markers(marker))
 
 
 def main(argv=None) -> int:

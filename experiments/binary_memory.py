@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,8 +97,10 @@ def measure(run_dir: Path, integer: bool) -> dict:
     model, cfg = loaded["model"], loaded["config"]
     mem = deployed_for_model(model, (cfg.model.in_channels, *cfg.model.input)).to_dict()
     spq = run_dir / "model.spq"
-    rc = os.system(f"{sys.executable} -m spquant export {run_dir} -o {spq} > /dev/null")
-    if rc != 0:
+    done = subprocess.run(
+        [sys.executable, "-m", "spquant", "export", str(run_dir), "-o", str(spq)], stdout=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
         raise RuntimeError(f"spquant export {run_dir} failed")
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     out = {

@@ -245,9 +245,9 @@ def _timed(fn, repeats):
     return times
 
 
-def measure_dense(run: dict, n_cost: int) -> dict:
-    """A dense reference row's effective operations on ``n_cost`` test samples, over its own dense
-    MACs (no gates: ``dense_mac_reduction`` is 1); ``section`` rescales them to the Quant-SNN's."""
+def _cost_on_test(run: dict, n_cost: int):
+    """The run's model, config and test split, and ``measure_cost`` on its first ``n_cost`` test
+    samples (batches of 100); ``n_cost`` capped at the split's size."""
     from spquant.cost import measure_cost
     from spquant.train.data import load_split
 
@@ -257,23 +257,22 @@ def measure_dense(run: dict, n_cost: int) -> dict:
     n_cost = min(n_cost, len(test))
     T = config.model.T
     batches = [test.batch(torch.arange(s, min(s + 100, n_cost)), T)[0] for s in range(0, n_cost, 100)]
-    mc = measure_cost(model, batches)
+    return model, config, test, n_cost, measure_cost(model, batches)
+
+
+def measure_dense(run: dict, n_cost: int) -> dict:
+    """A dense reference row's effective operations on ``n_cost`` test samples, over its own dense
+    MACs (no gates: ``dense_mac_reduction`` is 1); ``section`` rescales them to the Quant-SNN's."""
+    _, _, _, n_cost, mc = _cost_on_test(run, n_cost)
     return {"effective_op_reduction": mc.effective_op_reduction, "cost_samples": n_cost}
 
 
 def measure_row(run: dict, n_cost: int, n_speed: int, repeats: int) -> dict:
     """Three accountings on ``n_cost`` test samples; interpreter parity and speed on ``n_speed``."""
-    from spquant.cost import measure_cost
     from spquant.deploy import Interpreter, fold_model, input_encoding
-    from spquant.train.data import load_split
 
-    loaded = load_run(run["dir"])
-    model, config = loaded["model"].eval(), loaded["config"]
-    test = load_split(config, "test")
+    model, config, test, n_cost, mc = _cost_on_test(run, n_cost)
     T = config.model.T
-    n_cost = min(n_cost, len(test))
-    batches = [test.batch(torch.arange(s, min(s + 100, n_cost)), T)[0] for s in range(0, n_cost, 100)]
-    mc = measure_cost(model, batches)
     out = {
         k: getattr(mc, k)
         for k in (
